@@ -1,0 +1,154 @@
+//! The NSQ message: its fields and its wire layout.
+//!
+//! The same layout is used in message frames sent to consumers and in the
+//! records a disk queue stores, so a message read from disk is decoded by the
+//! same function that the protocol uses.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::CodecError;
+
+/// Length of the fixed header before a message body: an 8-byte timestamp,
+/// 2-byte attempts and a 16-byte id.
+pub const MESSAGE_HEADER_LEN: usize = 8 + 2 + 16;
+
+/// A message id: 16 ASCII bytes, as nsqd sends them (lowercase hex).
+///
+/// Clients echo these 16 bytes back in FIN, REQ and TOUCH, so the type stores
+/// them exactly as they travel.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct MessageId(pub [u8; 16]);
+
+impl MessageId {
+    /// The id as the 16 bytes sent on the wire.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+
+    /// Builds an id from wire bytes, or `None` if the slice is not 16 bytes long.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        <[u8; 16]>::try_from(bytes).ok().map(MessageId)
+    }
+}
+
+impl fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MessageId({self})")
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.0))
+    }
+}
+
+/// One message as nsqd holds it: identity, publish time, delivery attempts,
+/// body and an optional deferral.
+///
+/// Cloning is cheap: the body is reference-counted [`Bytes`], so a topic that
+/// fans a message out to many channels shares one copy of the body bytes.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Message {
+    /// Unique id, assigned at publish.
+    pub id: MessageId,
+    /// Publish time in nanoseconds since the Unix epoch.
+    pub timestamp_ns: i64,
+    /// How many times this message has been delivered; incremented before each delivery.
+    pub attempts: u16,
+    /// The payload, shared between copies.
+    pub body: Bytes,
+    /// Set for a DPUB: the message becomes visible to consumers only after this delay.
+    /// Not part of the wire format.
+    pub deferred: Option<Duration>,
+}
+
+impl Message {
+    /// A fresh, undelivered, undeferred message.
+    pub fn new(id: MessageId, timestamp_ns: i64, body: Bytes) -> Self {
+        Message {
+            id,
+            timestamp_ns,
+            attempts: 0,
+            body,
+            deferred: None,
+        }
+    }
+
+    /// Number of bytes [`Message::encode`] writes.
+    pub fn encoded_len(&self) -> usize {
+        MESSAGE_HEADER_LEN + self.body.len()
+    }
+
+    /// Appends the wire layout (timestamp, attempts, id, body; big endian) to `dst`.
+    pub fn encode(&self, dst: &mut BytesMut) {
+        dst.reserve(self.encoded_len());
+        dst.put_i64(self.timestamp_ns);
+        dst.put_u16(self.attempts);
+        dst.put_slice(&self.id.0);
+        dst.put_slice(&self.body);
+    }
+
+    /// The wire layout as a new buffer.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut dst = BytesMut::with_capacity(self.encoded_len());
+        self.encode(&mut dst);
+        dst.freeze()
+    }
+
+    /// Decodes the wire layout. The body is a slice of `src`, not a copy.
+    /// The deferral is not part of the layout and comes back as `None`.
+    pub fn decode(src: Bytes) -> Result<Message, CodecError> {
+        if src.len() < MESSAGE_HEADER_LEN {
+            return Err(CodecError::MessageTooShort {
+                len: src.len(),
+                min: MESSAGE_HEADER_LEN,
+            });
+        }
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(&src[0..8]);
+        let attempts = u16::from_be_bytes([src[8], src[9]]);
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&src[10..26]);
+        Ok(Message {
+            id: MessageId(id),
+            timestamp_ns: i64::from_be_bytes(ts),
+            attempts,
+            body: src.slice(MESSAGE_HEADER_LEN..),
+            deferred: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_is_nsqd_layout() {
+        let msg = Message {
+            id: MessageId(*b"0123456789abcdef"),
+            timestamp_ns: 0x0102030405060708,
+            attempts: 0x0a0b,
+            body: Bytes::from_static(b"hi"),
+            deferred: None,
+        };
+        let bytes = msg.to_bytes();
+        assert_eq!(&bytes[..8], &[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(&bytes[8..10], &[0x0a, 0x0b]);
+        assert_eq!(&bytes[10..26], b"0123456789abcdef");
+        assert_eq!(&bytes[26..], b"hi");
+        assert_eq!(Message::decode(bytes), Ok(msg));
+    }
+
+    #[test]
+    fn short_input_is_an_error() {
+        assert_eq!(
+            Message::decode(Bytes::from_static(&[0; 25])),
+            Err(CodecError::MessageTooShort { len: 25, min: 26 })
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! A backend that lives in memory only, for ephemeral topics and channels.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::{BackendQueue, BackendStats, QueueError};
+
+/// An in-memory [`BackendQueue`]: never touches disk, loses everything on exit.
+///
+/// With a capacity, records beyond it are discarded and counted, which is how
+/// nsqd treats ephemeral topics and channels (overflow past the memory queue
+/// is dropped silently). Without one it keeps everything, which tests use as
+/// a model of a perfect disk.
+#[derive(Debug)]
+pub struct MemoryQueue {
+    state: Mutex<State>,
+    readable: Notify,
+    capacity: Option<usize>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    records: VecDeque<Bytes>,
+    discarded: u64,
+    closed: bool,
+}
+
+impl MemoryQueue {
+    /// A queue that keeps every record.
+    pub fn unbounded() -> Self {
+        Self::with_capacity(None)
+    }
+
+    /// A queue that keeps at most `capacity` records and discards the rest;
+    /// `0` discards everything, as nsqd's ephemeral backend does.
+    pub fn discarding(capacity: usize) -> Self {
+        Self::with_capacity(Some(capacity))
+    }
+
+    fn with_capacity(capacity: Option<usize>) -> Self {
+        MemoryQueue {
+            state: Mutex::new(State::default()),
+            readable: Notify::new(),
+            capacity,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock leaves the deque itself consistent
+        // (every operation is a single push, pop or clear), so recover it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl BackendQueue for MemoryQueue {
+    async fn put(&self, record: Bytes) -> Result<(), QueueError> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(QueueError::Closed);
+        }
+        if self.capacity.is_some_and(|cap| state.records.len() >= cap) {
+            state.discarded += 1;
+            return Ok(());
+        }
+        state.records.push_back(record);
+        drop(state);
+        self.readable.notify_one();
+        Ok(())
+    }
+
+    fn try_read(&self) -> Result<Option<Bytes>, QueueError> {
+        let mut state = self.lock();
+        match state.records.pop_front() {
+            Some(record) => Ok(Some(record)),
+            None if state.closed => Err(QueueError::Closed),
+            None => Ok(None),
+        }
+    }
+
+    async fn read(&self) -> Result<Bytes, QueueError> {
+        loop {
+            // Register interest before checking, so a put between the check
+            // and the await still wakes us. Nothing is taken until the
+            // synchronous `try_read`, which is why dropping this future is safe.
+            let notified = self.readable.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(record) = self.try_read()? {
+                return Ok(record);
+            }
+            notified.await;
+        }
+    }
+
+    fn depth(&self) -> u64 {
+        self.lock().records.len() as u64
+    }
+
+    fn stats(&self) -> BackendStats {
+        let state = self.lock();
+        BackendStats {
+            depth: state.records.len() as u64,
+            discarded_records: state.discarded,
+            ..BackendStats::default()
+        }
+    }
+
+    async fn empty(&self) -> Result<(), QueueError> {
+        self.lock().records.clear();
+        Ok(())
+    }
+
+    async fn delete(&self) -> Result<(), QueueError> {
+        let mut state = self.lock();
+        state.records.clear();
+        state.closed = true;
+        drop(state);
+        self.readable.notify_waiters();
+        Ok(())
+    }
+
+    async fn close(&self) -> Result<(), QueueError> {
+        self.lock().closed = true;
+        self.readable.notify_waiters();
+        Ok(())
+    }
+}

@@ -1,0 +1,94 @@
+//! `cargo xtask ci`: the checks that decide whether a change lands.
+//!
+//! Each step prints its name and how long it took; the first failure stops
+//! the run with a non-zero exit.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+/// Runs every CI step in order. `long` enables the soak, crash and fuzz
+/// tests, which are too slow for every run.
+pub fn run(long: bool) -> Result<(), String> {
+    let root = project_root();
+    let started = Instant::now();
+    step("fmt", || cargo(&root, &["fmt", "--all", "--check"], &[]))?;
+    step("clippy", || {
+        cargo(
+            &root,
+            &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+            &[],
+        )
+    })?;
+    let mut env: Vec<(&str, String)> = Vec::new();
+    if long {
+        env.push(("RSQ_LONG_TESTS", "1".to_string()));
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    if has_nextest() {
+        step("test (nextest)", || {
+            cargo(
+                &root,
+                &["nextest", "run", "--workspace", "--no-fail-fast"],
+                &env,
+            )
+        })?;
+        step("doctest", || cargo(&root, &["test", "--workspace", "--doc"], &env))?;
+    } else {
+        step("test", || cargo(&root, &["test", "--workspace"], &env))?;
+    }
+    step("doc", || {
+        cargo(
+            &root,
+            &["doc", "--workspace", "--no-deps"],
+            &[("RUSTDOCFLAGS", "-D warnings")],
+        )
+    })?;
+    println!("ci: all steps passed in {:.1?}", started.elapsed());
+    Ok(())
+}
+
+/// Runs one named step and reports its duration.
+fn step(name: &str, f: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+    println!("==> {name}");
+    let started = Instant::now();
+    let result = f();
+    let took = started.elapsed();
+    match &result {
+        Ok(()) => println!("<== {name}: ok in {took:.1?}"),
+        Err(e) => println!("<== {name}: FAILED in {took:.1?}: {e}"),
+    }
+    result
+}
+
+fn cargo(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run cargo {}: {e}", args.join(" ")))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("cargo {} exited with {status}", args.join(" ")))
+    }
+}
+
+fn has_nextest() -> bool {
+    Command::new("cargo-nextest")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The workspace root: the parent of this crate's directory.
+pub fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}

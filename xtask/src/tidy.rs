@@ -1,0 +1,147 @@
+//! Tidy tests: invariants of the code base that a machine can check, run by
+//! plain `cargo test`. Each states an absence, as ARCHITECTURE.md does.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::ci::project_root;
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if path.is_dir() {
+            if name != "target" && !name.starts_with('.') && !name.starts_with("target-") {
+                rust_files(&path, out);
+            }
+        } else if name.ends_with(".rs") {
+            out.push(path);
+        }
+    }
+}
+
+fn all_rust_files() -> Vec<PathBuf> {
+    let root = project_root();
+    let mut files = Vec::new();
+    rust_files(&root.join("crates"), &mut files);
+    rust_files(&root.join("xtask"), &mut files);
+    files.sort();
+    files
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+#[test]
+fn every_rust_file_says_what_it_is_for() {
+    let missing: Vec<_> = all_rust_files()
+        .into_iter()
+        .filter(|p| !read(p).trim_start().starts_with("//!"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "files without a leading //! comment: {missing:#?}"
+    );
+}
+
+#[test]
+fn no_grab_bag_modules() {
+    let bad: Vec<_> = all_rust_files()
+        .into_iter()
+        .filter(|p| {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+            matches!(name.as_deref(), Some("utils.rs" | "util.rs" | "helpers.rs" | "misc.rs"))
+        })
+        .collect();
+    assert!(bad.is_empty(), "name modules by concept: {bad:#?}");
+}
+
+/// rsq-codec does no IO: it must not depend on tokio or any networking crate.
+#[test]
+fn codec_does_no_io() {
+    let manifest = read(&project_root().join("crates/rsq-codec/Cargo.toml"));
+    for forbidden in ["tokio", "async-trait", "mio", "hyper", "axum"] {
+        assert!(
+            !manifest
+                .lines()
+                .any(|l| l.trim_start().starts_with(forbidden)),
+            "rsq-codec must not depend on {forbidden}"
+        );
+    }
+    for file in all_rust_files()
+        .into_iter()
+        .filter(|p| p.starts_with(project_root().join("crates/rsq-codec/src")))
+    {
+        let text = read(&file);
+        for forbidden in ["std::fs", "std::net", "std::io::Read", "Instant::now", "SystemTime::now"] {
+            assert!(
+                !text.contains(forbidden),
+                "{} uses {forbidden}: rsq-codec does no IO and never reads the clock",
+                file.display()
+            );
+        }
+    }
+}
+
+/// rsq-topic reaches channels only through its trait: no dependency on rsq-channel.
+#[test]
+fn topic_does_not_know_channel() {
+    let manifest = read(&project_root().join("crates/rsq-topic/Cargo.toml"));
+    assert!(
+        !manifest.contains("rsq-channel"),
+        "rsq-topic must not depend on rsq-channel"
+    );
+}
+
+/// Libraries log through tracing; only binaries and xtask may print.
+#[test]
+fn libraries_do_not_print() {
+    let root = project_root();
+    for file in all_rust_files() {
+        let rel = file.strip_prefix(&root).unwrap_or(&file);
+        let rel_s = rel.to_string_lossy();
+        let is_library_src = rel_s.starts_with("crates/")
+            && rel_s.contains("/src/")
+            && !rel_s.starts_with("crates/rsqd/");
+        if !is_library_src {
+            continue;
+        }
+        let text = read(&file);
+        for forbidden in ["println!", "eprintln!", "dbg!"] {
+            assert!(
+                !text.contains(forbidden),
+                "{} uses {forbidden}; log through tracing",
+                rel.display()
+            );
+        }
+    }
+}
+
+/// Every `unsafe` block carries a `SAFETY:` comment that argues it is sound.
+#[test]
+fn unsafe_is_justified() {
+    for file in all_rust_files() {
+        if file.ends_with("xtask/src/tidy.rs") {
+            continue;
+        }
+        let text = read(&file);
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if line.contains("unsafe {") || line.contains("unsafe impl") {
+                let start = i.saturating_sub(5);
+                let justified = lines[start..i].iter().any(|l| l.contains("SAFETY:"));
+                assert!(
+                    justified,
+                    "{}:{} has unsafe without a SAFETY: comment",
+                    file.display(),
+                    i + 1
+                );
+            }
+        }
+    }
+}
