@@ -1,6 +1,10 @@
-//! The one error type of rsq-codec.
+//! The one error type of rsq-codec, for bytes that are not a valid message
+//! or frame.
+//!
+//! Client mistakes in commands are not `CodecError`s: they are
+//! [`crate::ProtocolError`]s, values nsqd sends back in error frames.
 
-/// Everything that can go wrong while decoding bytes in this crate.
+/// Everything that can go wrong while decoding messages and frames.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
     /// A message record is shorter than its fixed 26-byte header.
@@ -10,5 +14,25 @@ pub enum CodecError {
         len: usize,
         /// The minimum length of a valid message.
         min: usize,
+    },
+    /// A frame's size field is below 4, so it cannot even hold its type.
+    #[error("frame size {size} is too small to hold a frame type")]
+    FrameTooShort {
+        /// The size field as received.
+        size: u32,
+    },
+    /// A frame's size field exceeds the decoder's limit.
+    #[error("frame size {size} exceeds the limit of {max}")]
+    FrameTooLarge {
+        /// The size field as received.
+        size: u32,
+        /// The decoder's limit.
+        max: u32,
+    },
+    /// A frame's type field is not 0, 1 or 2.
+    #[error("unknown frame type {frame_type}")]
+    UnknownFrameType {
+        /// The type field as received.
+        frame_type: u32,
     },
 }

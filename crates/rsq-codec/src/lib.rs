@@ -1,13 +1,40 @@
 //! rsq-codec: the bytes of NSQ, and nothing else.
 //!
-//! This crate turns bytes into values and values into bytes: the message wire
-//! format shared by protocol V2 and the disk queue, the V2 command parser and
-//! encoder, response frames, and the topic and channel name rules. It does no
-//! IO, spawns nothing and never reads the clock: callers feed it bytes and
-//! timestamps. It depends only on `bytes` and `thiserror`.
+//! This crate turns bytes into values and values into bytes for nsqd's TCP
+//! protocol V2 and its disk format:
+//!
+//! - [`Message`] and [`MessageId`]: the message layout shared by message
+//!   frames and disk-queue records, and [`IdGenerator`], which issues ids in
+//!   nsqd's snowflake format from a caller-supplied time;
+//! - [`Command`] with its client-side encoder, and [`CommandDecoder`], the
+//!   incremental server-side parser that enforces [`Limits`] and reports
+//!   every malformed input as nsqd's exact [`ProtocolError`];
+//! - frames: [`encode_response`], [`encode_error`], [`encode_message_frame`]
+//!   for the server and [`FrameDecoder`] for clients;
+//! - the topic and channel name rules ([`is_valid_name`], [`is_ephemeral`]).
+//!
+//! It does no IO, spawns nothing, holds no locks and never reads the clock:
+//! callers feed it bytes and timestamps. Decoders check every size field
+//! against a limit before buffering what it announces. It depends only on
+//! `bytes` and `thiserror`.
 
+mod command;
+mod decoder;
 mod error;
+mod frame;
+mod id;
 mod message;
+mod names;
+mod protocol_error;
 
+pub use command::{Command, Verb, MAGIC_V2};
+pub use decoder::{CommandDecoder, Limits, MAX_LINE_LEN};
 pub use error::CodecError;
+pub use frame::{
+    encode_error, encode_frame, encode_message_frame, encode_response, Frame, FrameDecoder,
+    FrameType, CLOSE_WAIT, DEFAULT_MAX_FRAME_SIZE, FRAME_HEADER_LEN, HEARTBEAT, OK,
+};
+pub use id::{IdGenerator, GUID_EPOCH, MAX_NODE_ID};
 pub use message::{Message, MessageId, MESSAGE_HEADER_LEN};
+pub use names::{is_ephemeral, is_valid_name, EPHEMERAL_SUFFIX, MAX_NAME_LEN};
+pub use protocol_error::{ErrorCode, ProtocolError};

@@ -32,6 +32,28 @@ impl MessageId {
     pub fn from_slice(bytes: &[u8]) -> Option<Self> {
         <[u8; 16]>::try_from(bytes).ok().map(MessageId)
     }
+
+    /// The id nsqd sends for the 64-bit GUID `value`: its 8 big-endian bytes
+    /// as 16 lowercase hex digits.
+    pub fn from_u64(value: u64) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 16];
+        for (i, byte) in value.to_be_bytes().into_iter().enumerate() {
+            out[2 * i] = HEX[usize::from(byte >> 4)];
+            out[2 * i + 1] = HEX[usize::from(byte & 0x0f)];
+        }
+        MessageId(out)
+    }
+
+    /// The 64-bit value of an id made of 16 hex digits (either case), or
+    /// `None` if any byte is not a hex digit. Ids from clients are opaque
+    /// bytes; only ids this crate generated are guaranteed to parse.
+    pub fn to_u64(&self) -> Option<u64> {
+        self.0.iter().try_fold(0u64, |acc, &b| {
+            let digit = (b as char).to_digit(16)?;
+            Some(acc << 4 | u64::from(digit))
+        })
+    }
 }
 
 impl fmt::Debug for MessageId {
@@ -142,6 +164,22 @@ mod tests {
         assert_eq!(&bytes[10..26], b"0123456789abcdef");
         assert_eq!(&bytes[26..], b"hi");
         assert_eq!(Message::decode(bytes), Ok(msg));
+    }
+
+    #[test]
+    fn ids_are_lowercase_hex_of_the_guid() {
+        let id = MessageId::from_u64(0x0123_4567_89ab_cdef);
+        assert_eq!(id.as_bytes(), b"0123456789abcdef");
+        assert_eq!(id.to_u64(), Some(0x0123_4567_89ab_cdef));
+        assert_eq!(
+            MessageId::from_u64(u64::MAX).as_bytes(),
+            b"ffffffffffffffff"
+        );
+        assert_eq!(
+            MessageId(*b"0123456789ABCDEF").to_u64(),
+            Some(0x0123_4567_89ab_cdef)
+        );
+        assert_eq!(MessageId(*b"0123456789abcdeg").to_u64(), None);
     }
 
     #[test]
