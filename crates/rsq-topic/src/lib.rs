@@ -2,5 +2,24 @@
 //! one into every channel.
 //!
 //! Depends on rsq-codec for messages and rsq-diskqueue for the backend it
-//! overflows into; it reaches channels only through a trait, so it does not
-//! depend on rsq-channel.
+//! overflows into; it reaches channels only through the [`TopicChannel`]
+//! trait, so it does not depend on rsq-channel. The daemon implements that
+//! trait (and [`ChannelFactory`]) for the real channel.
+//!
+//! A [`Topic`] holds a bounded memory queue (`mem-queue-size`) that
+//! overflows into its [`BackendQueue`](rsq_diskqueue::BackendQueue), and one
+//! pump task. The pump does nothing until [`Topic::start`], then takes one
+//! message at a time from memory or the backend and puts it into every
+//! channel: the first channel gets the message, the others clones that share
+//! its body bytes. It reads nothing while the topic is paused or has no
+//! channels, so messages wait at the topic.
+
+mod channel;
+mod error;
+mod mem_queue;
+mod pump;
+mod topic;
+
+pub use channel::{ChannelFactory, TopicChannel};
+pub use error::{ChannelError, TopicError};
+pub use topic::{Topic, TopicConfig, TopicStats, DEFAULT_MEM_QUEUE_SIZE, EPHEMERAL_SUFFIX};

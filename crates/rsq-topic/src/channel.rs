@@ -1,0 +1,57 @@
+//! The contract between a topic and its channels.
+//!
+//! The topic reaches channels only through [`TopicChannel`], so this crate
+//! does not depend on rsq-channel; the daemon implements the trait for the
+//! real channel, and tests put a recording channel in its place.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rsq_codec::Message;
+
+use crate::{ChannelError, TopicError};
+
+/// What a topic needs from one of its channels.
+///
+/// The topic's pump calls `put` or `put_deferred` once per message per
+/// channel, never concurrently for the same topic. Implementations should
+/// not wait for consumers: nsqd's channel put goes to memory or overflows to
+/// its own backend, and a slow put here stalls every channel of the topic.
+#[async_trait]
+pub trait TopicChannel: Send + Sync + 'static {
+    /// Accepts a message for immediate delivery.
+    async fn put(&self, msg: Message) -> Result<(), ChannelError>;
+
+    /// Accepts a message that becomes visible to consumers after `delay`
+    /// (a DPUB). `msg.deferred` is `Some(delay)` too.
+    async fn put_deferred(&self, msg: Message, delay: Duration) -> Result<(), ChannelError>;
+
+    /// The topic is shutting down: flush and close, keeping what is stored.
+    async fn close(&self) -> Result<(), ChannelError>;
+
+    /// The channel has been removed from its topic: drop what it holds,
+    /// disconnect its clients and remove its files.
+    async fn delete(&self) -> Result<(), ChannelError>;
+}
+
+/// Creates channels for a topic (the daemon opens the channel's backend and
+/// wires it to its clients here).
+///
+/// Called synchronously while the topic holds its channel-map lock, so it
+/// must not block for long and must not call back into the topic.
+pub trait ChannelFactory<C>: Send + Sync + 'static {
+    /// A new channel `channel` of topic `topic`. Failures are reported as
+    /// [`TopicError::ChannelCreate`] (or [`TopicError::Backend`] when opening
+    /// the channel's queue failed).
+    fn create(&self, topic: &str, channel: &str) -> Result<Arc<C>, TopicError>;
+}
+
+impl<C, F> ChannelFactory<C> for F
+where
+    F: Fn(&str, &str) -> Result<Arc<C>, TopicError> + Send + Sync + 'static,
+{
+    fn create(&self, topic: &str, channel: &str) -> Result<Arc<C>, TopicError> {
+        self(topic, channel)
+    }
+}

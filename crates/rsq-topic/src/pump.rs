@@ -1,0 +1,244 @@
+//! The topic message pump: one task per topic that moves each message from
+//! the memory queue or the backend into every channel.
+//!
+//! The pump owns no state of its own beyond what it reads from [`Shared`]
+//! and the [`Control`] watch; the [`Topic`](crate::Topic) handle changes
+//! those and wakes it. Signals go through a `watch`, so sending one never
+//! waits for the pump, whether it is waiting to start, delivering, or gone.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rsq_codec::Message;
+use rsq_diskqueue::{BackendQueue, QueueError};
+use tokio::sync::watch;
+
+use crate::mem_queue::MemQueue;
+use crate::TopicChannel;
+
+/// How long the pump stops reading the backend after a read error other
+/// than `Closed`, so a failing disk does not spin it.
+const BACKEND_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The switches the topic flips and the pump obeys. Channel changes are
+/// signalled through the same watch without changing a field.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Control {
+    /// The daemon has loaded its metadata; the pump may deliver.
+    pub(crate) started: bool,
+    /// The pump reads neither source while set.
+    pub(crate) paused: bool,
+    /// The pump returns at its next step.
+    pub(crate) exiting: bool,
+}
+
+/// A channel as the pump sees it: its name (for logs) and the channel.
+pub(crate) type Snapshot<C> = Arc<Vec<(Arc<str>, Arc<C>)>>;
+
+/// The channels of a topic, with the snapshot the pump copies out.
+pub(crate) struct ChannelSet<C> {
+    /// Every channel, by name.
+    pub(crate) map: BTreeMap<String, Arc<C>>,
+    /// `map`'s channels in name order, rebuilt on every change.
+    snapshot: Snapshot<C>,
+    /// Incremented on every change, so a deleter can wait until the pump
+    /// holds a snapshot at least this new.
+    pub(crate) version: u64,
+}
+
+impl<C> ChannelSet<C> {
+    fn new() -> Self {
+        ChannelSet {
+            map: BTreeMap::new(),
+            snapshot: Arc::new(Vec::new()),
+            version: 0,
+        }
+    }
+
+    /// Rebuilds the snapshot after `map` changed.
+    pub(crate) fn changed(&mut self) {
+        self.snapshot = Arc::new(
+            self.map
+                .iter()
+                .map(|(name, channel)| (Arc::from(name.as_str()), channel.clone()))
+                .collect(),
+        );
+        self.version += 1;
+    }
+}
+
+/// What a topic and its pump share.
+pub(crate) struct Shared<C> {
+    /// The topic name, for logs and the channel factory.
+    pub(crate) name: String,
+    /// Messages published into memory.
+    pub(crate) memory: MemQueue,
+    /// Where messages go when memory is full.
+    pub(crate) backend: Arc<dyn BackendQueue>,
+    /// The topic's channels.
+    pub(crate) channels: Mutex<ChannelSet<C>>,
+}
+
+impl<C> Shared<C> {
+    pub(crate) fn new(name: &str, mem_queue_size: usize, backend: Arc<dyn BackendQueue>) -> Self {
+        Shared {
+            name: name.to_owned(),
+            memory: MemQueue::new(mem_queue_size),
+            backend,
+            channels: Mutex::new(ChannelSet::new()),
+        }
+    }
+
+    pub(crate) fn lock_channels(&self) -> MutexGuard<'_, ChannelSet<C>> {
+        // Each critical section updates the map and its snapshot together
+        // without calling out, so a poisoned lock still guards a whole state.
+        self.channels.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn snapshot(&self) -> (u64, Snapshot<C>) {
+        let set = self.lock_channels();
+        (set.version, set.snapshot.clone())
+    }
+}
+
+/// The pump task. `applied` reports the newest channel-set version the pump
+/// no longer delivers to anything older than (`u64::MAX` once it is gone).
+pub(crate) async fn run<C: TopicChannel>(
+    shared: Arc<Shared<C>>,
+    mut control: watch::Receiver<Control>,
+    applied: watch::Sender<u64>,
+) {
+    if wait_for_start(&shared, &mut control, &applied).await {
+        pump(&shared, &mut control, &applied).await;
+    }
+    applied.send_replace(u64::MAX);
+    tracing::info!(topic = %shared.name, "topic message pump closed");
+}
+
+/// Waits until the topic is started (`true`) or exits (`false`), taking
+/// every other signal without acting on it.
+async fn wait_for_start<C>(
+    shared: &Shared<C>,
+    control: &mut watch::Receiver<Control>,
+    applied: &watch::Sender<u64>,
+) -> bool {
+    loop {
+        let state = *control.borrow_and_update();
+        if state.exiting {
+            return false;
+        }
+        if state.started {
+            return true;
+        }
+        // Holding no snapshot yet, the pump cannot deliver to a removed
+        // channel, so every channel change counts as applied.
+        applied.send_replace(shared.lock_channels().version);
+        if control.changed().await.is_err() {
+            return false;
+        }
+    }
+}
+
+/// The started pump: selects on the signals, the memory queue and the
+/// backend until told to exit.
+async fn pump<C: TopicChannel>(
+    shared: &Shared<C>,
+    control: &mut watch::Receiver<Control>,
+    applied: &watch::Sender<u64>,
+) {
+    let mut channels: Snapshot<C> = Arc::new(Vec::new());
+    let mut paused = false;
+    let mut refresh = true;
+    let mut backend_open = true;
+    // Alternates which source wins when both have a message, so a full
+    // memory queue cannot starve the backend (Go's select picks at random).
+    let mut backend_first = false;
+    loop {
+        if refresh || control.has_changed().unwrap_or(true) {
+            let state = *control.borrow_and_update();
+            if state.exiting {
+                return;
+            }
+            paused = state.paused;
+            let (version, snapshot) = shared.snapshot();
+            channels = snapshot;
+            applied.send_replace(version);
+            refresh = false;
+        }
+        // With no channels, or paused, read neither source: messages wait
+        // at the topic.
+        let reading = !paused && !channels.is_empty();
+        backend_first = !backend_first;
+        // `biased` so a signal that arrived together with a message wins:
+        // a paused pump takes nothing more.
+        tokio::select! {
+            biased;
+            changed = control.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                refresh = true;
+            }
+            record = shared.backend.read(), if reading && backend_open && backend_first => {
+                backend_open = on_record(shared, &channels, record).await;
+            }
+            msg = shared.memory.pop(), if reading => {
+                deliver(&shared.name, &channels, msg).await;
+            }
+            record = shared.backend.read(), if reading && backend_open && !backend_first => {
+                backend_open = on_record(shared, &channels, record).await;
+            }
+        }
+    }
+}
+
+/// Handles one backend read; returns whether the backend is still open.
+async fn on_record<C: TopicChannel>(
+    shared: &Shared<C>,
+    channels: &[(Arc<str>, Arc<C>)],
+    record: Result<bytes::Bytes, QueueError>,
+) -> bool {
+    match record {
+        Ok(bytes) => match Message::decode(bytes) {
+            Ok(msg) => deliver(&shared.name, channels, msg).await,
+            Err(error) => {
+                tracing::error!(topic = %shared.name, %error, "skipping corrupt backend record");
+            }
+        },
+        Err(QueueError::Closed) => {
+            tracing::debug!(topic = %shared.name, "topic backend closed; reading memory only");
+            return false;
+        }
+        Err(error) => {
+            tracing::error!(topic = %shared.name, %error, "topic backend read failed");
+            tokio::time::sleep(BACKEND_ERROR_BACKOFF).await;
+        }
+    }
+    true
+}
+
+/// Puts `msg` into every channel: the first gets the message itself, the
+/// others clones sharing its body bytes.
+async fn deliver<C: TopicChannel>(topic: &str, channels: &[(Arc<str>, Arc<C>)], msg: Message) {
+    let Some((first, rest)) = channels.split_first() else {
+        // Unreachable: the pump reads only while it has channels.
+        tracing::error!(topic, id = %msg.id, "message taken with no channel; dropped");
+        return;
+    };
+    for (name, channel) in rest {
+        put_one(topic, name, channel, msg.clone()).await;
+    }
+    put_one(topic, &first.0, &first.1, msg).await;
+}
+
+async fn put_one<C: TopicChannel>(topic: &str, name: &str, channel: &Arc<C>, msg: Message) {
+    let id = msg.id;
+    let result = match msg.deferred {
+        Some(delay) => channel.put_deferred(msg, delay).await,
+        None => channel.put(msg).await,
+    };
+    if let Err(error) = result {
+        tracing::error!(topic, channel = name, %id, %error, "channel put failed");
+    }
+}
