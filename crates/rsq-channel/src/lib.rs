@@ -1,8 +1,27 @@
 //! rsq-channel: one named stream of a topic's messages, shared by consumers.
 //!
+//! Each message goes to one consumer and comes back if it is not finished
+//! in time. [`ChannelState`] is the whole behaviour as a plain state machine
+//! that never reads the clock and does no IO; [`Channel`] wraps it for the
+//! daemon with a backend, a [`Clock`] and one small driver task.
+//!
 //! Depends on rsq-codec for the message type and rsq-diskqueue for the
-//! backend a channel overflows into. Time comes from a [`Clock`].
+//! backend a channel overflows into.
 
+mod channel;
 mod clock;
+mod config;
+mod consumer;
+mod deferred;
+mod error;
+mod in_flight;
+mod latency;
+mod state;
+mod stats;
 
+pub use channel::{Channel, Consumer};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{ChannelConfig, ClientId};
+pub use error::ChannelError;
+pub use state::{ChannelState, PutOutcome};
+pub use stats::{ChannelStats, ConsumerStats, E2eLatency};

@@ -1,0 +1,564 @@
+//! The channel the daemon uses: [`ChannelState`] behind one mutex, plus a
+//! driver task that wakes at the next deadline and reads the backend.
+//!
+//! Everything that can be done without waiting happens inline, under the
+//! lock, in the caller's task: a PUB that finds a ready consumer, or a FIN
+//! that frees a slot, delivers the next message at once. The driver only
+//! does what needs waiting: firing timeouts and deferred releases at
+//! `poll_timeout`, and reading the backend when a consumer is ready and
+//! memory is empty. No lock is held across an `.await`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rsq_codec::{Message, MessageId};
+use rsq_diskqueue::{BackendQueue, QueueError};
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+
+use crate::latency::LatencyWindow;
+use crate::state::{ChannelState, PutOutcome};
+use crate::{ChannelConfig, ChannelError, ChannelStats, ClientId, Clock};
+
+/// How long the driver waits before reading again after a backend read error.
+const BACKEND_RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// One named channel of a topic, shared by its consumers.
+///
+/// Built with [`Channel::new`] inside a tokio runtime. Dropping the last
+/// `Arc<Channel>` stops the driver but loses what memory held; call
+/// [`Channel::close`] to keep it.
+pub struct Channel {
+    shared: Arc<Shared>,
+}
+
+/// A subscribed consumer's end of the channel: the messages delivered to it.
+///
+/// Each message [`Consumer::recv`] yields is already in flight for this
+/// consumer, attempts incremented; at most its RDY count are outstanding.
+#[derive(Debug)]
+pub struct Consumer {
+    client: ClientId,
+    rx: mpsc::UnboundedReceiver<Message>,
+    open: Arc<AtomicBool>,
+}
+
+impl Consumer {
+    /// The client id it was subscribed with.
+    pub fn client_id(&self) -> ClientId {
+        self.client
+    }
+
+    /// The next message delivered to this consumer. `None` once the consumer
+    /// was removed or the channel closed, emptied of consumers or deleted.
+    ///
+    /// Cancel-safe: dropping the future loses no message.
+    pub async fn recv(&mut self) -> Option<Message> {
+        if !self.open.load(Ordering::Acquire) {
+            return None;
+        }
+        let msg = self.rx.recv().await?;
+        // A message still queued here when the consumer was removed has
+        // already been requeued; handing it out would deliver it twice.
+        self.open.load(Ordering::Acquire).then_some(msg)
+    }
+}
+
+struct Shared {
+    topic: String,
+    name: String,
+    backend: Arc<dyn BackendQueue>,
+    clock: Arc<dyn Clock>,
+    inner: Mutex<Inner>,
+    wake: Notify,
+}
+
+struct Inner {
+    state: ChannelState,
+    outlets: HashMap<ClientId, Outlet>,
+    /// What the sleeping driver waits for; `None` while it is awake (it
+    /// looks at the state again before sleeping, so no wake-up is needed).
+    armed: Option<Armed>,
+    /// Memory and backend alternate while both hold messages, so neither
+    /// starves the other (nsqd picks between them at random).
+    backend_turn: bool,
+    backend_closed: bool,
+    exiting: bool,
+    latency: LatencyWindow,
+    driver: Option<JoinHandle<()>>,
+    /// Records the driver read from the backend after shutdown began;
+    /// `close` writes them back.
+    orphans: Vec<Bytes>,
+}
+
+struct Outlet {
+    tx: mpsc::UnboundedSender<Message>,
+    open: Arc<AtomicBool>,
+}
+
+impl Outlet {
+    fn close(self) {
+        self.open.store(false, Ordering::Release);
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Armed {
+    deadline: Option<Instant>,
+    backend: bool,
+}
+
+impl Channel {
+    /// Builds a channel and spawns its driver task; call inside a tokio runtime.
+    pub fn new(
+        topic: &str,
+        name: &str,
+        config: ChannelConfig,
+        backend: Arc<dyn BackendQueue>,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Channel> {
+        let shared = Arc::new(Shared {
+            topic: topic.to_owned(),
+            name: name.to_owned(),
+            backend,
+            clock,
+            inner: Mutex::new(Inner {
+                state: ChannelState::new(config),
+                outlets: HashMap::new(),
+                armed: None,
+                backend_turn: false,
+                backend_closed: false,
+                exiting: false,
+                latency: LatencyWindow::default(),
+                driver: None,
+                orphans: Vec::new(),
+            }),
+            wake: Notify::new(),
+        });
+        let handle = tokio::spawn(drive(Arc::clone(&shared)));
+        shared.lock().driver = Some(handle);
+        Arc::new(Channel { shared })
+    }
+
+    /// The channel's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The name of the topic it belongs to.
+    pub fn topic_name(&self) -> &str {
+        &self.shared.topic
+    }
+
+    /// Whether this is an ephemeral channel.
+    pub fn is_ephemeral(&self) -> bool {
+        self.shared.lock().state.config().ephemeral
+    }
+
+    /// Puts a fresh message: into memory, or to the backend when memory is
+    /// full. Delivered at once if a consumer is ready.
+    pub async fn put(&self, msg: Message) -> Result<(), ChannelError> {
+        let overflow = {
+            let mut inner = self.shared.lock();
+            if inner.exiting {
+                return Err(ChannelError::Exiting);
+            }
+            match inner.state.handle_put(msg) {
+                PutOutcome::Queued => {
+                    self.shared.pump(&mut inner);
+                    self.shared.nudge(&mut inner);
+                    None
+                }
+                PutOutcome::Overflow(msg) => Some(msg),
+            }
+        };
+        if let Some(msg) = overflow {
+            self.shared.backend.put(msg.to_bytes()).await?;
+        }
+        Ok(())
+    }
+
+    /// Puts a fresh message that becomes deliverable after `delay`; a zero
+    /// delay is a plain [`Channel::put`]. The daemon checks `delay` against
+    /// `max_req_timeout` (DPUB rejects, it does not clamp).
+    pub async fn put_deferred(&self, msg: Message, delay: Duration) -> Result<(), ChannelError> {
+        if delay.is_zero() {
+            return self.put(msg).await;
+        }
+        let mut inner = self.shared.lock();
+        if inner.exiting {
+            return Err(ChannelError::Exiting);
+        }
+        let now = self.shared.clock.now();
+        inner.state.handle_put_deferred(msg, delay, now);
+        self.shared.nudge(&mut inner);
+        Ok(())
+    }
+
+    /// Subscribes `client` with its in-flight timeout (its IDENTIFY
+    /// `msg_timeout`, else the channel's). It receives nothing until
+    /// [`Channel::set_ready`].
+    pub fn add_consumer(
+        &self,
+        client: ClientId,
+        msg_timeout: Duration,
+    ) -> Result<Consumer, ChannelError> {
+        let mut inner = self.shared.lock();
+        if inner.exiting {
+            return Err(ChannelError::Exiting);
+        }
+        inner.state.add_consumer(client, msg_timeout)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let open = Arc::new(AtomicBool::new(true));
+        inner.outlets.insert(
+            client,
+            Outlet {
+                tx,
+                open: Arc::clone(&open),
+            },
+        );
+        Ok(Consumer { client, rx, open })
+    }
+
+    /// Sets `client`'s RDY count (clamped to `max_rdy_count`): the most
+    /// messages it may hold in flight at once.
+    pub fn set_ready(&self, client: ClientId, count: u64) {
+        let mut inner = self.shared.lock();
+        if inner.exiting {
+            return;
+        }
+        inner.state.handle_rdy(client, count);
+        self.shared.pump(&mut inner);
+        self.shared.nudge(&mut inner);
+    }
+
+    /// FIN: `client` is done with message `id`.
+    pub fn finish(&self, client: ClientId, id: &MessageId) -> Result<(), ChannelError> {
+        let mut inner = self.shared.lock();
+        if inner.exiting {
+            return Err(ChannelError::Exiting);
+        }
+        let msg = inner.state.handle_fin(client, id)?;
+        let latency = self
+            .shared
+            .clock
+            .unix_nanos()
+            .saturating_sub(msg.timestamp_ns);
+        inner.latency.record(u64::try_from(latency).unwrap_or(0));
+        self.shared.pump(&mut inner);
+        self.shared.nudge(&mut inner);
+        Ok(())
+    }
+
+    /// REQ: `client` gives message `id` back, for redelivery now (`delay`
+    /// zero) or after `delay`, clamped to `max_req_timeout`.
+    pub fn requeue(
+        &self,
+        client: ClientId,
+        id: &MessageId,
+        delay: Duration,
+    ) -> Result<(), ChannelError> {
+        let mut inner = self.shared.lock();
+        if inner.exiting {
+            return Err(ChannelError::Exiting);
+        }
+        let now = self.shared.clock.now();
+        inner.state.handle_req(client, id, delay, now)?;
+        self.shared.pump(&mut inner);
+        self.shared.nudge(&mut inner);
+        Ok(())
+    }
+
+    /// TOUCH: restarts message `id`'s timeout, never past delivery plus
+    /// `max_msg_timeout`.
+    pub fn touch(&self, client: ClientId, id: &MessageId) -> Result<(), ChannelError> {
+        let mut inner = self.shared.lock();
+        if inner.exiting {
+            return Err(ChannelError::Exiting);
+        }
+        let now = self.shared.clock.now();
+        inner.state.handle_touch(client, id, now)?;
+        self.shared.nudge(&mut inner);
+        Ok(())
+    }
+
+    /// Unsubscribes `client`; its in-flight messages, including those queued
+    /// in its [`Consumer`] but not yet read, are requeued at once. Returns
+    /// `true` when the channel is ephemeral and has no consumers left: the
+    /// owner then deletes it.
+    pub fn remove_consumer(&self, client: ClientId) -> bool {
+        let mut inner = self.shared.lock();
+        if let Some(outlet) = inner.outlets.remove(&client) {
+            outlet.close();
+        }
+        inner.state.remove_consumer(client);
+        if !inner.exiting {
+            self.shared.pump(&mut inner);
+            self.shared.nudge(&mut inner);
+        }
+        inner.state.config().ephemeral && inner.state.consumer_count() == 0
+    }
+
+    /// Stops delivery; puts are still accepted.
+    pub fn pause(&self) {
+        self.shared.lock().state.pause();
+    }
+
+    /// Resumes delivery.
+    pub fn unpause(&self) {
+        let mut inner = self.shared.lock();
+        inner.state.unpause();
+        if !inner.exiting {
+            self.shared.pump(&mut inner);
+            self.shared.nudge(&mut inner);
+        }
+    }
+
+    /// Whether delivery is paused.
+    pub fn is_paused(&self) -> bool {
+        self.shared.lock().state.is_paused()
+    }
+
+    /// Drops every queued, in-flight and deferred message and empties the
+    /// backend. Consumers stay subscribed.
+    pub async fn empty(&self) -> Result<(), ChannelError> {
+        {
+            let mut inner = self.shared.lock();
+            if inner.exiting {
+                return Err(ChannelError::Exiting);
+            }
+            inner.state.handle_empty();
+        }
+        self.shared.backend.empty().await?;
+        Ok(())
+    }
+
+    /// Stops the channel and removes everything it stored, backend files
+    /// included. Consumers' `recv` returns `None` from then on.
+    pub async fn delete(&self) -> Result<(), ChannelError> {
+        if self.shared.stop().await.is_none() {
+            return Err(ChannelError::Exiting);
+        }
+        self.shared.backend.delete().await?;
+        Ok(())
+    }
+
+    /// Stops the channel, writes memory, in-flight and deferred messages to
+    /// the backend (deferred ones lose their delay, as in nsqd) and closes it,
+    /// so a restart delivers them again.
+    pub async fn close(&self) -> Result<(), ChannelError> {
+        let Some((messages, orphans)) = self.shared.stop().await else {
+            return Err(ChannelError::Exiting);
+        };
+        let mut first_error = None;
+        let records = messages.iter().map(Message::to_bytes).chain(orphans);
+        for record in records {
+            if let Err(e) = self.shared.backend.put(record).await {
+                tracing::error!(topic = %self.shared.topic, channel = %self.shared.name, error = %e,
+                    "failed to flush a message to the backend on close");
+                first_error.get_or_insert(e);
+            }
+        }
+        self.shared.backend.close().await?;
+        match first_error {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// A snapshot of the channel's counters, as nsqd's `/stats` reports them.
+    pub fn stats(&self) -> ChannelStats {
+        let inner = self.shared.lock();
+        let mut stats = inner.state.stats();
+        stats.channel_name = self.shared.name.clone();
+        stats.backend_depth = self.shared.backend.depth();
+        stats.depth += stats.backend_depth;
+        stats.e2e_processing_latency = inner.latency.snapshot();
+        stats
+    }
+}
+
+impl Drop for Channel {
+    fn drop(&mut self) {
+        let mut inner = self.shared.lock();
+        if !inner.exiting {
+            inner.exiting = true;
+            for (_, outlet) in inner.outlets.drain() {
+                outlet.close();
+            }
+            drop(inner);
+            self.shared.wake.notify_one();
+        }
+    }
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("topic", &self.shared.topic)
+            .field("name", &self.shared.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every critical section leaves the state consistent between calls
+        // into ChannelState, which itself never panics on input; recover.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Delivers to ready consumers while there is something to deliver.
+    fn pump(&self, inner: &mut Inner) {
+        let now = self.clock.now();
+        while inner.state.wants_message() {
+            let from_backend = inner.state.memory_depth() == 0 || inner.backend_turn;
+            if from_backend && !inner.backend_closed {
+                inner.backend_turn = false;
+                match self.backend.try_read() {
+                    Ok(Some(record)) => self.accept_record(inner, record),
+                    Ok(None) => {}
+                    Err(QueueError::Closed) => inner.backend_closed = true,
+                    Err(e) => {
+                        tracing::warn!(channel = %self.name, error = %e, "backend read failed")
+                    }
+                }
+            } else {
+                inner.backend_turn = true;
+            }
+            let Some((client, msg)) = inner.state.poll_deliver(now) else {
+                break;
+            };
+            let sent = inner
+                .outlets
+                .get(&client)
+                .is_some_and(|outlet| outlet.tx.send(msg).is_ok());
+            if !sent {
+                // The consumer dropped its receiver without unsubscribing:
+                // treat it as gone, which requeues this message too.
+                tracing::debug!(channel = %self.name, client, "consumer gone; requeueing its messages");
+                if let Some(outlet) = inner.outlets.remove(&client) {
+                    outlet.close();
+                }
+                inner.state.remove_consumer(client);
+            }
+        }
+    }
+
+    fn accept_record(&self, inner: &mut Inner, record: Bytes) {
+        match Message::decode(record) {
+            Ok(msg) => inner.state.handle_backend_message(msg),
+            Err(e) => tracing::error!(topic = %self.topic, channel = %self.name, error = %e,
+                "skipping undecodable backend record"),
+        }
+    }
+
+    /// Wakes the driver if a change gave it something sooner to do than what
+    /// it sleeps on.
+    fn nudge(&self, inner: &mut Inner) {
+        let Some(armed) = inner.armed else {
+            return;
+        };
+        let earlier = match (inner.state.poll_timeout(), armed.deadline) {
+            (Some(next), Some(armed)) => next < armed,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let backend = !armed.backend && self.wants_backend(inner);
+        if earlier || backend {
+            inner.armed = None;
+            self.wake.notify_one();
+        }
+    }
+
+    fn wants_backend(&self, inner: &mut Inner) -> bool {
+        !inner.backend_closed && inner.state.memory_depth() == 0 && inner.state.wants_message()
+    }
+
+    /// Marks the channel exiting, closes consumers, waits for the driver and
+    /// takes every message out. `None` if it was already stopped.
+    async fn stop(&self) -> Option<(Vec<Message>, Vec<Bytes>)> {
+        let (messages, driver) = {
+            let mut inner = self.lock();
+            if inner.exiting && inner.driver.is_none() {
+                return None;
+            }
+            inner.exiting = true;
+            for (_, outlet) in inner.outlets.drain() {
+                outlet.close();
+            }
+            (inner.state.drain(), inner.driver.take())
+        };
+        self.wake.notify_one();
+        if let Some(driver) = driver {
+            if let Err(e) = driver.await {
+                tracing::error!(channel = %self.name, error = %e, "channel driver failed");
+            }
+        }
+        let orphans = std::mem::take(&mut self.lock().orphans);
+        Some((messages, orphans))
+    }
+}
+
+/// The driver: fires deadlines and reads the backend, sleeping in between.
+async fn drive(shared: Arc<Shared>) {
+    loop {
+        let armed = {
+            let mut inner = shared.lock();
+            if inner.exiting {
+                return;
+            }
+            inner.state.handle_timeout(shared.clock.now());
+            shared.pump(&mut inner);
+            let armed = Armed {
+                deadline: inner.state.poll_timeout(),
+                backend: shared.wants_backend(&mut inner),
+            };
+            inner.armed = Some(armed);
+            armed
+        };
+        let sleep = async {
+            match armed.deadline {
+                Some(deadline) => {
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shared.wake.notified() => {}
+            _ = sleep => {}
+            read = shared.backend.read(), if armed.backend => {
+                let retry = {
+                    let mut inner = shared.lock();
+                    inner.armed = None;
+                    match read {
+                        Ok(record) if inner.exiting => {
+                            inner.orphans.push(record);
+                            false
+                        }
+                        Ok(record) => {
+                            shared.accept_record(&mut inner, record);
+                            false
+                        }
+                        Err(QueueError::Closed) => {
+                            inner.backend_closed = true;
+                            false
+                        }
+                        Err(e) => {
+                            tracing::warn!(channel = %shared.name, error = %e, "backend read failed");
+                            true
+                        }
+                    }
+                };
+                if retry {
+                    tokio::time::sleep(BACKEND_RETRY_DELAY).await;
+                }
+            }
+        }
+        shared.lock().armed = None;
+    }
+}

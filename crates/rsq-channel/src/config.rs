@@ -1,0 +1,40 @@
+//! The knobs of one channel, with nsqd's defaults.
+
+use std::time::Duration;
+
+/// Identifies a consumer (one subscribed connection) within a channel.
+pub type ClientId = u64;
+
+/// How a channel buffers, times out and caps its messages.
+///
+/// `Default` gives nsqd v1.3's defaults for a durable channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelConfig {
+    /// Fresh messages kept in memory before overflowing to the backend
+    /// (`--mem-queue-size`); `0` sends every fresh message to the backend.
+    pub mem_queue_size: usize,
+    /// In-flight timeout for consumers that did not negotiate their own (`--msg-timeout`).
+    pub msg_timeout: Duration,
+    /// Longest a message may stay in flight from its delivery, however often
+    /// it is touched (`--max-msg-timeout`).
+    pub max_msg_timeout: Duration,
+    /// Longest REQ delay; longer delays are clamped to it (`--max-req-timeout`).
+    pub max_req_timeout: Duration,
+    /// Largest RDY count a consumer may hold; larger counts are clamped to it (`--max-rdy-count`).
+    pub max_rdy_count: u64,
+    /// A `#ephemeral` channel: memory only, removed when its last consumer leaves.
+    pub ephemeral: bool,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        ChannelConfig {
+            mem_queue_size: 10_000,
+            msg_timeout: Duration::from_secs(60),
+            max_msg_timeout: Duration::from_secs(15 * 60),
+            max_req_timeout: Duration::from_secs(60 * 60),
+            max_rdy_count: 2500,
+            ephemeral: false,
+        }
+    }
+}

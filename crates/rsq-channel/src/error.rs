@@ -1,0 +1,28 @@
+//! The one error type of rsq-channel.
+
+use rsq_diskqueue::QueueError;
+
+/// Everything a channel operation can fail with.
+///
+/// The `Display` texts of [`ChannelError::NotInFlight`] and
+/// [`ChannelError::NotOwner`] are nsqd's, so the daemon can send
+/// `E_FIN_FAILED FIN <id> failed <error>` unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    /// FIN, REQ or TOUCH named a message that is not in flight (never
+    /// delivered, already finished, requeued or timed out).
+    #[error("ID not in flight")]
+    NotInFlight,
+    /// FIN, REQ or TOUCH came from a consumer other than the one holding the message.
+    #[error("client does not own message")]
+    NotOwner,
+    /// A consumer subscribed twice with the same client id.
+    #[error("client {0} already subscribed")]
+    ConsumerExists(u64),
+    /// The channel is closed or deleted.
+    #[error("exiting")]
+    Exiting,
+    /// The backend queue failed.
+    #[error("backend: {0}")]
+    Backend(#[from] QueueError),
+}

@@ -1,0 +1,443 @@
+//! The channel as a plain state machine: no IO, no clock, no tasks.
+//!
+//! Inputs are `handle_*` calls carrying the current instant; outputs are
+//! `poll_deliver` (which consumer gets which message next) and
+//! `poll_timeout` (when the caller must next call `handle_timeout`).
+//! The backend is the caller's business: `handle_put` hands back a message
+//! that does not fit in memory, and the caller feeds records read back from
+//! the backend through `handle_backend_message`.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use rsq_codec::{Message, MessageId};
+
+use crate::consumer::ConsumerState;
+use crate::deferred::Deferred;
+use crate::in_flight::InFlight;
+use crate::{ChannelConfig, ChannelError, ChannelStats, ClientId, ConsumerStats};
+
+#[cfg(test)]
+mod tests;
+
+/// Where [`ChannelState::handle_put`] left a message.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use]
+pub enum PutOutcome {
+    /// In the memory queue.
+    Queued,
+    /// The memory queue is full (or sized 0): the caller writes this message
+    /// to the backend.
+    Overflow(Message),
+}
+
+/// One channel's messages and consumers.
+///
+/// Every message the channel holds is in exactly one of: the memory queue,
+/// the in-flight table (owned by one consumer), or the deferred heap. The
+/// backend, kept by the caller, is the fourth place.
+///
+/// The memory queue holds at most `mem_queue_size` *fresh* messages; messages
+/// coming back from flight or deferral (requeue, timeout, disconnect, release)
+/// and records read back from the backend join it regardless of that bound,
+/// because they were already held in memory and moving them costs nothing.
+#[derive(Debug)]
+pub struct ChannelState {
+    config: ChannelConfig,
+    memory: VecDeque<Message>,
+    in_flight: InFlight,
+    deferred: Deferred,
+    consumers: HashMap<ClientId, ConsumerState>,
+    /// Consumers that may be ready, in round-robin order. An entry may be
+    /// stale (its consumer lowered RDY); it is checked when taken.
+    ready: VecDeque<ClientId>,
+    paused: bool,
+    message_count: u64,
+    requeue_count: u64,
+    timeout_count: u64,
+}
+
+impl ChannelState {
+    /// An empty, unpaused channel.
+    pub fn new(config: ChannelConfig) -> Self {
+        ChannelState {
+            config,
+            memory: VecDeque::new(),
+            in_flight: InFlight::default(),
+            deferred: Deferred::default(),
+            consumers: HashMap::new(),
+            ready: VecDeque::new(),
+            paused: false,
+            message_count: 0,
+            requeue_count: 0,
+            timeout_count: 0,
+        }
+    }
+
+    /// The configuration it was built with.
+    pub fn config(&self) -> &ChannelConfig {
+        &self.config
+    }
+
+    /// Accepts a fresh message: into memory while there is room, else handed
+    /// back for the backend. Either way it counts in `message_count`.
+    ///
+    /// An ephemeral channel with `mem_queue_size == 0` still hands a message
+    /// straight to a waiting consumer, as nsqd's unbuffered channel does.
+    pub fn handle_put(&mut self, msg: Message) -> PutOutcome {
+        self.message_count += 1;
+        let handoff = self.config.ephemeral
+            && self.config.mem_queue_size == 0
+            && self.memory.is_empty()
+            && self.wants_message();
+        if self.memory.len() < self.config.mem_queue_size || handoff {
+            self.memory.push_back(msg);
+            PutOutcome::Queued
+        } else {
+            PutOutcome::Overflow(msg)
+        }
+    }
+
+    /// Accepts a fresh message that becomes deliverable `delay` after `now`.
+    pub fn handle_put_deferred(&mut self, msg: Message, delay: Duration, now: Instant) {
+        self.message_count += 1;
+        self.deferred.push(msg, now + delay);
+    }
+
+    /// Takes a message read back from the backend; it is delivered next.
+    pub fn handle_backend_message(&mut self, msg: Message) {
+        self.memory.push_front(msg);
+    }
+
+    /// Subscribes a consumer with its in-flight timeout. It receives nothing
+    /// until it sends RDY.
+    pub fn add_consumer(
+        &mut self,
+        client: ClientId,
+        msg_timeout: Duration,
+    ) -> Result<(), ChannelError> {
+        if self.consumers.contains_key(&client) {
+            return Err(ChannelError::ConsumerExists(client));
+        }
+        self.consumers
+            .insert(client, ConsumerState::new(msg_timeout));
+        Ok(())
+    }
+
+    /// Unsubscribes a consumer; what it held in flight is requeued at once
+    /// (and counted in `requeue_count`). Returns whether it was subscribed.
+    pub fn remove_consumer(&mut self, client: ClientId) -> bool {
+        if self.consumers.remove(&client).is_none() {
+            return false;
+        }
+        self.ready.retain(|c| *c != client);
+        for entry in self.in_flight.remove_client(client) {
+            self.requeue_count += 1;
+            self.memory.push_back(entry.msg);
+        }
+        true
+    }
+
+    /// Sets a consumer's RDY count, clamped to `max_rdy_count`.
+    pub fn handle_rdy(&mut self, client: ClientId, count: u64) {
+        let count = count.min(self.config.max_rdy_count);
+        if let Some(consumer) = self.consumers.get_mut(&client) {
+            consumer.rdy = count;
+            self.mark_ready(client);
+        }
+    }
+
+    /// FIN: the message is done. Returns it (for end-to-end latency).
+    pub fn handle_fin(
+        &mut self,
+        client: ClientId,
+        id: &MessageId,
+    ) -> Result<Message, ChannelError> {
+        self.check_owner(client, id)?;
+        let entry = self.in_flight.remove(id).ok_or(ChannelError::NotInFlight)?;
+        if let Some(consumer) = self.consumers.get_mut(&client) {
+            consumer.in_flight -= 1;
+            consumer.finish_count += 1;
+        }
+        self.mark_ready(client);
+        Ok(entry.msg)
+    }
+
+    /// REQ: the message goes back, now (`delay` zero) or after `delay`,
+    /// which is clamped to `max_req_timeout`.
+    pub fn handle_req(
+        &mut self,
+        client: ClientId,
+        id: &MessageId,
+        delay: Duration,
+        now: Instant,
+    ) -> Result<(), ChannelError> {
+        self.check_owner(client, id)?;
+        let entry = self.in_flight.remove(id).ok_or(ChannelError::NotInFlight)?;
+        if let Some(consumer) = self.consumers.get_mut(&client) {
+            consumer.in_flight -= 1;
+            consumer.requeue_count += 1;
+        }
+        self.requeue_count += 1;
+        let delay = delay.min(self.config.max_req_timeout);
+        if delay.is_zero() {
+            self.memory.push_back(entry.msg);
+        } else {
+            self.deferred.push(entry.msg, now + delay);
+        }
+        self.mark_ready(client);
+        Ok(())
+    }
+
+    /// TOUCH: the deadline restarts at `now` plus the consumer's timeout, but
+    /// never goes past delivery plus `max_msg_timeout`.
+    pub fn handle_touch(
+        &mut self,
+        client: ClientId,
+        id: &MessageId,
+        now: Instant,
+    ) -> Result<(), ChannelError> {
+        self.check_owner(client, id)?;
+        let entry = self.in_flight.get(id).ok_or(ChannelError::NotInFlight)?;
+        let timeout = self
+            .consumers
+            .get(&client)
+            .map_or(self.config.msg_timeout, |c| c.msg_timeout);
+        let cap = entry.delivered_at + self.config.max_msg_timeout;
+        let deadline = (now + timeout).min(cap);
+        self.in_flight.reschedule(id, deadline);
+        Ok(())
+    }
+
+    /// Stops delivery; puts are still accepted.
+    pub fn pause(&mut self) {
+        self.paused = true;
+    }
+
+    /// Resumes delivery.
+    pub fn unpause(&mut self) {
+        self.paused = false;
+    }
+
+    /// Whether delivery is paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// The next delivery: a ready consumer (round robin) and the message it
+    /// now holds in flight, attempts already incremented. `None` when paused,
+    /// when memory is empty or when nobody is ready.
+    pub fn poll_deliver(&mut self, now: Instant) -> Option<(ClientId, Message)> {
+        if self.paused {
+            return None;
+        }
+        while !self.memory.is_empty() {
+            let client = self.ready.pop_front()?;
+            let Some(consumer) = self.consumers.get_mut(&client) else {
+                continue;
+            };
+            consumer.queued = false;
+            if !consumer.is_ready() {
+                continue;
+            }
+            while let Some(mut msg) = self.memory.pop_front() {
+                if self.in_flight.contains(&msg.id) {
+                    // Ids are unique per topic; a duplicate is a publisher
+                    // bug, and two rows for one id cannot be told apart.
+                    tracing::warn!(id = %msg.id, "message id already in flight; dropping the copy");
+                    continue;
+                }
+                msg.attempts = msg.attempts.saturating_add(1);
+                let deadline = now + consumer.msg_timeout;
+                consumer.in_flight += 1;
+                consumer.message_count += 1;
+                self.in_flight.insert(msg.clone(), client, now, deadline);
+                self.mark_ready(client);
+                return Some((client, msg));
+            }
+            // Memory ran out while skipping duplicates; keep the consumer's turn.
+            self.ready.push_front(client);
+            if let Some(consumer) = self.consumers.get_mut(&client) {
+                consumer.queued = true;
+            }
+            return None;
+        }
+        None
+    }
+
+    /// When `handle_timeout` must next be called: the earliest in-flight
+    /// deadline or deferred release. `None` when nothing is pending.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        match (self.in_flight.next_deadline(), self.deferred.next_due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Requeues in-flight messages whose deadline is at or before `now`
+    /// (counted in `timeout_count`) and releases deferred messages that are due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(entry) = self.in_flight.pop_expired(now) {
+            self.timeout_count += 1;
+            if let Some(consumer) = self.consumers.get_mut(&entry.client) {
+                consumer.in_flight -= 1;
+            }
+            self.mark_ready(entry.client);
+            self.memory.push_back(entry.msg);
+        }
+        while let Some(msg) = self.deferred.pop_due(now) {
+            self.memory.push_back(msg);
+        }
+    }
+
+    /// Whether a consumer could take a message now (not paused, someone ready).
+    /// The caller reads the backend only while this holds and memory is empty.
+    pub fn wants_message(&mut self) -> bool {
+        if self.paused {
+            return false;
+        }
+        while let Some(client) = self.ready.front() {
+            match self.consumers.get_mut(client) {
+                Some(consumer) if consumer.is_ready() => return true,
+                Some(consumer) => consumer.queued = false,
+                None => {}
+            }
+            self.ready.pop_front();
+        }
+        false
+    }
+
+    /// Drops every queued, in-flight and deferred message (the caller empties
+    /// the backend). Consumers stay, holding nothing; a later FIN for a
+    /// dropped message fails with `NotInFlight`.
+    pub fn handle_empty(&mut self) {
+        self.memory.clear();
+        self.in_flight.drain();
+        self.deferred.drain();
+        let clients: Vec<ClientId> = self.consumers.keys().copied().collect();
+        for client in clients {
+            if let Some(consumer) = self.consumers.get_mut(&client) {
+                consumer.in_flight = 0;
+            }
+            self.mark_ready(client);
+        }
+    }
+
+    /// Takes every message out for a shutdown flush, in nsqd's order: memory,
+    /// then in flight (delivery order), then deferred (release order).
+    /// Consumers are unsubscribed.
+    pub fn drain(&mut self) -> Vec<Message> {
+        let mut all: Vec<Message> = self.memory.drain(..).collect();
+        all.extend(self.in_flight.drain().into_iter().map(|e| e.msg));
+        all.extend(self.deferred.drain());
+        self.consumers.clear();
+        self.ready.clear();
+        all
+    }
+
+    /// Messages in the memory queue.
+    pub fn memory_depth(&self) -> usize {
+        self.memory.len()
+    }
+
+    /// Messages in flight.
+    pub fn in_flight_count(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Messages deferred.
+    pub fn deferred_count(&self) -> usize {
+        self.deferred.len()
+    }
+
+    /// Consumers subscribed.
+    pub fn consumer_count(&self) -> usize {
+        self.consumers.len()
+    }
+
+    /// Counters, with `depth` counting memory only and no name or latency;
+    /// the caller adds the backend's depth.
+    pub fn stats(&self) -> ChannelStats {
+        let mut clients: Vec<ConsumerStats> = self
+            .consumers
+            .iter()
+            .map(|(id, c)| ConsumerStats {
+                client_id: *id,
+                ready_count: c.rdy,
+                in_flight_count: c.in_flight,
+                message_count: c.message_count,
+                finish_count: c.finish_count,
+                requeue_count: c.requeue_count,
+            })
+            .collect();
+        clients.sort_by_key(|c| c.client_id);
+        ChannelStats {
+            channel_name: String::new(),
+            depth: self.memory.len() as u64,
+            backend_depth: 0,
+            in_flight_count: self.in_flight.len() as u64,
+            deferred_count: self.deferred.len() as u64,
+            message_count: self.message_count,
+            requeue_count: self.requeue_count,
+            timeout_count: self.timeout_count,
+            paused: self.paused,
+            client_count: self.consumers.len() as u64,
+            clients,
+            e2e_processing_latency: None,
+        }
+    }
+
+    fn check_owner(&self, client: ClientId, id: &MessageId) -> Result<(), ChannelError> {
+        match self.in_flight.get(id) {
+            None => Err(ChannelError::NotInFlight),
+            Some(entry) if entry.client != client => Err(ChannelError::NotOwner),
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn mark_ready(&mut self, client: ClientId) {
+        if let Some(consumer) = self.consumers.get_mut(&client) {
+            if consumer.is_ready() && !consumer.queued {
+                consumer.queued = true;
+                self.ready.push_back(client);
+            }
+        }
+    }
+
+    /// Asserts the structural invariants: each held message is in exactly
+    /// one place, consumer in-flight counts sum to the table, the heap agrees.
+    #[cfg(test)]
+    pub(crate) fn check_invariants(&self) {
+        use std::collections::HashSet;
+        let mut seen = HashSet::new();
+        for msg in self.memory.iter().chain(self.deferred.iter()) {
+            assert!(seen.insert(msg.id), "{} held twice", msg.id);
+        }
+        for entry in self.in_flight.iter() {
+            assert!(seen.insert(entry.msg.id), "{} held twice", entry.msg.id);
+            assert!(
+                self.consumers.contains_key(&entry.client),
+                "orphan in flight"
+            );
+        }
+        let sum: u64 = self.consumers.values().map(|c| c.in_flight).sum();
+        assert_eq!(
+            sum,
+            self.in_flight.len() as u64,
+            "consumer in-flight counts"
+        );
+        assert_eq!(
+            self.in_flight.live_heap_entries(),
+            self.in_flight.len(),
+            "deadline heap"
+        );
+        for (id, c) in &self.consumers {
+            if c.is_ready() {
+                assert!(
+                    c.queued && self.ready.contains(id),
+                    "ready consumer {id} not queued"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Disconnects, pause, empty, delete, close and ephemeral channels.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use rsq_channel::{Channel, ChannelConfig, ChannelError, SystemClock};
+use rsq_codec::Message;
+use rsq_diskqueue::{BackendQueue, MemoryQueue};
+
+use crate::{channel, drain, msg, next, num, SEC};
+
+#[tokio::test(start_paused = true)]
+async fn disconnect_requeues_delivered_and_unread_messages_at_once() {
+    let (ch, _) = channel(ChannelConfig::default());
+    let mut a = ch.add_consumer(1, 60 * SEC).unwrap();
+    ch.set_ready(1, 3);
+    for n in 1..=3 {
+        ch.put(msg(n)).await.unwrap();
+    }
+    // Read one; two more sit unread in the consumer's queue.
+    next(&mut a, SEC).await.unwrap();
+    assert!(!ch.remove_consumer(1));
+    assert!(
+        a.recv().await.is_none(),
+        "a removed consumer yields nothing"
+    );
+    let mut b = ch.add_consumer(2, 60 * SEC).unwrap();
+    ch.set_ready(2, 10);
+    assert_eq!(drain(&mut b).await, vec![1, 2, 3]);
+    let s = ch.stats();
+    assert_eq!(
+        (s.requeue_count, s.timeout_count, s.in_flight_count),
+        (3, 0, 3)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropped_consumer_handle_gives_its_messages_back() {
+    let (ch, _) = channel(ChannelConfig::default());
+    let a = ch.add_consumer(1, 60 * SEC).unwrap();
+    let mut b = ch.add_consumer(2, 60 * SEC).unwrap();
+    drop(a);
+    ch.set_ready(1, 10);
+    ch.set_ready(2, 10);
+    ch.put(msg(1)).await.unwrap();
+    ch.put(msg(2)).await.unwrap();
+    let mut got = drain(&mut b).await;
+    got.sort();
+    assert_eq!(got, vec![1, 2]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn pause_holds_delivery_and_unpause_resumes() {
+    let (ch, _) = channel(ChannelConfig::default());
+    let mut c = ch.add_consumer(1, 60 * SEC).unwrap();
+    ch.set_ready(1, 10);
+    ch.pause();
+    assert!(ch.is_paused());
+    ch.put(msg(1)).await.unwrap();
+    assert!(next(&mut c, 5 * SEC).await.is_none());
+    assert!(ch.stats().paused);
+    ch.unpause();
+    assert_eq!(drain(&mut c).await, vec![1]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn empty_drops_everything_including_the_backend() {
+    let (ch, backend) = channel(ChannelConfig {
+        mem_queue_size: 1,
+        ..ChannelConfig::default()
+    });
+    let mut c = ch.add_consumer(1, 60 * SEC).unwrap();
+    ch.set_ready(1, 1);
+    for n in 1..=4 {
+        ch.put(msg(n)).await.unwrap();
+    }
+    ch.put_deferred(msg(5), SEC).await.unwrap();
+    let held = next(&mut c, SEC).await.unwrap();
+    ch.empty().await.unwrap();
+    let s = ch.stats();
+    assert_eq!((s.depth, s.in_flight_count, s.deferred_count), (0, 0, 0));
+    assert_eq!(backend.depth(), 0);
+    assert!(matches!(
+        ch.finish(1, &held.id),
+        Err(ChannelError::NotInFlight)
+    ));
+    assert!(next(&mut c, 5 * SEC).await.is_none());
+    ch.put(msg(6)).await.unwrap();
+    assert_eq!(drain(&mut c).await, vec![6]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_writes_memory_in_flight_and_deferred_to_the_backend() {
+    let (ch, backend) = channel(ChannelConfig {
+        mem_queue_size: 2,
+        ..ChannelConfig::default()
+    });
+    let mut c = ch.add_consumer(1, 60 * SEC).unwrap();
+    ch.set_ready(1, 1);
+    for n in 1..=4 {
+        ch.put(msg(n)).await.unwrap();
+    }
+    ch.put_deferred(msg(5), 3600 * SEC).await.unwrap();
+    next(&mut c, SEC).await.unwrap();
+    ch.close().await.unwrap();
+    assert!(c.recv().await.is_none());
+    assert!(matches!(ch.put(msg(6)).await, Err(ChannelError::Exiting)));
+    assert!(matches!(ch.close().await, Err(ChannelError::Exiting)));
+    // A restart reads them all back from the backend.
+    let mut kept = BTreeSet::new();
+    while let Ok(Some(record)) = backend.try_read() {
+        kept.insert(num(&Message::decode(record).unwrap().id));
+    }
+    assert_eq!(kept, (1..=5).collect());
+}
+
+#[tokio::test(start_paused = true)]
+async fn delete_stops_consumers_and_removes_the_backend() {
+    let (ch, backend) = channel(ChannelConfig {
+        mem_queue_size: 1,
+        ..ChannelConfig::default()
+    });
+    let mut c = ch.add_consumer(1, 60 * SEC).unwrap();
+    for n in 1..=3 {
+        ch.put(msg(n)).await.unwrap();
+    }
+    ch.delete().await.unwrap();
+    assert!(c.recv().await.is_none());
+    assert!(backend.try_read().is_err(), "backend closed and emptied");
+    assert!(matches!(
+        ch.finish(1, &crate::id(1)),
+        Err(ChannelError::Exiting)
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn ephemeral_channel_stays_in_memory_and_goes_with_its_last_consumer() {
+    let backend = Arc::new(MemoryQueue::discarding(0));
+    let ch = Channel::new(
+        "t",
+        "c#ephemeral",
+        ChannelConfig {
+            mem_queue_size: 2,
+            ephemeral: true,
+            ..ChannelConfig::default()
+        },
+        Arc::clone(&backend) as Arc<dyn BackendQueue>,
+        Arc::new(SystemClock),
+    );
+    for n in 1..=3 {
+        ch.put(msg(n)).await.unwrap();
+    }
+    assert_eq!(backend.stats().discarded_records, 1);
+    let mut a = ch.add_consumer(1, 60 * SEC).unwrap();
+    let _b = ch.add_consumer(2, 60 * SEC).unwrap();
+    ch.set_ready(1, 10);
+    assert_eq!(drain(&mut a).await, vec![1, 2]);
+    assert!(!ch.remove_consumer(1), "one consumer left");
+    assert!(
+        ch.remove_consumer(2),
+        "last consumer gone: the owner deletes it"
+    );
+    ch.delete().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn stats_report_consumers_and_depths() {
+    let (ch, _) = channel(ChannelConfig {
+        mem_queue_size: 1,
+        ..ChannelConfig::default()
+    });
+    let mut c = ch.add_consumer(7, 60 * SEC).unwrap();
+    ch.set_ready(7, 1);
+    for n in 1..=3 {
+        ch.put(msg(n)).await.unwrap();
+    }
+    let m = next(&mut c, SEC).await.unwrap();
+    ch.requeue(7, &m.id, std::time::Duration::ZERO).unwrap();
+    let m = next(&mut c, SEC).await.unwrap();
+    ch.finish(7, &m.id).unwrap();
+    let s = ch.stats();
+    assert_eq!(s.channel_name, "c");
+    assert_eq!(
+        (s.message_count, s.requeue_count, s.client_count),
+        (3, 1, 1)
+    );
+    let client = &s.clients[0];
+    assert_eq!(
+        (
+            client.client_id,
+            client.ready_count,
+            client.in_flight_count,
+            client.message_count,
+            client.finish_count,
+            client.requeue_count
+        ),
+        (7, 1, 1, 3, 1, 1)
+    );
+    assert_eq!(s.depth, 1);
+}
