@@ -16,6 +16,13 @@ pub enum QueueError {
         /// Largest accepted size.
         max: usize,
     },
+    /// The queue's configuration cannot work (for example a maximum record
+    /// size below the minimum).
+    #[error("invalid disk queue configuration: {reason}")]
+    InvalidConfig {
+        /// What is wrong.
+        reason: String,
+    },
     /// The file system failed.
     #[error("io error on {path}: {source}")]
     Io {

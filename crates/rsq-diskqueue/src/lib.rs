@@ -2,14 +2,26 @@
 //!
 //! [`BackendQueue`] is the interface topics and channels use; [`MemoryQueue`]
 //! is the implementation for ephemeral topics and channels, which never touch
-//! disk. The segment-file disk queue (CRC32 per record, fsync policy, crash
-//! recovery) lives here too. This crate knows nothing about messages: records
-//! are opaque bytes. It depends on tokio only for its `sync` primitives.
+//! disk; [`DiskQueue`] is nsqd's diskqueue: segment files of CRC32-checked
+//! records, a metadata file replaced atomically, nsqd's `sync-every` /
+//! `sync-timeout` policy, and recovery from crashes and damage at open. File
+//! access goes through the small [`Storage`] trait, with a real directory
+//! ([`FsStorage`]) and an in-memory one that simulates crashes exactly
+//! ([`MemStorage`]). This crate knows nothing about messages: records are
+//! opaque bytes.
 
 mod backend;
+mod disk_queue;
 mod error;
+mod ledger;
 mod memory;
+mod metadata;
+mod record;
+mod recovery;
+mod storage;
 
 pub use backend::{BackendQueue, BackendStats};
+pub use disk_queue::{DiskQueue, DiskQueueConfig};
 pub use error::QueueError;
 pub use memory::MemoryQueue;
+pub use storage::{FsStorage, MemStorage, Storage};

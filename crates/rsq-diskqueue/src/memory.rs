@@ -130,3 +130,79 @@ impl BackendQueue for MemoryQueue {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn rec(i: u8) -> Bytes {
+        Bytes::from(vec![i; 3])
+    }
+
+    #[tokio::test]
+    async fn keeps_order_and_depth() {
+        let q = MemoryQueue::unbounded();
+        for i in 0..5 {
+            q.put(rec(i)).await.unwrap();
+        }
+        assert_eq!(q.depth(), 5);
+        for i in 0..5 {
+            assert_eq!(q.try_read().unwrap(), Some(rec(i)));
+        }
+        assert_eq!(q.try_read().unwrap(), None);
+        assert_eq!(q.stats(), BackendStats::default());
+    }
+
+    #[tokio::test]
+    async fn discarding_counts_what_it_drops() {
+        let q = MemoryQueue::discarding(2);
+        for i in 0..5 {
+            q.put(rec(i)).await.unwrap();
+        }
+        let stats = q.stats();
+        assert_eq!((stats.depth, stats.discarded_records), (2, 3));
+        let none = MemoryQueue::discarding(0);
+        none.put(rec(1)).await.unwrap();
+        assert_eq!(none.depth(), 0);
+    }
+
+    #[tokio::test]
+    async fn empty_close_and_delete() {
+        let q = MemoryQueue::unbounded();
+        q.put(rec(1)).await.unwrap();
+        q.empty().await.unwrap();
+        assert_eq!(q.depth(), 0);
+        q.put(rec(2)).await.unwrap();
+        q.close().await.unwrap();
+        assert!(matches!(q.put(rec(3)).await, Err(QueueError::Closed)));
+        // What was stored before close can still be drained.
+        assert_eq!(q.try_read().unwrap(), Some(rec(2)));
+        assert!(matches!(q.try_read(), Err(QueueError::Closed)));
+        let d = MemoryQueue::unbounded();
+        d.put(rec(1)).await.unwrap();
+        d.delete().await.unwrap();
+        assert!(matches!(d.read().await, Err(QueueError::Closed)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn read_waits_and_cancelling_it_loses_nothing() {
+        let q = Arc::new(MemoryQueue::unbounded());
+        // A read cancelled by a timeout takes nothing.
+        tokio::select! {
+            _ = q.read() => panic!("nothing to read yet"),
+            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+        }
+        let reader = tokio::spawn({
+            let q = q.clone();
+            async move { q.read().await.unwrap() }
+        });
+        tokio::task::yield_now().await;
+        q.put(rec(7)).await.unwrap();
+        assert_eq!(reader.await.unwrap(), rec(7));
+        q.put(rec(8)).await.unwrap();
+        assert_eq!(q.read().await.unwrap(), rec(8));
+    }
+}

@@ -1,0 +1,681 @@
+//! The durable [`BackendQueue`]: segment files of CRC32-checked records, a
+//! metadata file, nsqd's sync policy, and crash recovery at open.
+//!
+//! Three locks, each with one job, and none held across another's IO:
+//! - the ledger (`std::sync::Mutex<Ledger>`) holds positions and counters and
+//!   is only held for bookkeeping, never across IO;
+//! - the writer (`tokio::sync::Mutex<WriteSide>`) serialises writing records
+//!   to files, fsync and metadata writes; its IO runs on the blocking pool;
+//! - the reader (`std::sync::Mutex<ReadSide>`) serialises reading segments.
+//!
+//! A put only appends its encoded record to the ledger's pending list and
+//! returns, unless the sync policy or the write buffer size asks for IO. The
+//! reader takes records that have not reached their file yet straight from
+//! that list, so reading never waits for the writer and the writer never
+//! waits for the reader. Puts that need an fsync queue on the writer lock;
+//! whoever gets it writes and syncs everything pending, so concurrent
+//! `sync_every = 1` puts share one write and one fsync (group commit).
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::Notify;
+use tracing::{debug, error};
+
+use crate::ledger::{Ledger, Pending, Pos, ReadStep};
+use crate::record::{self, decode, Decoded, HEADER_LEN};
+use crate::recovery::{recover, Limits, Names};
+use crate::storage::{FsStorage, Storage};
+use crate::{BackendQueue, BackendStats, QueueError};
+
+/// Pending record bytes that make a put write them to the file even when no
+/// sync is due.
+const WRITE_BUFFER_BYTES: usize = 1 << 20;
+
+/// Bytes the reader fetches from a segment at once.
+const READ_CHUNK_BYTES: usize = 256 << 10;
+
+/// How a disk queue is named, where it lives and how it syncs. Field names
+/// follow nsqd's flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskQueueConfig {
+    /// Queue name: the topic name, or `topic:channel` for a channel. Files
+    /// are `<name>.diskqueue.NNNNNN.dat` and `<name>.diskqueue.meta.dat`.
+    pub name: String,
+    /// Directory holding the files (nsqd's `--data-path`); created if missing.
+    pub data_path: PathBuf,
+    /// A segment is rolled before a record would take it past this size
+    /// (`--max-bytes-per-file`). A single larger record gets a file of its own.
+    pub max_bytes_per_file: u64,
+    /// Smallest record accepted, in bytes.
+    pub min_record_size: usize,
+    /// Largest record accepted, in bytes (at most `u32::MAX`).
+    pub max_record_size: usize,
+    /// fsync after this many puts (`--sync-every`). With `1` every put
+    /// returns only once it is durable (concurrent puts share one fsync).
+    /// With more, the put that reaches the count hands the fsync to the sync
+    /// task and returns (outside a runtime it syncs itself). Reads count
+    /// too: this many reads ask the sync task to persist the read position.
+    /// `0` syncs by `sync_timeout` (and close) only.
+    pub sync_every: u64,
+    /// fsync at least this often when anything changed (`--sync-timeout`).
+    pub sync_timeout: Duration,
+}
+
+impl DiskQueueConfig {
+    /// nsqd's defaults: 100 MiB segments, records of 0 to 1 MiB + 26 bytes
+    /// (nsqd's `max-msg-size` plus the message header), sync every 2500 puts
+    /// or 2 s.
+    pub fn new(name: impl Into<String>, data_path: impl Into<PathBuf>) -> Self {
+        DiskQueueConfig {
+            name: name.into(),
+            data_path: data_path.into(),
+            max_bytes_per_file: 100 * 1024 * 1024,
+            min_record_size: 0,
+            max_record_size: 1024 * 1024 + 26,
+            sync_every: 2500,
+            sync_timeout: Duration::from_secs(2),
+        }
+    }
+
+    fn validate(&self) -> Result<(), QueueError> {
+        let reason = if self.name.is_empty() {
+            "empty queue name"
+        } else if self.name.contains('/') {
+            "queue name contains '/'"
+        } else if self.min_record_size > self.max_record_size {
+            "min_record_size is above max_record_size"
+        } else if self.max_record_size > u32::MAX as usize {
+            "max_record_size does not fit the 32-bit length field"
+        } else if self.max_bytes_per_file == 0 {
+            "max_bytes_per_file is zero"
+        } else if self.sync_timeout.is_zero() {
+            "sync_timeout is zero"
+        } else {
+            return Ok(());
+        };
+        Err(QueueError::InvalidConfig {
+            reason: reason.to_string(),
+        })
+    }
+}
+
+/// What a sync does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum SyncKind {
+    /// Write pending records to their files.
+    Flush,
+    /// Flush, then fsync the write file.
+    Data,
+    /// Data, then write metadata and do owed file cleanup.
+    Full,
+}
+
+/// The writer's own state, owned by whoever holds the writer lock.
+#[derive(Debug, Default)]
+struct WriteSide {
+    /// The segment last appended to; synced before moving to the next.
+    open_file: Option<u64>,
+    /// Scratch space to write a run of records with one call.
+    buf: Vec<u8>,
+}
+
+/// The reader's own state: a window of the segment being read.
+#[derive(Debug, Default)]
+struct ReadSide {
+    buf: Vec<u8>,
+    buf_file: u64,
+    buf_start: u64,
+}
+
+enum DiskRead {
+    Record { payload: Bytes, total: u64 },
+    Bad(String),
+    Missing,
+}
+
+impl ReadSide {
+    fn cached(&self, pos: Pos) -> Option<&[u8]> {
+        if self.buf_file != pos.file || pos.offset < self.buf_start {
+            return None;
+        }
+        let skip = usize::try_from(pos.offset - self.buf_start).ok()?;
+        self.buf.get(skip..).filter(|rest| !rest.is_empty())
+    }
+
+    /// Reads the record at `pos`, never past `limit`. Bytes before `limit`
+    /// never change once written and file numbers are never reused, so the
+    /// window stays valid.
+    fn read(
+        &mut self,
+        storage: &dyn Storage,
+        name: &str,
+        pos: Pos,
+        limit: u64,
+        limits: Limits,
+    ) -> io::Result<DiskRead> {
+        let mut needed = HEADER_LEN;
+        for _ in 0..3 {
+            if let Some(window) = self.cached(pos) {
+                match decode(window, limits.min, limits.max) {
+                    Decoded::Record { total } => {
+                        let payload = Bytes::copy_from_slice(&window[HEADER_LEN..total]);
+                        let total = total as u64;
+                        return Ok(DiskRead::Record { payload, total });
+                    }
+                    Decoded::Corrupt(why) => return Ok(DiskRead::Bad(why.to_string())),
+                    Decoded::Incomplete { needed: n } => needed = n,
+                }
+            }
+            let available = limit.saturating_sub(pos.offset);
+            if (needed as u64) > available {
+                return Ok(DiskRead::Bad(format!(
+                    "record of {needed} bytes runs past the end of written data"
+                )));
+            }
+            let want = (needed.max(READ_CHUNK_BYTES) as u64).min(available) as usize;
+            self.buf.resize(want, 0);
+            let n = match storage.read_at(name, pos.offset, &mut self.buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(DiskRead::Missing),
+                Err(e) => {
+                    self.buf.clear();
+                    return Err(e);
+                }
+            };
+            self.buf.truncate(n);
+            self.buf_file = pos.file;
+            self.buf_start = pos.offset;
+            if n < needed {
+                return Ok(DiskRead::Bad(format!(
+                    "segment ends {n} bytes into a record"
+                )));
+            }
+        }
+        Ok(DiskRead::Bad("record could not be decoded".into()))
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: DiskQueueConfig,
+    names: Names,
+    limits: Limits,
+    storage: Arc<dyn Storage>,
+    ledger: Mutex<Ledger>,
+    writer: Arc<tokio::sync::Mutex<WriteSide>>,
+    reader: Mutex<ReadSide>,
+    readable: Notify,
+    sync_wanted: Arc<Notify>,
+    /// A task syncs every `sync_timeout` and on request.
+    sync_task: AtomicBool,
+}
+
+/// A durable, file-backed [`BackendQueue`] (nsqd's diskqueue).
+///
+/// Open it with [`DiskQueue::open`]; close it with [`BackendQueue::close`]
+/// so pending records and the read position are synced. Dropping it without
+/// closing is like a crash: what was not synced may be lost, and records
+/// read since the last sync may be delivered again on the next open.
+#[derive(Debug)]
+pub struct DiskQueue {
+    inner: Arc<Inner>,
+}
+
+impl DiskQueue {
+    /// Opens (or creates) the queue `config.name` in `config.data_path`,
+    /// recovering from whatever state a crash left.
+    ///
+    /// Does blocking file IO. When called inside a tokio runtime it spawns
+    /// the task that syncs every `sync_timeout`; outside one, syncs happen
+    /// only by `sync_every` and on close.
+    pub fn open(config: DiskQueueConfig) -> Result<DiskQueue, QueueError> {
+        config.validate()?;
+        let storage = FsStorage::new(&config.data_path).map_err(|source| QueueError::Io {
+            path: config.data_path.clone(),
+            source,
+        })?;
+        Self::open_with_storage(config, Arc::new(storage))
+    }
+
+    /// Like [`DiskQueue::open`] but on any [`Storage`]; tests use
+    /// [`crate::MemStorage`] to simulate crashes exactly.
+    /// `config.data_path` is then only used in error messages.
+    pub fn open_with_storage(
+        config: DiskQueueConfig,
+        storage: Arc<dyn Storage>,
+    ) -> Result<DiskQueue, QueueError> {
+        config.validate()?;
+        let names = Names::new(&config.name);
+        let limits = Limits {
+            min: config.min_record_size,
+            max: config.max_record_size,
+        };
+        let recovered = recover(&*storage, &names, limits).map_err(|source| QueueError::Io {
+            path: storage.dir().to_path_buf(),
+            source,
+        })?;
+        let ledger = recovered.ledger;
+        let mut write_side = WriteSide::default();
+        let write_name = names.segment(ledger.write.file);
+        if matches!(storage.len(&write_name), Ok(Some(_))) {
+            write_side.open_file = Some(ledger.write.file);
+        }
+        debug!(queue = %config.name, depth = ledger.depth(), read = ?ledger.read, write = ?ledger.write, "disk queue opened");
+        let inner = Arc::new(Inner {
+            config,
+            names,
+            limits,
+            storage,
+            ledger: Mutex::new(ledger),
+            writer: Arc::new(tokio::sync::Mutex::new(WriteSide::default())),
+            reader: Mutex::new(ReadSide::default()),
+            readable: Notify::new(),
+            sync_wanted: Arc::new(Notify::new()),
+            sync_task: AtomicBool::new(false),
+        });
+        // Persist what recovery decided before anything else happens.
+        inner.sync_blocking(&mut write_side, SyncKind::Full)?;
+        if let Ok(mut slot) = inner.writer.try_lock() {
+            *slot = write_side;
+        }
+        spawn_sync_task(&inner);
+        Ok(DiskQueue { inner })
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        &self.inner.config.name
+    }
+
+    /// Writes pending records, fsyncs them and writes metadata now, whatever
+    /// the sync policy says.
+    pub async fn sync(&self) -> Result<(), QueueError> {
+        self.inner.clone().sync(SyncKind::Full, None).await
+    }
+}
+
+fn spawn_sync_task(inner: &Arc<Inner>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    inner.sync_task.store(true, Ordering::Relaxed);
+    let weak = Arc::downgrade(inner);
+    let wanted = inner.sync_wanted.clone();
+    let timeout = inner.config.sync_timeout;
+    runtime.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(timeout) => {}
+                _ = wanted.notified() => {}
+            }
+            let Some(inner) = weak.upgrade() else { return };
+            let (closed, needed) = {
+                let ledger = inner.ledger();
+                (ledger.closed, ledger.needs_sync())
+            };
+            if closed {
+                return;
+            }
+            if needed {
+                if let Err(e) = inner.clone().sync(SyncKind::Full, None).await {
+                    error!(queue = %inner.config.name, error = %e, "periodic disk queue sync failed");
+                }
+            }
+        }
+    });
+}
+
+impl Inner {
+    fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        // Every ledger method leaves it consistent before it could panic, so
+        // a poisoned lock is still usable.
+        self.ledger.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn io_error(&self, name: &str, source: io::Error) -> QueueError {
+        QueueError::Io {
+            path: self.storage.dir().join(name),
+            source,
+        }
+    }
+
+    async fn sync(
+        self: Arc<Self>,
+        kind: SyncKind,
+        covering: Option<u64>,
+    ) -> Result<(), QueueError> {
+        let mut guard = self.writer.clone().lock_owned().await;
+        if let Some(seq) = covering {
+            let ledger = self.ledger();
+            let done = match kind {
+                SyncKind::Flush => ledger.flushed_seq >= seq,
+                SyncKind::Data | SyncKind::Full => ledger.synced_seq >= seq,
+            };
+            if done {
+                return Ok(());
+            }
+        }
+        let inner = self.clone();
+        tokio::task::spawn_blocking(move || inner.sync_blocking(&mut guard, kind))
+            .await
+            .map_err(|e| QueueError::Io {
+                path: self.storage.dir().to_path_buf(),
+                source: io::Error::other(format!("sync task failed: {e}")),
+            })?
+    }
+
+    /// Syncs a segment, ignoring one that is gone (quarantined or removed).
+    fn sync_file(&self, file: u64) -> Result<(), QueueError> {
+        let name = self.names.segment(file);
+        match self.storage.sync(&name) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(self.io_error(&name, e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn sync_blocking(&self, ws: &mut WriteSide, kind: SyncKind) -> Result<(), QueueError> {
+        let (entries, cleanup) = {
+            let mut ledger = self.ledger();
+            let cleanup = (kind == SyncKind::Full).then(|| ledger.take_cleanup());
+            (ledger.pending_snapshot(), cleanup)
+        };
+        self.write_entries(ws, &entries)?;
+        if kind == SyncKind::Flush {
+            return Ok(());
+        }
+        let seq = self.ledger().flushed_seq;
+        if let Some(file) = ws.open_file {
+            self.sync_file(file)?;
+        }
+        {
+            let mut ledger = self.ledger();
+            ledger.handle_synced(seq);
+            if kind == SyncKind::Data {
+                ledger.meta_dirty = true;
+            }
+        }
+        let Some(cleanup) = cleanup else {
+            return Ok(());
+        };
+        let meta = {
+            let mut ledger = self.ledger();
+            ledger.reads_since_sync = 0;
+            ledger.meta_dirty = false;
+            ledger.meta_snapshot()
+        };
+        let meta_name = self.names.meta();
+        if let Err(e) = self.storage.write_atomic(&meta_name, &meta.encode()) {
+            let mut ledger = self.ledger();
+            ledger.meta_dirty = true;
+            ledger.defer_deletes(cleanup.delete);
+            return Err(self.io_error(&meta_name, e));
+        }
+        let (now, later): (Vec<u64>, Vec<u64>) = cleanup
+            .delete
+            .into_iter()
+            .partition(|&f| f < meta.read.file);
+        if !later.is_empty() {
+            self.ledger().defer_deletes(later);
+        }
+        for file in now {
+            let name = self.names.segment(file);
+            self.storage
+                .remove(&name)
+                .map_err(|e| self.io_error(&name, e))?;
+        }
+        for file in cleanup.quarantine {
+            let (name, bad) = (self.names.segment(file), self.names.bad(file));
+            match self.storage.rename(&name, &bad) {
+                Ok(()) => {
+                    error!(queue = %self.config.name, file = %bad, "damaged segment moved aside")
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(self.io_error(&name, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes pending records to their files, one append per run of records
+    /// in the same file, syncing each file before moving to the next so a
+    /// completed segment is always durable before a later one has data.
+    fn write_entries(&self, ws: &mut WriteSide, entries: &[Pending]) -> Result<(), QueueError> {
+        for run in entries.chunk_by(|a, b| a.pos.file == b.pos.file) {
+            let (Some(first), Some(last)) = (run.first(), run.last()) else {
+                continue;
+            };
+            let file = first.pos.file;
+            if ws.open_file != Some(file) {
+                if let Some(previous) = ws.open_file {
+                    self.sync_file(previous)?;
+                }
+                ws.open_file = Some(file);
+            }
+            ws.buf.clear();
+            for entry in run {
+                ws.buf.extend_from_slice(&entry.bytes);
+            }
+            let name = self.names.segment(file);
+            if let Err(e) = self.storage.append(&name, &ws.buf) {
+                // Cut off a partial write so the file's length keeps matching
+                // the ledger; if even that fails, stop accepting records.
+                let repaired = match self.storage.len(&name) {
+                    Ok(Some(len)) if len > first.pos.offset => {
+                        self.storage.truncate(&name, first.pos.offset).is_ok()
+                    }
+                    Ok(_) => true,
+                    Err(_) => false,
+                };
+                if !repaired {
+                    error!(queue = %self.config.name, file = %name, "write failed and could not be undone; closing the queue");
+                    self.ledger().closed = true;
+                    self.readable.notify_waiters();
+                }
+                return Err(self.io_error(&name, e));
+            }
+            let end = Pos::new(file, last.pos.offset + last.bytes.len() as u64);
+            self.ledger().handle_flushed(last.seq, end);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BackendQueue for DiskQueue {
+    async fn put(&self, record: Bytes) -> Result<(), QueueError> {
+        let inner = &self.inner;
+        let (min, max) = (inner.limits.min, inner.limits.max);
+        if record.len() < min || record.len() > max {
+            return Err(QueueError::RecordSize {
+                len: record.len(),
+                min,
+                max,
+            });
+        }
+        let encoded = record::encode(&record);
+        let (seq, action, wake_sync_task) = {
+            let mut ledger = inner.ledger();
+            if ledger.closed {
+                return Err(QueueError::Closed);
+            }
+            let seq = ledger.handle_put(encoded, inner.config.max_bytes_per_file);
+            let every = inner.config.sync_every;
+            let sync_due = every > 0 && ledger.writes_since_sync >= every;
+            let background = inner.sync_task.load(Ordering::Relaxed);
+            let action = if sync_due && inner.config.sync_every == 1 {
+                // The put's contract: durable when it returns.
+                Some(SyncKind::Data)
+            } else if sync_due && !background {
+                Some(SyncKind::Full)
+            } else if ledger.pending_bytes() >= WRITE_BUFFER_BYTES {
+                Some(SyncKind::Flush)
+            } else {
+                None
+            };
+            (seq, action, sync_due && background)
+        };
+        inner.readable.notify_one();
+        if wake_sync_task {
+            // With sync_every > 1 no put waits for the fsync: the sync task
+            // does it, and the write buffer bound pushes back if it lags.
+            inner.sync_wanted.notify_one();
+        }
+        if let Some(kind) = action {
+            inner.clone().sync(kind, Some(seq)).await?;
+        }
+        Ok(())
+    }
+
+    fn try_read(&self) -> Result<Option<Bytes>, QueueError> {
+        let inner = &*self.inner;
+        let mut reader = inner.reader.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let step = inner.ledger().next_read();
+            let (pos, limit, generation) = match step {
+                ReadStep::Empty => return Ok(None),
+                ReadStep::Closed => return Err(QueueError::Closed),
+                ReadStep::Ready(payload) => {
+                    self.after_read();
+                    return Ok(Some(payload));
+                }
+                ReadStep::Disk {
+                    pos,
+                    limit,
+                    generation,
+                } => (pos, limit, generation),
+            };
+            let name = inner.names.segment(pos.file);
+            let outcome = reader
+                .read(&*inner.storage, &name, pos, limit, inner.limits)
+                .map_err(|e| inner.io_error(&name, e))?;
+            match outcome {
+                DiskRead::Record { payload, total } => {
+                    if inner.ledger().handle_disk_record(generation, pos, total) {
+                        self.after_read();
+                        return Ok(Some(payload));
+                    }
+                }
+                DiskRead::Bad(why) => {
+                    let dropped = inner
+                        .ledger()
+                        .handle_bad_segment(generation, pos.file, true);
+                    error!(queue = %inner.config.name, file = %name, offset = pos.offset, %why, dropped, "corrupt record; quarantining the segment and skipping to the next");
+                    inner.sync_wanted.notify_one();
+                }
+                DiskRead::Missing => {
+                    let dropped = inner
+                        .ledger()
+                        .handle_bad_segment(generation, pos.file, false);
+                    error!(queue = %inner.config.name, file = %name, dropped, "segment file is missing; skipping to the next");
+                    inner.sync_wanted.notify_one();
+                }
+            }
+        }
+    }
+
+    async fn read(&self) -> Result<Bytes, QueueError> {
+        loop {
+            // Register interest before checking, so a put between the check
+            // and the await still wakes us. Nothing is taken until the
+            // synchronous `try_read`, which is why dropping this future is safe.
+            let notified = self.inner.readable.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(record) = self.try_read()? {
+                return Ok(record);
+            }
+            notified.await;
+        }
+    }
+
+    fn depth(&self) -> u64 {
+        self.inner.ledger().depth()
+    }
+
+    fn stats(&self) -> BackendStats {
+        let ledger = self.inner.ledger();
+        BackendStats {
+            depth: ledger.depth(),
+            corrupt_records: ledger.corrupt_records,
+            quarantined_files: ledger.quarantined_files,
+            discarded_records: 0,
+        }
+    }
+
+    async fn empty(&self) -> Result<(), QueueError> {
+        let inner = self.inner.clone();
+        let mut guard = inner.writer.clone().lock_owned().await;
+        {
+            let mut ledger = inner.ledger();
+            if ledger.closed {
+                return Err(QueueError::Closed);
+            }
+            ledger.handle_empty();
+        }
+        guard.open_file = None;
+        let worker = inner.clone();
+        tokio::task::spawn_blocking(move || worker.sync_blocking(&mut guard, SyncKind::Full))
+            .await
+            .map_err(|e| QueueError::Io {
+                path: inner.storage.dir().to_path_buf(),
+                source: io::Error::other(format!("empty task failed: {e}")),
+            })?
+    }
+
+    async fn delete(&self) -> Result<(), QueueError> {
+        let inner = self.inner.clone();
+        inner.ledger().closed = true;
+        inner.readable.notify_waiters();
+        inner.sync_wanted.notify_one();
+        let guard = inner.writer.clone().lock_owned().await;
+        let worker = inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let _guard = guard;
+            let names = worker.storage.list().map_err(|e| worker.io_error("", e))?;
+            let meta = worker.names.meta();
+            for name in names {
+                if worker.names.parse_segment(&name).is_some() || name == meta {
+                    worker
+                        .storage
+                        .remove(&name)
+                        .map_err(|e| worker.io_error(&name, e))?;
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| QueueError::Io {
+            path: inner.storage.dir().to_path_buf(),
+            source: io::Error::other(format!("delete task failed: {e}")),
+        })?
+    }
+
+    async fn close(&self) -> Result<(), QueueError> {
+        {
+            let mut ledger = self.inner.ledger();
+            if ledger.closed {
+                return Ok(());
+            }
+            ledger.closed = true;
+        }
+        self.inner.readable.notify_waiters();
+        self.inner.sync_wanted.notify_one();
+        self.inner.clone().sync(SyncKind::Full, None).await
+    }
+}
+
+impl DiskQueue {
+    fn after_read(&self) {
+        let every = self.inner.config.sync_every;
+        let wanted = every > 0 && self.inner.ledger().reads_since_sync >= every;
+        if wanted {
+            self.inner.sync_wanted.notify_one();
+        }
+    }
+}

@@ -1,0 +1,480 @@
+//! The disk queue's bookkeeping as a plain struct: where reading and writing
+//! stand, how many unread records each segment holds, which records are
+//! still only in memory, and what cleanup the next sync owes.
+//!
+//! It does no IO and never blocks; the driver in `disk_queue.rs` asks it what
+//! to do (`next_read`, `pending_snapshot`, `meta_snapshot`), does the IO
+//! without holding it, and reports back (`handle_*`). Positions are the
+//! truth about what is left to read; counts and depth are derived stats that
+//! recovery and quarantine keep exact.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+use tracing::warn;
+
+use crate::metadata::Metadata;
+use crate::record::HEADER_LEN;
+
+/// A byte position in the queue: segment file number and offset within it.
+/// Ordered by file, then offset, which is the order records were written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
+pub(crate) struct Pos {
+    /// Segment file number.
+    pub file: u64,
+    /// Byte offset inside the segment.
+    pub offset: u64,
+}
+
+impl Pos {
+    pub fn new(file: u64, offset: u64) -> Self {
+        Pos { file, offset }
+    }
+}
+
+/// A record accepted by `put` whose bytes are not yet written to its file.
+#[derive(Debug, Clone)]
+pub(crate) struct Pending {
+    /// Where the record goes.
+    pub pos: Pos,
+    /// The encoded record, header included.
+    pub bytes: Bytes,
+    /// The put's sequence number; a sync covering it makes the put durable.
+    pub seq: u64,
+}
+
+/// What the reader should do next.
+#[derive(Debug)]
+pub(crate) enum ReadStep {
+    /// Nothing to read now.
+    Empty,
+    /// The queue is closed.
+    Closed,
+    /// A record served from memory; positions are already advanced.
+    Ready(Bytes),
+    /// Read the record at `pos` from its file, not past `limit`, then report
+    /// with [`Ledger::handle_disk_record`] or [`Ledger::handle_bad_segment`].
+    Disk {
+        /// Where the record starts.
+        pos: Pos,
+        /// Bytes of the file known written; a record past it is damage.
+        limit: u64,
+        /// Ledger generation, so a report after `empty` is ignored.
+        generation: u64,
+    },
+}
+
+/// File cleanup owed once metadata no longer points at those files.
+#[derive(Debug, Default)]
+pub(crate) struct Cleanup {
+    /// Fully read segments to remove.
+    pub delete: Vec<u64>,
+    /// Damaged segments to rename to `.bad`.
+    pub quarantine: Vec<u64>,
+}
+
+/// The disk queue's positions and counters.
+#[derive(Debug, Default)]
+pub(crate) struct Ledger {
+    /// Next record to hand out.
+    pub read: Pos,
+    /// Where the next record will be written (includes pending records).
+    pub write: Pos,
+    /// Everything before this is written to its file (not necessarily synced).
+    pub flushed: Pos,
+    /// Unread records per segment.
+    counts: BTreeMap<u64, u64>,
+    /// Final length of every segment before `write.file` that is still read.
+    ends: BTreeMap<u64, u64>,
+    pending: VecDeque<Pending>,
+    pending_bytes: usize,
+    depth: u64,
+    put_seq: u64,
+    /// Highest put sequence number written to its file.
+    pub flushed_seq: u64,
+    /// Highest put sequence number known synced.
+    pub synced_seq: u64,
+    /// Puts since the last data sync.
+    pub writes_since_sync: u64,
+    /// Reads since the last metadata write.
+    pub reads_since_sync: u64,
+    /// Metadata on disk is behind the ledger.
+    pub meta_dirty: bool,
+    cleanup: Cleanup,
+    /// Records dropped as corrupt or missing.
+    pub corrupt_records: u64,
+    /// Segments moved aside as `.bad`.
+    pub quarantined_files: u64,
+    /// No more puts or reads.
+    pub closed: bool,
+    /// Bumped by `empty`, so in-progress reads of old files are discarded.
+    pub generation: u64,
+}
+
+impl Ledger {
+    /// A ledger as recovery found the files.
+    pub fn recovered(
+        read: Pos,
+        write: Pos,
+        counts: BTreeMap<u64, u64>,
+        ends: BTreeMap<u64, u64>,
+    ) -> Self {
+        let depth = counts.values().sum();
+        Ledger {
+            read,
+            write,
+            flushed: write,
+            counts,
+            ends,
+            depth,
+            ..Ledger::default()
+        }
+    }
+
+    /// Records stored and not yet read.
+    pub fn depth(&self) -> u64 {
+        self.depth
+    }
+
+    /// Bytes accepted but not yet written to files.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes
+    }
+
+    /// Whether a sync would change anything on disk.
+    pub fn needs_sync(&self) -> bool {
+        self.writes_since_sync > 0
+            || self.reads_since_sync > 0
+            || self.meta_dirty
+            || !self.pending.is_empty()
+            || !self.cleanup.delete.is_empty()
+            || !self.cleanup.quarantine.is_empty()
+    }
+
+    /// Accepts an encoded record, rolling to a new segment first if it would
+    /// push the current one past `max_bytes_per_file`. Returns its sequence.
+    pub fn handle_put(&mut self, encoded: Bytes, max_bytes_per_file: u64) -> u64 {
+        let len = encoded.len() as u64;
+        if self.write.offset > 0 && self.write.offset + len > max_bytes_per_file {
+            self.ends.insert(self.write.file, self.write.offset);
+            self.write = Pos::new(self.write.file + 1, 0);
+        }
+        self.put_seq += 1;
+        self.pending.push_back(Pending {
+            pos: self.write,
+            bytes: encoded,
+            seq: self.put_seq,
+        });
+        self.pending_bytes += len as usize;
+        self.write.offset += len;
+        *self.counts.entry(self.write.file).or_default() += 1;
+        self.depth += 1;
+        self.writes_since_sync += 1;
+        self.put_seq
+    }
+
+    /// The records to write next, in order.
+    pub fn pending_snapshot(&self) -> Vec<Pending> {
+        self.pending.iter().cloned().collect()
+    }
+
+    /// Every record up to `seq` is written to its file, which now ends at
+    /// `end`.
+    pub fn handle_flushed(&mut self, seq: u64, end: Pos) {
+        while self.pending.front().is_some_and(|p| p.seq <= seq) {
+            if let Some(p) = self.pending.pop_front() {
+                self.pending_bytes -= p.bytes.len();
+            }
+        }
+        self.flushed = self.flushed.max(end);
+        self.flushed_seq = self.flushed_seq.max(seq);
+    }
+
+    /// Everything up to put `seq` is synced.
+    pub fn handle_synced(&mut self, seq: u64) {
+        self.synced_seq = self.synced_seq.max(seq);
+        self.writes_since_sync = self.put_seq.saturating_sub(self.synced_seq);
+    }
+
+    /// Decides the next read step, serving from memory when the record has
+    /// not reached its file yet. Every loop iteration either returns or moves
+    /// the read position to a later file, so it ends.
+    pub fn next_read(&mut self) -> ReadStep {
+        loop {
+            if self.closed {
+                return ReadStep::Closed;
+            }
+            if self.read >= self.write {
+                if self.depth != 0 {
+                    warn!(
+                        depth = self.depth,
+                        "read caught up with write but depth was not zero; resetting depth"
+                    );
+                    self.depth = 0;
+                    self.counts.clear();
+                }
+                return ReadStep::Empty;
+            }
+            if let Some(&end) = self.ends.get(&self.read.file) {
+                if self.read.offset >= end {
+                    self.finish_file();
+                    continue;
+                }
+            }
+            if let Ok(i) = self.pending.binary_search_by(|p| p.pos.cmp(&self.read)) {
+                let bytes = self.pending[i].bytes.clone();
+                self.advance(bytes.len() as u64);
+                return ReadStep::Ready(bytes.slice(HEADER_LEN..));
+            }
+            let limit = if self.read.file < self.flushed.file {
+                self.ends.get(&self.read.file).copied().unwrap_or(u64::MAX)
+            } else if self.read.file == self.flushed.file && self.read.offset < self.flushed.offset
+            {
+                self.flushed.offset
+            } else {
+                // Not on disk and not in memory: the bookkeeping lost track.
+                // Skip to the write position rather than spin.
+                warn!(read = ?self.read, write = ?self.write, "read position points at nothing; skipping to the write position");
+                self.jump_read_to_write();
+                continue;
+            };
+            return ReadStep::Disk {
+                pos: self.read,
+                limit,
+                generation: self.generation,
+            };
+        }
+    }
+
+    fn jump_read_to_write(&mut self) {
+        for file in self.read.file..self.write.file {
+            self.ends.remove(&file);
+            self.cleanup.delete.push(file);
+        }
+        self.counts.clear();
+        self.depth = 0;
+        self.read = self.write;
+        self.meta_dirty = true;
+    }
+
+    fn advance(&mut self, total: u64) {
+        self.read.offset += total;
+        if let Some(count) = self.counts.get_mut(&self.read.file) {
+            *count = count.saturating_sub(1);
+        }
+        self.depth = self.depth.saturating_sub(1);
+        self.reads_since_sync += 1;
+        self.meta_dirty = true;
+    }
+
+    fn finish_file(&mut self) {
+        let file = self.read.file;
+        if let Some(left) = self.counts.remove(&file).filter(|&c| c > 0) {
+            warn!(
+                file,
+                left, "segment ended with records still counted; correcting depth"
+            );
+            self.depth = self.depth.saturating_sub(left);
+        }
+        self.ends.remove(&file);
+        self.cleanup.delete.push(file);
+        self.read = Pos::new(file + 1, 0);
+        self.meta_dirty = true;
+    }
+
+    /// The record at `pos` was read from disk and is `total` bytes long.
+    /// Returns false if the ledger moved on meanwhile (the queue was
+    /// emptied), in which case the record must not be handed out.
+    pub fn handle_disk_record(&mut self, generation: u64, pos: Pos, total: u64) -> bool {
+        if generation != self.generation || pos != self.read || self.closed {
+            return false;
+        }
+        self.advance(total);
+        true
+    }
+
+    /// The read segment `file` is damaged (`quarantine`) or missing: drop its
+    /// unread records and skip to the next segment. Returns how many records
+    /// were dropped.
+    pub fn handle_bad_segment(&mut self, generation: u64, file: u64, quarantine: bool) -> u64 {
+        if generation != self.generation || file != self.read.file {
+            return 0;
+        }
+        let dropped = self.counts.remove(&file).unwrap_or(0);
+        self.depth = self.depth.saturating_sub(dropped);
+        self.corrupt_records += dropped;
+        if file == self.write.file {
+            // The writer is still appending here: move it on so the damaged
+            // file is never written after its quarantine.
+            self.ends.insert(file, self.write.offset);
+            self.write = Pos::new(file + 1, 0);
+        }
+        self.ends.remove(&file);
+        if quarantine {
+            self.quarantined_files += 1;
+            self.cleanup.quarantine.push(file);
+        }
+        self.read = Pos::new(file + 1, 0);
+        self.meta_dirty = true;
+        dropped
+    }
+
+    /// Positions and counts as they stand on disk: what the metadata file
+    /// may claim once everything flushed so far is synced. Records read from
+    /// memory before reaching their file are not yet read as far as the disk
+    /// knows, so a crash may hand them out again (at least once).
+    pub fn meta_snapshot(&self) -> Metadata {
+        let read = self.read.min(self.flushed);
+        let write = self.flushed;
+        let mut unread_pending: BTreeMap<u64, u64> = BTreeMap::new();
+        for p in self.pending.iter().filter(|p| p.pos >= self.read) {
+            *unread_pending.entry(p.pos.file).or_default() += 1;
+        }
+        let counts = self
+            .counts
+            .iter()
+            .filter(|(&file, _)| file >= read.file && file <= write.file)
+            .map(|(&file, &count)| {
+                (
+                    file,
+                    count.saturating_sub(unread_pending.get(&file).copied().unwrap_or(0)),
+                )
+            })
+            .filter(|&(_, count)| count > 0)
+            .collect();
+        Metadata {
+            read,
+            write,
+            counts,
+        }
+    }
+
+    /// Takes the cleanup owed so far.
+    pub fn take_cleanup(&mut self) -> Cleanup {
+        std::mem::take(&mut self.cleanup)
+    }
+
+    /// Gives back deletions that metadata still pointed at.
+    pub fn defer_deletes(&mut self, files: Vec<u64>) {
+        self.cleanup.delete.extend(files);
+    }
+
+    /// Drops every record: all segments up to the write file are owed for
+    /// deletion and reading and writing restart in a fresh file number, so no
+    /// file name is ever reused.
+    pub fn handle_empty(&mut self) {
+        let first = self.read.file.min(self.flushed.file);
+        let fresh = Pos::new(self.write.file + 1, 0);
+        self.cleanup.delete.extend(first..fresh.file);
+        self.pending.clear();
+        self.pending_bytes = 0;
+        self.counts.clear();
+        self.ends.clear();
+        self.depth = 0;
+        self.read = fresh;
+        self.write = fresh;
+        self.flushed = fresh;
+        self.flushed_seq = self.put_seq;
+        self.synced_seq = self.put_seq;
+        self.generation += 1;
+        self.meta_dirty = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::encode;
+
+    fn put(ledger: &mut Ledger, payload: &[u8]) -> u64 {
+        ledger.handle_put(encode(payload), 40)
+    }
+
+    #[test]
+    fn rolls_before_exceeding_max_bytes() {
+        let mut l = Ledger::default();
+        put(&mut l, &[1; 12]); // 20 bytes
+        put(&mut l, &[2; 12]); // 40 bytes: fits exactly
+        put(&mut l, &[3; 12]); // would be 60: rolls
+        assert_eq!(l.write, Pos::new(1, 20));
+        assert_eq!(l.depth(), 3);
+        assert_eq!(l.meta_snapshot().counts.len(), 0, "nothing flushed yet");
+    }
+
+    #[test]
+    fn serves_pending_records_from_memory_in_order() {
+        let mut l = Ledger::default();
+        for i in 0..3u8 {
+            put(&mut l, &[i; 12]);
+        }
+        for i in 0..3u8 {
+            match l.next_read() {
+                ReadStep::Ready(b) => assert_eq!(&b[..], &[i; 12]),
+                other => panic!("expected record, got {other:?}"),
+            }
+        }
+        assert!(matches!(l.next_read(), ReadStep::Empty));
+        assert_eq!(l.depth(), 0);
+        // Read from memory before the flush: the disk still sees them unread.
+        let meta = l.meta_snapshot();
+        assert_eq!(meta.read, Pos::new(0, 0));
+        // Segment 0 was fully read; it is owed for deletion.
+        assert_eq!(l.take_cleanup().delete, vec![0]);
+    }
+
+    #[test]
+    fn flushed_records_are_read_from_disk_up_to_the_flushed_limit() {
+        let mut l = Ledger::default();
+        let s1 = put(&mut l, &[1; 12]);
+        put(&mut l, &[2; 12]);
+        l.handle_flushed(s1, Pos::new(0, 20));
+        match l.next_read() {
+            ReadStep::Disk {
+                pos,
+                limit,
+                generation,
+            } => {
+                assert_eq!((pos, limit), (Pos::new(0, 0), 20));
+                assert!(l.handle_disk_record(generation, pos, 20));
+            }
+            other => panic!("expected disk read, got {other:?}"),
+        }
+        assert!(matches!(l.next_read(), ReadStep::Ready(_)));
+        let meta = l.meta_snapshot();
+        assert_eq!((meta.read, meta.write), (Pos::new(0, 20), Pos::new(0, 20)));
+        assert!(meta.counts.is_empty());
+    }
+
+    #[test]
+    fn bad_write_segment_moves_the_writer_on() {
+        let mut l = Ledger::default();
+        let s = put(&mut l, &[1; 12]);
+        put(&mut l, &[2; 12]);
+        l.handle_flushed(s + 1, Pos::new(0, 40));
+        let ReadStep::Disk { generation, .. } = l.next_read() else {
+            panic!("expected disk read")
+        };
+        assert_eq!(l.handle_bad_segment(generation, 0, true), 2);
+        assert_eq!((l.read, l.write), (Pos::new(1, 0), Pos::new(1, 0)));
+        assert_eq!(
+            (l.corrupt_records, l.quarantined_files, l.depth()),
+            (2, 1, 0)
+        );
+        put(&mut l, &[3; 12]);
+        assert!(matches!(l.next_read(), ReadStep::Ready(b) if b[0] == 3));
+    }
+
+    #[test]
+    fn empty_restarts_in_a_fresh_file() {
+        let mut l = Ledger::default();
+        put(&mut l, &[1; 30]);
+        put(&mut l, &[1; 30]);
+        l.handle_empty();
+        assert_eq!(
+            (l.read, l.write, l.depth()),
+            (Pos::new(2, 0), Pos::new(2, 0), 0)
+        );
+        assert_eq!(l.take_cleanup().delete, vec![0, 1]);
+        assert!(matches!(l.next_read(), ReadStep::Empty));
+    }
+}

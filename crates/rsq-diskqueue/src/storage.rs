@@ -1,0 +1,308 @@
+//! Where segment and metadata files live: a small trait with a real
+//! directory implementation and an in-memory one that can simulate a crash.
+//!
+//! Files are named, flat, in one directory. The queue only appends to files,
+//! reads them at offsets, truncates a torn tail, renames a bad segment aside,
+//! removes read segments and replaces the metadata file atomically; that is
+//! the whole trait, so the in-memory implementation can model exactly what a
+//! crash keeps (synced bytes) and what it may lose (everything after).
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// File access as the disk queue needs it. Names are plain file names inside
+/// the storage's directory.
+pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
+    /// The directory this storage works in, for error messages.
+    fn dir(&self) -> &Path;
+    /// Names of all files in the directory.
+    fn list(&self) -> io::Result<Vec<String>>;
+    /// Length of a file, or `None` if it does not exist.
+    fn len(&self, name: &str) -> io::Result<Option<u64>>;
+    /// Reads up to `buf.len()` bytes at `offset`; returns how many were read
+    /// (fewer only at the end of the file). A missing file is `NotFound`.
+    fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
+    /// Appends `data` to a file, creating it if needed. Not durable until
+    /// [`Storage::sync`].
+    fn append(&self, name: &str, data: &[u8]) -> io::Result<()>;
+    /// Makes everything appended to a file so far durable (fsync).
+    fn sync(&self, name: &str) -> io::Result<()>;
+    /// Cuts a file to `len` bytes and makes the cut durable.
+    fn truncate(&self, name: &str, len: u64) -> io::Result<()>;
+    /// Renames a file; a missing source is `NotFound`.
+    fn rename(&self, from: &str, to: &str) -> io::Result<()>;
+    /// Removes a file; removing a missing file succeeds.
+    fn remove(&self, name: &str) -> io::Result<()>;
+    /// Replaces a file's whole content atomically and durably: a reader after
+    /// a crash sees either the old content or the new, never a mix.
+    fn write_atomic(&self, name: &str, data: &[u8]) -> io::Result<()>;
+}
+
+/// A real directory on disk.
+///
+/// Open handles are cached per file so appends and reads do not reopen the
+/// file each time; removing or renaming a file drops its handle.
+#[derive(Debug)]
+pub struct FsStorage {
+    dir: PathBuf,
+    handles: Mutex<HashMap<String, Arc<File>>>,
+}
+
+impl FsStorage {
+    /// Uses `dir`, creating it if it does not exist.
+    pub fn new(dir: impl Into<PathBuf>) -> io::Result<Self> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir)?;
+        Ok(FsStorage {
+            dir,
+            handles: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn handles(&self) -> MutexGuard<'_, HashMap<String, Arc<File>>> {
+        self.handles.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn handle(&self, name: &str, create: bool) -> io::Result<Arc<File>> {
+        if let Some(file) = self.handles().get(name) {
+            return Ok(file.clone());
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(create)
+            .open(self.dir.join(name))?;
+        let file = Arc::new(file);
+        self.handles().insert(name.to_string(), file.clone());
+        Ok(file)
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        File::open(&self.dir)?.sync_all()
+    }
+}
+
+impl Storage for FsStorage {
+    fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn list(&self) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            if let Ok(name) = entry.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    fn len(&self, name: &str) -> io::Result<Option<u64>> {
+        match std::fs::metadata(self.dir.join(name)) {
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let file = self.handle(name, false)?;
+        let mut done = 0;
+        while done < buf.len() {
+            match file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+
+    fn append(&self, name: &str, data: &[u8]) -> io::Result<()> {
+        let file = self.handle(name, true)?;
+        (&*file).write_all(data)
+    }
+
+    fn sync(&self, name: &str) -> io::Result<()> {
+        self.handle(name, false)?.sync_data()
+    }
+
+    fn truncate(&self, name: &str, len: u64) -> io::Result<()> {
+        let file = self.handle(name, false)?;
+        file.set_len(len)?;
+        file.sync_all()
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        self.handles().remove(from);
+        self.handles().remove(to);
+        std::fs::rename(self.dir.join(from), self.dir.join(to))?;
+        self.sync_dir()
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        self.handles().remove(name);
+        match std::fs::remove_file(self.dir.join(name)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn write_atomic(&self, name: &str, data: &[u8]) -> io::Result<()> {
+        let tmp_name = format!("{name}.tmp");
+        let tmp = self.dir.join(&tmp_name);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        file.write_all(data)?;
+        file.sync_all()?;
+        drop(file);
+        self.handles().remove(name);
+        std::fs::rename(&tmp, self.dir.join(name))?;
+        self.sync_dir()
+    }
+}
+
+/// A directory in memory that remembers how much of each file was synced,
+/// so tests can take a [`MemStorage::crashed_copy`] and see exactly what a power loss
+/// could leave behind.
+///
+/// Renames, removals, truncations and atomic writes are durable at once; only
+/// appended bytes wait for [`Storage::sync`].
+#[derive(Debug, Default)]
+pub struct MemStorage {
+    files: Mutex<HashMap<String, MemFile>>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct MemFile {
+    data: Vec<u8>,
+    synced: usize,
+}
+
+impl MemStorage {
+    /// An empty directory.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn files(&self) -> MutexGuard<'_, HashMap<String, MemFile>> {
+        self.files.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Simulates a crash: returns what the directory could hold after a
+    /// power loss now. Every file keeps its synced bytes and a prefix of its
+    /// unsynced ones whose length `cut(name, synced, len)` picks (clamped to
+    /// `synced..=len`). The original is left as it is, so a queue still
+    /// running on it cannot touch the copy, as a dead process could not.
+    pub fn crashed_copy(&self, mut cut: impl FnMut(&str, usize, usize) -> usize) -> MemStorage {
+        let mut files = self.files().clone();
+        for (name, file) in files.iter_mut() {
+            let keep = cut(name, file.synced, file.data.len()).clamp(file.synced, file.data.len());
+            file.data.truncate(keep);
+            file.synced = keep;
+        }
+        MemStorage {
+            files: Mutex::new(files),
+        }
+    }
+
+    /// Names of the files, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.files().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// A copy of a file's bytes, for tests that inspect or damage files.
+    pub fn contents(&self, name: &str) -> Option<Vec<u8>> {
+        self.files().get(name).map(|f| f.data.clone())
+    }
+
+    /// Replaces a file's bytes (durably), for tests that damage files.
+    pub fn set_contents(&self, name: &str, data: Vec<u8>) {
+        let synced = data.len();
+        self.files()
+            .insert(name.to_string(), MemFile { data, synced });
+    }
+}
+
+fn not_found(name: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, format!("{name}: no such file"))
+}
+
+impl Storage for MemStorage {
+    fn dir(&self) -> &Path {
+        Path::new("<memory>")
+    }
+
+    fn list(&self) -> io::Result<Vec<String>> {
+        Ok(self.files().keys().cloned().collect())
+    }
+
+    fn len(&self, name: &str) -> io::Result<Option<u64>> {
+        Ok(self.files().get(name).map(|f| f.data.len() as u64))
+    }
+
+    fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let files = self.files();
+        let file = files.get(name).ok_or_else(|| not_found(name))?;
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(file.data.len());
+        let n = buf.len().min(file.data.len() - start);
+        buf[..n].copy_from_slice(&file.data[start..start + n]);
+        Ok(n)
+    }
+
+    fn append(&self, name: &str, data: &[u8]) -> io::Result<()> {
+        self.files()
+            .entry(name.to_string())
+            .or_default()
+            .data
+            .extend_from_slice(data);
+        Ok(())
+    }
+
+    fn sync(&self, name: &str) -> io::Result<()> {
+        let mut files = self.files();
+        let file = files.get_mut(name).ok_or_else(|| not_found(name))?;
+        file.synced = file.data.len();
+        Ok(())
+    }
+
+    fn truncate(&self, name: &str, len: u64) -> io::Result<()> {
+        let mut files = self.files();
+        let file = files.get_mut(name).ok_or_else(|| not_found(name))?;
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        file.data.resize(len, 0);
+        file.synced = len;
+        Ok(())
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let mut files = self.files();
+        let file = files.remove(from).ok_or_else(|| not_found(from))?;
+        files.insert(to.to_string(), file);
+        Ok(())
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        self.files().remove(name);
+        Ok(())
+    }
+
+    fn write_atomic(&self, name: &str, data: &[u8]) -> io::Result<()> {
+        self.set_contents(name, data.to_vec());
+        Ok(())
+    }
+}
