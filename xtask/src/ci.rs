@@ -16,7 +16,14 @@ pub fn run(long: bool) -> Result<(), String> {
     step("clippy", || {
         cargo(
             &root,
-            &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
             &[],
         )
     })?;
@@ -33,7 +40,9 @@ pub fn run(long: bool) -> Result<(), String> {
                 &env,
             )
         })?;
-        step("doctest", || cargo(&root, &["test", "--workspace", "--doc"], &env))?;
+        step("doctest", || {
+            cargo(&root, &["test", "--workspace", "--doc"], &env)
+        })?;
     } else {
         step("test", || cargo(&root, &["test", "--workspace"], &env))?;
     }

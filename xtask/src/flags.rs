@@ -4,8 +4,10 @@
 pub const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  ci [--long]   fmt, clippy, tests, docs; --long adds soak, crash and fuzz runs
-  help          this text";
+  ci [--long]      fmt, clippy, tests, docs; --long adds soak, crash and fuzz runs
+  bench [CRATE..]  run the benchmarks (all crates, or the named ones: codec, diskqueue,
+                   channel, topic) in release mode and print their figures
+  help             this text";
 
 /// The parsed command line.
 pub struct Flags {
@@ -19,6 +21,11 @@ pub enum Command {
     Ci {
         /// Also run the long soak, crash and fuzz tests.
         long: bool,
+    },
+    /// Run benchmarks.
+    Bench {
+        /// Crate short names to bench; empty means all.
+        crates: Vec<String>,
     },
     /// Print usage.
     Help,
@@ -38,6 +45,9 @@ impl Flags {
                 }
                 Command::Ci { long }
             }
+            Some("bench") => Command::Bench {
+                crates: args.collect(),
+            },
             None | Some("help" | "--help" | "-h") => Command::Help,
             Some(other) => return Err(format!("unknown command: {other}")),
         };

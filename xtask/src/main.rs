@@ -5,6 +5,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod bench;
 mod ci;
 mod flags;
 #[cfg(test)]
@@ -22,6 +23,7 @@ fn main() -> ExitCode {
     };
     let result = match flags.command {
         flags::Command::Ci { long } => ci::run(long),
+        flags::Command::Bench { crates } => bench::run(&crates),
         flags::Command::Help => {
             println!("{}", flags::USAGE);
             Ok(())

@@ -55,7 +55,10 @@ fn no_grab_bag_modules() {
         .into_iter()
         .filter(|p| {
             let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
-            matches!(name.as_deref(), Some("utils.rs" | "util.rs" | "helpers.rs" | "misc.rs"))
+            matches!(
+                name.as_deref(),
+                Some("utils.rs" | "util.rs" | "helpers.rs" | "misc.rs")
+            )
         })
         .collect();
     assert!(bad.is_empty(), "name modules by concept: {bad:#?}");
@@ -78,7 +81,13 @@ fn codec_does_no_io() {
         .filter(|p| p.starts_with(project_root().join("crates/rsq-codec/src")))
     {
         let text = read(&file);
-        for forbidden in ["std::fs", "std::net", "std::io::Read", "Instant::now", "SystemTime::now"] {
+        for forbidden in [
+            "std::fs",
+            "std::net",
+            "std::io::Read",
+            "Instant::now",
+            "SystemTime::now",
+        ] {
             assert!(
                 !text.contains(forbidden),
                 "{} uses {forbidden}: rsq-codec does no IO and never reads the clock",

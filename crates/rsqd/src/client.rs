@@ -1,0 +1,119 @@
+//! What the daemon knows about one TCP client, for `/stats`.
+//!
+//! The connection task owns the protocol state; this is the part other tasks
+//! (the HTTP stats handler) read, behind a small lock or atomics.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rsq_channel::Channel;
+
+/// Client states, numbered as nsqd reports them in stats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ClientState {
+    /// Connected, not subscribed.
+    Init = 0,
+    /// Gone.
+    Disconnected = 1,
+    /// Connected (unused by V2; kept for numbering).
+    Connected = 2,
+    /// Subscribed to a channel.
+    Subscribed = 3,
+    /// Sent CLS; waiting for in-flight messages to finish.
+    Closing = 4,
+}
+
+/// Fields set by IDENTIFY.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    /// The client's chosen id (default: remote IP).
+    pub client_id: String,
+    /// The client's hostname (default: remote IP).
+    pub hostname: String,
+    /// The client library's user agent.
+    pub user_agent: String,
+    /// Negotiated sample rate.
+    pub sample_rate: i32,
+}
+
+/// One connected TCP client.
+pub struct ClientInfo {
+    /// Daemon-unique id.
+    pub id: u64,
+    /// Peer address.
+    pub remote_address: SocketAddr,
+    /// Connect time, seconds since the epoch.
+    pub connect_ts: i64,
+    state: AtomicU8,
+    /// Identity from IDENTIFY.
+    pub identity: Mutex<Identity>,
+    /// The channel this client consumes from, once subscribed.
+    pub subscription: Mutex<Option<(String, Arc<Channel>)>>,
+    /// Messages published per topic.
+    pub pub_counts: Mutex<BTreeMap<String, u64>>,
+    /// Total messages published.
+    pub published: AtomicU64,
+}
+
+impl ClientInfo {
+    /// A client that just connected.
+    pub fn new(id: u64, remote_address: SocketAddr, connect_ts: i64) -> Self {
+        let ip = remote_address.ip().to_string();
+        ClientInfo {
+            id,
+            remote_address,
+            connect_ts,
+            state: AtomicU8::new(ClientState::Init as u8),
+            identity: Mutex::new(Identity {
+                client_id: ip.clone(),
+                hostname: ip,
+                ..Identity::default()
+            }),
+            subscription: Mutex::new(None),
+            pub_counts: Mutex::new(BTreeMap::new()),
+            published: AtomicU64::new(0),
+        }
+    }
+
+    /// The protocol state.
+    pub fn state(&self) -> ClientState {
+        match self.state.load(Ordering::Acquire) {
+            0 => ClientState::Init,
+            1 => ClientState::Disconnected,
+            3 => ClientState::Subscribed,
+            4 => ClientState::Closing,
+            _ => ClientState::Connected,
+        }
+    }
+
+    /// Moves to a new protocol state.
+    pub fn set_state(&self, state: ClientState) {
+        self.state.store(state as u8, Ordering::Release);
+    }
+
+    /// Counts `n` messages published to `topic`.
+    pub fn count_published(&self, topic: &str, n: u64) {
+        self.published.fetch_add(n, Ordering::Relaxed);
+        let mut counts = self.pub_counts.lock().unwrap_or_else(|e| e.into_inner());
+        *counts.entry(topic.to_string()).or_default() += n;
+    }
+
+    /// A copy of the identity fields.
+    pub fn identity(&self) -> Identity {
+        self.identity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The topic and channel this client consumes, if subscribed.
+    pub fn subscription(&self) -> Option<(String, Arc<Channel>)> {
+        self.subscription
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}

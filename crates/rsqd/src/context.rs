@@ -1,0 +1,436 @@
+//! The daemon's shared state: options, topics, clients and health.
+//!
+//! Both servers (TCP and HTTP) hold an `Arc<Nsqd>` and go through it to find
+//! or create topics and channels, so the rules for creation, ephemeral
+//! removal and metadata persistence live in one place.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use rsq_channel::{Channel, ChannelConfig, Clock};
+use rsq_codec::{is_ephemeral, IdGenerator, Message, MessageId};
+use rsq_diskqueue::{BackendQueue, DiskQueue, DiskQueueConfig, MemoryQueue};
+use rsq_topic::{
+    ChannelError as SinkError, ChannelFactory, Topic, TopicChannel, TopicConfig, TopicError,
+};
+
+use crate::client::ClientInfo;
+use crate::metadata::{self, ChannelMetadata, Metadata, TopicMetadata};
+use crate::options::{Options, VERSION};
+
+/// A topic as the daemon holds it.
+pub type DaemonTopic = Topic<ChannelHandle>;
+
+/// The real channel, as seen by a topic's pump.
+pub struct ChannelHandle(pub Arc<Channel>);
+
+impl std::ops::Deref for ChannelHandle {
+    type Target = Channel;
+    fn deref(&self) -> &Channel {
+        &self.0
+    }
+}
+
+#[async_trait]
+impl TopicChannel for ChannelHandle {
+    async fn put(&self, msg: Message) -> Result<(), SinkError> {
+        self.0.put(msg).await.map_err(SinkError::new)
+    }
+
+    async fn put_deferred(
+        &self,
+        msg: Message,
+        delay: std::time::Duration,
+    ) -> Result<(), SinkError> {
+        self.0
+            .put_deferred(msg, delay)
+            .await
+            .map_err(SinkError::new)
+    }
+
+    async fn close(&self) -> Result<(), SinkError> {
+        self.0.close().await.map_err(SinkError::new)
+    }
+
+    async fn delete(&self) -> Result<(), SinkError> {
+        self.0.delete().await.map_err(SinkError::new)
+    }
+}
+
+/// Opens the backend for a topic or channel queue: a disk queue named as
+/// nsqd names it, or a discarding memory queue for ephemeral ones.
+fn open_backend(
+    opts: &Options,
+    queue_name: &str,
+    ephemeral: bool,
+) -> Result<Arc<dyn BackendQueue>, rsq_diskqueue::QueueError> {
+    if ephemeral {
+        return Ok(Arc::new(MemoryQueue::discarding(0)));
+    }
+    let mut config = DiskQueueConfig::new(queue_name, &opts.data_path);
+    config.max_bytes_per_file = opts.max_bytes_per_file;
+    config.min_record_size = rsq_codec::MESSAGE_HEADER_LEN;
+    config.max_record_size =
+        usize::try_from(opts.max_msg_size).unwrap_or(usize::MAX) + rsq_codec::MESSAGE_HEADER_LEN;
+    config.sync_every = opts.sync_every;
+    config.sync_timeout = opts.sync_timeout;
+    Ok(Arc::new(DiskQueue::open(config)?))
+}
+
+struct Factory {
+    opts: Arc<Options>,
+    clock: Arc<dyn Clock>,
+}
+
+impl ChannelFactory<ChannelHandle> for Factory {
+    fn create(&self, topic: &str, channel: &str) -> Result<Arc<ChannelHandle>, TopicError> {
+        let ephemeral = is_ephemeral(channel);
+        let backend =
+            open_backend(&self.opts, &format!("{topic}:{channel}"), ephemeral).map_err(|e| {
+                TopicError::ChannelCreate {
+                    channel: channel.to_string(),
+                    source: SinkError::new(e),
+                }
+            })?;
+        let config = ChannelConfig {
+            mem_queue_size: self.opts.mem_queue_size,
+            msg_timeout: self.opts.msg_timeout,
+            max_msg_timeout: self.opts.max_msg_timeout,
+            max_req_timeout: self.opts.max_req_timeout,
+            max_rdy_count: self.opts.max_rdy_count,
+            ephemeral,
+        };
+        let chan = Channel::new(topic, channel, config, backend, self.clock.clone());
+        Ok(Arc::new(ChannelHandle(chan)))
+    }
+}
+
+/// Why a lookup or creation failed, in terms the HTTP API reports.
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    /// The daemon is shutting down.
+    #[error("exiting")]
+    Exiting,
+    /// No such topic.
+    #[error("topic not found")]
+    TopicNotFound,
+    /// No such channel.
+    #[error("channel not found")]
+    ChannelNotFound,
+    /// The topic failed (its backend could not be opened, or it is closing).
+    #[error(transparent)]
+    Topic(#[from] TopicError),
+    /// The backend queue could not be opened.
+    #[error(transparent)]
+    Queue(#[from] rsq_diskqueue::QueueError),
+}
+
+/// The daemon.
+pub struct Nsqd {
+    /// The options it was started with.
+    pub opts: Arc<Options>,
+    /// All time is read here.
+    pub clock: Arc<dyn Clock>,
+    /// Start time, seconds since the epoch.
+    pub start_time: i64,
+    ids: IdGenerator,
+    topics: Mutex<BTreeMap<String, Arc<DaemonTopic>>>,
+    clients: Mutex<HashMap<u64, Arc<ClientInfo>>>,
+    next_client_id: AtomicU64,
+    loading: AtomicBool,
+    exiting: AtomicBool,
+    health: Mutex<Option<String>>,
+    factory: Arc<Factory>,
+    metadata_write: tokio::sync::Mutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here is a single map operation that cannot
+    // leave the map half-updated, so a poisoned lock is still consistent.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Nsqd {
+    /// Creates the daemon state; [`Nsqd::load_metadata`] then recreates topics.
+    pub fn new(opts: Options, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Nsqd>> {
+        std::fs::create_dir_all(&opts.data_path).map_err(|e| {
+            anyhow::anyhow!("cannot create data path {}: {e}", opts.data_path.display())
+        })?;
+        let opts = Arc::new(opts);
+        let node_id = opts.effective_node_id();
+        Ok(Arc::new(Nsqd {
+            factory: Arc::new(Factory {
+                opts: opts.clone(),
+                clock: clock.clone(),
+            }),
+            start_time: clock.unix_nanos() / 1_000_000_000,
+            ids: IdGenerator::new(node_id),
+            opts,
+            clock,
+            topics: Mutex::new(BTreeMap::new()),
+            clients: Mutex::new(HashMap::new()),
+            next_client_id: AtomicU64::new(1),
+            loading: AtomicBool::new(false),
+            exiting: AtomicBool::new(false),
+            health: Mutex::new(None),
+            metadata_write: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// A new message id.
+    pub fn new_id(&self) -> MessageId {
+        self.ids.next(self.clock.unix_nanos())
+    }
+
+    /// A new message stamped now.
+    pub fn new_message(&self, body: bytes::Bytes) -> Message {
+        Message::new(self.new_id(), self.clock.unix_nanos(), body)
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_exiting(&self) -> bool {
+        self.exiting.load(Ordering::SeqCst)
+    }
+
+    /// `None` when healthy, else the last storage error.
+    pub fn health(&self) -> Option<String> {
+        lock(&self.health).clone()
+    }
+
+    /// Records the outcome of a publish for `/ping` and `/stats` health.
+    pub fn set_health(&self, err: Option<String>) {
+        *lock(&self.health) = err;
+    }
+
+    /// Recreates topics and channels from `nsqd.dat`, then starts them.
+    pub async fn load_metadata(&self) -> anyhow::Result<()> {
+        self.loading.store(true, Ordering::SeqCst);
+        let meta = metadata::load(&self.opts.data_path);
+        for t in &meta.topics {
+            if !rsq_codec::is_valid_name(&t.name) {
+                tracing::warn!(topic = %t.name, "skipping topic with invalid name in metadata");
+                continue;
+            }
+            let topic = match self.get_or_create_topic(&t.name).await {
+                Ok(topic) => topic,
+                Err(e) => {
+                    tracing::error!(topic = %t.name, error = %e, "cannot recreate topic");
+                    continue;
+                }
+            };
+            if t.paused {
+                topic.pause();
+            }
+            for c in &t.channels {
+                if !rsq_codec::is_valid_name(&c.name) {
+                    tracing::warn!(channel = %c.name, "skipping channel with invalid name in metadata");
+                    continue;
+                }
+                match topic.get_or_create_channel(&c.name) {
+                    Ok((chan, _)) if c.paused => chan.pause(),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::error!(topic = %t.name, channel = %c.name, error = %e, "cannot recreate channel")
+                    }
+                }
+            }
+        }
+        self.loading.store(false, Ordering::SeqCst);
+        for topic in self.topics() {
+            topic.start();
+        }
+        self.persist_metadata().await
+    }
+
+    /// Writes `nsqd.dat` from the current topics and channels.
+    pub async fn persist_metadata(&self) -> anyhow::Result<()> {
+        if self.loading.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let _guard = self.metadata_write.lock().await;
+        let meta = self.snapshot_metadata();
+        let data_path = self.opts.data_path.clone();
+        tokio::task::spawn_blocking(move || metadata::save(&data_path, &meta)).await??;
+        Ok(())
+    }
+
+    /// Persists metadata, logging instead of failing: a failed metadata
+    /// write must not fail the client's request, which already took effect.
+    pub async fn persist_metadata_logged(&self) {
+        if let Err(e) = self.persist_metadata().await {
+            tracing::error!(error = %e, "cannot write metadata");
+        }
+    }
+
+    fn snapshot_metadata(&self) -> Metadata {
+        let topics = self
+            .topics()
+            .into_iter()
+            .filter(|t| !t.is_ephemeral())
+            .map(|t| TopicMetadata {
+                name: t.name().to_string(),
+                paused: t.is_paused(),
+                channels: t
+                    .channels()
+                    .into_iter()
+                    .filter(|(name, _)| !is_ephemeral(name))
+                    .map(|(name, c)| ChannelMetadata {
+                        name,
+                        paused: c.is_paused(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Metadata {
+            topics,
+            version: VERSION.to_string(),
+        }
+    }
+
+    /// All topics, sorted by name.
+    pub fn topics(&self) -> Vec<Arc<DaemonTopic>> {
+        lock(&self.topics).values().cloned().collect()
+    }
+
+    /// The topic named `name`, if it exists.
+    pub fn topic(&self, name: &str) -> Option<Arc<DaemonTopic>> {
+        lock(&self.topics).get(name).cloned()
+    }
+
+    /// Finds or creates a topic; a new one is started at once unless
+    /// metadata is still loading, and metadata is written.
+    pub async fn get_or_create_topic(&self, name: &str) -> Result<Arc<DaemonTopic>, ContextError> {
+        if let Some(topic) = self.topic(name) {
+            return Ok(topic);
+        }
+        if self.is_exiting() {
+            return Err(ContextError::Exiting);
+        }
+        let ephemeral = is_ephemeral(name);
+        // Open the backend outside the lock: it may touch the disk.
+        let backend = open_backend(&self.opts, name, ephemeral)?;
+        let (topic, created) = {
+            let mut topics = lock(&self.topics);
+            match topics.get(name) {
+                Some(existing) => (existing.clone(), false),
+                None => {
+                    let topic = Topic::new(
+                        name,
+                        TopicConfig {
+                            mem_queue_size: self.opts.mem_queue_size,
+                        },
+                        backend.clone(),
+                        self.factory.clone(),
+                    );
+                    topics.insert(name.to_string(), topic.clone());
+                    (topic, true)
+                }
+            }
+        };
+        if !created {
+            // Lost a race with another creator; give the spare backend back.
+            if let Err(e) = backend.close().await {
+                tracing::warn!(topic = name, error = %e, "closing spare backend");
+            }
+            return Ok(topic);
+        }
+        tracing::info!(topic = name, "TOPIC created");
+        if !self.loading.load(Ordering::SeqCst) {
+            topic.start();
+            self.persist_metadata_logged().await;
+        }
+        Ok(topic)
+    }
+
+    /// Finds or creates a channel (and its topic), writing metadata if anything was created.
+    pub async fn get_or_create_channel(
+        &self,
+        topic_name: &str,
+        channel_name: &str,
+    ) -> Result<(Arc<DaemonTopic>, Arc<ChannelHandle>), ContextError> {
+        let topic = self.get_or_create_topic(topic_name).await?;
+        let (channel, created) = topic.get_or_create_channel(channel_name)?;
+        if created {
+            tracing::info!(
+                topic = topic_name,
+                channel = channel_name,
+                "CHANNEL created"
+            );
+            self.persist_metadata_logged().await;
+        }
+        Ok((topic, channel))
+    }
+
+    /// Deletes a topic with its channels and files.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), ContextError> {
+        let topic = lock(&self.topics)
+            .remove(name)
+            .ok_or(ContextError::TopicNotFound)?;
+        tracing::info!(topic = name, "TOPIC deleting");
+        topic.delete().await?;
+        self.persist_metadata_logged().await;
+        Ok(())
+    }
+
+    /// Deletes one channel; an ephemeral topic left without channels goes too.
+    pub async fn delete_channel(
+        &self,
+        topic_name: &str,
+        channel: &str,
+    ) -> Result<(), ContextError> {
+        let topic = self.topic(topic_name).ok_or(ContextError::TopicNotFound)?;
+        let topic_now_empty = topic.delete_channel(channel).await.map_err(|e| match e {
+            TopicError::ChannelNotFound(_) => ContextError::ChannelNotFound,
+            other => ContextError::Topic(other),
+        })?;
+        tracing::info!(topic = topic_name, channel, "CHANNEL deleted");
+        if topic_now_empty {
+            let _ = self.delete_topic(topic_name).await;
+        } else {
+            self.persist_metadata_logged().await;
+        }
+        Ok(())
+    }
+
+    /// A new TCP client's id and registration for stats.
+    pub fn register_client(&self, info: Arc<ClientInfo>) {
+        lock(&self.clients).insert(info.id, info);
+    }
+
+    /// The next client id.
+    pub fn next_client_id(&self) -> u64 {
+        self.next_client_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Forgets a disconnected client.
+    pub fn unregister_client(&self, id: u64) {
+        lock(&self.clients).remove(&id);
+    }
+
+    /// Every connected client.
+    pub fn clients(&self) -> Vec<Arc<ClientInfo>> {
+        let mut clients: Vec<_> = lock(&self.clients).values().cloned().collect();
+        clients.sort_by_key(|c| c.id);
+        clients
+    }
+
+    /// Shutdown: refuse new work, close every topic (flushing memory,
+    /// in-flight and deferred messages to disk), write metadata.
+    pub async fn shutdown(&self) {
+        self.exiting.store(true, Ordering::SeqCst);
+        if let Err(e) = self.persist_metadata().await {
+            tracing::error!(error = %e, "cannot write metadata at shutdown");
+        }
+        let topics: Vec<_> = std::mem::take(&mut *lock(&self.topics))
+            .into_values()
+            .collect();
+        for topic in topics {
+            if let Err(e) = topic.close().await {
+                tracing::error!(topic = topic.name(), error = %e, "closing topic");
+            }
+        }
+        tracing::info!("all topics closed");
+    }
+}

@@ -1,0 +1,441 @@
+//! The HTTP API: nsqd's routes, status codes and JSON error bodies.
+//!
+//! Every response carries `X-NSQ-Content-Type: nsq; version=1.0`; errors are
+//! `{"message": "<CODE>"}` with nsqd's status code, so tools that read
+//! nsqd's API (nsqadmin, nsq_stat, curl scripts) read rsqd's.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use rsq_codec::is_valid_name;
+use tokio::net::TcpListener;
+
+use crate::context::{ContextError, Nsqd};
+use crate::options::VERSION;
+use crate::stats::{self, StatsFilter};
+
+type Params = Query<Vec<(String, String)>>;
+type Ctx = State<Arc<Nsqd>>;
+
+/// An HTTP error as nsqd reports it.
+struct ApiError(StatusCode, &'static str);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "message": self.1 }).to_string();
+        (
+            self.0,
+            [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+            body,
+        )
+            .into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn ok_text(text: &'static str) -> ApiResult {
+    Ok(text.into_response())
+}
+
+fn ok_empty() -> ApiResult {
+    Ok(StatusCode::OK.into_response())
+}
+
+fn json<T: serde::Serialize>(value: &T) -> ApiResult {
+    let body = serde_json::to_vec(value)
+        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"))?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        body,
+    )
+        .into_response())
+}
+
+fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+fn parse_bool(value: Option<&str>, default: bool) -> Result<bool, ApiError> {
+    match value {
+        None => Ok(default),
+        Some("true" | "1") => Ok(true),
+        Some("false" | "0") => Ok(false),
+        Some(_) => Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_REQUEST")),
+    }
+}
+
+/// Builds the router; `serve` runs it.
+pub fn router(ctx: Arc<Nsqd>) -> Router {
+    let body_limit = usize::try_from(ctx.opts.max_body_size.max(ctx.opts.max_msg_size))
+        .unwrap_or(usize::MAX)
+        .saturating_add(1);
+    Router::new()
+        .route("/ping", get(ping))
+        .route("/info", get(info))
+        .route("/stats", get(stats_handler))
+        .route("/pub", post(publish))
+        .route("/mpub", post(multi_publish))
+        .route("/topic/create", post(topic_create))
+        .route("/topic/delete", post(topic_delete))
+        .route("/topic/empty", post(topic_empty))
+        .route("/topic/pause", post(topic_pause))
+        .route("/topic/unpause", post(topic_unpause))
+        .route("/channel/create", post(channel_create))
+        .route("/channel/delete", post(channel_delete))
+        .route("/channel/empty", post(channel_empty))
+        .route("/channel/pause", post(channel_pause))
+        .route("/channel/unpause", post(channel_unpause))
+        .route("/config/{opt}", get(config_get).put(config_put))
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "NOT_FOUND") })
+        .method_not_allowed_fallback(|| async {
+            ApiError(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED")
+        })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::map_response(|mut res: Response| async {
+            res.headers_mut().insert(
+                "X-NSQ-Content-Type",
+                HeaderValue::from_static("nsq; version=1.0"),
+            );
+            res
+        }))
+        .with_state(ctx)
+}
+
+/// Serves the HTTP API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<Nsqd>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(ctx))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn ping(State(ctx): Ctx) -> Response {
+    match ctx.health() {
+        None => "OK".into_response(),
+        Some(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("NOK - {e}")).into_response(),
+    }
+}
+
+async fn info(State(ctx): Ctx) -> ApiResult {
+    let opts = &ctx.opts;
+    json(&serde_json::json!({
+        "version": VERSION,
+        "broadcast_address": opts.effective_broadcast_address(),
+        "hostname": crate::options::hostname(),
+        "http_port": opts.http_address.port(),
+        "tcp_port": opts.tcp_address.port(),
+        "start_time": ctx.start_time,
+        "max_heartbeat_interval": opts.max_heartbeat_interval.as_nanos() as u64,
+        "max_output_buffer_size": opts.max_output_buffer_size,
+        "max_output_buffer_timeout": opts.max_output_buffer_timeout.as_nanos() as u64,
+        "max_deflate_level": opts.max_deflate_level,
+    }))
+}
+
+async fn stats_handler(State(ctx): Ctx, Query(params): Params) -> ApiResult {
+    let filter = StatsFilter {
+        topic: param(&params, "topic").map(str::to_string),
+        channel: param(&params, "channel").map(str::to_string),
+        include_clients: parse_bool(param(&params, "include_clients"), true)?,
+        include_mem: parse_bool(param(&params, "include_mem"), true)?,
+    };
+    let stats = stats::collect(&ctx, &filter);
+    if param(&params, "format") == Some("json") {
+        json(&stats)
+    } else {
+        let now = ctx.clock.unix_nanos() / 1_000_000_000;
+        Ok(stats::render_text(&stats, now).into_response())
+    }
+}
+
+fn topic_param(params: &[(String, String)]) -> Result<&str, ApiError> {
+    let topic =
+        param(params, "topic").ok_or(ApiError(StatusCode::BAD_REQUEST, "MISSING_ARG_TOPIC"))?;
+    if !is_valid_name(topic) {
+        return Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_TOPIC"));
+    }
+    Ok(topic)
+}
+
+fn topic_channel_params(params: &[(String, String)]) -> Result<(&str, &str), ApiError> {
+    let topic =
+        param(params, "topic").ok_or(ApiError(StatusCode::BAD_REQUEST, "MISSING_ARG_TOPIC"))?;
+    if !is_valid_name(topic) {
+        return Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_ARG_TOPIC"));
+    }
+    let channel =
+        param(params, "channel").ok_or(ApiError(StatusCode::BAD_REQUEST, "MISSING_ARG_CHANNEL"))?;
+    if !is_valid_name(channel) {
+        return Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_ARG_CHANNEL"));
+    }
+    Ok((topic, channel))
+}
+
+fn context_error(e: ContextError) -> ApiError {
+    match e {
+        ContextError::Exiting => ApiError(StatusCode::SERVICE_UNAVAILABLE, "EXITING"),
+        ContextError::TopicNotFound => ApiError(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"),
+        ContextError::ChannelNotFound => ApiError(StatusCode::NOT_FOUND, "CHANNEL_NOT_FOUND"),
+        other => {
+            tracing::error!(error = %other, "HTTP request failed");
+            ApiError(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
+        }
+    }
+}
+
+async fn put_messages(ctx: &Nsqd, topic_name: &str, msgs: Vec<rsq_codec::Message>) -> ApiResult {
+    if ctx.is_exiting() {
+        return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "EXITING"));
+    }
+    let topic = ctx
+        .get_or_create_topic(topic_name)
+        .await
+        .map_err(context_error)?;
+    let result = if msgs.len() == 1 {
+        match msgs.into_iter().next() {
+            Some(msg) => topic.put(msg).await,
+            None => Ok(()),
+        }
+    } else {
+        topic.put_many(msgs).await
+    };
+    match result {
+        Ok(()) => ok_text("OK"),
+        Err(e) => {
+            tracing::error!(topic = topic_name, error = %e, "HTTP publish failed");
+            ctx.set_health(Some(e.to_string()));
+            Err(ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL_ERROR",
+            ))
+        }
+    }
+}
+
+async fn publish(State(ctx): Ctx, Query(params): Params, body: Bytes) -> ApiResult {
+    if body.len() as u64 > ctx.opts.max_msg_size {
+        return Err(ApiError(StatusCode::PAYLOAD_TOO_LARGE, "MSG_TOO_BIG"));
+    }
+    if body.is_empty() {
+        return Err(ApiError(StatusCode::BAD_REQUEST, "MSG_EMPTY"));
+    }
+    let topic = topic_param(&params)?;
+    let mut msg = ctx.new_message(body);
+    if let Some(defer) = param(&params, "defer") {
+        let ms: u64 = defer
+            .parse()
+            .map_err(|_| ApiError(StatusCode::BAD_REQUEST, "INVALID_DEFER"))?;
+        let delay = Duration::from_millis(ms);
+        if delay > ctx.opts.max_req_timeout {
+            return Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_DEFER"));
+        }
+        msg.deferred = Some(delay);
+    }
+    put_messages(&ctx, topic, vec![msg]).await
+}
+
+async fn multi_publish(State(ctx): Ctx, Query(params): Params, body: Bytes) -> ApiResult {
+    if body.len() as u64 > ctx.opts.max_body_size {
+        return Err(ApiError(StatusCode::PAYLOAD_TOO_LARGE, "BODY_TOO_BIG"));
+    }
+    let topic = topic_param(&params)?;
+    let binary = match param(&params, "binary") {
+        None | Some("false" | "0") => false,
+        Some("true" | "1") => true,
+        Some(other) => {
+            tracing::warn!(
+                value = other,
+                "/mpub binary param is not a boolean; treating as true"
+            );
+            true
+        }
+    };
+    let bodies = if binary {
+        parse_binary_mpub(&body, ctx.opts.max_msg_size)?
+    } else {
+        let mut bodies = Vec::new();
+        let text = body
+            .strip_suffix(b"\n")
+            .map_or(body.clone(), |b| body.slice_ref(b));
+        let mut start = 0;
+        for line in text.split(|&b| b == b'\n') {
+            let line_start = start;
+            start += line.len() + 1;
+            if line.is_empty() {
+                continue;
+            }
+            if line.len() as u64 > ctx.opts.max_msg_size {
+                return Err(ApiError(StatusCode::PAYLOAD_TOO_LARGE, "MSG_TOO_BIG"));
+            }
+            bodies.push(text.slice(line_start..line_start + line.len()));
+        }
+        bodies
+    };
+    if bodies.is_empty() {
+        return Err(ApiError(StatusCode::BAD_REQUEST, "MSG_EMPTY"));
+    }
+    let msgs = bodies.into_iter().map(|b| ctx.new_message(b)).collect();
+    put_messages(&ctx, topic, msgs).await
+}
+
+/// Binary `/mpub`: `[4-byte count]([4-byte size][body])*`, as TCP MPUB's body.
+fn parse_binary_mpub(body: &Bytes, max_msg_size: u64) -> Result<Vec<Bytes>, ApiError> {
+    let bad_body = ApiError(StatusCode::BAD_REQUEST, "BAD_BODY");
+    let bad_message = || ApiError(StatusCode::BAD_REQUEST, "BAD_MESSAGE");
+    let read_u32 = |at: usize| -> Option<usize> {
+        let bytes: [u8; 4] = body.get(at..at + 4)?.try_into().ok()?;
+        usize::try_from(u32::from_be_bytes(bytes)).ok()
+    };
+    let count = read_u32(0).ok_or(bad_body)?;
+    if count == 0 || count > body.len() / 4 {
+        return Err(ApiError(StatusCode::BAD_REQUEST, "BAD_BODY"));
+    }
+    let mut at = 4;
+    let mut bodies = Vec::with_capacity(count);
+    for _ in 0..count {
+        let size = read_u32(at).ok_or_else(bad_message)?;
+        if size == 0 {
+            return Err(bad_message());
+        }
+        if size as u64 > max_msg_size {
+            return Err(ApiError(StatusCode::PAYLOAD_TOO_LARGE, "MSG_TOO_BIG"));
+        }
+        at += 4;
+        if at + size > body.len() {
+            return Err(bad_message());
+        }
+        bodies.push(body.slice(at..at + size));
+        at += size;
+    }
+    Ok(bodies)
+}
+
+async fn topic_create(State(ctx): Ctx, Query(params): Params) -> ApiResult {
+    let topic = topic_param(&params)?;
+    ctx.get_or_create_topic(topic)
+        .await
+        .map_err(context_error)?;
+    ok_empty()
+}
+
+fn existing_topic(
+    ctx: &Nsqd,
+    params: &[(String, String)],
+) -> Result<Arc<crate::context::DaemonTopic>, ApiError> {
+    let name =
+        param(params, "topic").ok_or(ApiError(StatusCode::BAD_REQUEST, "MISSING_ARG_TOPIC"))?;
+    ctx.topic(name)
+        .ok_or(ApiError(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"))
+}
+
+async fn topic_delete(State(ctx): Ctx, Query(params): Params) -> ApiResult {
+    let topic = existing_topic(&ctx, &params)?;
+    ctx.delete_topic(topic.name())
+        .await
+        .map_err(context_error)?;
+    ok_empty()
+}
+
+async fn topic_empty(State(ctx): Ctx, Query(params): Params) -> ApiResult {
+    let topic = existing_topic(&ctx, &params)?;
+    topic
+        .empty()
+        .await
+        .map_err(|e| context_error(ContextError::Topic(e)))?;
+    ok_empty()
+}
+
+async fn topic_pause(State(ctx): Ctx, Query(params): Params) -> ApiResult {
+    existing_topic(&ctx, &params)?.pause();
+    ctx.persist_metadata_logged().await;
+    ok_empty()
+}
+
+async fn topic_unpause(State(ctx): Ctx, Query(params): Params) -> ApiResult {
+    existing_topic(&ctx, &params)?.unpause();
+    ctx.persist_metadata_logged().await;
+    ok_empty()
+}
+
+async fn channel_create(State(ctx): Ctx, Query(params): Params) -> ApiResult {
+    let (topic, channel) = topic_channel_params(&params)?;
+    if ctx.topic(topic).is_none() {
+        return Err(ApiError(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"));
+    }
+    ctx.get_or_create_channel(topic, channel)
+        .await
+        .map_err(context_error)?;
+    ok_empty()
+}
+
+fn existing_channel(
+    ctx: &Nsqd,
+    params: &[(String, String)],
+) -> Result<Arc<crate::context::ChannelHandle>, ApiError> {
+    let (topic, channel) = topic_channel_params(params)?;
+    ctx.topic(topic)
+        .ok_or(ApiError(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"))?
+        .channel(channel)
+        .ok_or(ApiError(StatusCode::NOT_FOUND, "CHANNEL_NOT_FOUND"))
+}
+
+async fn channel_delete(State(ctx): Ctx, Query(params): Params) -> ApiResult {
+    let (topic, channel) = topic_channel_params(&params)?;
+    ctx.delete_channel(topic, channel)
+        .await
+        .map_err(context_error)?;
+    ok_empty()
+}
+
+async fn channel_empty(State(ctx): Ctx, Query(params): Params) -> ApiResult {
+    let chan = existing_channel(&ctx, &params)?;
+    chan.empty().await.map_err(|e| {
+        tracing::error!(error = %e, "channel empty failed");
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
+    })?;
+    ok_empty()
+}
+
+async fn channel_pause(State(ctx): Ctx, Query(params): Params) -> ApiResult {
+    existing_channel(&ctx, &params)?.pause();
+    ctx.persist_metadata_logged().await;
+    ok_empty()
+}
+
+async fn channel_unpause(State(ctx): Ctx, Query(params): Params) -> ApiResult {
+    existing_channel(&ctx, &params)?.unpause();
+    ctx.persist_metadata_logged().await;
+    ok_empty()
+}
+
+async fn config_get(State(ctx): Ctx, Path(opt): Path<String>) -> ApiResult {
+    if opt == "nsqlookupd_tcp_addresses" {
+        return json(&Vec::<String>::new());
+    }
+    let all = serde_json::to_value(&*ctx.opts)
+        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"))?;
+    match all.get(&opt) {
+        Some(value) => json(value),
+        None => Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_OPTION")),
+    }
+}
+
+async fn config_put(Path(opt): Path<String>) -> ApiResult {
+    // Changing options at run time (log_level, lookupd addresses) arrives
+    // with the lookupd issue; until then every option is read-only.
+    let _ = opt;
+    Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_OPTION"))
+}

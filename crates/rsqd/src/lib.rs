@@ -1,0 +1,65 @@
+//! rsqd: the daemon. Flags, the TCP (protocol V2) and HTTP servers, the
+//! metadata file, stats and shutdown, composed from the rsq crates.
+//!
+//! The binary (`main.rs`) parses options, binds the listeners and calls
+//! [`run`]; tests start the real binary. This crate is the only one that
+//! maps library errors to nsqd's protocol and HTTP error codes.
+
+pub mod client;
+pub mod context;
+pub mod http;
+pub mod metadata;
+pub mod options;
+pub mod stats;
+pub mod tcp;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use rsq_channel::SystemClock;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use context::Nsqd;
+pub use options::Options;
+
+/// Runs the daemon on bound listeners until `shutdown` resolves, then stops
+/// accepting, closes clients, flushes every queue to disk and writes
+/// metadata. Returns once everything accepted is safe on disk.
+pub async fn run(
+    opts: Options,
+    tcp: TcpListener,
+    http: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let ctx = Nsqd::new(opts, Arc::new(SystemClock))?;
+    ctx.load_metadata().await?;
+    tracing::info!(
+        tcp = %tcp.local_addr()?,
+        http = %http.local_addr()?,
+        data_path = %ctx.opts.data_path.display(),
+        "rsqd {} serving",
+        options::VERSION
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let tcp_task = tokio::spawn(tcp::serve(tcp, ctx.clone(), stop_rx.clone()));
+    let mut http_stop = stop_rx.clone();
+    let http_task = tokio::spawn(http::serve(http, ctx.clone(), async move {
+        let _ = http_stop.changed().await;
+    }));
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    if let Err(e) = tcp_task.await {
+        tracing::error!(error = %e, "TCP server task failed");
+    }
+    match http_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "HTTP server failed"),
+        Err(e) => tracing::error!(error = %e, "HTTP server task failed"),
+    }
+    ctx.shutdown().await;
+    tracing::info!("rsqd stopped");
+    Ok(())
+}

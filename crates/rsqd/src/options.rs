@@ -1,0 +1,344 @@
+//! Flags and the TOML config file, with nsqd's names, defaults and meanings.
+//!
+//! Precedence is nsqd's: a flag given on the command line wins over the
+//! config file, which wins over the default: the file's options are placed
+//! before the command line's and clap keeps the last occurrence.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+
+/// The daemon's version, reported in IDENTIFY, `/info` and `/stats`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Every option rsqd understands. Field names are nsqd's flag names with `-`
+/// turned into `_`, which are also the keys of the TOML config file.
+#[derive(Debug, Clone, Parser, serde::Serialize)]
+#[command(
+    name = "rsqd",
+    version = VERSION,
+    about = "rsqd: an NSQ-compatible realtime message daemon",
+    args_override_self = true
+)]
+pub struct Options {
+    /// Path to a TOML config file whose keys are flag names with `-` as `_`.
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Log level: debug, info, warn, error or fatal.
+    #[arg(long, default_value = "info", value_parser = parse_log_level)]
+    pub log_level: String,
+    /// Unique part of message ids, 0..1024 (default: derived from the hostname).
+    #[arg(long = "node-id")]
+    #[serde(rename = "id")]
+    pub node_id: Option<u16>,
+    /// `<addr>:<port>` to listen on for TCP clients.
+    #[arg(long, default_value = "0.0.0.0:4150")]
+    pub tcp_address: SocketAddr,
+    /// `<addr>:<port>` to listen on for HTTP clients.
+    #[arg(long, default_value = "0.0.0.0:4151")]
+    pub http_address: SocketAddr,
+    /// Address registered with lookupd (default: the hostname).
+    #[arg(long)]
+    pub broadcast_address: Option<String>,
+    /// Directory for disk queues and `nsqd.dat` (created if missing).
+    #[arg(long, default_value = "rsq-data")]
+    pub data_path: PathBuf,
+    /// Messages kept in memory per topic and per channel before spilling to disk.
+    #[arg(long, default_value_t = 10000)]
+    pub mem_queue_size: usize,
+    /// Largest message body in bytes.
+    #[arg(long, default_value_t = 1048576)]
+    pub max_msg_size: u64,
+    /// Largest MPUB, IDENTIFY or AUTH body in bytes.
+    #[arg(long, default_value_t = 5242880)]
+    pub max_body_size: u64,
+    /// Bytes per disk queue segment file before rolling to the next.
+    #[arg(long, default_value_t = 104857600)]
+    pub max_bytes_per_file: u64,
+    /// Disk queue writes and reads between fsyncs.
+    #[arg(long, default_value_t = 2500)]
+    pub sync_every: u64,
+    /// Longest time between fsyncs of a busy disk queue.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[serde(with = "duration_ns")]
+    pub sync_timeout: Duration,
+    /// Time a message may stay in flight before it is requeued.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[serde(with = "duration_ns")]
+    pub msg_timeout: Duration,
+    /// Largest client msg_timeout, and the cap on TOUCH.
+    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    #[serde(with = "duration_ns")]
+    pub max_msg_timeout: Duration,
+    /// Largest REQ delay, DPUB delay and HTTP `defer`.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    #[serde(with = "duration_ns")]
+    pub max_req_timeout: Duration,
+    /// Largest RDY count a client may ask for.
+    #[arg(long, default_value_t = 2500)]
+    pub max_rdy_count: u64,
+    /// Largest heartbeat interval a client may ask for.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[serde(with = "duration_ns")]
+    pub max_heartbeat_interval: Duration,
+    /// Largest output buffer a client may ask for, in bytes.
+    #[arg(long, default_value_t = 65536)]
+    pub max_output_buffer_size: u64,
+    /// Largest output buffer flush timeout a client may ask for.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[serde(with = "duration_ns")]
+    pub max_output_buffer_timeout: Duration,
+    /// Smallest output buffer flush timeout a client may ask for.
+    #[arg(long, default_value = "25ms", value_parser = parse_duration)]
+    #[serde(with = "duration_ns")]
+    pub min_output_buffer_timeout: Duration,
+    /// Default output buffer flush timeout.
+    #[arg(long, default_value = "250ms", value_parser = parse_duration)]
+    #[serde(with = "duration_ns")]
+    pub output_buffer_timeout: Duration,
+    /// Consumers allowed per channel; 0 means unlimited.
+    #[arg(long, default_value_t = 0)]
+    pub max_channel_consumers: usize,
+    /// Whether clients may negotiate snappy (not yet supported by rsqd).
+    #[arg(long, default_value_t = false)]
+    pub snappy: bool,
+    /// Whether clients may negotiate deflate (not yet supported by rsqd).
+    #[arg(long, default_value_t = false)]
+    pub deflate: bool,
+    /// Largest deflate level a client may ask for.
+    #[arg(long, default_value_t = 6)]
+    pub max_deflate_level: u8,
+}
+
+impl Options {
+    /// Parses the command line and merges the config file beneath it.
+    pub fn load() -> anyhow::Result<Options> {
+        Self::load_from(std::env::args_os())
+    }
+
+    /// As [`Options::load`], from the given arguments (the first is the program name).
+    pub fn load_from<I, T>(args: I) -> anyhow::Result<Options>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        let mut opts = Options::try_parse_from(&args)?;
+        if let Some(path) = opts.config.clone() {
+            // The file's options go before the command line's: clap lets the
+            // later occurrence win, which gives nsqd's precedence.
+            let mut merged = vec![args.first().cloned().unwrap_or_else(|| "rsqd".into())];
+            merged.extend(config_file_args(&path)?.into_iter().map(Into::into));
+            merged.extend(args.iter().skip(1).cloned());
+            opts = Options::try_parse_from(&merged)
+                .with_context(|| format!("in config file {}", path.display()))?;
+        }
+        opts.validate()?;
+        Ok(opts)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if let Some(id) = self.node_id {
+            if id >= 1024 {
+                bail!("--node-id must be in [0,1024), got {id}");
+            }
+        }
+        if !(1..=9).contains(&self.max_deflate_level) {
+            bail!("--max-deflate-level must be in [1,9]");
+        }
+        if self.max_rdy_count == 0 {
+            bail!("--max-rdy-count must be positive");
+        }
+        Ok(())
+    }
+
+    /// The node id, or one derived from the hostname as nsqd does (a hash mod 1024).
+    pub fn effective_node_id(&self) -> u16 {
+        self.node_id.unwrap_or_else(|| {
+            let host = hostname();
+            let crc = crc32fast::hash(host.as_bytes());
+            (crc % 1024) as u16
+        })
+    }
+
+    /// The broadcast address, defaulting to the hostname.
+    pub fn effective_broadcast_address(&self) -> String {
+        self.broadcast_address.clone().unwrap_or_else(hostname)
+    }
+}
+
+/// Turns a TOML config file into `--flag=value` arguments.
+fn config_file_args(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .with_context(|| format!("cannot parse config file {}", path.display()))?;
+    let mut args = Vec::new();
+    for (key, value) in &table {
+        let flag = if key == "id" {
+            "node-id".to_string()
+        } else {
+            key.replace('_', "-")
+        };
+        if flag == "config" {
+            bail!("a config file cannot name another config file");
+        }
+        let value = match value {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => bail!("option {key:?} has an unsupported value {other}"),
+        };
+        args.push(format!("--{flag}={value}"));
+    }
+    Ok(args)
+}
+
+/// The machine's hostname, or `localhost` if it cannot be read.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+fn parse_log_level(s: &str) -> Result<String, String> {
+    match s.to_ascii_lowercase().as_str() {
+        l @ ("debug" | "info" | "warn" | "error" | "fatal") => Ok(l.to_string()),
+        _ => Err(format!(
+            "invalid log level {s:?}: use debug, info, warn, error or fatal"
+        )),
+    }
+}
+
+/// Parses a duration as Go's `time.ParseDuration` does: a sequence of
+/// decimal numbers with units `ns`, `us`, `µs`, `ms`, `s`, `m`, `h`
+/// (`60s`, `15m`, `1h30m`, `1.5s`); a bare `0` is zero.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let err = || format!("invalid duration {s:?} (use e.g. 250ms, 60s, 15m, 1h)");
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if s.is_empty() || s.starts_with('-') {
+        return Err(err());
+    }
+    let mut rest = s.strip_prefix('+').unwrap_or(s);
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(err)?;
+        if num_len == 0 {
+            return Err(err());
+        }
+        let value: f64 = rest[..num_len].parse().map_err(|_| err())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let nanos_per_unit = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(err()),
+        };
+        rest = &rest[unit_len..];
+        total += value * nanos_per_unit;
+    }
+    if !total.is_finite() || total > u64::MAX as f64 {
+        return Err(err());
+    }
+    Ok(Duration::from_nanos(total as u64))
+}
+
+/// Durations appear in `/config` as nanoseconds, as Go's `time.Duration` marshals.
+mod duration_ns {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check_duration(input: &str, expected: Option<Duration>) {
+        assert_eq!(parse_duration(input).ok(), expected, "input {input:?}");
+    }
+
+    #[test]
+    fn durations_parse_as_go_does() {
+        check_duration("60s", Some(Duration::from_secs(60)));
+        check_duration("15m", Some(Duration::from_secs(900)));
+        check_duration("1h", Some(Duration::from_secs(3600)));
+        check_duration("250ms", Some(Duration::from_millis(250)));
+        check_duration("1h30m", Some(Duration::from_secs(5400)));
+        check_duration("1.5s", Some(Duration::from_millis(1500)));
+        check_duration("0", Some(Duration::ZERO));
+        check_duration("10", None);
+        check_duration("-1s", None);
+        check_duration("5x", None);
+        check_duration("", None);
+    }
+
+    #[test]
+    fn defaults_are_nsqds() -> anyhow::Result<()> {
+        let o = Options::load_from(["rsqd"])?;
+        assert_eq!(o.tcp_address.to_string(), "0.0.0.0:4150");
+        assert_eq!(o.http_address.to_string(), "0.0.0.0:4151");
+        assert_eq!(o.mem_queue_size, 10000);
+        assert_eq!(o.max_msg_size, 1048576);
+        assert_eq!(o.max_body_size, 5242880);
+        assert_eq!(o.msg_timeout, Duration::from_secs(60));
+        assert_eq!(o.max_msg_timeout, Duration::from_secs(900));
+        assert_eq!(o.max_req_timeout, Duration::from_secs(3600));
+        assert_eq!(o.max_rdy_count, 2500);
+        assert_eq!(o.sync_every, 2500);
+        assert_eq!(o.sync_timeout, Duration::from_secs(2));
+        Ok(())
+    }
+
+    #[test]
+    fn config_file_fills_in_but_flags_win() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("rsqd.toml");
+        std::fs::write(
+            &path,
+            "mem_queue_size = 7\nmsg_timeout = \"5s\"\nmax_rdy_count = 10\nid = 3\n",
+        )?;
+        let o = Options::load_from([
+            "rsqd".to_string(),
+            format!("--config={}", path.display()),
+            "--max-rdy-count=20".to_string(),
+        ])?;
+        assert_eq!(o.mem_queue_size, 7);
+        assert_eq!(o.msg_timeout, Duration::from_secs(5));
+        assert_eq!(o.max_rdy_count, 20);
+        assert_eq!(o.node_id, Some(3));
+        assert_eq!(o.max_msg_size, 1048576);
+        Ok(())
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        assert!(Options::load_from(["rsqd", "--msg-timeout=abc"]).is_err());
+        assert!(Options::load_from(["rsqd", "--node-id=5000"]).is_err());
+        assert!(Options::load_from(["rsqd", "--log-level=loud"]).is_err());
+        assert!(Options::load_from(["rsqd", "--no-such-flag"]).is_err());
+    }
+}

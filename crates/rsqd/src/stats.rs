@@ -1,0 +1,376 @@
+//! `/stats`: nsqd's JSON shape (read by nsqadmin and nsq_stat) and its text form.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::client::ClientInfo;
+use crate::context::Nsqd;
+use crate::options::VERSION;
+
+/// What `/stats` was asked for.
+#[derive(Debug, Clone, Default)]
+pub struct StatsFilter {
+    /// Only this topic.
+    pub topic: Option<String>,
+    /// Only this channel (within each topic).
+    pub channel: Option<String>,
+    /// Include per-client stats.
+    pub include_clients: bool,
+    /// Include the memory block.
+    pub include_mem: bool,
+}
+
+/// The top-level `/stats?format=json` object.
+#[derive(Debug, Serialize)]
+pub struct Stats {
+    /// Daemon version.
+    pub version: &'static str,
+    /// `OK` or `NOK - <error>`.
+    pub health: String,
+    /// Start time, seconds since the epoch.
+    pub start_time: i64,
+    /// Topics sorted by name; `null` when the topic filter matches nothing.
+    pub topics: Option<Vec<TopicStats>>,
+    /// Process memory; omitted when `include_mem=false`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryStats>,
+    /// Clients that published; `null` when `include_clients=false`.
+    pub producers: Option<Vec<ClientStats>>,
+}
+
+/// nsqd's e2e latency block; rsqd does not compute percentiles yet.
+#[derive(Debug, Serialize, Default)]
+pub struct Latency {
+    /// Samples in the window.
+    pub count: u64,
+    /// Quantiles and values in ns; `null` when not configured.
+    pub percentiles: Option<Vec<Percentile>>,
+}
+
+/// One quantile of end-to-end latency.
+#[derive(Debug, Serialize)]
+pub struct Percentile {
+    /// The quantile, e.g. 0.99.
+    pub quantile: f64,
+    /// Latency in nanoseconds.
+    pub value: i64,
+}
+
+/// One topic.
+#[derive(Debug, Serialize)]
+pub struct TopicStats {
+    /// Topic name.
+    pub topic_name: String,
+    /// Its channels sorted by name.
+    pub channels: Vec<ChannelStats>,
+    /// Messages waiting in memory and on disk.
+    pub depth: u64,
+    /// Messages waiting on disk.
+    pub backend_depth: u64,
+    /// Messages published.
+    pub message_count: u64,
+    /// Bytes published.
+    pub message_bytes: u64,
+    /// Whether the topic is paused.
+    pub paused: bool,
+    /// End-to-end latency.
+    pub e2e_processing_latency: Latency,
+}
+
+/// One channel.
+#[derive(Debug, Serialize)]
+pub struct ChannelStats {
+    /// Channel name.
+    pub channel_name: String,
+    /// Messages waiting in memory and on disk.
+    pub depth: u64,
+    /// Messages waiting on disk.
+    pub backend_depth: u64,
+    /// Messages delivered and not yet finished.
+    pub in_flight_count: u64,
+    /// Messages waiting for their deferral to end.
+    pub deferred_count: u64,
+    /// Messages that entered the channel.
+    pub message_count: u64,
+    /// Messages requeued by REQ.
+    pub requeue_count: u64,
+    /// Messages requeued by timeout.
+    pub timeout_count: u64,
+    /// Consumers.
+    pub client_count: u64,
+    /// Per-consumer stats; `null` when `include_clients=false`.
+    pub clients: Option<Vec<ClientStats>>,
+    /// Whether the channel is paused.
+    pub paused: bool,
+    /// End-to-end latency.
+    pub e2e_processing_latency: Latency,
+}
+
+/// One client, as nsqd's `ClientV2Stats`.
+#[derive(Debug, Serialize)]
+pub struct ClientStats {
+    /// Client-chosen id.
+    pub client_id: String,
+    /// Client hostname.
+    pub hostname: String,
+    /// Always `V2`.
+    pub version: &'static str,
+    /// Peer address.
+    pub remote_address: String,
+    /// Protocol state number.
+    pub state: u8,
+    /// Current RDY.
+    pub ready_count: u64,
+    /// Messages in flight to this client.
+    pub in_flight_count: u64,
+    /// Messages delivered to this client.
+    pub message_count: u64,
+    /// Messages finished by this client.
+    pub finish_count: u64,
+    /// Messages requeued by this client.
+    pub requeue_count: u64,
+    /// Connect time, seconds since the epoch.
+    pub connect_ts: i64,
+    /// Sample rate.
+    pub sample_rate: i32,
+    /// deflate in use.
+    pub deflate: bool,
+    /// snappy in use.
+    pub snappy: bool,
+    /// User agent.
+    pub user_agent: String,
+    /// Messages published, per topic.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pub_counts: Vec<PubCount>,
+    /// TLS in use.
+    pub tls: bool,
+    /// TLS cipher suite.
+    pub tls_cipher_suite: String,
+    /// TLS version.
+    pub tls_version: String,
+    /// ALPN protocol.
+    pub tls_negotiated_protocol: String,
+    /// Whether ALPN was mutual.
+    pub tls_negotiated_protocol_is_mutual: bool,
+}
+
+/// Messages one producer published to one topic.
+#[derive(Debug, Serialize)]
+pub struct PubCount {
+    /// Topic name.
+    pub topic: String,
+    /// Messages published.
+    pub count: u64,
+}
+
+/// Process memory, in nsqd's field names (Go runtime figures have no Rust
+/// equivalent; rsqd reports its resident set where nsqd reports heap use).
+#[derive(Debug, Serialize, Default)]
+pub struct MemoryStats {
+    /// Not tracked.
+    pub heap_objects: u64,
+    /// Not tracked.
+    pub heap_idle_bytes: u64,
+    /// Resident set size in bytes.
+    pub heap_in_use_bytes: u64,
+    /// Not tracked.
+    pub heap_released_bytes: u64,
+    /// No GC: zero.
+    pub gc_pause_usec_100: u64,
+    /// No GC: zero.
+    pub gc_pause_usec_99: u64,
+    /// No GC: zero.
+    pub gc_pause_usec_95: u64,
+    /// No GC: zero.
+    pub next_gc_bytes: u64,
+    /// No GC: zero.
+    pub gc_total_runs: u64,
+}
+
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+fn client_stats(client: &ClientInfo, consumer: Option<&rsq_channel::ConsumerStats>) -> ClientStats {
+    let identity = client.identity();
+    let pub_counts = client
+        .pub_counts
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|(topic, count)| PubCount {
+            topic: topic.clone(),
+            count: *count,
+        })
+        .collect();
+    ClientStats {
+        client_id: identity.client_id,
+        hostname: identity.hostname,
+        version: "V2",
+        remote_address: client.remote_address.to_string(),
+        state: client.state() as u8,
+        ready_count: consumer.map_or(0, |c| c.ready_count),
+        in_flight_count: consumer.map_or(0, |c| c.in_flight_count),
+        message_count: consumer.map_or(0, |c| c.message_count),
+        finish_count: consumer.map_or(0, |c| c.finish_count),
+        requeue_count: consumer.map_or(0, |c| c.requeue_count),
+        connect_ts: client.connect_ts,
+        sample_rate: identity.sample_rate,
+        deflate: false,
+        snappy: false,
+        user_agent: identity.user_agent,
+        pub_counts,
+        tls: false,
+        tls_cipher_suite: String::new(),
+        tls_version: String::new(),
+        tls_negotiated_protocol: String::new(),
+        tls_negotiated_protocol_is_mutual: false,
+    }
+}
+
+/// Collects stats as nsqd's `GetStats` does, filters included.
+pub fn collect(ctx: &Nsqd, filter: &StatsFilter) -> Stats {
+    let clients = ctx.clients();
+    let topics = match &filter.topic {
+        Some(name) => ctx.topic(name).map(|t| vec![t]),
+        None => Some(ctx.topics()),
+    };
+    let topics = topics.map(|topics| {
+        topics
+            .into_iter()
+            .filter_map(|topic| {
+                let ts = topic.stats();
+                let channels: Vec<ChannelStats> = topic
+                    .channels()
+                    .into_iter()
+                    .filter(|(name, _)| filter.channel.as_ref().is_none_or(|c| c == name))
+                    .map(|(name, chan)| {
+                        let cs = chan.stats();
+                        let client_list = filter.include_clients.then(|| {
+                            cs.clients
+                                .iter()
+                                .filter_map(|consumer| {
+                                    clients
+                                        .iter()
+                                        .find(|c| c.id == consumer.client_id)
+                                        .map(|c| client_stats(c, Some(consumer)))
+                                })
+                                .collect()
+                        });
+                        ChannelStats {
+                            channel_name: name,
+                            depth: cs.depth,
+                            backend_depth: cs.backend_depth,
+                            in_flight_count: cs.in_flight_count,
+                            deferred_count: cs.deferred_count,
+                            message_count: cs.message_count,
+                            requeue_count: cs.requeue_count,
+                            timeout_count: cs.timeout_count,
+                            client_count: cs.client_count,
+                            clients: client_list,
+                            paused: cs.paused,
+                            e2e_processing_latency: Latency::default(),
+                        }
+                    })
+                    .collect();
+                if filter.channel.is_some() && channels.is_empty() {
+                    return None;
+                }
+                Some(TopicStats {
+                    topic_name: topic.name().to_string(),
+                    channels,
+                    depth: ts.depth,
+                    backend_depth: ts.backend_depth,
+                    message_count: ts.message_count,
+                    message_bytes: ts.message_bytes,
+                    paused: ts.paused,
+                    e2e_processing_latency: Latency::default(),
+                })
+            })
+            .collect()
+    });
+    let producers = (filter.include_clients && topics.is_some()).then(|| {
+        clients
+            .iter()
+            .filter(|c| c.published.load(std::sync::atomic::Ordering::Relaxed) > 0)
+            .map(|c| client_stats(c, None))
+            .collect()
+    });
+    Stats {
+        version: VERSION,
+        health: match ctx.health() {
+            None => "OK".to_string(),
+            Some(e) => format!("NOK - {e}"),
+        },
+        start_time: ctx.start_time,
+        topics,
+        memory: filter.include_mem.then(|| MemoryStats {
+            heap_in_use_bytes: resident_bytes(),
+            ..MemoryStats::default()
+        }),
+        producers,
+    }
+}
+
+/// The text form of `/stats`, laid out as nsqd prints it.
+pub fn render_text(stats: &Stats, now_unix: i64) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "rsqd v{}", stats.version);
+    let _ = writeln!(s, "start_time {}", stats.start_time);
+    let _ = writeln!(s, "uptime {}s", now_unix - stats.start_time);
+    let _ = writeln!(s, "\nHealth: {}", stats.health);
+    if let Some(m) = &stats.memory {
+        let _ = writeln!(s, "\nMemory:\n   [resident bytes] {}", m.heap_in_use_bytes);
+    }
+    match &stats.topics {
+        Some(topics) if !topics.is_empty() => {
+            for t in topics {
+                let paused = if t.paused { "*P " } else { "" };
+                let _ = writeln!(
+                    s,
+                    "\n{paused}[{:<15}] depth: {:<5} be-depth: {:<5} msgs: {:<8} e2e%: ",
+                    t.topic_name, t.depth, t.backend_depth, t.message_count
+                );
+                for c in &t.channels {
+                    let paused = if c.paused { "*P " } else { "" };
+                    let _ = writeln!(
+                        s,
+                        "    {paused}[{:<25}] depth: {:<5} be-depth: {:<5} inflt: {:<4} def: {:<4} re-q: {:<5} timeout: {:<5} msgs: {:<8} e2e%: ",
+                        c.channel_name, c.depth, c.backend_depth, c.in_flight_count, c.deferred_count, c.requeue_count, c.timeout_count, c.message_count
+                    );
+                    for cl in c.clients.iter().flatten() {
+                        let _ = writeln!(
+                            s,
+                            "        [{} {:<21}] state: {} inflt: {:<4} rdy: {:<4} fin: {:<8} re-q: {:<8} msgs: {:<8} connected: {}s",
+                            cl.version, cl.client_id, cl.state, cl.in_flight_count, cl.ready_count, cl.finish_count, cl.requeue_count, cl.message_count, now_unix - cl.connect_ts
+                        );
+                    }
+                }
+            }
+        }
+        _ => {
+            let _ = writeln!(s, "\nNO_TOPICS");
+        }
+    }
+    if let Some(producers) = &stats.producers {
+        let _ = writeln!(s, "\nProducers:");
+        if producers.is_empty() {
+            let _ = writeln!(s, "   None");
+        }
+        for p in producers {
+            let _ = writeln!(
+                s,
+                "   [{} {:<21}] msgs: {:<8} connected: {}s",
+                p.version,
+                p.client_id,
+                p.pub_counts.iter().map(|c| c.count).sum::<u64>(),
+                now_unix - p.connect_ts
+            );
+        }
+    }
+    s
+}

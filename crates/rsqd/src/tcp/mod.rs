@@ -1,0 +1,50 @@
+//! The TCP server: protocol V2 for producers and consumers.
+//!
+//! `serve` accepts connections until shutdown; each connection is a reader
+//! task that decodes and executes commands ([`session`]) and a writer task
+//! that owns the socket's write half, batches message frames and sends
+//! heartbeats ([`writer`]).
+
+mod identify;
+mod session;
+mod writer;
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::context::Nsqd;
+
+pub use identify::{negotiate, IdentifyRequest, Negotiated};
+
+/// Accepts TCP clients on `listener` until `shutdown` turns true, then
+/// closes every connection and returns once they are all gone.
+pub async fn serve(listener: TcpListener, ctx: Arc<Nsqd>, mut shutdown: watch::Receiver<bool>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, addr)) => {
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(error = %e, "set_nodelay");
+                    }
+                    let ctx = ctx.clone();
+                    let shutdown = shutdown.clone();
+                    connections.spawn(session::run(stream, addr, ctx, shutdown));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: log, back off a
+                    // little, keep serving the clients we have.
+                    tracing::error!(error = %e, "TCP accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    tracing::info!("TCP: closing {} connections", connections.len());
+    while connections.join_next().await.is_some() {}
+}

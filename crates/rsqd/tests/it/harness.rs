@@ -1,0 +1,386 @@
+//! Starting and stopping a real `rsqd`, and two small clients: raw HTTP/1.1
+//! and protocol V2 built on rsq-codec. Every wait here is bounded.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as Process, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use rsq_codec::{Command, Frame, FrameDecoder, Message, DEFAULT_MAX_FRAME_SIZE, MAGIC_V2};
+
+/// A free loopback port (bound, then released for the daemon to take).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// A running `rsqd` child process with its own data directory.
+pub struct Daemon {
+    child: Option<Child>,
+    /// TCP address.
+    pub tcp: SocketAddr,
+    /// HTTP address.
+    pub http: SocketAddr,
+    data: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+    extra: Vec<String>,
+}
+
+impl Daemon {
+    /// Starts a daemon with default options plus `extra` flags.
+    pub fn start(extra: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_path_buf();
+        let mut d = Daemon {
+            child: None,
+            tcp: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            http: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            data,
+            _dir: Some(dir),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        d.spawn();
+        d
+    }
+
+    /// The data directory.
+    pub fn data_path(&self) -> &Path {
+        &self.data
+    }
+
+    fn spawn(&mut self) {
+        let child = Process::new(env!("CARGO_BIN_EXE_rsqd"))
+            .arg(format!("--tcp-address={}", self.tcp))
+            .arg(format!("--http-address={}", self.http))
+            .arg(format!("--data-path={}", self.data.display()))
+            .args(&self.extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("RSQ_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn rsqd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok((200, _)) = http(self.http, "GET", "/ping", b"") {
+                if TcpStream::connect(self.tcp).is_ok() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "rsqd did not start in time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM and waits (bounded) for a clean exit; returns its status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let pid = i32::try_from(child.id()).expect("pid");
+        // SAFETY: kill(2) with a pid we spawned and still own (not yet
+        // reaped, so the pid cannot have been reused) and a valid signal.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("rsqd did not exit within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, no cleanup.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the daemon again on the same ports and data directory.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the daemon first");
+        self.spawn();
+    }
+
+    /// A protocol V2 connection, magic sent.
+    pub fn connect(&self) -> V2 {
+        V2::connect(self.tcp)
+    }
+
+    /// An HTTP request; the body of the answer as text.
+    pub fn http(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+        http(self.http, method, path, body).expect("http request")
+    }
+
+    /// `/stats?format=json` parsed.
+    pub fn stats(&self) -> serde_json::Value {
+        let (status, body) = self.http("GET", "/stats?format=json", b"");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).expect("stats json")
+    }
+
+    /// Polls `check` against fresh stats until it holds (bounded).
+    pub fn wait_stats(&self, what: &str, check: impl Fn(&serde_json::Value) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let stats = self.stats();
+            if check(&stats) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {stats:#}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Finds a channel's stats in `/stats` JSON.
+pub fn channel_stats<'a>(
+    stats: &'a serde_json::Value,
+    topic: &str,
+    channel: &str,
+) -> Option<&'a serde_json::Value> {
+    stats["topics"]
+        .as_array()?
+        .iter()
+        .find(|t| t["topic_name"] == topic)?["channels"]
+        .as_array()?
+        .iter()
+        .find(|c| c["channel_name"] == channel)
+}
+
+/// A minimal HTTP/1.1 client: one request per connection.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad response {text:?}")))?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A blocking protocol V2 client for tests.
+pub struct V2 {
+    stream: TcpStream,
+    buf: BytesMut,
+    frames: FrameDecoder,
+}
+
+impl V2 {
+    /// Connects and sends the magic.
+    pub fn connect(addr: SocketAddr) -> V2 {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        stream.write_all(MAGIC_V2).expect("magic");
+        V2 {
+            stream,
+            buf: BytesMut::new(),
+            frames: FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE * 8),
+        }
+    }
+
+    /// Sends raw bytes.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// Sends a command.
+    pub fn send(&mut self, cmd: Command) {
+        let bytes = cmd.to_bytes();
+        self.send_raw(&bytes);
+    }
+
+    /// The next frame; `None` when the server closed the connection.
+    pub fn frame(&mut self) -> Option<Frame> {
+        loop {
+            if let Some(frame) = self.frames.decode(&mut self.buf).expect("frame") {
+                return Some(frame);
+            }
+            let mut chunk = [0u8; 64 * 1024];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    /// The next frame that is not a heartbeat.
+    pub fn frame_skip_heartbeats(&mut self) -> Option<Frame> {
+        loop {
+            match self.frame()? {
+                Frame::Response(b) if &b[..] == b"_heartbeat_" => continue,
+                other => return Some(other),
+            }
+        }
+    }
+
+    /// Expects a response frame with this body.
+    #[track_caller]
+    pub fn expect_response(&mut self, expected: &[u8]) {
+        match self.frame_skip_heartbeats() {
+            Some(Frame::Response(b)) => assert_eq!(
+                String::from_utf8_lossy(&b),
+                String::from_utf8_lossy(expected)
+            ),
+            other => panic!(
+                "expected response {:?}, got {other:?}",
+                String::from_utf8_lossy(expected)
+            ),
+        }
+    }
+
+    /// Expects `OK`.
+    #[track_caller]
+    pub fn expect_ok(&mut self) {
+        self.expect_response(b"OK");
+    }
+
+    /// Expects an error frame; returns its text.
+    #[track_caller]
+    pub fn expect_error(&mut self) -> String {
+        match self.frame_skip_heartbeats() {
+            Some(Frame::Error(b)) => String::from_utf8_lossy(&b).into_owned(),
+            other => panic!("expected error frame, got {other:?}"),
+        }
+    }
+
+    /// Expects the server to close the connection.
+    #[track_caller]
+    pub fn expect_closed(&mut self) {
+        match self.frame_skip_heartbeats() {
+            None => {}
+            Some(other) => panic!("expected close, got {other:?}"),
+        }
+    }
+
+    /// Expects a message frame.
+    #[track_caller]
+    pub fn expect_message(&mut self) -> Message {
+        match self.frame_skip_heartbeats() {
+            Some(Frame::Message(m)) => m,
+            other => panic!("expected message, got {other:?}"),
+        }
+    }
+
+    /// True if nothing but heartbeats arrives within `d`.
+    pub fn quiet_for(&mut self, d: Duration) -> bool {
+        self.stream.set_read_timeout(Some(d)).expect("timeout");
+        let result = loop {
+            if let Ok(Some(frame)) = self.frames.decode(&mut self.buf) {
+                match frame {
+                    Frame::Response(b) if &b[..] == b"_heartbeat_" => continue,
+                    _ => break false,
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => break false,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break true
+                }
+                Err(_) => break false,
+            }
+        };
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        result
+    }
+
+    /// IDENTIFY with a JSON body; expects the response.
+    pub fn identify(&mut self, json: &str) -> Frame {
+        self.send(Command::Identify(Bytes::copy_from_slice(json.as_bytes())));
+        self.frame_skip_heartbeats().expect("identify response")
+    }
+
+    /// SUB and expect OK.
+    pub fn subscribe(&mut self, topic: &str, channel: &str) {
+        self.send(Command::Sub {
+            topic: topic.into(),
+            channel: channel.into(),
+        });
+        self.expect_ok();
+    }
+
+    /// PUB and expect OK.
+    pub fn publish(&mut self, topic: &str, body: &[u8]) {
+        self.send(Command::Pub {
+            topic: topic.into(),
+            body: Bytes::copy_from_slice(body),
+        });
+        self.expect_ok();
+    }
+}

@@ -1,0 +1,109 @@
+//! Shutdown and restart: metadata and every accepted message survive.
+
+use std::collections::HashSet;
+
+use bytes::Bytes;
+use rsq_codec::Command;
+
+use crate::harness::{channel_stats, Daemon};
+
+#[test]
+fn sigterm_then_restart_delivers_every_message() {
+    // A small memory queue so messages sit in memory, on disk, in flight
+    // and deferred when the daemon is told to stop.
+    let mut d = Daemon::start(&["--mem-queue-size=10"]);
+    let mut c = d.connect();
+    c.subscribe("t", "c");
+    let mut p = d.connect();
+    let bodies: Vec<Bytes> = (0..200).map(|i| Bytes::from(format!("m{i}"))).collect();
+    p.send(Command::Mpub {
+        topic: "t".into(),
+        bodies: bodies.clone(),
+    });
+    p.expect_ok();
+    p.send(Command::Dpub {
+        topic: "t".into(),
+        defer_ms: 60_000,
+        body: Bytes::from_static(b"deferred"),
+    });
+    p.expect_ok();
+    c.send(Command::Rdy(5));
+    let in_flight: Vec<_> = (0..5).map(|_| c.expect_message()).collect();
+    assert_eq!(in_flight.len(), 5);
+    d.wait_stats("all accepted", |s| {
+        channel_stats(s, "t", "c")
+            .is_some_and(|c| c["in_flight_count"] == 5 && c["deferred_count"] == 1)
+    });
+    drop(p);
+    assert_eq!(d.terminate(), Some(0));
+
+    d.restart();
+    let mut c = d.connect();
+    c.subscribe("t", "c");
+    c.send(Command::Rdy(100));
+    let mut seen = HashSet::new();
+    while seen.len() < 201 {
+        let m = c.expect_message();
+        seen.insert(m.body.clone());
+        c.send(Command::Fin(m.id));
+    }
+    for b in &bodies {
+        assert!(seen.contains(b), "lost {b:?}");
+    }
+    assert!(seen.contains(&Bytes::from_static(b"deferred")));
+}
+
+#[test]
+fn topics_channels_and_pauses_survive_restart() {
+    let mut d = Daemon::start(&[]);
+    assert_eq!(d.http("POST", "/topic/create?topic=t1", b"").0, 200);
+    assert_eq!(
+        d.http("POST", "/channel/create?topic=t1&channel=c1", b"").0,
+        200
+    );
+    assert_eq!(
+        d.http("POST", "/channel/create?topic=t1&channel=c2", b"").0,
+        200
+    );
+    assert_eq!(
+        d.http("POST", "/channel/pause?topic=t1&channel=c2", b"").0,
+        200
+    );
+    assert_eq!(d.http("POST", "/topic/create?topic=t2", b"").0, 200);
+    assert_eq!(d.http("POST", "/topic/pause?topic=t2", b"").0, 200);
+    assert_eq!(
+        d.http("POST", "/topic/create?topic=eph%23ephemeral", b"").0,
+        200
+    );
+    let meta = std::fs::read_to_string(d.data_path().join("nsqd.dat")).unwrap();
+    assert!(
+        meta.contains("\"t1\"") && !meta.contains("ephemeral"),
+        "{meta}"
+    );
+    assert_eq!(d.terminate(), Some(0));
+    d.restart();
+    let s = d.stats();
+    let names: Vec<_> = s["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["topic_name"].clone())
+        .collect();
+    assert_eq!(names, ["t1", "t2"]);
+    assert_eq!(s["topics"][1]["paused"], true);
+    assert_eq!(channel_stats(&s, "t1", "c1").unwrap()["paused"], false);
+    assert_eq!(channel_stats(&s, "t1", "c2").unwrap()["paused"], true);
+}
+
+#[test]
+fn bad_flags_exit_non_zero_with_a_message() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rsqd"))
+        .arg("--msg-timeout=soon")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid duration"),
+        "{out:?}"
+    );
+}

@@ -1,0 +1,12 @@
+//! Integration tests: the real `rsqd` binary on loopback ports, driven by
+//! rsq's own V2 client, raw HTTP, and the third-party clients `tokio-nsq`
+//! and `pynsq`.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
+
+mod harness;
+mod http_api;
+mod lifecycle;
+mod pynsq;
+mod third_party;
+mod v2;

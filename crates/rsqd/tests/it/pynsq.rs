@@ -1,0 +1,146 @@
+//! PyPI `pynsq` against rsqd, installed into `target/pyenv` by the test
+//! itself when missing (so a fresh machine needs nothing but python3).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::harness::Daemon;
+
+/// Versions pinned so runs are reproducible; tornado 6.0.4 is the last
+/// release pynsq's compressed connections work with (see nsq-reference.md).
+const PACKAGES: &[&str] = &["pynsq==0.9.1", "tornado==6.0.4"];
+
+fn pyenv() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/pyenv")
+}
+
+/// The venv's python, creating the venv once. Tests run in parallel
+/// processes, so creation is guarded by a lock directory (mkdir is atomic).
+fn python() -> PathBuf {
+    let env = pyenv();
+    let python = env.join("bin/python");
+    let ready = env.join(".ready");
+    if ready.exists() {
+        return python;
+    }
+    let lock = env.with_extension("lock");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while std::fs::create_dir_all(env.parent().unwrap()).is_ok()
+        && std::fs::create_dir(&lock).is_err()
+    {
+        if ready.exists() {
+            return python;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited too long for {}",
+            lock.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if !ready.exists() {
+        let ok = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&env)
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new(env.join("bin/pip"))
+                .args(["install", "--quiet", "--disable-pip-version-check"])
+                .args(PACKAGES)
+                .status()
+                .is_ok_and(|s| s.success());
+        if ok {
+            std::fs::write(&ready, b"").unwrap();
+        }
+    }
+    let _ = std::fs::remove_dir(&lock);
+    assert!(
+        ready.exists(),
+        "could not install {PACKAGES:?} into {}",
+        env.display()
+    );
+    python
+}
+
+const SCRIPT: &str = r#"
+import sys, functools
+import tornado.ioloop
+import nsq
+
+tcp, topic, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+received = set()
+acked = []
+loop = tornado.ioloop.IOLoop.current()
+
+def done_check():
+    if len(received) == n and len(acked) == 2:
+        reader.close()
+        loop.stop()
+
+def on_message(msg):
+    body = msg.body.decode()
+    if body == "req-me" and msg.attempts == 1:
+        msg.requeue(delay=0, backoff=False)
+        return
+    received.add(body)
+    msg.finish()
+    done_check()
+
+def on_pub(conn, data):
+    if isinstance(data, nsq.Error):
+        print("publish error", data, file=sys.stderr); sys.exit(2)
+    acked.append(data)
+    done_check()
+
+writer = nsq.Writer([tcp])
+reader = nsq.Reader(message_handler=on_message, nsqd_tcp_addresses=[tcp],
+                    topic=topic, channel="py", max_in_flight=10, lookupd_poll_interval=1)
+
+def publish():
+    bodies = ["m%d" % i for i in range(n - 1)]
+    writer.mpub(topic, [b.encode() for b in bodies], callback=on_pub)
+    for b in ["req-me"]:
+        writer.pub(topic, b.encode(), callback=on_pub)
+
+loop.call_later(1.0, publish)
+loop.call_later(30.0, lambda: (print("timeout", len(received), len(acked), file=sys.stderr), sys.exit(3)))
+loop.start()
+print("received", len(received))
+"#;
+
+#[test]
+fn pynsq_reader_and_writer() {
+    let python = python();
+    let d = Daemon::start(&[]);
+    let mut child = Command::new(python)
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(d.tcp.to_string())
+        .arg("py")
+        .arg("50")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("pynsq script did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        status.success(),
+        "pynsq failed: {status:?} {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("received 50"));
+    let s = d.stats();
+    let ch = crate::harness::channel_stats(&s, "py", "py").unwrap();
+    assert_eq!(ch["requeue_count"], 1);
+}
