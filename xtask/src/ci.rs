@@ -27,25 +27,6 @@ pub fn run(long: bool) -> Result<(), String> {
             &[],
         )
     })?;
-    let mut env: Vec<(&str, String)> = Vec::new();
-    if long {
-        env.push(("RSQ_LONG_TESTS", "1".to_string()));
-    }
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    if has_nextest() {
-        step("test (nextest)", || {
-            cargo(
-                &root,
-                &["nextest", "run", "--workspace", "--no-fail-fast"],
-                &env,
-            )
-        })?;
-        step("doctest", || {
-            cargo(&root, &["test", "--workspace", "--doc"], &env)
-        })?;
-    } else {
-        step("test", || cargo(&root, &["test", "--workspace"], &env))?;
-    }
     step("doc", || {
         cargo(
             &root,
@@ -53,6 +34,26 @@ pub fn run(long: bool) -> Result<(), String> {
             &[("RUSTDOCFLAGS", "-D warnings")],
         )
     })?;
+    let env: &[(&str, &str)] = if long {
+        &[("RSQ_LONG_TESTS", "1")]
+    } else {
+        &[]
+    };
+    // The full suite runs last, so its summary is the run's closing line.
+    if has_nextest() {
+        step("doctest", || {
+            cargo(&root, &["test", "--workspace", "--doc"], env)
+        })?;
+        step("test (nextest)", || {
+            cargo(
+                &root,
+                &["nextest", "run", "--workspace", "--no-fail-fast"],
+                env,
+            )
+        })?;
+    } else {
+        step("test", || cargo(&root, &["test", "--workspace"], env))?;
+    }
     println!("ci: all steps passed in {:.1?}", started.elapsed());
     Ok(())
 }

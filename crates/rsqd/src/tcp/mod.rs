@@ -1,9 +1,9 @@
 //! The TCP server: protocol V2 for producers and consumers.
 //!
 //! `serve` accepts connections until shutdown; each connection is a reader
-//! task that decodes and executes commands ([`session`]) and a writer task
+//! task that decodes and executes commands (`session.rs`) and a writer task
 //! that owns the socket's write half, batches message frames and sends
-//! heartbeats ([`writer`]).
+//! heartbeats (`writer.rs`).
 
 mod identify;
 mod session;
