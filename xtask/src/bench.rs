@@ -36,7 +36,7 @@ pub fn run(selected: &[String]) -> Result<(), String> {
         let started = Instant::now();
         let status = Command::new(&cargo)
             .current_dir(project_root())
-            .args(["bench", "--package", package])
+            .args(["bench", "--package", package, "--bench", short])
             .status()
             .map_err(|e| format!("cannot run cargo bench: {e}"))?;
         if !status.success() {
