@@ -65,6 +65,16 @@ impl Consumer {
         // already been requeued; handing it out would deliver it twice.
         self.open.load(Ordering::Acquire).then_some(msg)
     }
+
+    /// A message already delivered to this consumer, without waiting; lets
+    /// the connection batch every queued message into one write.
+    pub fn try_recv(&mut self) -> Option<Message> {
+        if !self.open.load(Ordering::Acquire) {
+            return None;
+        }
+        let msg = self.rx.try_recv().ok()?;
+        self.open.load(Ordering::Acquire).then_some(msg)
+    }
 }
 
 struct Shared {

@@ -9,6 +9,7 @@
 //! subscription.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,7 +60,14 @@ pub async fn run(
     let settings = Negotiated::defaults(&ctx.opts);
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (done_tx, mut done_rx) = watch::channel(false);
-    let writer_task = tokio::spawn(writer::run(write_half, out_rx, settings.clone(), done_tx));
+    let busy = Arc::new(AtomicBool::new(false));
+    let writer_task = tokio::spawn(writer::run(
+        write_half,
+        out_rx,
+        settings.clone(),
+        busy.clone(),
+        done_tx,
+    ));
 
     let mut session = Session {
         ctx: ctx.clone(),
@@ -78,6 +86,7 @@ pub async fn run(
     let mut buf = BytesMut::with_capacity(READ_BUFFER);
 
     'conn: loop {
+        busy.store(true, Ordering::Release);
         loop {
             match decoder.decode(&mut buf) {
                 Ok(Some(cmd)) => {
@@ -89,7 +98,11 @@ pub async fn run(
                         }
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    busy.store(false, Ordering::Release);
+                    let _ = session.out.send(Outbound::Flush);
+                    break;
+                }
                 Err(e) => {
                     // nsqd checks the client's state before a command's
                     // parameters, so a state error wins over a parse error,

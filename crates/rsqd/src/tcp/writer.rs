@@ -7,7 +7,14 @@
 //! cannot take more messages (its in-flight count reached its RDY), as nsqd
 //! does — so a batch goes out in one write, and a client with RDY 1 never
 //! waits for a timer.
+//!
+//! One refinement over nsqd: while the session is still working through a
+//! batch of commands it read (say 500 FINs, each freeing a slot that is
+//! refilled at once), the "cannot take more" flush waits for the end of the
+//! batch, which the session announces with [`Outbound::Flush`]. Otherwise a
+//! client at its RDY limit gets one write per FIN.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +43,8 @@ pub enum Outbound {
         /// The message stream.
         consumer: Consumer,
     },
+    /// The session finished a batch of commands: send what it made ready.
+    Flush,
     /// Flush and stop.
     Close,
 }
@@ -52,6 +61,7 @@ pub async fn run(
     mut socket: OwnedWriteHalf,
     mut rx: mpsc::UnboundedReceiver<Outbound>,
     mut settings: Negotiated,
+    session_busy: Arc<AtomicBool>,
     done: watch::Sender<bool>,
 ) {
     let mut out = BytesMut::with_capacity(settings.output_buffer_size.max(4096));
@@ -78,15 +88,27 @@ pub async fn run(
                     sub = Some(Subscription { channel, client, consumer });
                     Ok(true)
                 }
+                Some(Outbound::Flush) => {
+                    let mut written = Ok(true);
+                    if let Some(s) = sub.as_mut() {
+                        drain(s, &mut out, settings.output_buffer_size);
+                        let ready = s.channel.consumer_ready(s.client);
+                        written = decide(&mut socket, &mut out, &settings, ready, false, &mut flush_at).await;
+                    }
+                    written
+                }
                 Some(Outbound::Close) | None => Ok(false),
             },
-            msg = recv(&mut sub) => match msg {
-                Some(msg) => {
+            msg = recv(&mut sub) => match (msg, sub.as_mut()) {
+                (Some(msg), Some(s)) => {
                     encode_message_frame(&msg, &mut out);
-                    buffered_message(&mut socket, &mut out, &settings, sub.as_ref(), &mut flush_at).await
+                    drain(s, &mut out, settings.output_buffer_size);
+                    let ready = s.channel.consumer_ready(s.client);
+                    let busy = session_busy.load(Ordering::Acquire);
+                    decide(&mut socket, &mut out, &settings, ready, busy, &mut flush_at).await
                 }
                 // The channel was deleted or closed: nsqd closes such clients.
-                None => Ok(false),
+                _ => Ok(false),
             },
             _ = sleep_until(heartbeat_at), if next_heartbeat.is_some() => {
                 next_heartbeat = settings.heartbeat_interval.map(|d| Instant::now() + d);
@@ -120,18 +142,35 @@ async fn recv(sub: &mut Option<Subscription>) -> Option<rsq_codec::Message> {
     }
 }
 
-/// Decides when a buffered message frame goes out.
-async fn buffered_message(
+/// Moves every message already delivered to this consumer into `out`,
+/// up to about one buffer's worth, so they leave in one write.
+fn drain(sub: &mut Subscription, out: &mut BytesMut, limit: usize) {
+    while out.len() < limit {
+        match sub.consumer.try_recv() {
+            Some(msg) => encode_message_frame(&msg, out),
+            None => break,
+        }
+    }
+}
+
+/// Decides when buffered message frames go out: at once if the buffer is
+/// full or buffering is off, or if the client can take no more (unless the
+/// session is mid-batch and will send `Flush`); otherwise when the output
+/// buffer timeout passes.
+async fn decide(
     socket: &mut OwnedWriteHalf,
     out: &mut BytesMut,
     settings: &Negotiated,
-    sub: Option<&Subscription>,
+    ready: bool,
+    session_busy: bool,
     flush_at: &mut Option<Instant>,
 ) -> std::io::Result<bool> {
-    let ready = sub.is_some_and(|s| s.channel.consumer_ready(s.client));
+    if out.is_empty() {
+        return Ok(true);
+    }
     let full = out.len() >= settings.output_buffer_size;
     match settings.output_buffer_timeout {
-        Some(timeout) if ready && !full => {
+        Some(timeout) if !full && (ready || session_busy) => {
             flush_at.get_or_insert_with(|| Instant::now() + timeout);
             Ok(true)
         }
