@@ -144,6 +144,7 @@ pub struct Nsqd {
     health: Mutex<Option<String>>,
     factory: Arc<Factory>,
     metadata_write: tokio::sync::Mutex<()>,
+    topic_create: tokio::sync::Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -176,6 +177,7 @@ impl Nsqd {
             exiting: AtomicBool::new(false),
             health: Mutex::new(None),
             metadata_write: tokio::sync::Mutex::new(()),
+            topic_create: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -308,34 +310,22 @@ impl Nsqd {
         if self.is_exiting() {
             return Err(ContextError::Exiting);
         }
-        let ephemeral = is_ephemeral(name);
-        // Open the backend outside the lock: it may touch the disk.
-        let backend = open_backend(&self.opts, name, ephemeral)?;
-        let (topic, created) = {
-            let mut topics = lock(&self.topics);
-            match topics.get(name) {
-                Some(existing) => (existing.clone(), false),
-                None => {
-                    let topic = Topic::new(
-                        name,
-                        TopicConfig {
-                            mem_queue_size: self.opts.mem_queue_size,
-                        },
-                        backend.clone(),
-                        self.factory.clone(),
-                    );
-                    topics.insert(name.to_string(), topic.clone());
-                    (topic, true)
-                }
-            }
-        };
-        if !created {
-            // Lost a race with another creator; give the spare backend back.
-            if let Err(e) = backend.close().await {
-                tracing::warn!(topic = name, error = %e, "closing spare backend");
-            }
+        // One creator at a time: two concurrent first publishes (or a PUB
+        // racing a SUB) must not both open a disk queue on the same files.
+        let _creating = self.topic_create.lock().await;
+        if let Some(topic) = self.topic(name) {
             return Ok(topic);
         }
+        let backend = open_backend(&self.opts, name, is_ephemeral(name))?;
+        let topic = Topic::new(
+            name,
+            TopicConfig {
+                mem_queue_size: self.opts.mem_queue_size,
+            },
+            backend,
+            self.factory.clone(),
+        );
+        lock(&self.topics).insert(name.to_string(), topic.clone());
         tracing::info!(topic = name, "TOPIC created");
         if !self.loading.load(Ordering::SeqCst) {
             topic.start();
