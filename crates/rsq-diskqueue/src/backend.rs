@@ -40,6 +40,12 @@ pub trait BackendQueue: Send + Sync + 'static {
     /// [`QueueError::Closed`] once the queue is closed.
     async fn read(&self) -> Result<Bytes, QueueError>;
 
+    /// Marks every record handed out so far as consumed, for queues whose
+    /// reads must survive a crash until the reader has stored what it read
+    /// elsewhere (see `DiskQueueConfig::explicit_commit`). A no-op for
+    /// queues that count a record consumed when it is read.
+    fn commit_reads(&self) {}
+
     /// Records stored and not yet read.
     fn depth(&self) -> u64;
 

@@ -65,6 +65,11 @@ pub struct DiskQueueConfig {
     pub sync_every: u64,
     /// fsync at least this often when anything changed (`--sync-timeout`).
     pub sync_timeout: Duration,
+    /// When set, a record handed out by `read`/`try_read` counts as consumed
+    /// only after [`BackendQueue::commit_reads`]; until then metadata keeps
+    /// it unread, so a crash replays it. A topic's durable pump commits after
+    /// every channel has stored the message.
+    pub explicit_commit: bool,
 }
 
 impl DiskQueueConfig {
@@ -80,6 +85,7 @@ impl DiskQueueConfig {
             max_record_size: 1024 * 1024 + 26,
             sync_every: 2500,
             sync_timeout: Duration::from_secs(2),
+            explicit_commit: false,
         }
     }
 
@@ -260,7 +266,8 @@ impl DiskQueue {
             path: storage.dir().to_path_buf(),
             source,
         })?;
-        let ledger = recovered.ledger;
+        let mut ledger = recovered.ledger;
+        ledger.explicit_commit = config.explicit_commit;
         let mut write_side = WriteSide::default();
         let write_name = names.segment(ledger.write.file);
         if matches!(storage.len(&write_name), Ok(Some(_))) {
@@ -592,6 +599,10 @@ impl BackendQueue for DiskQueue {
             }
             notified.await;
         }
+    }
+
+    fn commit_reads(&self) {
+        self.inner.ledger().commit_reads();
     }
 
     fn depth(&self) -> u64 {

@@ -109,6 +109,12 @@ pub(crate) struct Ledger {
     pub closed: bool,
     /// Bumped by `empty`, so in-progress reads of old files are discarded.
     pub generation: u64,
+    /// Reads count as consumed only once `commit_reads` says so.
+    pub explicit_commit: bool,
+    /// With `explicit_commit`: where each record handed out since the last
+    /// commit starts. Metadata never claims them read, so a crash replays
+    /// them (at least once) instead of losing them.
+    uncommitted: VecDeque<Pos>,
 }
 
 impl Ledger {
@@ -258,6 +264,9 @@ impl Ledger {
     }
 
     fn advance(&mut self, total: u64) {
+        if self.explicit_commit {
+            self.uncommitted.push_back(self.read);
+        }
         self.read.offset += total;
         if let Some(count) = self.counts.get_mut(&self.read.file) {
             *count = count.saturating_sub(1);
@@ -310,6 +319,8 @@ impl Ledger {
             self.write = Pos::new(file + 1, 0);
         }
         self.ends.remove(&file);
+        // Records already handed out from a damaged file cannot be replayed.
+        self.uncommitted.retain(|p| p.file != file);
         if quarantine {
             self.quarantined_files += 1;
             self.cleanup.quarantine.push(file);
@@ -324,13 +335,14 @@ impl Ledger {
     /// memory before reaching their file are not yet read as far as the disk
     /// knows, so a crash may hand them out again (at least once).
     pub fn meta_snapshot(&self) -> Metadata {
-        let read = self.read.min(self.flushed);
+        let oldest_uncommitted = self.uncommitted.front().copied().unwrap_or(self.read);
+        let read = self.read.min(oldest_uncommitted).min(self.flushed);
         let write = self.flushed;
         let mut unread_pending: BTreeMap<u64, u64> = BTreeMap::new();
         for p in self.pending.iter().filter(|p| p.pos >= self.read) {
             *unread_pending.entry(p.pos.file).or_default() += 1;
         }
-        let counts = self
+        let mut counts: BTreeMap<u64, u64> = self
             .counts
             .iter()
             .filter(|(&file, _)| file >= read.file && file <= write.file)
@@ -340,12 +352,25 @@ impl Ledger {
                     count.saturating_sub(unread_pending.get(&file).copied().unwrap_or(0)),
                 )
             })
-            .filter(|&(_, count)| count > 0)
             .collect();
+        // Handed out but not committed: still unread as far as disk knows.
+        for p in self.uncommitted.iter().filter(|p| **p < self.flushed) {
+            *counts.entry(p.file).or_default() += 1;
+        }
+        counts.retain(|_, count| *count > 0);
         Metadata {
             read,
             write,
             counts,
+        }
+    }
+
+    /// Marks every record handed out so far as consumed: the next metadata
+    /// write may claim them read.
+    pub fn commit_reads(&mut self) {
+        if !self.uncommitted.is_empty() {
+            self.uncommitted.clear();
+            self.meta_dirty = true;
         }
     }
 
@@ -370,6 +395,7 @@ impl Ledger {
         self.pending_bytes = 0;
         self.counts.clear();
         self.ends.clear();
+        self.uncommitted.clear();
         self.depth = 0;
         self.read = fresh;
         self.write = fresh;

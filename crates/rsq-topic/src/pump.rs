@@ -200,12 +200,19 @@ async fn on_record<C: TopicChannel>(
     record: Result<bytes::Bytes, QueueError>,
 ) -> bool {
     match record {
-        Ok(bytes) => match Message::decode(bytes) {
-            Ok(msg) => deliver(&shared.name, channels, msg).await,
-            Err(error) => {
-                tracing::error!(topic = %shared.name, %error, "skipping corrupt backend record");
+        Ok(bytes) => {
+            match Message::decode(bytes) {
+                Ok(msg) => deliver(&shared.name, channels, msg).await,
+                Err(error) => {
+                    tracing::error!(topic = %shared.name, %error, "skipping corrupt backend record");
+                }
             }
-        },
+            // Every channel now holds the message (or it was skipped): only
+            // now may the backend forget it, so a crash in between replays
+            // it rather than losing it (a no-op for backends that count a
+            // record consumed when read).
+            shared.backend.commit_reads();
+        }
         Err(QueueError::Closed) => {
             tracing::debug!(topic = %shared.name, "topic backend closed; reading memory only");
             return false;
