@@ -30,6 +30,16 @@ pub trait BackendQueue: Send + Sync + 'static {
     /// (a disk queue with `sync_every = 1` has fsynced it).
     async fn put(&self, record: Bytes) -> Result<(), QueueError>;
 
+    /// Appends records in order, as one batch: a disk queue writes them with
+    /// one append and, when its policy syncs every put, one fsync. If it
+    /// fails, a prefix of the batch may be stored.
+    async fn put_many(&self, records: Vec<Bytes>) -> Result<(), QueueError> {
+        for record in records {
+            self.put(record).await?;
+        }
+        Ok(())
+    }
+
     /// Takes the next record if one is ready, without waiting.
     fn try_read(&self) -> Result<Option<Bytes>, QueueError>;
 

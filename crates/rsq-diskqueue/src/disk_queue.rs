@@ -496,22 +496,35 @@ impl Inner {
 #[async_trait]
 impl BackendQueue for DiskQueue {
     async fn put(&self, record: Bytes) -> Result<(), QueueError> {
+        self.put_many(vec![record]).await
+    }
+
+    async fn put_many(&self, records: Vec<Bytes>) -> Result<(), QueueError> {
         let inner = &self.inner;
         let (min, max) = (inner.limits.min, inner.limits.max);
-        if record.len() < min || record.len() > max {
+        if let Some(bad) = records.iter().find(|r| r.len() < min || r.len() > max) {
             return Err(QueueError::RecordSize {
-                len: record.len(),
+                len: bad.len(),
                 min,
                 max,
             });
         }
-        let encoded = record::encode(&record);
+        let Some(last) = records.len().checked_sub(1) else {
+            return Ok(());
+        };
+        let encoded: Vec<Bytes> = records.iter().map(|r| record::encode(r)).collect();
         let (seq, action, wake_sync_task) = {
             let mut ledger = inner.ledger();
             if ledger.closed {
                 return Err(QueueError::Closed);
             }
-            let seq = ledger.handle_put(encoded, inner.config.max_bytes_per_file);
+            let mut seq = 0;
+            for (i, record) in encoded.into_iter().enumerate() {
+                let s = ledger.handle_put(record, inner.config.max_bytes_per_file);
+                if i == last {
+                    seq = s;
+                }
+            }
             let every = inner.config.sync_every;
             let sync_due = every > 0 && ledger.writes_since_sync >= every;
             let background = inner.sync_task.load(Ordering::Relaxed);

@@ -163,14 +163,15 @@ impl<C: TopicChannel> Topic<C> {
         let count = msgs.len() as u64;
         let body_len: u64 = msgs.iter().map(|m| m.body.len() as u64).sum();
         if let Err(msgs) = self.shared.memory.try_push_all(msgs) {
-            let mut written = (0, 0);
-            for msg in &msgs {
-                if let Err(error) = self.write_backend(msg).await {
-                    self.count(written.0, written.1);
-                    return Err(error);
-                }
-                written = (written.0 + 1, written.1 + msg.body.len() as u64);
-            }
+            let records = msgs.iter().map(Message::to_bytes).collect();
+            self.shared
+                .backend
+                .put_many(records)
+                .await
+                .map_err(|error| {
+                    tracing::error!(topic = %self.shared.name, %error, "topic backend write failed");
+                    TopicError::Backend(error)
+                })?;
         }
         self.count(count, body_len);
         Ok(())

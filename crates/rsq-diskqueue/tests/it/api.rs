@@ -282,3 +282,23 @@ async fn explicit_commit_replays_uncommitted_reads() {
     assert_eq!(q.depth(), 0);
     assert!(drain(&q).is_empty());
 }
+
+/// A batch goes in whole and in order, with one sync for the batch when
+/// every put must be durable; a bad record rejects the batch before any is stored.
+#[tokio::test]
+async fn put_many_stores_a_batch_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.sync_every = 1;
+    let q = DiskQueue::open(cfg.clone()).unwrap();
+    q.put_many((0..50).map(|id| record(id, 40)).collect())
+        .await
+        .unwrap();
+    let too_big = bytes::Bytes::from(vec![0u8; 5000]);
+    assert!(q.put_many(vec![record(99, 40), too_big]).await.is_err());
+    assert_eq!(q.depth(), 50);
+    // Synced on return: visible after a crash-like drop and reopen.
+    drop(q);
+    let q = DiskQueue::open(cfg).unwrap();
+    assert_eq!(drain(&q), (0..50).collect::<Vec<_>>());
+}
