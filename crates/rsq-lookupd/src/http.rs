@@ -1,0 +1,202 @@
+//! The HTTP API: nsqlookupd's routes, response shapes and error bodies.
+//!
+//! Consumers ask `/lookup?topic=` where a topic is produced; nsqadmin and
+//! operators use the rest. Success bodies are JSON (or text for `/ping`,
+//! empty for the POST actions); errors are `{"message": "<CODE>"}` with
+//! nsqlookupd's status codes. Every response carries
+//! `X-NSQ-Content-Type: nsq; version=1.0`.
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use rsq_codec::is_valid_name;
+use tokio::net::TcpListener;
+
+use crate::options::VERSION;
+use crate::Lookupd;
+
+type Params = Query<Vec<(String, String)>>;
+type Ctx = State<Arc<Lookupd>>;
+
+/// An HTTP error as nsqlookupd reports it.
+struct ApiError(StatusCode, &'static str);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "message": self.1 }).to_string();
+        (
+            self.0,
+            [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+            body,
+        )
+            .into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn json<T: serde::Serialize>(value: &T) -> ApiResult {
+    let body = serde_json::to_vec(value)
+        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"))?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        body,
+    )
+        .into_response())
+}
+
+fn ok_empty() -> ApiResult {
+    Ok(StatusCode::OK.into_response())
+}
+
+fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+fn required<'a>(
+    params: &'a [(String, String)],
+    key: &str,
+    missing: &'static str,
+) -> Result<&'a str, ApiError> {
+    param(params, key).ok_or(ApiError(StatusCode::BAD_REQUEST, missing))
+}
+
+/// A topic that must be present and valid (`/topic/create`, `/channel/*`).
+fn valid_topic(params: &[(String, String)]) -> Result<&str, ApiError> {
+    let topic = required(params, "topic", "MISSING_ARG_TOPIC")?;
+    if !is_valid_name(topic) {
+        return Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_ARG_TOPIC"));
+    }
+    Ok(topic)
+}
+
+fn valid_topic_channel(params: &[(String, String)]) -> Result<(&str, &str), ApiError> {
+    let topic = valid_topic(params)?;
+    let channel = required(params, "channel", "MISSING_ARG_CHANNEL")?;
+    if !is_valid_name(channel) {
+        return Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_ARG_CHANNEL"));
+    }
+    Ok((topic, channel))
+}
+
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Builds the router; [`serve`] runs it.
+pub fn router(ctx: Arc<Lookupd>) -> Router {
+    Router::new()
+        .route("/ping", get(|| async { "OK" }))
+        .route("/info", get(info))
+        .route("/lookup", get(lookup))
+        .route("/topics", get(topics))
+        .route("/channels", get(channels))
+        .route("/nodes", get(nodes))
+        .route("/topic/create", post(topic_create))
+        .route("/topic/delete", post(topic_delete))
+        .route("/topic/tombstone", post(topic_tombstone))
+        .route("/channel/create", post(channel_create))
+        .route("/channel/delete", post(channel_delete))
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "NOT_FOUND") })
+        .method_not_allowed_fallback(|| async {
+            ApiError(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED")
+        })
+        .layer(axum::middleware::map_response(|mut res: Response| async {
+            res.headers_mut().insert(
+                "X-NSQ-Content-Type",
+                HeaderValue::from_static("nsq; version=1.0"),
+            );
+            res
+        }))
+        .with_state(ctx)
+}
+
+/// Serves the HTTP API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<Lookupd>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(ctx))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn info() -> ApiResult {
+    json(&serde_json::json!({ "version": VERSION }))
+}
+
+async fn lookup(State(ctx): Ctx, Query(params): Params) -> ApiResult {
+    let topic = required(&params, "topic", "MISSING_ARG_TOPIC")?;
+    let found = ctx
+        .lock_registry()
+        .lookup(topic, now(), ctx.opts.liveness())
+        .ok_or(ApiError(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"))?;
+    json(&found)
+}
+
+async fn topics(State(ctx): Ctx) -> ApiResult {
+    let topics = ctx.lock_registry().topics();
+    json(&serde_json::json!({ "topics": topics }))
+}
+
+async fn channels(State(ctx): Ctx, Query(params): Params) -> ApiResult {
+    let topic = required(&params, "topic", "MISSING_ARG_TOPIC")?;
+    let channels = ctx.lock_registry().channels(topic);
+    json(&serde_json::json!({ "channels": channels }))
+}
+
+async fn nodes(State(ctx): Ctx) -> ApiResult {
+    let producers = ctx.lock_registry().nodes(now(), ctx.opts.liveness());
+    json(&serde_json::json!({ "producers": producers }))
+}
+
+async fn topic_create(State(ctx): Ctx, Query(params): Params) -> ApiResult {
+    let topic = valid_topic(&params)?;
+    tracing::info!(topic, "DB: adding topic");
+    ctx.lock_registry().create_topic(topic);
+    ok_empty()
+}
+
+async fn topic_delete(State(ctx): Ctx, Query(params): Params) -> ApiResult {
+    let topic = required(&params, "topic", "MISSING_ARG_TOPIC")?;
+    tracing::info!(topic, "DB: removing topic and its channels");
+    ctx.lock_registry().delete_topic(topic);
+    ok_empty()
+}
+
+async fn topic_tombstone(State(ctx): Ctx, Query(params): Params) -> ApiResult {
+    let topic = required(&params, "topic", "MISSING_ARG_TOPIC")?;
+    let node = required(&params, "node", "MISSING_ARG_NODE")?;
+    let count = ctx.lock_registry().tombstone(topic, node, now());
+    tracing::info!(
+        topic,
+        node,
+        producers = count,
+        "DB: tombstoned topic producer"
+    );
+    ok_empty()
+}
+
+async fn channel_create(State(ctx): Ctx, Query(params): Params) -> ApiResult {
+    let (topic, channel) = valid_topic_channel(&params)?;
+    tracing::info!(topic, channel, "DB: adding channel");
+    ctx.lock_registry().create_channel(topic, channel);
+    ok_empty()
+}
+
+async fn channel_delete(State(ctx): Ctx, Query(params): Params) -> ApiResult {
+    let (topic, channel) = valid_topic_channel(&params)?;
+    if !ctx.lock_registry().delete_channel(topic, channel) {
+        return Err(ApiError(StatusCode::NOT_FOUND, "CHANNEL_NOT_FOUND"));
+    }
+    tracing::info!(topic, channel, "DB: removed channel");
+    ok_empty()
+}

@@ -1,0 +1,180 @@
+//! Flags, with nsqlookupd's names, defaults and meanings.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::registry::Liveness;
+
+/// The version reported in IDENTIFY replies and `/info`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Every option rsq-lookupd understands.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "rsq-lookupd",
+    version = VERSION,
+    about = "rsq-lookupd: an nsqlookupd-compatible discovery daemon",
+    args_override_self = true
+)]
+pub struct Options {
+    /// Log level: debug, info, warn, error or fatal.
+    #[arg(long, default_value = "info", value_parser = parse_log_level)]
+    pub log_level: String,
+    /// `<addr>:<port>` to listen on for producers (nsqd) over TCP.
+    #[arg(long, default_value = "0.0.0.0:4160")]
+    pub tcp_address: SocketAddr,
+    /// `<addr>:<port>` to listen on for HTTP clients.
+    #[arg(long, default_value = "0.0.0.0:4161")]
+    pub http_address: SocketAddr,
+    /// Address of this lookupd node, told to producers (default: the hostname).
+    #[arg(long)]
+    pub broadcast_address: Option<String>,
+    /// How long a producer stays in answers after its last PING.
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    pub inactive_producer_timeout: Duration,
+    /// How long a tombstoned producer is left out of `/lookup`.
+    #[arg(long, default_value = "45s", value_parser = parse_duration)]
+    pub tombstone_lifetime: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            log_level: "info".to_string(),
+            tcp_address: SocketAddr::from(([0, 0, 0, 0], 4160)),
+            http_address: SocketAddr::from(([0, 0, 0, 0], 4161)),
+            broadcast_address: None,
+            inactive_producer_timeout: Duration::from_secs(300),
+            tombstone_lifetime: Duration::from_secs(45),
+        }
+    }
+}
+
+impl Options {
+    /// The broadcast address, defaulting to the hostname.
+    pub fn effective_broadcast_address(&self) -> String {
+        self.broadcast_address.clone().unwrap_or_else(hostname)
+    }
+
+    /// The two durations that decide which producers answers show.
+    pub fn liveness(&self) -> Liveness {
+        Liveness {
+            inactive_producer_timeout: self.inactive_producer_timeout,
+            tombstone_lifetime: self.tombstone_lifetime,
+        }
+    }
+}
+
+/// The machine's hostname, or `localhost` if it cannot be read.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+fn parse_log_level(s: &str) -> Result<String, String> {
+    match s.to_ascii_lowercase().as_str() {
+        l @ ("debug" | "info" | "warn" | "error" | "fatal") => Ok(l.to_string()),
+        _ => Err(format!(
+            "invalid log level {s:?}: use debug, info, warn, error or fatal"
+        )),
+    }
+}
+
+/// Parses a duration as Go's `time.ParseDuration` does: decimal numbers
+/// with units `ns`, `us`, `µs`, `ms`, `s`, `m`, `h` (`300s`, `1h30m`,
+/// `1.5s`); a bare `0` is zero.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let err = || format!("invalid duration {s:?} (use e.g. 250ms, 45s, 5m, 1h)");
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut rest = s.strip_prefix('+').unwrap_or(s);
+    if rest.is_empty() {
+        return Err(err());
+    }
+    let mut nanos = 0f64;
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .filter(|&n| n > 0)
+            .ok_or_else(err)?;
+        let value: f64 = rest[..number_end].parse().map_err(|_| err())?;
+        rest = &rest[number_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit_nanos = match &rest[..unit_end] {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(err()),
+        };
+        rest = &rest[unit_end..];
+        nanos += value * unit_nanos;
+    }
+    if !nanos.is_finite() || nanos > u64::MAX as f64 {
+        return Err(err());
+    }
+    Ok(Duration::from_nanos(nanos as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(input: &str, expected: Option<Duration>) {
+        assert_eq!(parse_duration(input).ok(), expected, "input {input:?}");
+    }
+
+    #[test]
+    fn durations_parse_as_go_does() {
+        check("300s", Some(Duration::from_secs(300)));
+        check("5m", Some(Duration::from_secs(300)));
+        check("1h30m", Some(Duration::from_secs(5400)));
+        check("1.5s", Some(Duration::from_millis(1500)));
+        check("250ms", Some(Duration::from_millis(250)));
+        check("0", Some(Duration::ZERO));
+        check("10", None);
+        check("-1s", None);
+        check("s", None);
+        check("", None);
+    }
+
+    #[test]
+    fn defaults_are_nsqlookupds() -> Result<(), clap::Error> {
+        let o = Options::try_parse_from(["rsq-lookupd"])?;
+        assert_eq!(o.tcp_address.to_string(), "0.0.0.0:4160");
+        assert_eq!(o.http_address.to_string(), "0.0.0.0:4161");
+        assert_eq!(o.inactive_producer_timeout, Duration::from_secs(300));
+        assert_eq!(o.tombstone_lifetime, Duration::from_secs(45));
+        assert_eq!(o.log_level, "info");
+        assert_eq!(o.broadcast_address, None);
+        let d = Options::default();
+        assert_eq!(
+            (d.tcp_address, d.http_address, d.liveness()),
+            (o.tcp_address, o.http_address, o.liveness())
+        );
+        let o = Options::try_parse_from([
+            "rsq-lookupd",
+            "--inactive-producer-timeout=1s",
+            "--tombstone-lifetime=500ms",
+            "--broadcast-address=lk1",
+        ])?;
+        assert_eq!(o.inactive_producer_timeout, Duration::from_secs(1));
+        assert_eq!(o.tombstone_lifetime, Duration::from_millis(500));
+        assert_eq!(o.effective_broadcast_address(), "lk1");
+        assert!(Options::try_parse_from(["rsq-lookupd", "--log-level=loud"]).is_err());
+        Ok(())
+    }
+}
