@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use rsq_channel::Channel;
 
+use crate::tcp::tls::TlsInfo;
+
 /// Client states, numbered as nsqd reports them in stats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -39,6 +41,26 @@ pub struct Identity {
     pub sample_rate: i32,
 }
 
+/// How a client's bytes travel, once upgraded in IDENTIFY.
+#[derive(Debug, Clone, Default)]
+pub struct Transport {
+    /// The TLS session, if the client upgraded.
+    pub tls: Option<TlsInfo>,
+    /// snappy in use.
+    pub snappy: bool,
+    /// deflate in use.
+    pub deflate: bool,
+}
+
+/// Who the auth server says the client is, after a successful AUTH.
+#[derive(Debug, Clone, Default)]
+pub struct AuthIdentity {
+    /// The identity.
+    pub identity: String,
+    /// A URL about it.
+    pub identity_url: String,
+}
+
 /// One connected TCP client.
 pub struct ClientInfo {
     /// Daemon-unique id.
@@ -56,6 +78,10 @@ pub struct ClientInfo {
     pub pub_counts: Mutex<BTreeMap<String, u64>>,
     /// Total messages published.
     pub published: AtomicU64,
+    /// TLS and compression.
+    pub transport: Mutex<Transport>,
+    /// Set once AUTH succeeded.
+    pub auth: Mutex<Option<AuthIdentity>>,
 }
 
 impl ClientInfo {
@@ -75,6 +101,8 @@ impl ClientInfo {
             subscription: Mutex::new(None),
             pub_counts: Mutex::new(BTreeMap::new()),
             published: AtomicU64::new(0),
+            transport: Mutex::new(Transport::default()),
+            auth: Mutex::new(None),
         }
     }
 
@@ -107,6 +135,19 @@ impl ClientInfo {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// A copy of the transport fields.
+    pub fn transport(&self) -> Transport {
+        self.transport
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A copy of the AUTH identity, if authenticated.
+    pub fn auth(&self) -> Option<AuthIdentity> {
+        self.auth.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The topic and channel this client consumes, if subscribed.

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use async_trait::async_trait;
 use rsq_channel::{Channel, ChannelConfig, Clock};
@@ -17,6 +17,7 @@ use rsq_topic::{
 };
 
 use crate::client::ClientInfo;
+use crate::lookup::{LookupConfig, LookupPeers, PeerIdentity, Snapshot};
 use crate::metadata::{self, ChannelMetadata, Metadata, TopicMetadata};
 use crate::options::{Options, VERSION};
 
@@ -59,12 +60,21 @@ impl TopicChannel for ChannelHandle {
     }
 }
 
+/// Whose queue a backend is: a topic's queue is read by its pump, which
+/// commits each record once every channel has stored it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum QueueOwner {
+    Topic,
+    Channel,
+}
+
 /// Opens the backend for a topic or channel queue: a disk queue named as
 /// nsqd names it, or a discarding memory queue for ephemeral ones.
 fn open_backend(
     opts: &Options,
     queue_name: &str,
     ephemeral: bool,
+    owner: QueueOwner,
 ) -> Result<Arc<dyn BackendQueue>, rsq_diskqueue::QueueError> {
     if ephemeral {
         return Ok(Arc::new(MemoryQueue::discarding(0)));
@@ -76,6 +86,10 @@ fn open_backend(
         usize::try_from(opts.max_msg_size).unwrap_or(usize::MAX) + rsq_codec::MESSAGE_HEADER_LEN;
     config.sync_every = opts.sync_every;
     config.sync_timeout = opts.sync_timeout;
+    if opts.durable {
+        config.sync_every = 1;
+        config.explicit_commit = owner == QueueOwner::Topic;
+    }
     Ok(Arc::new(DiskQueue::open(config)?))
 }
 
@@ -87,15 +101,18 @@ struct Factory {
 impl ChannelFactory<ChannelHandle> for Factory {
     fn create(&self, topic: &str, channel: &str) -> Result<Arc<ChannelHandle>, TopicError> {
         let ephemeral = is_ephemeral(channel);
-        let backend =
-            open_backend(&self.opts, &format!("{topic}:{channel}"), ephemeral).map_err(|e| {
-                TopicError::ChannelCreate {
-                    channel: channel.to_string(),
-                    source: SinkError::new(e),
-                }
-            })?;
+        let backend = open_backend(
+            &self.opts,
+            &format!("{topic}:{channel}"),
+            ephemeral,
+            QueueOwner::Channel,
+        )
+        .map_err(|e| TopicError::ChannelCreate {
+            channel: channel.to_string(),
+            source: SinkError::new(e),
+        })?;
         let config = ChannelConfig {
-            mem_queue_size: self.opts.mem_queue_size,
+            mem_queue_size: self.opts.effective_mem_queue_size(),
             msg_timeout: self.opts.msg_timeout,
             max_msg_timeout: self.opts.max_msg_timeout,
             max_req_timeout: self.opts.max_req_timeout,
@@ -145,6 +162,10 @@ pub struct Nsqd {
     factory: Arc<Factory>,
     metadata_write: tokio::sync::Mutex<()>,
     topic_create: tokio::sync::Mutex<()>,
+    /// The lookupd connections, set by [`Nsqd::start_lookup`].
+    lookup: OnceLock<LookupPeers>,
+    /// This daemon, for the lookupd snapshot closure (no cycle).
+    this: Weak<Nsqd>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -161,7 +182,7 @@ impl Nsqd {
         })?;
         let opts = Arc::new(opts);
         let node_id = opts.effective_node_id();
-        Ok(Arc::new(Nsqd {
+        Ok(Arc::new_cyclic(|this| Nsqd {
             factory: Arc::new(Factory {
                 opts: opts.clone(),
                 clock: clock.clone(),
@@ -178,7 +199,54 @@ impl Nsqd {
             health: Mutex::new(None),
             metadata_write: tokio::sync::Mutex::new(()),
             topic_create: tokio::sync::Mutex::new(()),
+            lookup: OnceLock::new(),
+            this: this.clone(),
         }))
+    }
+
+    /// Starts registering with the configured lookupds, announcing the
+    /// given listening ports. Call once, after metadata is loaded.
+    pub fn start_lookup(&self, tcp_port: u16, http_port: u16) {
+        let identity = PeerIdentity {
+            version: VERSION.to_string(),
+            tcp_port,
+            http_port,
+            hostname: crate::options::hostname(),
+            broadcast_address: self.opts.effective_broadcast_address(),
+        };
+        let this = self.this.clone();
+        let snapshot: Snapshot = Arc::new(move || {
+            this.upgrade()
+                .map(|ctx| ctx.lookup_snapshot())
+                .unwrap_or_default()
+        });
+        let peers = self
+            .lookup
+            .get_or_init(|| LookupPeers::new(identity, LookupConfig::default(), snapshot));
+        peers.set_addresses(&self.opts.lookupd_tcp_address);
+    }
+
+    /// The lookupd peers, once started.
+    pub fn lookup(&self) -> Option<&LookupPeers> {
+        self.lookup.get()
+    }
+
+    /// Closes the lookupd connections (they then forget this daemon).
+    pub async fn stop_lookup(&self) {
+        if let Some(peers) = self.lookup.get() {
+            peers.shutdown().await;
+        }
+    }
+
+    /// Every topic with its channels, for (re)registering with lookupds.
+    fn lookup_snapshot(&self) -> Vec<(String, Vec<String>)> {
+        self.topics()
+            .into_iter()
+            .map(|t| {
+                let channels = t.channels().into_iter().map(|(name, _)| name).collect();
+                (t.name().to_string(), channels)
+            })
+            .collect()
     }
 
     /// A new message id.
@@ -316,17 +384,20 @@ impl Nsqd {
         if let Some(topic) = self.topic(name) {
             return Ok(topic);
         }
-        let backend = open_backend(&self.opts, name, is_ephemeral(name))?;
+        let backend = open_backend(&self.opts, name, is_ephemeral(name), QueueOwner::Topic)?;
         let topic = Topic::new(
             name,
             TopicConfig {
-                mem_queue_size: self.opts.mem_queue_size,
+                mem_queue_size: self.opts.effective_mem_queue_size(),
             },
             backend,
             self.factory.clone(),
         );
         lock(&self.topics).insert(name.to_string(), topic.clone());
         tracing::info!(topic = name, "TOPIC created");
+        if let Some(peers) = self.lookup() {
+            peers.register(name, None);
+        }
         if !self.loading.load(Ordering::SeqCst) {
             topic.start();
             self.persist_metadata_logged().await;
@@ -348,6 +419,9 @@ impl Nsqd {
                 channel = channel_name,
                 "CHANNEL created"
             );
+            if let Some(peers) = self.lookup() {
+                peers.register(topic_name, Some(channel_name));
+            }
             self.persist_metadata_logged().await;
         }
         Ok((topic, channel))
@@ -359,6 +433,12 @@ impl Nsqd {
             .remove(name)
             .ok_or(ContextError::TopicNotFound)?;
         tracing::info!(topic = name, "TOPIC deleting");
+        if let Some(peers) = self.lookup() {
+            for (channel, _) in topic.channels() {
+                peers.unregister(name, Some(&channel));
+            }
+            peers.unregister(name, None);
+        }
         topic.delete().await?;
         self.persist_metadata_logged().await;
         Ok(())
@@ -376,6 +456,9 @@ impl Nsqd {
             other => ContextError::Topic(other),
         })?;
         tracing::info!(topic = topic_name, channel, "CHANNEL deleted");
+        if let Some(peers) = self.lookup() {
+            peers.unregister(topic_name, Some(channel));
+        }
         if topic_now_empty {
             let _ = self.delete_topic(topic_name).await;
         } else {

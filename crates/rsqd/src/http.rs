@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use crate::context::{ContextError, Nsqd};
 use crate::options::VERSION;
 use crate::stats::{self, StatsFilter};
+use crate::tcp::tls::{tls_required, TlsListener, TlsRequired};
 
 type Params = Query<Vec<(String, String)>>;
 type Ctx = State<Arc<Nsqd>>;
@@ -117,7 +118,34 @@ pub async fn serve(
     ctx: Arc<Nsqd>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(ctx))
+    let app = if tls_required(&ctx.opts) == TlsRequired::Yes {
+        // `--tls-required=true`: plain HTTP only points at HTTPS.
+        let port = ctx.opts.https_address.port();
+        Router::new().fallback(move || async move {
+            let body = serde_json::json!({ "message": "TLS_REQUIRED", "https_port": port });
+            (
+                StatusCode::FORBIDDEN,
+                [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+                body.to_string(),
+            )
+                .into_response()
+        })
+    } else {
+        router(ctx)
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Serves the HTTP API over TLS (`--https-address`) until `shutdown` resolves.
+pub async fn serve_tls(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    ctx: Arc<Nsqd>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(TlsListener::new(listener, config)?, router(ctx))
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -423,7 +451,12 @@ async fn channel_unpause(State(ctx): Ctx, Query(params): Params) -> ApiResult {
 
 async fn config_get(State(ctx): Ctx, Path(opt): Path<String>) -> ApiResult {
     if opt == "nsqlookupd_tcp_addresses" {
-        return json(&Vec::<String>::new());
+        // The live list: PUT may have changed it since start.
+        let addresses = ctx
+            .lookup()
+            .map(|peers| peers.addresses())
+            .unwrap_or_else(|| ctx.opts.lookupd_tcp_address.clone());
+        return json(&addresses);
     }
     let all = serde_json::to_value(&*ctx.opts)
         .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"))?;
@@ -433,9 +466,16 @@ async fn config_get(State(ctx): Ctx, Path(opt): Path<String>) -> ApiResult {
     }
 }
 
-async fn config_put(Path(opt): Path<String>) -> ApiResult {
-    // Changing options at run time (log_level, lookupd addresses) arrives
-    // with the lookupd issue; until then every option is read-only.
-    let _ = opt;
-    Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_OPTION"))
+async fn config_put(State(ctx): Ctx, Path(opt): Path<String>, body: Bytes) -> ApiResult {
+    // Only the lookupd addresses change at run time (log_level: not yet).
+    if opt != "nsqlookupd_tcp_addresses" {
+        return Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_OPTION"));
+    }
+    let addresses: Vec<String> = serde_json::from_slice(&body)
+        .map_err(|_| ApiError(StatusCode::BAD_REQUEST, "INVALID_VALUE"))?;
+    let Some(peers) = ctx.lookup() else {
+        return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "EXITING"));
+    };
+    peers.set_addresses(&addresses);
+    json(&peers.addresses())
 }

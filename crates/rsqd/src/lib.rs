@@ -5,9 +5,11 @@
 //! [`run`]; tests start the real binary. This crate is the only one that
 //! maps library errors to nsqd's protocol and HTTP error codes.
 
+pub mod auth;
 pub mod client;
 pub mod context;
 pub mod http;
+pub mod lookup;
 pub mod metadata;
 pub mod options;
 pub mod stats;
@@ -41,8 +43,27 @@ pub async fn run(
         "rsqd {} serving",
         options::VERSION
     );
+    let tls = tcp::tls::server_config(&ctx.opts)?;
+    let https = match &tls {
+        Some(config) => {
+            let addr = ctx.opts.https_address;
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on HTTPS {addr}: {e}"))?;
+            tracing::info!(https = %listener.local_addr()?, "HTTPS serving");
+            Some((listener, config.clone()))
+        }
+        None => None,
+    };
+    ctx.start_lookup(tcp.local_addr()?.port(), http.local_addr()?.port());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let tcp_task = tokio::spawn(tcp::serve(tcp, ctx.clone(), stop_rx.clone()));
+    let tcp_task = tokio::spawn(tcp::serve(tcp, ctx.clone(), tls, stop_rx.clone()));
+    let https_task = https.map(|(listener, config)| {
+        let mut stop = stop_rx.clone();
+        tokio::spawn(http::serve_tls(listener, config, ctx.clone(), async move {
+            let _ = stop.changed().await;
+        }))
+    });
     let mut http_stop = stop_rx.clone();
     let http_task = tokio::spawn(http::serve(http, ctx.clone(), async move {
         let _ = http_stop.changed().await;
@@ -50,6 +71,9 @@ pub async fn run(
 
     shutdown.await;
     tracing::info!("shutting down");
+    // Leave the lookupds first, so consumers stop discovering this node
+    // while it drains.
+    ctx.stop_lookup().await;
     let _ = stop_tx.send(true);
     if let Err(e) = tcp_task.await {
         tracing::error!(error = %e, "TCP server task failed");
@@ -58,6 +82,13 @@ pub async fn run(
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!(error = %e, "HTTP server failed"),
         Err(e) => tracing::error!(error = %e, "HTTP server task failed"),
+    }
+    if let Some(task) = https_task {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "HTTPS server failed"),
+            Err(e) => tracing::error!(error = %e, "HTTPS server task failed"),
+        }
     }
     ctx.shutdown().await;
     tracing::info!("rsqd stopped");

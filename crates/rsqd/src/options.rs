@@ -44,6 +44,10 @@ pub struct Options {
     /// Address registered with lookupd (default: the hostname).
     #[arg(long)]
     pub broadcast_address: Option<String>,
+    /// nsqlookupd TCP address to register with (`host:port`); repeatable.
+    #[arg(long = "lookupd-tcp-address", value_name = "ADDR")]
+    #[serde(rename = "nsqlookupd_tcp_addresses")]
+    pub lookupd_tcp_address: Vec<String>,
     /// Directory for disk queues and `nsqd.dat` (created if missing).
     #[arg(long, default_value = "rsq-data")]
     pub data_path: PathBuf,
@@ -103,15 +107,60 @@ pub struct Options {
     /// Consumers allowed per channel; 0 means unlimited.
     #[arg(long, default_value_t = 0)]
     pub max_channel_consumers: usize,
-    /// Whether clients may negotiate snappy (not yet supported by rsqd).
+    /// Answer a publish only once its message is fsynced (rsq only; off by
+    /// default, as nsqd). Messages then skip the memory queues, every queue
+    /// syncs each write (concurrent publishers share fsyncs), and a topic
+    /// forgets a message only after its channels have stored it.
     #[arg(long, default_value_t = false)]
+    pub durable: bool,
+    /// Whether clients may negotiate snappy.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub snappy: bool,
-    /// Whether clients may negotiate deflate (not yet supported by rsqd).
-    #[arg(long, default_value_t = false)]
+    /// Whether clients may negotiate deflate.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub deflate: bool,
     /// Largest deflate level a client may ask for.
     #[arg(long, default_value_t = 6)]
     pub max_deflate_level: u8,
+    // --- TLS, HTTPS and AUTH (tcp/tls.rs, auth.rs) ---
+    /// Path to the PEM certificate chain; with `--tls-key` enables TLS and HTTPS.
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// Path to the PEM private key.
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// Path to a PEM file of CAs that client certificates must chain to (`require-verify`).
+    #[arg(long)]
+    pub tls_root_ca_file: Option<PathBuf>,
+    /// Client certificates: `require` (any) or `require-verify` (checked against
+    /// `--tls-root-ca-file`); setting one makes TLS required.
+    #[arg(long, value_parser = ["", "require", "require-verify"], default_value = "")]
+    pub tls_client_auth_policy: String,
+    /// TLS required: `false`/`0`, `tcp-https`/`1` (TCP and HTTPS, plain HTTP allowed)
+    /// or `true`/`2` (everywhere).
+    #[arg(long, default_value = "false", value_parser = parse_tls_required)]
+    pub tls_required: u8,
+    /// Oldest TLS version accepted: `tls1.0` to `tls1.3` (rustls speaks 1.2 and 1.3 only).
+    #[arg(long, default_value = "tls1.0", value_parser = ["ssl3.0", "tls1.0", "tls1.1", "tls1.2", "tls1.3"])]
+    pub tls_min_version: String,
+    /// `<addr>:<port>` for HTTPS, served only when TLS is configured.
+    #[arg(long, default_value = "0.0.0.0:4152")]
+    pub https_address: SocketAddr,
+    /// Auth servers (`<addr>:<port>` or a full `http://` URL); repeatable. Enables AUTH.
+    #[arg(long = "auth-http-address", alias = "auth-http-addresses")]
+    #[serde(rename = "auth_http_addresses")]
+    pub auth_http_addresses: Vec<String>,
+    /// HTTP method for auth requests: `get` or `post`.
+    #[arg(long, default_value = "get", value_parser = ["get", "post"])]
+    pub auth_http_request_method: String,
+    /// Connect timeout of the daemon's HTTP client (auth requests).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[serde(with = "duration_ns")]
+    pub http_client_connect_timeout: Duration,
+    /// Request timeout of the daemon's HTTP client (auth requests).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[serde(with = "duration_ns")]
+    pub http_client_request_timeout: Duration,
 }
 
 impl Options {
@@ -153,6 +202,9 @@ impl Options {
         if self.max_rdy_count == 0 {
             bail!("--max-rdy-count must be positive");
         }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            bail!("--tls-cert and --tls-key must be given together");
+        }
         Ok(())
     }
 
@@ -163,6 +215,16 @@ impl Options {
             let crc = crc32fast::hash(host.as_bytes());
             (crc % 1024) as u16
         })
+    }
+
+    /// Messages kept in memory per queue: none under `--durable`, where
+    /// every message goes to disk before it is acknowledged.
+    pub fn effective_mem_queue_size(&self) -> usize {
+        if self.durable {
+            0
+        } else {
+            self.mem_queue_size
+        }
     }
 
     /// The broadcast address, defaulting to the hostname.
@@ -180,10 +242,10 @@ fn config_file_args(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
         .with_context(|| format!("cannot parse config file {}", path.display()))?;
     let mut args = Vec::new();
     for (key, value) in &table {
-        let flag = if key == "id" {
-            "node-id".to_string()
-        } else {
-            key.replace('_', "-")
+        let flag = match key.as_str() {
+            "id" => "node-id".to_string(),
+            "nsqlookupd_tcp_addresses" => "lookupd-tcp-address".to_string(),
+            _ => key.replace('_', "-"),
         };
         if flag == "config" {
             bail!("a config file cannot name another config file");
@@ -193,6 +255,16 @@ fn config_file_args(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
             toml::Value::Integer(i) => i.to_string(),
             toml::Value::Float(f) => f.to_string(),
             toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Array(items) => {
+                // A list option (nsqlookupd_tcp_addresses): one flag per item.
+                for item in items {
+                    let Some(item) = item.as_str() else {
+                        bail!("option {key:?} must be a list of strings");
+                    };
+                    args.push(format!("--{flag}={item}"));
+                }
+                continue;
+            }
             other => bail!("option {key:?} has an unsupported value {other}"),
         };
         args.push(format!("--{flag}={value}"));
@@ -208,6 +280,18 @@ pub fn hostname() -> String {
         .filter(|s| !s.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// `--tls-required`: nsqd's `false`/`tcp-https`/`true`, or its numbers 0/1/2.
+fn parse_tls_required(s: &str) -> Result<u8, String> {
+    match s {
+        "false" | "0" => Ok(0),
+        "tcp-https" | "1" => Ok(1),
+        "true" | "2" => Ok(2),
+        _ => Err(format!(
+            "invalid --tls-required {s:?}: use false, tcp-https or true"
+        )),
+    }
 }
 
 fn parse_log_level(s: &str) -> Result<String, String> {

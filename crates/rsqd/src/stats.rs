@@ -140,6 +140,15 @@ pub struct ClientStats {
     pub snappy: bool,
     /// User agent.
     pub user_agent: String,
+    /// Whether AUTH succeeded (omitted otherwise, as nsqd's omitempty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authed: Option<bool>,
+    /// The AUTH identity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_identity: Option<String>,
+    /// The AUTH identity URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_identity_url: Option<String>,
     /// Messages published, per topic.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pub_counts: Vec<PubCount>,
@@ -197,6 +206,9 @@ fn resident_bytes() -> u64 {
 
 fn client_stats(client: &ClientInfo, consumer: Option<&rsq_channel::ConsumerStats>) -> ClientStats {
     let identity = client.identity();
+    let transport = client.transport();
+    let tls = transport.tls;
+    let auth = client.auth();
     let pub_counts = client
         .pub_counts
         .lock()
@@ -220,14 +232,23 @@ fn client_stats(client: &ClientInfo, consumer: Option<&rsq_channel::ConsumerStat
         requeue_count: consumer.map_or(0, |c| c.requeue_count),
         connect_ts: client.connect_ts,
         sample_rate: identity.sample_rate,
-        deflate: false,
-        snappy: false,
+        deflate: transport.deflate,
+        snappy: transport.snappy,
         user_agent: identity.user_agent,
+        authed: auth.is_some().then_some(true),
+        auth_identity: auth
+            .as_ref()
+            .map(|a| a.identity.clone())
+            .filter(|s| !s.is_empty()),
+        auth_identity_url: auth.map(|a| a.identity_url).filter(|s| !s.is_empty()),
         pub_counts,
-        tls: false,
-        tls_cipher_suite: String::new(),
-        tls_version: String::new(),
-        tls_negotiated_protocol: String::new(),
+        tls: tls.is_some(),
+        tls_cipher_suite: tls
+            .as_ref()
+            .map(|t| t.cipher_suite.clone())
+            .unwrap_or_default(),
+        tls_version: tls.as_ref().map(|t| t.version.clone()).unwrap_or_default(),
+        tls_negotiated_protocol: tls.map(|t| t.negotiated_protocol).unwrap_or_default(),
         tls_negotiated_protocol_is_mutual: false,
     }
 }

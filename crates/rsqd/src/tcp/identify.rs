@@ -123,10 +123,13 @@ fn as_ms(d: Duration) -> u64 {
 
 /// Validates an IDENTIFY body against the daemon's limits. On success gives
 /// the connection settings, the identity fields and, if the client asked for
-/// feature negotiation, the JSON answer; on failure nsqd's error.
+/// feature negotiation, the JSON answer (whose `tls_v1`, `snappy` and
+/// `deflate` are the upgrades granted; `tls_available` says whether TLS is
+/// configured); on failure nsqd's error.
 pub fn negotiate(
     body: &[u8],
     opts: &Options,
+    tls_available: bool,
 ) -> Result<(IdentifyRequest, Negotiated, Option<IdentifyResponse>), ProtocolError> {
     let req: IdentifyRequest = serde_json::from_slice(body)
         .map_err(|_| bad_body("IDENTIFY failed to decode JSON body".to_string()))?;
@@ -190,9 +193,7 @@ pub fn negotiate(
         msg_timeout,
         sample_rate: i32::try_from(sample_rate).unwrap_or(0),
     };
-    // TLS, snappy and deflate are not offered yet: they are never granted,
-    // which nsqd's clients handle as "the server does not support it".
-    let tls_v1 = false;
+    let tls_v1 = req.tls_v1.unwrap_or(false) && tls_available;
     let snappy = req.snappy.unwrap_or(false) && opts.snappy;
     let deflate = req.deflate.unwrap_or(false) && opts.deflate;
     if snappy && deflate {
@@ -220,7 +221,7 @@ pub fn negotiate(
             max_deflate_level: opts.max_deflate_level,
             snappy,
             sample_rate: negotiated.sample_rate,
-            auth_required: false,
+            auth_required: !opts.auth_http_addresses.is_empty(),
             output_buffer_size: negotiated.output_buffer_size,
             output_buffer_timeout: negotiated.output_buffer_timeout.map_or(0, as_ms),
         });
@@ -237,7 +238,7 @@ mod tests {
 
     #[track_caller]
     fn check_err(json: &str, expected: &str) {
-        match negotiate(json.as_bytes(), &opts()) {
+        match negotiate(json.as_bytes(), &opts(), false) {
             Ok(_) => panic!("{json} was accepted"),
             Err(e) => assert_eq!(e.to_string(), expected),
         }
@@ -274,7 +275,7 @@ mod tests {
 
     #[test]
     fn defaults_and_overrides() {
-        let (_, n, resp) = negotiate(br#"{"feature_negotiation": true}"#, &opts())
+        let (_, n, resp) = negotiate(br#"{"feature_negotiation": true}"#, &opts(), false)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(n, Negotiated::defaults(&opts()));
         let resp = resp.unwrap_or_else(|| panic!("no negotiation response"));
@@ -285,6 +286,7 @@ mod tests {
         let (_, n, resp) = negotiate(
             br#"{"heartbeat_interval": -1, "output_buffer_size": -1, "msg_timeout": 5000}"#,
             &opts(),
+            false,
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert!(resp.is_none());

@@ -3,10 +3,15 @@
 //! `serve` accepts connections until shutdown; each connection is a reader
 //! task that decodes and executes commands (`session.rs`) and a writer task
 //! that owns the socket's write half, batches message frames and sends
-//! heartbeats (`writer.rs`).
+//! heartbeats (`writer.rs`). The bytes between them and the socket pass
+//! through the layers of `stream.rs`: TLS (`tls.rs`) and snappy or deflate
+//! (`compression.rs`), negotiated in IDENTIFY.
 
+mod compression;
 mod identify;
 mod session;
+mod stream;
+pub mod tls;
 mod writer;
 
 use std::sync::Arc;
@@ -19,9 +24,19 @@ use crate::context::Nsqd;
 
 pub use identify::{negotiate, IdentifyRequest, Negotiated};
 
+/// The TLS server configuration, when `--tls-cert` and `--tls-key` are set
+/// (built by [`tls::server_config`]).
+pub type TlsConfig = Option<Arc<rustls::ServerConfig>>;
+
 /// Accepts TCP clients on `listener` until `shutdown` turns true, then
-/// closes every connection and returns once they are all gone.
-pub async fn serve(listener: TcpListener, ctx: Arc<Nsqd>, mut shutdown: watch::Receiver<bool>) {
+/// closes every connection and returns once they are all gone. `tls` is
+/// offered to clients that ask `tls_v1` in IDENTIFY.
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<Nsqd>,
+    tls: TlsConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -32,7 +47,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Nsqd>, mut shutdown: watch::R
                     }
                     let ctx = ctx.clone();
                     let shutdown = shutdown.clone();
-                    connections.spawn(session::run(stream, addr, ctx, shutdown));
+                    connections.spawn(session::run(stream, addr, ctx, tls.clone(), shutdown));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: log, back off a

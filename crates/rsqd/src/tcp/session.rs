@@ -7,11 +7,18 @@
 //! sent and then the connection is closed. Whatever one client sends, other
 //! clients are unaffected: a session owns nothing shared but its own
 //! subscription.
+//!
+//! IDENTIFY may upgrade the connection (TLS, then snappy or deflate); the
+//! session performs the upgrade right after the IDENTIFY command, at that
+//! exact point of the byte stream (see `stream.rs`). With
+//! `--tls-required`, every command but IDENTIFY needs TLS first. With
+//! `--auth-http-address`, PUB/MPUB/DPUB/SUB need a successful AUTH whose
+//! authorizations cover them (see `auth.rs`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use rsq_channel::Channel;
@@ -19,13 +26,16 @@ use rsq_codec::{
     encode_error, encode_response, Command, CommandDecoder, ErrorCode, Limits, MessageId,
     ProtocolError, Verb, CLOSE_WAIT, OK,
 };
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
+use super::compression::Compression;
+use super::stream::{self, Source};
+use super::tls::{tls_required, TlsRequired};
 use super::writer::{self, Outbound};
-use super::{negotiate, Negotiated};
-use crate::client::{ClientInfo, ClientState};
+use super::{negotiate, Negotiated, TlsConfig};
+use crate::auth::{self, AuthRequest, AuthState};
+use crate::client::{AuthIdentity, ClientInfo, ClientState};
 use crate::context::Nsqd;
 
 /// Largest command line, as nsqd's 16 KiB read buffer.
@@ -37,6 +47,19 @@ struct Session {
     settings: Negotiated,
     out: mpsc::UnboundedSender<Outbound>,
     channel: Option<(String, Arc<Channel>)>,
+    tls_config: TlsConfig,
+    /// What the last IDENTIFY granted, applied by the read loop.
+    upgrade: Option<Upgrade>,
+    /// Whether the connection runs over TLS.
+    tls: bool,
+    /// The AUTH secret and what it was last found to allow.
+    auth: Option<(String, AuthState)>,
+}
+
+/// The upgrades an IDENTIFY granted.
+struct Upgrade {
+    tls: bool,
+    compression: Option<Compression>,
 }
 
 /// Serves one TCP connection until the client leaves, breaks the protocol,
@@ -45,6 +68,7 @@ pub async fn run(
     stream: TcpStream,
     addr: SocketAddr,
     ctx: Arc<Nsqd>,
+    tls_config: TlsConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let id = ctx.next_client_id();
@@ -56,7 +80,7 @@ pub async fn run(
     ctx.register_client(info.clone());
     tracing::debug!(client = id, %addr, "TCP: new client");
 
-    let (mut reader, write_half) = stream.into_split();
+    let (mut reader, write_half) = stream::split(stream);
     let settings = Negotiated::defaults(&ctx.opts);
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (done_tx, mut done_rx) = watch::channel(false);
@@ -75,6 +99,10 @@ pub async fn run(
         settings,
         out: out_tx,
         channel: None,
+        tls_config,
+        upgrade: None,
+        tls: false,
+        auth: None,
     };
     let limits = Limits {
         max_msg_size: ctx.opts.max_msg_size,
@@ -94,6 +122,16 @@ pub async fn run(
                         session.send_error(&e);
                         if e.is_fatal() {
                             tracing::info!(client = id, error = %e, "TCP: closing client after fatal error");
+                            break 'conn;
+                        }
+                    }
+                    if let Some(upgrade) = session.upgrade.take() {
+                        if let Err(e) = session.apply(upgrade, &mut reader, &mut buf).await {
+                            tracing::info!(client = id, error = %e, "TCP: upgrade failed; closing client");
+                            session.send_error(&ProtocolError::new(
+                                ErrorCode::IdentifyFailed,
+                                format!("IDENTIFY failed {e}"),
+                            ));
                             break 'conn;
                         }
                     }
@@ -213,23 +251,29 @@ impl Session {
     }
 
     async fn exec(&mut self, cmd: Command) -> Result<(), ProtocolError> {
-        if let Next::Ignore = self.check_state(cmd.verb())? {
+        let verb = cmd.verb();
+        if verb != Verb::Identify && !self.tls && tls_required(&self.ctx.opts) > TlsRequired::No {
+            return Err(ProtocolError::new(
+                ErrorCode::Invalid,
+                format!("cannot {} in current state (TLS required)", verb.as_str()),
+            ));
+        }
+        if let Next::Ignore = self.check_state(verb)? {
             return Ok(());
         }
         match cmd {
             Command::Nop => Ok(()),
             Command::Identify(body) => self.identify(&body),
-            Command::Auth(_) => Err(ProtocolError::new(
-                ErrorCode::AuthDisabled,
-                "AUTH disabled".to_string(),
-            )),
+            Command::Auth(secret) => self.authenticate(&secret).await,
             Command::Sub { topic, channel } => self.sub(&topic, &channel).await,
             Command::Pub { topic, body } => {
+                self.check_auth("PUB", &topic, "").await?;
                 let msg = self.ctx.new_message(body);
                 self.publish(&topic, vec![msg], ErrorCode::PubFailed, "PUB")
                     .await
             }
             Command::Mpub { topic, bodies } => {
+                self.check_auth("MPUB", &topic, "").await?;
                 let msgs = bodies
                     .into_iter()
                     .map(|b| self.ctx.new_message(b))
@@ -242,6 +286,7 @@ impl Session {
                 defer_ms,
                 body,
             } => {
+                self.check_auth("DPUB", &topic, "").await?;
                 let mut msg = self.ctx.new_message(body);
                 msg.deferred = Some(Duration::from_millis(defer_ms));
                 self.publish(&topic, vec![msg], ErrorCode::DpubFailed, "DPUB")
@@ -294,7 +339,34 @@ impl Session {
     }
 
     fn identify(&mut self, body: &[u8]) -> Result<(), ProtocolError> {
-        let (req, negotiated, response) = negotiate(body, &self.ctx.opts)?;
+        let (req, negotiated, response) =
+            negotiate(body, &self.ctx.opts, self.tls_config.is_some())?;
+        let upgrade = response.as_ref().map_or(
+            Upgrade {
+                tls: false,
+                compression: None,
+            },
+            |r| Upgrade {
+                tls: r.tls_v1,
+                compression: if r.snappy {
+                    Some(Compression::Snappy)
+                } else if r.deflate {
+                    Some(Compression::Deflate(
+                        u32::try_from(r.deflate_level).unwrap_or(6),
+                    ))
+                } else {
+                    None
+                },
+            },
+        );
+        let transport = self.info.transport();
+        let upgraded = transport.tls.is_some() || transport.snappy || transport.deflate;
+        if upgraded && (upgrade.tls || upgrade.compression.is_some()) {
+            return Err(ProtocolError::new(
+                ErrorCode::IdentifyFailed,
+                "IDENTIFY cannot upgrade a connection twice".to_string(),
+            ));
+        }
         {
             let mut identity = self.info.identity.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(client_id) = req.client_id.filter(|s| !s.is_empty()) {
@@ -317,7 +389,145 @@ impl Session {
             }
             None => self.respond(OK),
         }
+        if upgrade.tls || upgrade.compression.is_some() {
+            self.upgrade = Some(upgrade);
+        }
         Ok(())
+    }
+
+    /// Performs the upgrades IDENTIFY granted, at this point of the stream
+    /// (the protocol is in `stream.rs`'s module doc). Errors are fatal.
+    async fn apply(
+        &mut self,
+        upgrade: Upgrade,
+        reader: &mut Source,
+        buf: &mut BytesMut,
+    ) -> std::io::Result<()> {
+        let gone = || std::io::Error::other("connection closing");
+        if upgrade.tls {
+            let config = self
+                .tls_config
+                .clone()
+                .ok_or_else(|| std::io::Error::other("TLS not configured"))?;
+            let (give, taken) = oneshot::channel();
+            let (hand_back, take) = oneshot::channel();
+            self.out
+                .send(Outbound::Handoff { give, take })
+                .map_err(|_| gone())?;
+            let write = taken.await.map_err(|_| gone())?;
+            let unread = buf.split().freeze();
+            let (write, info) = reader.upgrade_tls(write, unread, config).await?;
+            hand_back.send(write).map_err(|_| gone())?;
+            tracing::debug!(client = self.info.id, version = %info.version, "TCP: TLS upgrade");
+            self.info
+                .transport
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .tls = Some(info);
+            self.tls = true;
+            self.respond(OK);
+        }
+        if let Some(kind) = upgrade.compression {
+            reader.compress(kind, buf.split().freeze());
+            self.out
+                .send(Outbound::Compress(kind))
+                .map_err(|_| gone())?;
+            {
+                let mut transport = self
+                    .info
+                    .transport
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                match kind {
+                    Compression::Snappy => transport.snappy = true,
+                    Compression::Deflate(_) => transport.deflate = true,
+                }
+            }
+            self.respond(OK);
+        }
+        Ok(())
+    }
+
+    /// AUTH, as nsqd: once per connection, only when enabled.
+    async fn authenticate(&mut self, secret: &[u8]) -> Result<(), ProtocolError> {
+        if self.auth.is_some() {
+            return Err(ProtocolError::new(
+                ErrorCode::Invalid,
+                "AUTH already set".to_string(),
+            ));
+        }
+        if self.ctx.opts.auth_http_addresses.is_empty() {
+            return Err(ProtocolError::new(
+                ErrorCode::AuthDisabled,
+                "AUTH disabled".to_string(),
+            ));
+        }
+        let secret = String::from_utf8_lossy(secret).into_owned();
+        let state = self.query_auth(&secret).await?;
+        if state.authorizations.is_empty() {
+            return Err(ProtocolError::new(
+                ErrorCode::Unauthorized,
+                "AUTH no authorizations found".to_string(),
+            ));
+        }
+        let body = serde_json::json!({
+            "identity": state.identity,
+            "identity_url": state.identity_url,
+            "permission_count": state.authorizations.len(),
+        });
+        *self.info.auth.lock().unwrap_or_else(|e| e.into_inner()) = Some(AuthIdentity {
+            identity: state.identity.clone(),
+            identity_url: state.identity_url.clone(),
+        });
+        self.auth = Some((secret, state));
+        self.respond(body.to_string().as_bytes());
+        Ok(())
+    }
+
+    async fn query_auth(&self, secret: &str) -> Result<AuthState, ProtocolError> {
+        let req = AuthRequest {
+            remote_ip: self.info.remote_address.ip().to_string(),
+            tls: self.tls,
+            secret,
+            common_name: "",
+        };
+        auth::query(&self.ctx.opts, &req).await.map_err(|e| {
+            tracing::warn!(client = self.info.id, error = %e, "AUTH failed");
+            ProtocolError::new(ErrorCode::AuthFailed, "AUTH failed".to_string())
+        })
+    }
+
+    /// nsqd's `CheckAuth`: with AUTH enabled, `cmd` on `topic`/`channel`
+    /// (`""` for publishing) must be authorized; expired authorizations are
+    /// fetched again first.
+    async fn check_auth(
+        &mut self,
+        cmd: &str,
+        topic: &str,
+        channel: &str,
+    ) -> Result<(), ProtocolError> {
+        if self.ctx.opts.auth_http_addresses.is_empty() {
+            return Ok(());
+        }
+        let Some((secret, state)) = &self.auth else {
+            return Err(ProtocolError::new(
+                ErrorCode::AuthFirst,
+                format!("AUTH required before {cmd}"),
+            ));
+        };
+        if state.is_expired(Instant::now()) {
+            let fresh = self.query_auth(secret).await?;
+            if let Some((_, state)) = self.auth.as_mut() {
+                *state = fresh;
+            }
+        }
+        match &self.auth {
+            Some((_, state)) if state.is_allowed(topic, channel) => Ok(()),
+            _ => Err(ProtocolError::new(
+                ErrorCode::Unauthorized,
+                format!("AUTH failed for {cmd} on {topic:?} {channel:?}"),
+            )),
+        }
     }
 
     async fn sub(&mut self, topic_name: &str, channel_name: &str) -> Result<(), ProtocolError> {
@@ -327,6 +537,7 @@ impl Session {
                 "cannot SUB with heartbeats disabled".to_string(),
             ));
         }
+        self.check_auth("SUB", topic_name, channel_name).await?;
         let sub_failed = |e: &dyn std::fmt::Display| {
             ProtocolError::new(ErrorCode::SubFailed, format!("SUB failed {e}"))
         };

@@ -13,19 +13,31 @@
 //! refilled at once), the "cannot take more" flush waits for the end of the
 //! batch, which the session announces with [`Outbound::Flush`]. Otherwise a
 //! client at its RDY limit gets one write per FIN.
+//!
+//! Sampling (`sample_rate` in IDENTIFY): nsqd drops a sampled-out message
+//! before it goes in flight. In rsq a message reaching the writer is already
+//! in flight for this client, so the writer finishes it on the client's
+//! behalf instead of sending it: it leaves the channel as nsqd's does, and
+//! it counts in the client's `message_count` and `finish_count`, which
+//! nsqd's does not.
+//!
+//! Bytes leave through a [`Sink`], which compresses and encrypts once the
+//! connection is upgraded; [`Outbound::Handoff`] lends the transport to the
+//! reader for the TLS handshake (see `stream.rs`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use rand::Rng;
 use rsq_channel::{Channel, Consumer};
 use rsq_codec::{encode_message_frame, encode_response, HEARTBEAT};
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, Instant};
 
+use super::compression::Compression;
+use super::stream::{Sink, WriteHalf};
 use super::Negotiated;
 
 /// What the session asks the writer to do.
@@ -45,6 +57,16 @@ pub enum Outbound {
     },
     /// The session finished a batch of commands: send what it made ready.
     Flush,
+    /// Send everything queued, hand the transport half over through `give`
+    /// and wait for its upgraded replacement on `take` (TLS handshake).
+    Handoff {
+        /// Where the current half goes.
+        give: oneshot::Sender<WriteHalf>,
+        /// Where the upgraded half comes from; dropped means the upgrade failed.
+        take: oneshot::Receiver<WriteHalf>,
+    },
+    /// Compress everything written from now on.
+    Compress(Compression),
     /// Flush and stop.
     Close,
 }
@@ -58,7 +80,7 @@ struct Subscription {
 /// Runs until the session says Close, the socket fails, or the channel the
 /// client consumes is deleted; then flushes and marks `done`.
 pub async fn run(
-    mut socket: OwnedWriteHalf,
+    mut socket: Sink,
     mut rx: mpsc::UnboundedReceiver<Outbound>,
     mut settings: Negotiated,
     session_busy: Arc<AtomicBool>,
@@ -88,10 +110,30 @@ pub async fn run(
                     sub = Some(Subscription { channel, client, consumer });
                     Ok(true)
                 }
+                Some(Outbound::Handoff { give, take }) => {
+                    flush_at = None;
+                    match flush(&mut socket, &mut out).await {
+                        Ok(()) if give.send(socket.take()).is_ok() => match take.await {
+                            Ok(upgraded) => {
+                                socket.put(upgraded);
+                                Ok(true)
+                            }
+                            Err(_) => Ok(false),
+                        },
+                        Ok(()) => Ok(false),
+                        Err(e) => Err(e),
+                    }
+                }
+                Some(Outbound::Compress(kind)) => {
+                    flush_at = None;
+                    let flushed = flush(&mut socket, &mut out).await;
+                    socket.compress(kind);
+                    flushed.map(|()| true)
+                }
                 Some(Outbound::Flush) => {
                     let mut written = Ok(true);
                     if let Some(s) = sub.as_mut() {
-                        drain(s, &mut out, settings.output_buffer_size);
+                        drain(s, &mut out, settings.output_buffer_size, settings.sample_rate);
                         let ready = s.channel.consumer_ready(s.client);
                         written = decide(&mut socket, &mut out, &settings, ready, false, &mut flush_at).await;
                     }
@@ -101,8 +143,10 @@ pub async fn run(
             },
             msg = recv(&mut sub) => match (msg, sub.as_mut()) {
                 (Some(msg), Some(s)) => {
-                    encode_message_frame(&msg, &mut out);
-                    drain(s, &mut out, settings.output_buffer_size);
+                    if s.sampled_in(&msg, settings.sample_rate) {
+                        encode_message_frame(&msg, &mut out);
+                    }
+                    drain(s, &mut out, settings.output_buffer_size, settings.sample_rate);
                     let ready = s.channel.consumer_ready(s.client);
                     let busy = session_busy.load(Ordering::Acquire);
                     decide(&mut socket, &mut out, &settings, ready, busy, &mut flush_at).await
@@ -144,12 +188,28 @@ async fn recv(sub: &mut Option<Subscription>) -> Option<rsq_codec::Message> {
 
 /// Moves every message already delivered to this consumer into `out`,
 /// up to about one buffer's worth, so they leave in one write.
-fn drain(sub: &mut Subscription, out: &mut BytesMut, limit: usize) {
+fn drain(sub: &mut Subscription, out: &mut BytesMut, limit: usize, sample_rate: i32) {
     while out.len() < limit {
         match sub.consumer.try_recv() {
-            Some(msg) => encode_message_frame(&msg, out),
+            Some(msg) if sub.sampled_in(&msg, sample_rate) => encode_message_frame(&msg, out),
+            Some(_) => {}
             None => break,
         }
+    }
+}
+
+impl Subscription {
+    /// nsqd's rule: with a sample rate `r` in 1..=99, a message is dropped
+    /// when a uniform draw from 0..100 exceeds `r` (so `r + 1` percent are
+    /// kept). A dropped message is finished for the client (module doc).
+    fn sampled_in(&self, msg: &rsq_codec::Message, sample_rate: i32) -> bool {
+        if sample_rate <= 0 || rand::thread_rng().gen_range(0..100) <= sample_rate {
+            return true;
+        }
+        if let Err(e) = self.channel.finish(self.client, &msg.id) {
+            tracing::debug!(client = self.client, error = %e, "sampled-out message already gone");
+        }
+        false
     }
 }
 
@@ -158,7 +218,7 @@ fn drain(sub: &mut Subscription, out: &mut BytesMut, limit: usize) {
 /// session is mid-batch and will send `Flush`); otherwise when the output
 /// buffer timeout passes.
 async fn decide(
-    socket: &mut OwnedWriteHalf,
+    socket: &mut Sink,
     out: &mut BytesMut,
     settings: &Negotiated,
     ready: bool,
@@ -181,7 +241,7 @@ async fn decide(
     }
 }
 
-async fn flush(socket: &mut OwnedWriteHalf, out: &mut BytesMut) -> std::io::Result<()> {
+async fn flush(socket: &mut Sink, out: &mut BytesMut) -> std::io::Result<()> {
     if !out.is_empty() {
         socket.write_all(out).await?;
         out.clear();

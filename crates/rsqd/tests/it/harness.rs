@@ -227,6 +227,8 @@ pub struct V2 {
     stream: TcpStream,
     buf: BytesMut,
     frames: FrameDecoder,
+    /// A frame `quiet_for` saw and kept for the next read.
+    pending: Option<Frame>,
 }
 
 impl V2 {
@@ -241,6 +243,7 @@ impl V2 {
             stream,
             buf: BytesMut::new(),
             frames: FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE * 8),
+            pending: None,
         }
     }
 
@@ -257,6 +260,9 @@ impl V2 {
 
     /// The next frame; `None` when the server closed the connection.
     pub fn frame(&mut self) -> Option<Frame> {
+        if let Some(frame) = self.pending.take() {
+            return Some(frame);
+        }
         loop {
             if let Some(frame) = self.frames.decode(&mut self.buf).expect("frame") {
                 return Some(frame);
@@ -267,6 +273,30 @@ impl V2 {
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
                 Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    /// The socket, for tests that write raw bytes and handle failures.
+    pub fn stream(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    /// The next frame, or `None` if the connection failed or closed.
+    pub fn try_frame(&mut self) -> Option<Frame> {
+        if let Some(frame) = self.pending.take() {
+            return Some(frame);
+        }
+        loop {
+            match self.frames.decode(&mut self.buf) {
+                Ok(Some(frame)) => return Some(frame),
+                Ok(None) => {}
+                Err(_) => return None,
+            }
+            let mut chunk = [0u8; 64 * 1024];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
             }
         }
     }
@@ -332,11 +362,17 @@ impl V2 {
     /// True if nothing but heartbeats arrives within `d`.
     pub fn quiet_for(&mut self, d: Duration) -> bool {
         self.stream.set_read_timeout(Some(d)).expect("timeout");
+        if self.pending.is_some() {
+            return false;
+        }
         let result = loop {
             if let Ok(Some(frame)) = self.frames.decode(&mut self.buf) {
                 match frame {
                     Frame::Response(b) if &b[..] == b"_heartbeat_" => continue,
-                    _ => break false,
+                    other => {
+                        self.pending = Some(other);
+                        break false;
+                    }
                 }
             }
             let mut chunk = [0u8; 4096];

@@ -4,9 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
 
+mod auth;
+mod cluster;
+mod compression;
+mod crash;
 mod harness;
 mod http_api;
 mod lifecycle;
 mod pynsq;
+mod sampling;
 mod third_party;
+mod tls;
 mod v2;

@@ -8,20 +8,25 @@ use std::time::{Duration, Instant};
 use crate::harness::Daemon;
 
 /// Versions pinned so runs are reproducible; tornado 6.0.4 is the last
-/// release pynsq's compressed connections work with (see nsq-reference.md).
-const PACKAGES: &[&str] = &["pynsq==0.9.1", "tornado==6.0.4"];
+/// release pynsq's compressed connections work with, and snappy needs
+/// python-snappy 0.7.x (see nsq-reference.md).
+const PACKAGES: &[&str] = &["pynsq==0.9.1", "tornado==6.0.4", "python-snappy==0.7.3"];
 
 fn pyenv() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/pyenv")
 }
 
-/// The venv's python, creating the venv once. Tests run in parallel
-/// processes, so creation is guarded by a lock directory (mkdir is atomic).
-fn python() -> PathBuf {
+/// The venv's python, creating the venv once (and installing again when
+/// `PACKAGES` changed: `.ready` holds the list installed). Tests run in
+/// parallel processes, so creation is guarded by a lock directory (mkdir
+/// is atomic).
+pub fn python() -> PathBuf {
     let env = pyenv();
     let python = env.join("bin/python");
     let ready = env.join(".ready");
-    if ready.exists() {
+    let wanted = PACKAGES.join("\n");
+    let is_ready = || std::fs::read_to_string(&ready).is_ok_and(|s| s == wanted);
+    if is_ready() {
         return python;
     }
     let lock = env.with_extension("lock");
@@ -29,7 +34,7 @@ fn python() -> PathBuf {
     while std::fs::create_dir_all(env.parent().unwrap()).is_ok()
         && std::fs::create_dir(&lock).is_err()
     {
-        if ready.exists() {
+        if is_ready() {
             return python;
         }
         assert!(
@@ -39,24 +44,25 @@ fn python() -> PathBuf {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    if !ready.exists() {
-        let ok = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&env)
-            .status()
-            .is_ok_and(|s| s.success())
+    if !is_ready() {
+        let ok = (python.exists()
+            || Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&env)
+                .status()
+                .is_ok_and(|s| s.success()))
             && Command::new(env.join("bin/pip"))
                 .args(["install", "--quiet", "--disable-pip-version-check"])
                 .args(PACKAGES)
                 .status()
                 .is_ok_and(|s| s.success());
         if ok {
-            std::fs::write(&ready, b"").unwrap();
+            std::fs::write(&ready, &wanted).unwrap();
         }
     }
     let _ = std::fs::remove_dir(&lock);
     assert!(
-        ready.exists(),
+        is_ready(),
         "could not install {PACKAGES:?} into {}",
         env.display()
     );

@@ -1,0 +1,355 @@
+//! snappy and deflate as sans-IO transforms of a connection's bytes.
+//!
+//! A [`Compressor`] turns a batch of plain frames into bytes for the wire,
+//! flushed so the peer can decode every frame of the batch at once (snappy
+//! framing chunks; raw DEFLATE ended by a sync flush, as Go's
+//! `flate.Writer.Flush`). A [`Decompressor`] consumes wire bytes and yields
+//! plain command bytes, a bounded amount per call so a small
+//! "decompression bomb" never becomes a large buffer. Neither does IO:
+//! `stream.rs` moves the bytes.
+
+use std::io;
+
+use bytes::{Buf, BytesMut};
+use flate2::{Compress, Decompress, FlushCompress, FlushDecompress, Status};
+
+/// Most plain bytes one [`Decompressor::decompress`] call produces.
+pub const MAX_DECODE_STEP: usize = 1 << 20;
+
+/// Most uncompressed bytes in one snappy chunk (the framing format's limit).
+const SNAPPY_CHUNK: usize = 65536;
+/// The framing format's stream identifier chunk.
+const SNAPPY_STREAM_ID: &[u8] = b"\xff\x06\x00\x00sNaPpY";
+
+/// A compression negotiated in IDENTIFY.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// The snappy framing format.
+    Snappy,
+    /// Raw DEFLATE (RFC 1951) at this level, 1..=9.
+    Deflate(u32),
+}
+
+fn corrupt(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+}
+
+/// The sending side of a compressed connection.
+pub struct Compressor(Encoder);
+
+enum Encoder {
+    Snappy {
+        raw: Box<snap::raw::Encoder>,
+        started: bool,
+    },
+    Deflate(Box<Compress>),
+}
+
+impl Compressor {
+    /// A fresh compressed stream.
+    pub fn new(kind: Compression) -> Self {
+        Compressor(match kind {
+            Compression::Snappy => Encoder::Snappy {
+                raw: Box::new(snap::raw::Encoder::new()),
+                started: false,
+            },
+            Compression::Deflate(level) => Encoder::Deflate(Box::new(Compress::new(
+                flate2::Compression::new(level.clamp(1, 9)),
+                false,
+            ))),
+        })
+    }
+
+    /// Appends the encoding of `input` to `out`, flushed: the peer can
+    /// decode all of `input` from what has been appended so far.
+    pub fn compress(&mut self, input: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        match &mut self.0 {
+            Encoder::Snappy { raw, started } => {
+                if !*started {
+                    out.extend_from_slice(SNAPPY_STREAM_ID);
+                    *started = true;
+                }
+                for chunk in input.chunks(SNAPPY_CHUNK) {
+                    snappy_chunk(raw, chunk, out)?;
+                }
+                Ok(())
+            }
+            Encoder::Deflate(c) => {
+                let mut rest = input;
+                loop {
+                    out.reserve(rest.len() / 2 + 64);
+                    let before = c.total_in();
+                    c.compress_vec(rest, out, FlushCompress::Sync)
+                        .map_err(|e| io::Error::other(e.to_string()))?;
+                    let used = usize::try_from(c.total_in() - before).unwrap_or(rest.len());
+                    rest = &rest[used.min(rest.len())..];
+                    // The flush is complete once all input is taken and the
+                    // compressor stopped with room to spare.
+                    if rest.is_empty() && out.len() < out.capacity() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn snappy_chunk(raw: &mut snap::raw::Encoder, chunk: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+    let crc = masked_crc32c(chunk);
+    let mut compressed = vec![0; snap::raw::max_compress_len(chunk.len())];
+    let n = raw
+        .compress(chunk, &mut compressed)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    // As the reference encoder: store chunks that do not shrink by 1/8.
+    let (kind, data) = if n >= chunk.len() - chunk.len() / 8 {
+        (0x01, chunk)
+    } else {
+        (0x00, &compressed[..n])
+    };
+    let len = u32::try_from(data.len() + 4).map_err(|_| corrupt("snappy chunk too long"))?;
+    out.push(kind);
+    out.extend_from_slice(&len.to_le_bytes()[..3]);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(data);
+    Ok(())
+}
+
+/// The receiving side of a compressed connection.
+pub struct Decompressor(Decoder);
+
+enum Decoder {
+    Snappy(snap::raw::Decoder),
+    Deflate {
+        inner: Box<Decompress>,
+        ended: bool,
+        pending: bool,
+    },
+}
+
+impl Decompressor {
+    /// A fresh decoder for `kind`.
+    pub fn new(kind: Compression) -> Self {
+        Decompressor(match kind {
+            Compression::Snappy => Decoder::Snappy(snap::raw::Decoder::new()),
+            Compression::Deflate(_) => Decoder::Deflate {
+                inner: Box::new(Decompress::new(false)),
+                ended: false,
+                pending: false,
+            },
+        })
+    }
+
+    /// Decodes what it can of `input` (removing what it used) into `out`,
+    /// stopping after about [`MAX_DECODE_STEP`] bytes. Call it again, before
+    /// reading more input, until `out` stops growing: output can be pending
+    /// even when `input` is empty. Corrupt input is an error.
+    pub fn decompress(&mut self, input: &mut BytesMut, out: &mut BytesMut) -> io::Result<()> {
+        match &mut self.0 {
+            Decoder::Snappy(raw) => snappy_decode(raw, input, out),
+            Decoder::Deflate {
+                inner,
+                ended,
+                pending,
+            } => {
+                let start = out.len();
+                while (!input.is_empty() || *pending) && out.len() - start < MAX_DECODE_STEP {
+                    if *ended && !input.is_empty() {
+                        return Err(corrupt("data after the end of the deflate stream"));
+                    }
+                    let mut chunk = vec![0u8; (input.len() * 4).clamp(4096, 256 * 1024)];
+                    let (before_in, before_out) = (inner.total_in(), inner.total_out());
+                    let status = inner
+                        .decompress(input, &mut chunk, FlushDecompress::None)
+                        .map_err(|e| corrupt(&format!("deflate: {e}")))?;
+                    let used = usize::try_from(inner.total_in() - before_in).unwrap_or(0);
+                    let made = usize::try_from(inner.total_out() - before_out).unwrap_or(0);
+                    input.advance(used.min(input.len()));
+                    out.extend_from_slice(&chunk[..made.min(chunk.len())]);
+                    // A full output chunk may leave more output inside.
+                    *pending = made == chunk.len();
+                    if status == Status::StreamEnd {
+                        *ended = true;
+                    }
+                    if used == 0 && made == 0 {
+                        break;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn snappy_decode(
+    raw: &mut snap::raw::Decoder,
+    input: &mut BytesMut,
+    out: &mut BytesMut,
+) -> io::Result<()> {
+    let start = out.len();
+    while input.len() >= 4 && out.len() - start < MAX_DECODE_STEP {
+        let kind = input[0];
+        let len = usize::from(input[1]) | usize::from(input[2]) << 8 | usize::from(input[3]) << 16;
+        if matches!(kind, 0x00 | 0x01) && len > 4 + snap::raw::max_compress_len(SNAPPY_CHUNK) {
+            return Err(corrupt("snappy chunk too long"));
+        }
+        if input.len() < 4 + len {
+            break;
+        }
+        let body = &input[4..4 + len];
+        match kind {
+            0xff if body != &SNAPPY_STREAM_ID[4..] => {
+                return Err(corrupt("bad snappy stream identifier"));
+            }
+            0xff => {}
+            0x00 | 0x01 => {
+                if len < 4 {
+                    return Err(corrupt("snappy chunk too short"));
+                }
+                let crc = u32::from_le_bytes([body[0], body[1], body[2], body[3]]);
+                let data = &body[4..];
+                let at = out.len();
+                if kind == 0x00 {
+                    let n = snap::raw::decompress_len(data)
+                        .map_err(|e| corrupt(&format!("snappy: {e}")))?;
+                    if n > SNAPPY_CHUNK {
+                        return Err(corrupt("snappy chunk too long"));
+                    }
+                    out.resize(at + n, 0);
+                    raw.decompress(data, &mut out[at..])
+                        .map_err(|e| corrupt(&format!("snappy: {e}")))?;
+                } else {
+                    if data.len() > SNAPPY_CHUNK {
+                        return Err(corrupt("snappy chunk too long"));
+                    }
+                    out.extend_from_slice(data);
+                }
+                if masked_crc32c(&out[at..]) != crc {
+                    return Err(corrupt("snappy checksum mismatch"));
+                }
+            }
+            0x02..=0x7f => return Err(corrupt("unskippable snappy chunk")),
+            _ => {} // padding and skippable chunks
+        }
+        input.advance(4 + len);
+    }
+    Ok(())
+}
+
+/// CRC-32C (Castagnoli), one table, as the snappy framing format needs.
+const CRC32C_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut crc = i as u32;
+        let mut bit = 0;
+        while bit < 8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x82f6_3b78
+            } else {
+                crc >> 1
+            };
+            bit += 1;
+        }
+        table[i] = crc;
+        i += 1;
+    }
+    table
+};
+
+fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc = CRC32C_TABLE[usize::from((crc as u8) ^ b)] ^ (crc >> 8);
+    }
+    !crc
+}
+
+/// The framing format's masked checksum.
+fn masked_crc32c(data: &[u8]) -> u32 {
+    let crc = crc32c(data);
+    (crc.rotate_right(15)).wrapping_add(0xa282_ead8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(kind: Compression, batches: &[Vec<u8>]) {
+        let mut c = Compressor::new(kind);
+        let mut d = Decompressor::new(kind);
+        let mut wire = BytesMut::new();
+        let mut plain = BytesMut::new();
+        let mut expected = Vec::new();
+        for batch in batches {
+            let mut out = Vec::new();
+            c.compress(batch, &mut out)
+                .unwrap_or_else(|e| panic!("{e}"));
+            expected.extend_from_slice(batch);
+            // Feed the wire a few bytes at a time: any split decodes the same.
+            for piece in out.chunks(7) {
+                wire.extend_from_slice(piece);
+                loop {
+                    let before = plain.len();
+                    d.decompress(&mut wire, &mut plain)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    if plain.len() == before {
+                        break;
+                    }
+                }
+            }
+            // Flushed: everything sent so far is decodable now.
+            assert_eq!(&plain[..], &expected[..]);
+        }
+    }
+
+    #[test]
+    fn crc32c_known_answer() {
+        assert_eq!(crc32c(b"123456789"), 0xe306_9283);
+    }
+
+    #[test]
+    fn snappy_and_deflate_roundtrip_flushed_batches() {
+        let batches = vec![
+            b"OK".to_vec(),
+            Vec::new(),
+            vec![b'x'; 200_000],
+            (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect(),
+            b"tail".to_vec(),
+        ];
+        roundtrip(Compression::Snappy, &batches);
+        roundtrip(Compression::Deflate(6), &batches);
+        roundtrip(Compression::Deflate(1), &batches);
+    }
+
+    #[test]
+    fn snappy_rejects_corruption() {
+        let mut c = Compressor::new(Compression::Snappy);
+        let mut out = Vec::new();
+        c.compress(b"hello hello hello hello", &mut out)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let last = out.len() - 1;
+        out[last] ^= 0x55;
+        let mut d = Decompressor::new(Compression::Snappy);
+        let mut wire = BytesMut::from(&out[..]);
+        let mut plain = BytesMut::new();
+        assert!(d.decompress(&mut wire, &mut plain).is_err());
+        let mut d = Decompressor::new(Compression::Snappy);
+        let mut wire = BytesMut::from(&b"\x05\x01\x00\x00x"[..]);
+        assert!(d.decompress(&mut wire, &mut plain).is_err());
+    }
+
+    #[test]
+    fn deflate_output_is_bounded_per_call() {
+        let mut c = Compressor::new(Compression::Deflate(9));
+        let mut out = Vec::new();
+        c.compress(&vec![0u8; 8 * MAX_DECODE_STEP], &mut out)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut d = Decompressor::new(Compression::Deflate(9));
+        let mut wire = BytesMut::from(&out[..]);
+        let mut plain = BytesMut::new();
+        d.decompress(&mut wire, &mut plain)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(plain.len() < 2 * MAX_DECODE_STEP, "{}", plain.len());
+        assert!(!wire.is_empty());
+    }
+}

@@ -1,0 +1,258 @@
+//! TLS: the rustls server configuration built from nsqd's `--tls-*` flags,
+//! and what a connection's TLS session reports in `/stats`.
+//!
+//! Mapping of nsqd's options onto rustls:
+//! - `--tls-cert` + `--tls-key` enable TLS (granted to IDENTIFY `tls_v1`) and HTTPS;
+//! - `--tls-client-auth-policy=require` asks for a client certificate and
+//!   accepts any (signatures are still checked, the chain is not), as Go's
+//!   `RequireAnyClientCert`; `require-verify` checks it against
+//!   `--tls-root-ca-file` (`RequireAndVerifyClientCert`); either makes TLS
+//!   required when `--tls-required` was left off, as nsqd does;
+//! - `--tls-min-version`: rustls has no TLS 1.0/1.1, so anything below
+//!   `tls1.3` means "1.2 and 1.3".
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use rustls::crypto::{ring, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ServerConnection, WebPkiClientVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
+
+use crate::options::Options;
+
+/// nsqd's `--tls-required` levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsRequired {
+    /// Plain connections are fine.
+    No = 0,
+    /// TCP clients must upgrade; plain HTTP is still served.
+    ExceptHttp = 1,
+    /// TCP clients must upgrade and plain HTTP answers 403 `TLS_REQUIRED`.
+    Yes = 2,
+}
+
+/// The effective `--tls-required`: a client-auth policy forces it on.
+pub fn tls_required(opts: &Options) -> TlsRequired {
+    match opts.tls_required {
+        0 if !opts.tls_client_auth_policy.is_empty() => TlsRequired::Yes,
+        0 => TlsRequired::No,
+        1 => TlsRequired::ExceptHttp,
+        _ => TlsRequired::Yes,
+    }
+}
+
+/// The server configuration, or `None` when no certificate is configured.
+/// Errors (unreadable or invalid files) are startup errors.
+pub fn server_config(opts: &Options) -> anyhow::Result<Option<Arc<ServerConfig>>> {
+    let (Some(cert), Some(key)) = (&opts.tls_cert, &opts.tls_key) else {
+        if !opts.tls_client_auth_policy.is_empty() || opts.tls_required > 0 {
+            bail!("--tls-required and --tls-client-auth-policy need --tls-cert and --tls-key");
+        }
+        return Ok(None);
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("cannot read --tls-cert {}", cert.display()))?;
+    if chain.is_empty() {
+        bail!("--tls-cert {} holds no certificate", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("cannot read --tls-key {}", key.display()))?;
+    let provider = Arc::new(ring::default_provider());
+    let versions: &[&rustls::SupportedProtocolVersion] = if opts.tls_min_version == "tls1.3" {
+        &[&rustls::version::TLS13]
+    } else {
+        &[&rustls::version::TLS12, &rustls::version::TLS13]
+    };
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .context("TLS protocol versions")?;
+    let builder = match opts.tls_client_auth_policy.as_str() {
+        "require" => builder.with_client_cert_verifier(Arc::new(AnyClientCert {
+            algorithms: provider.signature_verification_algorithms,
+        })),
+        "require-verify" => {
+            let Some(ca) = &opts.tls_root_ca_file else {
+                bail!("--tls-client-auth-policy=require-verify needs --tls-root-ca-file");
+            };
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(ca)
+                .with_context(|| format!("cannot read --tls-root-ca-file {}", ca.display()))?
+            {
+                roots
+                    .add(cert.context("bad certificate in --tls-root-ca-file")?)
+                    .context("bad certificate in --tls-root-ca-file")?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .context("client certificate verifier")?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    let config = builder
+        .with_single_cert(chain, key)
+        .context("--tls-cert and --tls-key do not make a usable pair")?;
+    Ok(Some(Arc::new(config)))
+}
+
+/// Go's `RequireAnyClientCert`: a certificate must be presented and must
+/// sign the handshake, but its chain is not checked.
+#[derive(Debug)]
+struct AnyClientCert {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ClientCertVerifier for AnyClientCert {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// What `/stats` shows about a client's TLS session.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// `TLS1.2` or `TLS1.3`, as nsqd names them.
+    pub version: String,
+    /// The cipher suite in Go's spelling (`TLS_AES_128_GCM_SHA256`).
+    pub cipher_suite: String,
+    /// The ALPN protocol, if any.
+    pub negotiated_protocol: String,
+}
+
+impl TlsInfo {
+    /// Reads the negotiated parameters of an established session.
+    pub fn of(conn: &ServerConnection) -> TlsInfo {
+        let version = match conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLS1.2".to_string(),
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLS1.3".to_string(),
+            Some(v) => format!("{v:?}"),
+            None => String::new(),
+        };
+        let cipher_suite = conn
+            .negotiated_cipher_suite()
+            .map(|s| {
+                let name = format!("{:?}", s.suite());
+                match name.strip_prefix("TLS13_") {
+                    Some(rest) => format!("TLS_{rest}"),
+                    None => name,
+                }
+            })
+            .unwrap_or_default();
+        let negotiated_protocol = conn
+            .alpn_protocol()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .unwrap_or_default();
+        TlsInfo {
+            version,
+            cipher_suite,
+            negotiated_protocol,
+        }
+    }
+}
+
+/// A TLS listener for the HTTPS server (an `axum::serve` listener).
+/// Handshakes run in their own tasks, so a slow or broken client delays no
+/// other; failed handshakes are logged and dropped.
+pub struct TlsListener {
+    local: std::net::SocketAddr,
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, std::net::SocketAddr)>,
+    _accept: tokio::task::JoinHandle<()>,
+}
+
+impl TlsListener {
+    /// Starts accepting TLS connections on `listener`.
+    pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<Self> {
+        let local = listener.local_addr()?;
+        let (tx, ready) = mpsc::channel(64);
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let accept = tokio::spawn(async move {
+            loop {
+                let (tcp, addr) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::error!(error = %e, "HTTPS accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let handshake = acceptor.accept(tcp);
+                    match tokio::time::timeout(std::time::Duration::from_secs(5), handshake).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, addr)).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%addr, error = %e, "HTTPS handshake failed"),
+                        Err(_) => tracing::debug!(%addr, "HTTPS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(TlsListener {
+            local,
+            ready,
+            _accept: accept,
+        })
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self._accept.abort();
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(accepted) => accepted,
+            // The accept task is gone only when the listener is dropped.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}

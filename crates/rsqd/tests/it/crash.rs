@@ -1,0 +1,252 @@
+//! Acknowledged means delivered: publishers record every `OK`, the daemon is
+//! killed (SIGKILL with `--durable`, SIGTERM without), restarted on the same
+//! data directory, and every acknowledged message must come out of the
+//! channel at least once. Rounds are bounded; `RSQ_LONG_TESTS` runs more.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rsq_codec::{Command, Frame};
+
+use crate::harness::{Daemon, V2};
+
+/// Publishes `p<n>-<seq>` until the connection fails or `stop` is set,
+/// recording each body the daemon acknowledged.
+fn publisher(
+    d: &Daemon,
+    topic: String,
+    n: usize,
+    acked: Arc<Mutex<Vec<Bytes>>>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let tcp = d.tcp;
+    std::thread::spawn(move || {
+        let mut c = V2::connect(tcp);
+        for seq in 0u64.. {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let body = Bytes::from(format!("p{n}-{seq}"));
+            let cmd = Command::Pub {
+                topic: topic.clone(),
+                body: body.clone(),
+            }
+            .to_bytes();
+            if std::io::Write::write_all(c.stream(), &cmd).is_err() {
+                return;
+            }
+            match c.try_frame() {
+                Some(Frame::Response(r)) if &r[..] == b"OK" => acked.lock().unwrap().push(body),
+                _ => return,
+            }
+        }
+    })
+}
+
+/// Consumes everything in `topic`/`channel`, finishing each message, until
+/// `expected` have all been seen and nothing more arrives. Returns
+/// (distinct bodies seen, duplicate deliveries).
+fn drain(
+    d: &Daemon,
+    topic: &str,
+    channel: &str,
+    expected: &HashSet<Bytes>,
+) -> (HashSet<Bytes>, usize) {
+    let mut c = d.connect();
+    c.subscribe(topic, channel);
+    c.send(Command::Rdy(500));
+    let mut seen = HashSet::new();
+    let mut duplicates = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if c.quiet_for(Duration::from_millis(500)) {
+            if expected.iter().all(|b| seen.contains(b)) {
+                break;
+            }
+            let missing = expected.iter().filter(|b| !seen.contains(*b)).count();
+            assert!(
+                Instant::now() < deadline,
+                "drain stalled: {missing} of {} acknowledged messages not delivered; stats: {:#}",
+                expected.len(),
+                d.stats()
+            );
+            continue;
+        }
+        match c.frame_skip_heartbeats() {
+            Some(Frame::Message(m)) => {
+                if !seen.insert(m.body.clone()) {
+                    duplicates += 1;
+                }
+                c.send(Command::Fin(m.id));
+            }
+            Some(other) => panic!("unexpected frame {other:?}"),
+            None => panic!("daemon closed the consumer"),
+        }
+    }
+    (seen, duplicates)
+}
+
+fn rounds() -> usize {
+    if std::env::var("RSQ_LONG_TESTS").is_ok() {
+        10
+    } else {
+        2
+    }
+}
+
+fn crash_rounds(extra: &[&str], kill: fn(&mut Daemon)) {
+    let mut d = Daemon::start(extra);
+    let mut rng = (std::process::id() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut total_acked = 0;
+    let mut total_dups = 0;
+    for round in 0..rounds() {
+        let topic = format!("crash{round}");
+        assert_eq!(
+            d.http("POST", &format!("/topic/create?topic={topic}"), b"")
+                .0,
+            200
+        );
+        assert_eq!(
+            d.http(
+                "POST",
+                &format!("/channel/create?topic={topic}&channel=c"),
+                b""
+            )
+            .0,
+            200
+        );
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let publishers: Vec<_> = (0..4)
+            .map(|n| publisher(&d, topic.clone(), n, acked.clone(), stop.clone()))
+            .collect();
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_millis(300 + rng % 700));
+        kill(&mut d);
+        stop.store(true, Ordering::Relaxed);
+        for p in publishers {
+            p.join().unwrap();
+        }
+        d.restart();
+        let expected: HashSet<Bytes> = acked.lock().unwrap().iter().cloned().collect();
+        assert!(
+            !expected.is_empty(),
+            "no publish was acknowledged in round {round}"
+        );
+        let (seen, dups) = drain(&d, &topic, "c", &expected);
+        let lost = expected.iter().filter(|b| !seen.contains(*b)).count();
+        assert_eq!(
+            lost,
+            0,
+            "round {round}: {lost} of {} acknowledged messages lost",
+            expected.len()
+        );
+        total_acked += expected.len();
+        total_dups += dups;
+    }
+    eprintln!("crash test {extra:?}: {total_acked} acknowledged, 0 lost, {total_dups} duplicate deliveries over {} rounds", rounds());
+}
+
+#[test]
+fn durable_survives_sigkill() {
+    crash_rounds(&["--durable"], |d| d.kill());
+}
+
+#[test]
+fn default_mode_survives_sigterm() {
+    crash_rounds(&[], |d| {
+        assert_eq!(d.terminate(), Some(0));
+    });
+}
+
+/// Damaged files while stopped: flipped bytes in segments and in
+/// `nsqd.dat`, a truncated segment, a removed one. rsqd still starts,
+/// serves what is intact and keeps accepting new messages.
+#[test]
+fn corrupt_files_are_survived() {
+    let mut rng = 0x2545_f491_4f6c_dd1du64 ^ u64::from(std::process::id());
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    for damage in 0..4 {
+        let mut d = Daemon::start(&["--mem-queue-size=0", "--max-bytes-per-file=4096"]);
+        for t in ["a", "b"] {
+            assert_eq!(
+                d.http("POST", &format!("/topic/create?topic={t}"), b"").0,
+                200
+            );
+            assert_eq!(
+                d.http("POST", &format!("/channel/create?topic={t}&channel=c"), b"")
+                    .0,
+                200
+            );
+            let bodies: Vec<u8> = (0..300)
+                .flat_map(|i| format!("{t}{i}\n").into_bytes())
+                .collect();
+            assert_eq!(d.http("POST", &format!("/mpub?topic={t}"), &bodies).0, 200);
+        }
+        d.wait_stats("moved to channels", |s| {
+            s["topics"]
+                .as_array()
+                .is_some_and(|ts| ts.iter().all(|t| t["depth"] == 0))
+        });
+        assert_eq!(d.terminate(), Some(0));
+        let mut files: Vec<_> = std::fs::read_dir(d.data_path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().ends_with(".dat"))
+            .collect();
+        files.sort();
+        for _ in 0..3 {
+            let victim = &files[(next() as usize) % files.len()];
+            let mut bytes = std::fs::read(victim).unwrap();
+            match damage {
+                0 if !bytes.is_empty() => {
+                    let at = (next() as usize) % bytes.len();
+                    bytes[at] ^= 0x5a;
+                    std::fs::write(victim, &bytes).unwrap();
+                }
+                1 => {
+                    let len = (next() as usize) % (bytes.len() + 1);
+                    std::fs::write(victim, &bytes[..len]).unwrap();
+                }
+                2 => {
+                    let _ = std::fs::remove_file(victim);
+                }
+                _ => std::fs::write(
+                    d.data_path().join("nsqd.dat"),
+                    b"{\"topics\": [{\"name\": 12",
+                )
+                .unwrap(),
+            }
+        }
+        d.restart();
+        // It serves: stats answer, new messages flow end to end, and what
+        // survived of the old ones can be drained.
+        let _ = d.stats();
+        let mut c = d.connect();
+        c.subscribe("fresh", "c");
+        c.send(Command::Rdy(10));
+        d.connect().publish("fresh", b"after damage");
+        assert_eq!(&c.expect_message().body[..], b"after damage");
+        for t in ["a", "b"] {
+            let mut c = d.connect();
+            c.subscribe(t, "c");
+            c.send(Command::Rdy(100));
+            while !c.quiet_for(Duration::from_millis(300)) {
+                if let Some(Frame::Message(m)) = c.frame_skip_heartbeats() {
+                    c.send(Command::Fin(m.id));
+                }
+            }
+        }
+        assert_eq!(d.terminate(), Some(0), "damage kind {damage}: unclean exit");
+    }
+}
