@@ -191,6 +191,35 @@ impl Channel {
         Ok(())
     }
 
+    /// Puts a batch in order: what fits goes to memory, the rest to the
+    /// backend as one `put_many` (one fsync when the backend syncs every
+    /// put), which is what lets a durable topic's pump keep up.
+    pub async fn put_many(&self, msgs: Vec<Message>) -> Result<(), ChannelError> {
+        let overflow: Vec<bytes::Bytes> = {
+            let mut inner = self.shared.lock();
+            if inner.exiting {
+                return Err(ChannelError::Exiting);
+            }
+            let mut overflow = Vec::new();
+            let mut queued = false;
+            for msg in msgs {
+                match inner.state.handle_put(msg) {
+                    PutOutcome::Queued => queued = true,
+                    PutOutcome::Overflow(msg) => overflow.push(msg.to_bytes()),
+                }
+            }
+            if queued {
+                self.shared.pump(&mut inner);
+                self.shared.nudge(&mut inner);
+            }
+            overflow
+        };
+        if !overflow.is_empty() {
+            self.shared.backend.put_many(overflow).await?;
+        }
+        Ok(())
+    }
+
     /// Puts a fresh message that becomes deliverable after `delay`; a zero
     /// delay is a plain [`Channel::put`]. The daemon checks `delay` against
     /// `max_req_timeout` (DPUB rejects, it does not clamp).

@@ -23,6 +23,16 @@ pub trait TopicChannel: Send + Sync + 'static {
     /// Accepts a message for immediate delivery.
     async fn put(&self, msg: Message) -> Result<(), ChannelError>;
 
+    /// Accepts a batch for immediate delivery, in order. The pump hands
+    /// over what it read from the backend in one go, so a channel that
+    /// stores to disk can do it with one write; by default, one put each.
+    async fn put_many(&self, msgs: Vec<Message>) -> Result<(), ChannelError> {
+        for msg in msgs {
+            self.put(msg).await?;
+        }
+        Ok(())
+    }
+
     /// Accepts a message that becomes visible to consumers after `delay`
     /// (a DPUB). `msg.deferred` is `Some(delay)` too.
     async fn put_deferred(&self, msg: Message, delay: Duration) -> Result<(), ChannelError>;

@@ -21,6 +21,9 @@ use crate::TopicChannel;
 /// than `Closed`, so a failing disk does not spin it.
 const BACKEND_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Most records the pump takes from the backend in one turn.
+const BACKEND_BATCH_MAX: usize = 128;
+
 /// The switches the topic flips and the pump obeys. Channel changes are
 /// signalled through the same watch without changing a field.
 #[derive(Debug, Clone, Copy, Default)]
@@ -201,16 +204,27 @@ async fn on_record<C: TopicChannel>(
 ) -> bool {
     match record {
         Ok(bytes) => {
-            match Message::decode(bytes) {
-                Ok(msg) => deliver(&shared.name, channels, msg).await,
-                Err(error) => {
-                    tracing::error!(topic = %shared.name, %error, "skipping corrupt backend record");
+            // Take what else is ready now too (bounded), so channels that
+            // store to disk write the batch at once instead of one message
+            // per write.
+            let mut batch = Vec::with_capacity(BACKEND_BATCH_MAX);
+            let mut next = Some(bytes);
+            while let Some(bytes) = next.take() {
+                match Message::decode(bytes) {
+                    Ok(msg) => batch.push(msg),
+                    Err(error) => {
+                        tracing::error!(topic = %shared.name, %error, "skipping corrupt backend record");
+                    }
+                }
+                if batch.len() < BACKEND_BATCH_MAX {
+                    next = shared.backend.try_read().ok().flatten();
                 }
             }
-            // Every channel now holds the message (or it was skipped): only
-            // now may the backend forget it, so a crash in between replays
-            // it rather than losing it (a no-op for backends that count a
-            // record consumed when read).
+            deliver_batch(&shared.name, channels, batch).await;
+            // Every channel now holds the batch (or a record was skipped):
+            // only now may the backend forget it, so a crash in between
+            // replays it rather than losing it (a no-op for backends that
+            // count a record consumed when read).
             shared.backend.commit_reads();
         }
         Err(QueueError::Closed) => {
@@ -237,6 +251,37 @@ async fn deliver<C: TopicChannel>(topic: &str, channels: &[(Arc<str>, Arc<C>)], 
         put_one(topic, name, channel, msg.clone()).await;
     }
     put_one(topic, &first.0, &first.1, msg).await;
+}
+
+/// Puts a batch read from the backend into every channel, as [`deliver`]
+/// does for one message (backend records are never deferred).
+async fn deliver_batch<C: TopicChannel>(
+    topic: &str,
+    channels: &[(Arc<str>, Arc<C>)],
+    batch: Vec<Message>,
+) {
+    if batch.len() == 1 {
+        if let Some(msg) = batch.into_iter().next() {
+            deliver(topic, channels, msg).await;
+        }
+        return;
+    }
+    let Some((first, rest)) = channels.split_first() else {
+        tracing::error!(
+            topic,
+            count = batch.len(),
+            "messages taken with no channel; dropped"
+        );
+        return;
+    };
+    for (name, channel) in rest {
+        if let Err(error) = channel.put_many(batch.clone()).await {
+            tracing::error!(topic, channel = &**name, %error, "channel put failed");
+        }
+    }
+    if let Err(error) = first.1.put_many(batch).await {
+        tracing::error!(topic, channel = &*first.0, %error, "channel put failed");
+    }
 }
 
 async fn put_one<C: TopicChannel>(topic: &str, name: &str, channel: &Arc<C>, msg: Message) {

@@ -40,6 +40,10 @@ impl TopicChannel for ChannelHandle {
         self.0.put(msg).await.map_err(SinkError::new)
     }
 
+    async fn put_many(&self, msgs: Vec<Message>) -> Result<(), SinkError> {
+        self.0.put_many(msgs).await.map_err(SinkError::new)
+    }
+
     async fn put_deferred(
         &self,
         msg: Message,
