@@ -9,6 +9,7 @@ mod cluster;
 mod compression;
 mod crash;
 mod harness;
+mod hostile;
 mod http_api;
 mod lifecycle;
 mod pynsq;
