@@ -47,6 +47,11 @@ impl Daemon {
         d
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("daemon running")
+    }
+
     /// The data directory.
     pub fn data_path(&self) -> &Path {
         &self.data

@@ -12,6 +12,7 @@ mod harness;
 mod hostile;
 mod http_api;
 mod lifecycle;
+mod overload;
 mod pynsq;
 mod sampling;
 mod third_party;
