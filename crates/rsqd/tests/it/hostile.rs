@@ -248,3 +248,75 @@ fn random_bytes_never_hurt_the_daemon() {
     }
     calm.still_served();
 }
+
+#[test]
+fn random_http_requests_get_4xx_not_crashes() {
+    let d = Daemon::start(&["--max-msg-size=512", "--max-body-size=2048"]);
+    let mut calm = Bystander::new(&d);
+    let mut rng = 0x2545_f491_4f6c_dd1du64 ^ u64::from(std::process::id());
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let paths = [
+        "/pub",
+        "/mpub",
+        "/topic/create",
+        "/topic/delete",
+        "/topic/empty",
+        "/topic/pause",
+        "/topic/unpause",
+        "/channel/create",
+        "/channel/delete",
+        "/channel/empty",
+        "/channel/pause",
+        "/channel/unpause",
+        "/stats",
+        "/config/x",
+        "/info",
+        "/nope",
+    ];
+    let words = [
+        "topic=t",
+        "topic=",
+        "topic=%ff",
+        "channel=c",
+        "channel=a%23ephemeral",
+        "binary=true",
+        "binary=maybe",
+        "defer=-1",
+        "defer=99999999999999",
+        "format=json",
+        "include_clients=x",
+        "topic=t%00",
+        "&&",
+        "=",
+        "topic=t&topic=u",
+    ];
+    let rounds = if std::env::var("RSQ_LONG_TESTS").is_ok() {
+        3000
+    } else {
+        300
+    };
+    for round in 0..rounds {
+        let path = paths[(next() as usize) % paths.len()];
+        let query: Vec<&str> = (0..next() % 4)
+            .map(|_| words[(next() as usize) % words.len()])
+            .collect();
+        let body: Vec<u8> = (0..(next() % 3000)).map(|_| next() as u8).collect();
+        let method = if next() % 4 == 0 { "GET" } else { "POST" };
+        let uri = format!("{path}?{}", query.join("&"));
+        let (status, text) = d.http(method, &uri, &body);
+        assert!(
+            status < 500,
+            "{method} {uri} with {} body bytes: {status} {text}",
+            body.len()
+        );
+        if round % 50 == 0 {
+            calm.still_served();
+        }
+    }
+    calm.still_served();
+}
