@@ -5,8 +5,14 @@ pub const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   ci [--long]      fmt, clippy, tests, docs; --long adds soak, crash and fuzz runs
-  bench [CRATE..]  run the benchmarks (all crates, or the named ones: codec, diskqueue,
-                   channel, topic) in release mode and print their figures
+  bench [NAME..] [daemon [ARGS..]]
+                   run the benchmarks in release mode and print their figures: all, or
+                   the named ones (codec, diskqueue, channel, topic, daemon). `daemon` is
+                   the end-to-end suite (rsq-bench against a release rsqd it starts per
+                   scenario); arguments after it go to rsq-bench, e.g.
+                   `daemon --addr 127.0.0.1:4150 --http-addr 127.0.0.1:4151 --pid PID`
+                   to measure a running nsqd, `--json PATH`, `--scenario NAME`,
+                   `--duration 10s`, `--help`
   help             this text";
 
 /// The parsed command line.
@@ -24,7 +30,8 @@ pub enum Command {
     },
     /// Run benchmarks.
     Bench {
-        /// Crate short names to bench; empty means all.
+        /// Benchmark names (crate short names or `daemon`), then, after
+        /// `daemon`, the suite's own arguments; empty means all.
         crates: Vec<String>,
     },
     /// Print usage.

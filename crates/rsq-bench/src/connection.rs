@@ -1,0 +1,154 @@
+//! One protocol V2 connection to a daemon: magic, commands out, frames in.
+//!
+//! Every wait is bounded by a deadline passed in by the caller, so a daemon
+//! that stops answering ends a benchmark with an error instead of a hang.
+//! Heartbeats are answered with `NOP` as they arrive.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rsq_codec::{Command, Frame, FrameDecoder, DEFAULT_MAX_FRAME_SIZE, HEARTBEAT, MAGIC_V2, OK};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
+
+use crate::BenchError;
+
+/// Longest wait for a connect or a command's answer during setup.
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Bytes read from the socket at a time (grown as needed).
+const READ_CHUNK_BYTES: usize = 256 * 1024;
+
+/// A connected V2 client.
+pub struct Connection {
+    addr: SocketAddr,
+    stream: TcpStream,
+    read_buf: BytesMut,
+    decoder: FrameDecoder,
+    nop: BytesMut,
+}
+
+impl Connection {
+    /// Connects to `addr` and sends the V2 magic.
+    pub async fn connect(addr: SocketAddr) -> Result<Connection, BenchError> {
+        let deadline = Instant::now() + SETUP_TIMEOUT;
+        let mut stream = timeout_at(deadline, TcpStream::connect(addr))
+            .await
+            .map_err(|_| BenchError::Timeout(format!("connect to {addr}")))?
+            .map_err(|e| BenchError::io(format!("connect to {addr}"), e))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| BenchError::io("set TCP_NODELAY", e))?;
+        stream
+            .write_all(MAGIC_V2)
+            .await
+            .map_err(|e| BenchError::io(format!("send magic to {addr}"), e))?;
+        let mut nop = BytesMut::new();
+        Command::Nop.encode(&mut nop);
+        Ok(Connection {
+            addr,
+            stream,
+            read_buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
+            decoder: FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE),
+            nop,
+        })
+    }
+
+    /// The daemon's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Writes already-encoded commands.
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), BenchError> {
+        self.stream
+            .write_all(bytes)
+            .await
+            .map_err(|e| BenchError::io(format!("write to {}", self.addr), e))
+    }
+
+    /// Encodes and writes one command.
+    pub async fn send_command(&mut self, command: &Command) -> Result<(), BenchError> {
+        let mut buf = BytesMut::new();
+        command.encode(&mut buf);
+        self.send(&buf).await
+    }
+
+    /// Sends `command` and waits (bounded) for its `OK`.
+    pub async fn request_ok(&mut self, command: &Command) -> Result<(), BenchError> {
+        self.send_command(command).await?;
+        let deadline = Instant::now() + SETUP_TIMEOUT;
+        match self.next_frame(deadline).await? {
+            Some(Frame::Response(body)) if body.as_ref() == OK => Ok(()),
+            Some(frame) => Err(self.unexpected(&frame)),
+            None => Err(BenchError::Timeout(format!("answer to {command:?}"))),
+        }
+    }
+
+    /// The next frame other than a heartbeat, or `None` if `deadline`
+    /// passes first. Heartbeats are answered with `NOP` here.
+    pub async fn next_frame(&mut self, deadline: Instant) -> Result<Option<Frame>, BenchError> {
+        loop {
+            if let Some(frame) = self.try_frame()? {
+                if matches!(&frame, Frame::Response(body) if body.as_ref() == HEARTBEAT) {
+                    let nop = self.nop.clone();
+                    self.send(&nop).await?;
+                    continue;
+                }
+                return Ok(Some(frame));
+            }
+            if !self.fill(deadline).await? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// A frame already buffered, without reading the socket (heartbeats
+    /// included; callers that use this answer them with [`Self::answer_heartbeat`]).
+    pub fn try_frame(&mut self) -> Result<Option<Frame>, BenchError> {
+        self.decoder
+            .decode(&mut self.read_buf)
+            .map_err(|source| BenchError::Codec {
+                addr: self.addr,
+                source,
+            })
+    }
+
+    /// Whether `frame` is a heartbeat; if so, answers it with `NOP`.
+    pub async fn answer_heartbeat(&mut self, frame: &Frame) -> Result<bool, BenchError> {
+        if matches!(frame, Frame::Response(body) if body.as_ref() == HEARTBEAT) {
+            let nop = self.nop.clone();
+            self.send(&nop).await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Reads more bytes into the buffer; `false` if `deadline` passed first.
+    pub async fn fill(&mut self, deadline: Instant) -> Result<bool, BenchError> {
+        if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK_BYTES / 4 {
+            self.read_buf.reserve(READ_CHUNK_BYTES);
+        }
+        match timeout_at(deadline, self.stream.read_buf(&mut self.read_buf)).await {
+            Err(_) => Ok(false),
+            Ok(Ok(0)) => Err(BenchError::Closed(self.addr)),
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(e)) => Err(BenchError::io(format!("read from {}", self.addr), e)),
+        }
+    }
+
+    /// The error for a frame that should not have come.
+    pub fn unexpected(&self, frame: &Frame) -> BenchError {
+        let what = match frame {
+            Frame::Response(body) => format!("response {:?}", String::from_utf8_lossy(body)),
+            Frame::Error(body) => format!("error {:?}", String::from_utf8_lossy(body)),
+            Frame::Message(_) => "an unexpected message".to_string(),
+        };
+        BenchError::Protocol {
+            addr: self.addr,
+            what,
+        }
+    }
+}
