@@ -116,9 +116,7 @@ fn libraries_do_not_print() {
         let rel = file.strip_prefix(&root).unwrap_or(&file);
         let rel_s = rel.to_string_lossy();
         let is_binary = rel_s.ends_with("/src/main.rs") || rel_s.contains("/src/bin/");
-        let is_library_src = rel_s.starts_with("crates/")
-            && rel_s.contains("/src/")
-            && !is_binary;
+        let is_library_src = rel_s.starts_with("crates/") && rel_s.contains("/src/") && !is_binary;
         if !is_library_src {
             continue;
         }

@@ -274,12 +274,6 @@ impl Channel {
         self.shared.nudge(&mut inner);
     }
 
-    /// Whether `client` can take another message now (see
-    /// [`ChannelState::is_consumer_ready`]).
-    pub fn consumer_ready(&self, client: ClientId) -> bool {
-        self.shared.lock().state.is_consumer_ready(client)
-    }
-
     /// FIN: `client` is done with message `id`.
     pub fn finish(&self, client: ClientId, id: &MessageId) -> Result<(), ChannelError> {
         let mut inner = self.shared.lock();

@@ -209,14 +209,6 @@ impl ChannelState {
         Ok(())
     }
 
-    /// Whether `client` could take another message now: the channel is not
-    /// paused and the client holds fewer messages than its RDY count. The
-    /// daemon flushes a client's buffered messages when this turns false,
-    /// since nothing more will arrive until the client answers.
-    pub fn is_consumer_ready(&self, client: ClientId) -> bool {
-        !self.paused && self.consumers.get(&client).is_some_and(|c| c.is_ready())
-    }
-
     /// Stops delivery; puts are still accepted.
     pub fn pause(&mut self) {
         self.paused = true;
