@@ -7,6 +7,9 @@
 /// Everything that can go wrong while decoding messages and frames.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
+    /// A duration that is not in Go's syntax (`250ms`, `60s`, `15m`, `1h30m`).
+    #[error("invalid duration {0:?} (use e.g. 250ms, 60s, 15m, 1h)")]
+    InvalidDuration(String),
     /// A message record is shorter than its fixed 26-byte header.
     #[error("message too short: {len} bytes, need at least {min}")]
     MessageTooShort {

@@ -11,7 +11,8 @@
 //!   every malformed input as nsqd's exact [`ProtocolError`];
 //! - frames: [`encode_response`], [`encode_error`], [`encode_message_frame`]
 //!   for the server and [`FrameDecoder`] for clients;
-//! - the topic and channel name rules ([`is_valid_name`], [`is_ephemeral`]).
+//! - the topic and channel name rules ([`is_valid_name`], [`is_ephemeral`]);
+//! - Go-style durations as NSQ's flags write them ([`parse_duration`]).
 //!
 //! It does no IO, spawns nothing, holds no locks and never reads the clock:
 //! callers feed it bytes and timestamps. Decoders check every size field
@@ -20,6 +21,7 @@
 
 mod command;
 mod decoder;
+mod duration;
 mod error;
 mod frame;
 mod id;
@@ -29,6 +31,7 @@ mod protocol_error;
 
 pub use command::{Command, Verb, MAGIC_V2};
 pub use decoder::{CommandDecoder, Limits, MAX_LINE_LEN};
+pub use duration::parse_duration;
 pub use error::CodecError;
 pub use frame::{
     encode_error, encode_frame, encode_message_frame, encode_response, Frame, FrameDecoder,

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use rsq_codec::parse_duration;
 
 use crate::registry::Liveness;
 
@@ -86,70 +87,9 @@ fn parse_log_level(s: &str) -> Result<String, String> {
     }
 }
 
-/// Parses a duration as Go's `time.ParseDuration` does: decimal numbers
-/// with units `ns`, `us`, `µs`, `ms`, `s`, `m`, `h` (`300s`, `1h30m`,
-/// `1.5s`); a bare `0` is zero.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let err = || format!("invalid duration {s:?} (use e.g. 250ms, 45s, 5m, 1h)");
-    let s = s.trim();
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let mut rest = s.strip_prefix('+').unwrap_or(s);
-    if rest.is_empty() {
-        return Err(err());
-    }
-    let mut nanos = 0f64;
-    while !rest.is_empty() {
-        let number_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .filter(|&n| n > 0)
-            .ok_or_else(err)?;
-        let value: f64 = rest[..number_end].parse().map_err(|_| err())?;
-        rest = &rest[number_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit_nanos = match &rest[..unit_end] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return Err(err()),
-        };
-        rest = &rest[unit_end..];
-        nanos += value * unit_nanos;
-    }
-    if !nanos.is_finite() || nanos > u64::MAX as f64 {
-        return Err(err());
-    }
-    Ok(Duration::from_nanos(nanos as u64))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[track_caller]
-    fn check(input: &str, expected: Option<Duration>) {
-        assert_eq!(parse_duration(input).ok(), expected, "input {input:?}");
-    }
-
-    #[test]
-    fn durations_parse_as_go_does() {
-        check("300s", Some(Duration::from_secs(300)));
-        check("5m", Some(Duration::from_secs(300)));
-        check("1h30m", Some(Duration::from_secs(5400)));
-        check("1.5s", Some(Duration::from_millis(1500)));
-        check("250ms", Some(Duration::from_millis(250)));
-        check("0", Some(Duration::ZERO));
-        check("10", None);
-        check("-1s", None);
-        check("s", None);
-        check("", None);
-    }
 
     #[test]
     fn defaults_are_nsqlookupds() -> Result<(), clap::Error> {

@@ -163,6 +163,8 @@ pub struct Nsqd {
     loading: AtomicBool,
     exiting: AtomicBool,
     health: Mutex<Option<String>>,
+    /// Mirrors `health.is_some()`, so a healthy publish takes no lock.
+    unhealthy: AtomicBool,
     factory: Arc<Factory>,
     metadata_write: tokio::sync::Mutex<()>,
     topic_create: tokio::sync::Mutex<()>,
@@ -201,6 +203,7 @@ impl Nsqd {
             loading: AtomicBool::new(false),
             exiting: AtomicBool::new(false),
             health: Mutex::new(None),
+            unhealthy: AtomicBool::new(false),
             metadata_write: tokio::sync::Mutex::new(()),
             topic_create: tokio::sync::Mutex::new(()),
             lookup: OnceLock::new(),
@@ -273,9 +276,46 @@ impl Nsqd {
         lock(&self.health).clone()
     }
 
-    /// Records the outcome of a publish for `/ping` and `/stats` health.
-    pub fn set_health(&self, err: Option<String>) {
-        *lock(&self.health) = err;
+    /// Records the outcome of a storage write for `/ping` and `/stats`
+    /// health: an error makes the daemon unhealthy until the next success,
+    /// as nsqd's `SetHealth` does.
+    fn set_health(&self, err: Option<String>) {
+        if err.is_none() && !self.unhealthy.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut health = lock(&self.health);
+        self.unhealthy.store(err.is_some(), Ordering::Relaxed);
+        *health = err;
+    }
+
+    /// Publishes messages to a topic, creating it if needed: one message
+    /// with `Topic::put`, more as one all-or-nothing `Topic::put_many`. A
+    /// storage failure marks the daemon unhealthy; the next success clears it.
+    pub async fn publish(
+        &self,
+        topic_name: &str,
+        mut msgs: Vec<Message>,
+    ) -> Result<(), ContextError> {
+        let topic = self.get_or_create_topic(topic_name).await?;
+        let result = match msgs.len() {
+            1 => match msgs.pop() {
+                Some(msg) => topic.put(msg).await,
+                None => Ok(()),
+            },
+            _ => topic.put_many(msgs).await,
+        };
+        match result {
+            Ok(()) => {
+                self.set_health(None);
+                Ok(())
+            }
+            Err(e @ TopicError::Backend(_)) => {
+                tracing::error!(topic = topic_name, error = %e, "publish failed");
+                self.set_health(Some(e.to_string()));
+                Err(e.into())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Recreates topics and channels from `nsqd.dat`, then starts them.

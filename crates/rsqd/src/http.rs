@@ -228,28 +228,12 @@ async fn put_messages(ctx: &Nsqd, topic_name: &str, msgs: Vec<rsq_codec::Message
     if ctx.is_exiting() {
         return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "EXITING"));
     }
-    let topic = ctx
-        .get_or_create_topic(topic_name)
-        .await
-        .map_err(context_error)?;
-    let result = if msgs.len() == 1 {
-        match msgs.into_iter().next() {
-            Some(msg) => topic.put(msg).await,
-            None => Ok(()),
-        }
-    } else {
-        topic.put_many(msgs).await
-    };
-    match result {
+    match ctx.publish(topic_name, msgs).await {
         Ok(()) => ok_text("OK"),
-        Err(e) => {
-            tracing::error!(topic = topic_name, error = %e, "HTTP publish failed");
-            ctx.set_health(Some(e.to_string()));
-            Err(ApiError(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "INTERNAL_ERROR",
-            ))
+        Err(ContextError::Topic(rsq_topic::TopicError::Exiting)) => {
+            Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "EXITING"))
         }
+        Err(e) => Err(context_error(e)),
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use rsq_codec::parse_duration;
 
 /// The daemon's version, reported in IDENTIFY, `/info` and `/stats`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -303,50 +304,6 @@ fn parse_log_level(s: &str) -> Result<String, String> {
     }
 }
 
-/// Parses a duration as Go's `time.ParseDuration` does: a sequence of
-/// decimal numbers with units `ns`, `us`, `µs`, `ms`, `s`, `m`, `h`
-/// (`60s`, `15m`, `1h30m`, `1.5s`); a bare `0` is zero.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let err = || format!("invalid duration {s:?} (use e.g. 250ms, 60s, 15m, 1h)");
-    let s = s.trim();
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if s.is_empty() || s.starts_with('-') {
-        return Err(err());
-    }
-    let mut rest = s.strip_prefix('+').unwrap_or(s);
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(err)?;
-        if num_len == 0 {
-            return Err(err());
-        }
-        let value: f64 = rest[..num_len].parse().map_err(|_| err())?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let nanos_per_unit = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return Err(err()),
-        };
-        rest = &rest[unit_len..];
-        total += value * nanos_per_unit;
-    }
-    if !total.is_finite() || total > u64::MAX as f64 {
-        return Err(err());
-    }
-    Ok(Duration::from_nanos(total as u64))
-}
-
 /// Durations appear in `/config` as nanoseconds, as Go's `time.Duration` marshals.
 mod duration_ns {
     use std::time::Duration;
@@ -359,26 +316,6 @@ mod duration_ns {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[track_caller]
-    fn check_duration(input: &str, expected: Option<Duration>) {
-        assert_eq!(parse_duration(input).ok(), expected, "input {input:?}");
-    }
-
-    #[test]
-    fn durations_parse_as_go_does() {
-        check_duration("60s", Some(Duration::from_secs(60)));
-        check_duration("15m", Some(Duration::from_secs(900)));
-        check_duration("1h", Some(Duration::from_secs(3600)));
-        check_duration("250ms", Some(Duration::from_millis(250)));
-        check_duration("1h30m", Some(Duration::from_secs(5400)));
-        check_duration("1.5s", Some(Duration::from_millis(1500)));
-        check_duration("0", Some(Duration::ZERO));
-        check_duration("10", None);
-        check_duration("-1s", None);
-        check_duration("5x", None);
-        check_duration("", None);
-    }
 
     #[test]
     fn defaults_are_nsqds() -> anyhow::Result<()> {

@@ -579,33 +579,14 @@ impl Session {
         code: ErrorCode,
         cmd: &str,
     ) -> Result<(), ProtocolError> {
-        let fail =
-            |e: &dyn std::fmt::Display| ProtocolError::new(code, format!("{cmd} failed {e}"));
-        let topic = self
-            .ctx
-            .get_or_create_topic(topic_name)
-            .await
-            .map_err(|e| fail(&e))?;
         let n = msgs.len() as u64;
-        let result = if msgs.len() == 1 {
-            match msgs.into_iter().next() {
-                Some(msg) => topic.put(msg).await,
-                None => Ok(()),
-            }
-        } else {
-            topic.put_many(msgs).await
-        };
-        match result {
-            Ok(()) => {
-                self.info.count_published(topic_name, n);
-                self.respond(OK);
-                Ok(())
-            }
-            Err(e) => {
-                self.ctx.set_health(Some(e.to_string()));
-                Err(fail(&e))
-            }
-        }
+        self.ctx
+            .publish(topic_name, msgs)
+            .await
+            .map_err(|e| ProtocolError::new(code, format!("{cmd} failed {e}")))?;
+        self.info.count_published(topic_name, n);
+        self.respond(OK);
+        Ok(())
     }
 
     /// Leaves the subscribed channel, requeueing what this client held;

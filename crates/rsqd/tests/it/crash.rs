@@ -99,7 +99,7 @@ fn rounds() -> usize {
 
 fn crash_rounds(extra: &[&str], kill: fn(&mut Daemon)) {
     let mut d = Daemon::start(extra);
-    let mut rng = (std::process::id() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = crate::harness::rng(u64::from(std::process::id()));
     let mut total_acked = 0;
     let mut total_dups = 0;
     for round in 0..rounds() {
@@ -123,10 +123,7 @@ fn crash_rounds(extra: &[&str], kill: fn(&mut Daemon)) {
         let publishers: Vec<_> = (0..4)
             .map(|n| publisher(&d, topic.clone(), n, acked.clone(), stop.clone()))
             .collect();
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        std::thread::sleep(Duration::from_millis(300 + rng % 700));
+        std::thread::sleep(Duration::from_millis(300 + next() % 700));
         kill(&mut d);
         stop.store(true, Ordering::Relaxed);
         for p in publishers {
@@ -169,13 +166,7 @@ fn default_mode_survives_sigterm() {
 /// serves what is intact and keeps accepting new messages.
 #[test]
 fn corrupt_files_are_survived() {
-    let mut rng = 0x2545_f491_4f6c_dd1du64 ^ u64::from(std::process::id());
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = crate::harness::rng(0x2545_f491_4f6c_dd1du64 ^ u64::from(std::process::id()));
     for damage in 0..4 {
         let mut d = Daemon::start(&["--mem-queue-size=0", "--max-bytes-per-file=4096"]);
         for t in ["a", "b"] {

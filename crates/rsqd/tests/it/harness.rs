@@ -10,6 +10,18 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use rsq_codec::{Command, Frame, FrameDecoder, Message, DEFAULT_MAX_FRAME_SIZE, MAGIC_V2};
 
+/// A small deterministic random generator (xorshift64) for tests, seeded
+/// so a failure can be replayed.
+pub fn rng(seed: u64) -> impl FnMut() -> u64 {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
 /// A free loopback port (bound, then released for the daemon to take).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -204,13 +204,7 @@ impl Bystander {
 fn random_bytes_never_hurt_the_daemon() {
     let d = Daemon::start(&[]);
     let mut calm = Bystander::new(&d);
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id());
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = crate::harness::rng(0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id()));
     let verbs: &[&[u8]] = &[
         b"PUB ",
         b"MPUB ",
@@ -253,13 +247,7 @@ fn random_bytes_never_hurt_the_daemon() {
 fn random_http_requests_get_4xx_not_crashes() {
     let d = Daemon::start(&["--max-msg-size=512", "--max-body-size=2048"]);
     let mut calm = Bystander::new(&d);
-    let mut rng = 0x2545_f491_4f6c_dd1du64 ^ u64::from(std::process::id());
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = crate::harness::rng(0x2545_f491_4f6c_dd1du64 ^ u64::from(std::process::id()));
     let paths = [
         "/pub",
         "/mpub",
