@@ -185,3 +185,56 @@ fn two_daemons_and_one_lookupd() {
     lookupd.wait("/nodes", "b gone", |v| tcp_ports(v) == [a_port]);
     a.terminate();
 }
+
+/// A consumer that finds daemons through lookupd (tokio-nsq's lookupd
+/// mode) receives what is published to either daemon.
+#[test]
+fn lookupd_discovery_reaches_both_daemons() {
+    let lookupd = Lookupd::start("127.0.0.1:0", "127.0.0.1:0");
+    let flag = format!("--lookupd-tcp-address={}", lookupd.tcp);
+    let a = Daemon::start(&[&flag, "--broadcast-address=127.0.0.1"]);
+    let b = Daemon::start(&[&flag, "--broadcast-address=127.0.0.1"]);
+    for d in [&a, &b] {
+        assert_eq!(d.http("POST", "/topic/create?topic=disc", b"").0, 200);
+    }
+    lookupd.wait("/lookup?topic=disc", "both registered", |v| {
+        tcp_ports(v).len() == 2
+    });
+    for (d, body) in [(&a, "from-a"), (&b, "from-b")] {
+        assert_eq!(
+            d.http("POST", "/pub?topic=disc", body.as_bytes()),
+            (200, "OK".to_string())
+        );
+    }
+    let lookup_http = format!("http://{}", lookupd.http);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let got = rt.block_on(async move {
+        let mut consumer = tokio_nsq::NSQConsumerConfig::new(
+            tokio_nsq::NSQTopic::new("disc").unwrap(),
+            tokio_nsq::NSQChannel::new("c").unwrap(),
+        )
+        .set_max_in_flight(10)
+        .set_sources(tokio_nsq::NSQConsumerConfigSources::Lookup(
+            tokio_nsq::NSQConsumerLookupConfig::new()
+                .set_poll_interval(Duration::from_millis(500))
+                .set_addresses([lookup_http].into_iter().collect()),
+        ))
+        .build();
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            let msg = tokio::time::timeout(Duration::from_secs(20), consumer.consume_filtered())
+                .await
+                .expect("consumer timed out")
+                .expect("consumer closed");
+            got.push(String::from_utf8(msg.body.clone()).unwrap());
+            msg.finish().await;
+        }
+        got.sort();
+        got
+    });
+    assert_eq!(got, ["from-a", "from-b"]);
+}
