@@ -78,7 +78,17 @@ pub struct Scenario {
 
 /// Names of every scenario, in suite order.
 pub const SCENARIO_NAMES: &[&str] = &[
-    "pub", "mpub100", "nsq", "pubsub", "latency", "fanout", "topics", "disk", "conns",
+    "pub",
+    "mpub100",
+    "nsq",
+    "pubsub",
+    "latency",
+    "fanout",
+    "topics",
+    "disk",
+    "conns",
+    "publishers",
+    "durable",
 ];
 
 fn topic(cfg: &SuiteConfig, scenario: &str) -> String {
@@ -212,6 +222,35 @@ pub fn scenario(name: &str, cfg: &SuiteConfig) -> Option<Scenario> {
                     idle: Vec::new(),
                     deliveries_per_message: 1,
                 }],
+            }
+        }
+        // Acknowledged publish rate by publisher count, in nsqd's mode and
+        // under --durable (every OK waits for fsync; group commit).
+        "publishers" | "durable" => {
+            let phase = |label: &'static str, count: usize, batch: usize| Phase {
+                label,
+                ..publish_only(vec![WriterConfig::new(&t, batch, size); count])
+            };
+            let durable = name == "durable";
+            Scenario {
+                daemon_flags: if durable {
+                    vec!["--durable".to_string()]
+                } else {
+                    Vec::new()
+                },
+                phases: vec![
+                    phase("pub1", 1, 1),
+                    phase("pub8", 8, 1),
+                    phase("pub16", 16, 1),
+                    phase("mpub100x8", 8, 100),
+                ],
+                ..single(
+                    format!(
+                        "{}PUB {size} B by 1, 8 and 16 publishers, then MPUB 100 by 8, each waiting for its OK",
+                        if durable { "--durable: " } else { "" }
+                    ),
+                    publish_only(Vec::new()),
+                )
             }
         }
         "disk" => Scenario {

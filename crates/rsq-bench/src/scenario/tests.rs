@@ -59,12 +59,12 @@ fn the_nsq_scenario_mirrors_the_bench_tools() {
 }
 
 #[test]
-fn only_the_disk_scenario_needs_daemon_flags() {
+fn only_the_disk_and_durable_scenarios_need_daemon_flags() {
     for s in suite(&cfg(), &[]).expect("suite") {
-        let want: &[&str] = if s.name == "disk" {
-            &["--mem-queue-size=0"]
-        } else {
-            &[]
+        let want: &[&str] = match s.name {
+            "disk" => &["--mem-queue-size=0"],
+            "durable" => &["--durable"],
+            _ => &[],
         };
         assert_eq!(s.daemon_flags, want, "{}", s.name);
     }

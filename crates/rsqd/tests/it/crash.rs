@@ -123,6 +123,11 @@ fn crash_rounds(extra: &[&str], kill: fn(&mut Daemon)) {
         let publishers: Vec<_> = (0..4)
             .map(|n| publisher(&d, topic.clone(), n, acked.clone(), stop.clone()))
             .collect();
+        // Let the publishers get going (bounded), then kill at a random moment.
+        let started = std::time::Instant::now();
+        while acked.lock().unwrap().is_empty() && started.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         std::thread::sleep(Duration::from_millis(300 + next() % 700));
         kill(&mut d);
         stop.store(true, Ordering::Relaxed);
@@ -198,7 +203,10 @@ fn corrupt_files_are_survived() {
         files.sort();
         for _ in 0..3 {
             let victim = &files[(next() as usize) % files.len()];
-            let mut bytes = std::fs::read(victim).unwrap();
+            // A file removed by an earlier pick of this loop stays removed.
+            let Ok(mut bytes) = std::fs::read(victim) else {
+                continue;
+            };
             match damage {
                 0 if !bytes.is_empty() => {
                     let at = (next() as usize) % bytes.len();

@@ -154,15 +154,15 @@ fn req_and_timeout_redeliver_with_attempts_counted() {
 fn touch_extends_the_deadline() {
     let d = Daemon::start(&[]);
     let mut c = d.connect();
-    c.identify(r#"{"msg_timeout": 1000}"#);
+    c.identify(r#"{"msg_timeout": 2000}"#);
     c.subscribe("t", "c");
     c.send(Command::Rdy(1));
     d.connect().publish("t", b"x");
     let m = c.expect_message();
-    std::thread::sleep(Duration::from_millis(600));
+    std::thread::sleep(Duration::from_millis(1200));
     c.send(Command::Touch(m.id));
-    std::thread::sleep(Duration::from_millis(600));
-    // 1.2 s after delivery: without the TOUCH it would have timed out.
+    std::thread::sleep(Duration::from_millis(1200));
+    // 2.4 s after delivery: without the TOUCH it would have timed out.
     c.send(Command::Fin(m.id));
     assert!(
         c.quiet_for(Duration::from_millis(300)),
