@@ -2,13 +2,16 @@
 //!
 //! Every wait is bounded by a deadline passed in by the caller, so a daemon
 //! that stops answering ends a benchmark with an error instead of a hang.
-//! Heartbeats are answered with `NOP` as they arrive.
+//! Heartbeats are answered with `NOP` as they arrive. After
+//! [`Connection::negotiate`] the bytes are snappy- or deflate-compressed
+//! both ways (rsq-compress), as a client that asked for it in IDENTIFY.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use rsq_codec::{Command, Frame, FrameDecoder, DEFAULT_MAX_FRAME_SIZE, HEARTBEAT, MAGIC_V2, OK};
+use rsq_compress::{Compression, Compressor, Decompressor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
@@ -28,6 +31,17 @@ pub struct Connection {
     read_buf: BytesMut,
     decoder: FrameDecoder,
     nop: BytesMut,
+    wire: Option<Wire>,
+}
+
+/// A compressed connection's state: bytes as they travel, both ways.
+struct Wire {
+    compressor: Compressor,
+    decompressor: Decompressor,
+    /// Compressed bytes read and not yet decompressed.
+    raw: BytesMut,
+    /// Compressed bytes to write.
+    out: Vec<u8>,
 }
 
 impl Connection {
@@ -53,6 +67,7 @@ impl Connection {
             read_buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
             decoder: FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE),
             nop,
+            wire: None,
         })
     }
 
@@ -63,10 +78,74 @@ impl Connection {
 
     /// Writes already-encoded commands.
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), BenchError> {
+        let addr = self.addr;
+        let wire_bytes: &[u8] = match &mut self.wire {
+            Some(wire) => {
+                wire.out.clear();
+                wire.compressor
+                    .compress(bytes, &mut wire.out)
+                    .map_err(|e| BenchError::io(format!("compress for {addr}"), e))?;
+                &wire.out
+            }
+            None => bytes,
+        };
         self.stream
-            .write_all(bytes)
+            .write_all(wire_bytes)
             .await
-            .map_err(|e| BenchError::io(format!("write to {}", self.addr), e))
+            .map_err(|e| BenchError::io(format!("write to {addr}"), e))
+    }
+
+    /// IDENTIFY asking for `kind`, then switch this connection to it as
+    /// nsqd sequences it: the JSON answer arrives plain, the `OK` after it
+    /// already compressed.
+    pub async fn negotiate(&mut self, kind: Compression) -> Result<(), BenchError> {
+        let body = match kind {
+            Compression::Snappy => r#"{"feature_negotiation":true,"snappy":true}"#.to_string(),
+            Compression::Deflate(level) => {
+                format!(r#"{{"feature_negotiation":true,"deflate":true,"deflate_level":{level}}}"#)
+            }
+        };
+        self.send_command(&Command::Identify(Bytes::from(body)))
+            .await?;
+        let deadline = Instant::now() + SETUP_TIMEOUT;
+        match self.next_frame(deadline).await? {
+            Some(Frame::Response(json)) if json.first() == Some(&b'{') => {}
+            Some(frame) => return Err(self.unexpected(&frame)),
+            None => return Err(BenchError::Timeout("IDENTIFY answer".to_string())),
+        }
+        // Whatever followed the JSON answer is already compressed.
+        let raw = self.read_buf.split();
+        self.wire = Some(Wire {
+            compressor: Compressor::new(kind),
+            decompressor: Decompressor::new(kind),
+            raw,
+            out: Vec::new(),
+        });
+        self.decompress_raw()?;
+        match self.next_frame(deadline).await? {
+            Some(Frame::Response(ok)) if ok.as_ref() == OK => Ok(()),
+            Some(frame) => Err(self.unexpected(&frame)),
+            None => Err(BenchError::Timeout("compressed OK".to_string())),
+        }
+    }
+
+    /// Moves what can be decompressed from the raw buffer to the frame buffer.
+    fn decompress_raw(&mut self) -> Result<(), BenchError> {
+        let addr = self.addr;
+        let Some(wire) = &mut self.wire else {
+            return Ok(());
+        };
+        loop {
+            let (before_in, before_out) = (wire.raw.len(), self.read_buf.len());
+            wire.decompressor
+                .decompress(&mut wire.raw, &mut self.read_buf)
+                .map_err(|e| BenchError::io(format!("decompress from {addr}"), e))?;
+            if wire.raw.is_empty()
+                || (wire.raw.len() == before_in && self.read_buf.len() == before_out)
+            {
+                return Ok(());
+            }
+        }
     }
 
     /// Encodes and writes one command.
@@ -131,10 +210,17 @@ impl Connection {
         if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK_BYTES / 4 {
             self.read_buf.reserve(READ_CHUNK_BYTES);
         }
-        match timeout_at(deadline, self.stream.read_buf(&mut self.read_buf)).await {
+        let target = match &mut self.wire {
+            Some(wire) => &mut wire.raw,
+            None => &mut self.read_buf,
+        };
+        match timeout_at(deadline, self.stream.read_buf(target)).await {
             Err(_) => Ok(false),
             Ok(Ok(0)) => Err(BenchError::Closed(self.addr)),
-            Ok(Ok(_)) => Ok(true),
+            Ok(Ok(_)) => {
+                self.decompress_raw()?;
+                Ok(true)
+            }
             Ok(Err(e)) => Err(BenchError::io(format!("read from {}", self.addr), e)),
         }
     }

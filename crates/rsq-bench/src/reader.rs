@@ -30,6 +30,8 @@ pub struct ReaderConfig {
     pub rdy: u64,
     /// How often a waiting reader checks whether the phase is over.
     pub check_interval: Duration,
+    /// snappy or deflate, negotiated in IDENTIFY; `None` for plain bytes.
+    pub compression: Option<rsq_compress::Compression>,
 }
 
 impl ReaderConfig {
@@ -40,6 +42,7 @@ impl ReaderConfig {
             channel: channel.into(),
             rdy,
             check_interval: Duration::from_millis(100),
+            compression: None,
         }
     }
 }
@@ -66,6 +69,9 @@ impl Subscriber {
     /// so nothing flows until [`Subscriber::run`].
     pub async fn subscribe(addr: SocketAddr, cfg: ReaderConfig) -> Result<Subscriber, BenchError> {
         let mut conn = Connection::connect(addr).await?;
+        if let Some(kind) = cfg.compression {
+            conn.negotiate(kind).await?;
+        }
         conn.request_ok(&Command::Sub {
             topic: cfg.topic.clone(),
             channel: cfg.channel.clone(),

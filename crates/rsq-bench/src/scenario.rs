@@ -89,6 +89,8 @@ pub const SCENARIO_NAMES: &[&str] = &[
     "conns",
     "publishers",
     "durable",
+    "snappy",
+    "deflate",
 ];
 
 fn topic(cfg: &SuiteConfig, scenario: &str) -> String {
@@ -252,6 +254,23 @@ pub fn scenario(name: &str, cfg: &SuiteConfig) -> Option<Scenario> {
                     publish_only(Vec::new()),
                 )
             }
+        }
+        // pubsub over compressed connections (both ways), as negotiated in
+        // IDENTIFY by clients that ask for it.
+        "snappy" | "deflate" => {
+            let kind = if name == "snappy" {
+                rsq_compress::Compression::Snappy
+            } else {
+                rsq_compress::Compression::Deflate(6)
+            };
+            let mut phase = pubsub_phase(&t, size);
+            for w in &mut phase.writers {
+                w.compression = Some(kind);
+            }
+            for r in &mut phase.readers {
+                r.compression = Some(kind);
+            }
+            single(format!("pubsub over {name} connections"), phase)
         }
         "disk" => Scenario {
             daemon_flags: vec!["--mem-queue-size=0".to_string()],

@@ -36,6 +36,8 @@ pub struct WriterConfig {
     pub rate_msgs_per_sec: Option<u64>,
     /// Upper bound on messages this writer sends.
     pub max_msgs: u64,
+    /// snappy or deflate, negotiated in IDENTIFY; `None` for plain bytes.
+    pub compression: Option<rsq_compress::Compression>,
 }
 
 impl WriterConfig {
@@ -48,6 +50,7 @@ impl WriterConfig {
             window: 1,
             rate_msgs_per_sec: None,
             max_msgs: 100_000_000,
+            compression: None,
         }
     }
 
@@ -131,6 +134,9 @@ pub async fn run_writer(
         .map(|t| prepare(t, cfg))
         .collect::<Result<Vec<_>, _>>()?;
     let mut conn = Connection::connect(addr).await?;
+    if let Some(kind) = cfg.compression {
+        conn.negotiate(kind).await?;
+    }
     let batch = cfg.batch as u64;
     let mut next_topic = 0;
     let (mut sent, mut acked, mut outstanding) = (0u64, 0u64, 0usize);

@@ -5,9 +5,8 @@
 //! that owns the socket's write half, batches message frames and sends
 //! heartbeats (`writer.rs`). The bytes between them and the socket pass
 //! through the layers of `stream.rs`: TLS (`tls.rs`) and snappy or deflate
-//! (`compression.rs`), negotiated in IDENTIFY.
+//! (the `rsq-compress` crate), negotiated in IDENTIFY.
 
-mod compression;
 mod identify;
 mod session;
 mod stream;

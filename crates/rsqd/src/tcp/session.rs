@@ -29,7 +29,6 @@ use rsq_codec::{
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::compression::Compression;
 use super::stream::{self, Source};
 use super::tls::{tls_required, TlsRequired};
 use super::writer::{self, Outbound};
@@ -37,6 +36,7 @@ use super::{negotiate, Negotiated, TlsConfig};
 use crate::auth::{self, AuthRequest, AuthState};
 use crate::client::{AuthIdentity, ClientInfo, ClientState};
 use crate::context::Nsqd;
+use rsq_compress::Compression;
 
 /// Largest command line, as nsqd's 16 KiB read buffer.
 const READ_BUFFER: usize = 16 * 1024;

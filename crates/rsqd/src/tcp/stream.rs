@@ -36,8 +36,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
-use super::compression::{Compression, Compressor, Decompressor};
 use super::tls::TlsInfo;
+use rsq_compress::{Compression, Compressor, Decompressor};
 
 /// nsqd's TLS handshake deadline.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -39,9 +39,9 @@ use rsq_codec::{encode_message_frame, encode_response, HEARTBEAT};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, Instant};
 
-use super::compression::Compression;
 use super::stream::{Sink, WriteHalf};
 use super::Negotiated;
+use rsq_compress::Compression;
 
 /// What the session asks the writer to do.
 pub enum Outbound {

@@ -1,12 +1,15 @@
-//! snappy and deflate as sans-IO transforms of a connection's bytes.
+//! rsq-compress: snappy and deflate as sans-IO transforms of a protocol V2
+//! connection's bytes, shared by the daemon (rsqd) and the load generator
+//! (rsq-bench). Depends on `snap`, `flate2` and `bytes`; does no IO.
 //!
 //! A [`Compressor`] turns a batch of plain frames into bytes for the wire,
 //! flushed so the peer can decode every frame of the batch at once (snappy
 //! framing chunks; raw DEFLATE ended by a sync flush, as Go's
 //! `flate.Writer.Flush`). A [`Decompressor`] consumes wire bytes and yields
 //! plain command bytes, a bounded amount per call so a small
-//! "decompression bomb" never becomes a large buffer. Neither does IO:
-//! `stream.rs` moves the bytes.
+//! "decompression bomb" never becomes a large buffer. Neither does IO: the
+//! caller (rsqd's `tcp/stream.rs`, rsq-bench's `connection.rs`) moves the
+//! bytes.
 
 use std::io;
 
