@@ -322,3 +322,95 @@ fn client_certificate_policy_is_enforced() {
     }
     assert!(failed, "a client without a certificate was accepted");
 }
+
+/// A CA and a client certificate it signed, for `require-verify`.
+struct ClientPki {
+    ca_pem: PathBuf,
+    client_chain: Vec<CertificateDer<'static>>,
+    client_key: Vec<u8>,
+    _dir: tempfile::TempDir,
+}
+
+impl ClientPki {
+    fn new() -> ClientPki {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let client_key = rcgen::KeyPair::generate().unwrap();
+        let client_params = rcgen::CertificateParams::new(vec!["rsq-test-client".into()]).unwrap();
+        let client = client_params.signed_by(&client_key, &ca, &ca_key).unwrap();
+        let ca_pem = dir.path().join("ca.pem");
+        std::fs::write(&ca_pem, ca.pem()).unwrap();
+        ClientPki {
+            ca_pem,
+            client_chain: vec![client.der().clone()],
+            client_key: client_key.serialize_der(),
+            _dir: dir,
+        }
+    }
+
+    /// A client trusting `server`, presenting `chain` if given.
+    fn client_config(
+        server: &Cert,
+        identity: Option<(Vec<CertificateDer<'static>>, Vec<u8>)>,
+    ) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(server.der.clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        Arc::new(match identity {
+            Some((chain, key)) => builder
+                .with_client_auth_cert(chain, rustls::pki_types::PrivateKeyDer::Pkcs8(key.into()))
+                .unwrap(),
+            None => builder.with_no_client_auth(),
+        })
+    }
+}
+
+/// Runs IDENTIFY with `tls_v1` and a handshake with `config`; true if the
+/// daemon then answers `OK` inside TLS.
+fn upgrade_accepted(d: &Direct, config: Arc<rustls::ClientConfig>) -> bool {
+    let tcp = identify_tls(d.tcp, "");
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
+    let mut tls = Frames::new(rustls::StreamOwned::new(conn, tcp));
+    matches!(tls.frame(), Some(Frame::Response(b)) if &b[..] == b"OK")
+}
+
+#[test]
+fn require_verify_accepts_only_certificates_from_the_root_ca() {
+    let server = Cert::new();
+    let pki = ClientPki::new();
+    let ca_flag = format!("--tls-root-ca-file={}", pki.ca_pem.display());
+    let d = Direct::start(
+        &server,
+        &["--tls-client-auth-policy=require-verify", &ca_flag],
+    );
+    // Signed by the configured CA: accepted.
+    let signed = Some((pki.client_chain.clone(), pki.client_key.clone()));
+    assert!(upgrade_accepted(
+        &d,
+        ClientPki::client_config(&server, signed)
+    ));
+    // Self-signed, not from that CA: refused.
+    let stranger = rcgen::generate_simple_self_signed(vec!["stranger".into()]).unwrap();
+    let unsigned = Some((
+        vec![stranger.cert.der().clone()],
+        stranger.key_pair.serialize_der(),
+    ));
+    assert!(!upgrade_accepted(
+        &d,
+        ClientPki::client_config(&server, unsigned)
+    ));
+    // No certificate at all: refused.
+    assert!(!upgrade_accepted(
+        &d,
+        ClientPki::client_config(&server, None)
+    ));
+}
