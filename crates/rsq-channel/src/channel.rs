@@ -186,7 +186,7 @@ impl Channel {
             }
         };
         if let Some(msg) = overflow {
-            self.shared.backend.put(msg.to_bytes()).await?;
+            self.shared.backend.put(msg.to_record()).await?;
         }
         Ok(())
     }
@@ -205,7 +205,7 @@ impl Channel {
             for msg in msgs {
                 match inner.state.handle_put(msg) {
                     PutOutcome::Queued => queued = true,
-                    PutOutcome::Overflow(msg) => overflow.push(msg.to_bytes()),
+                    PutOutcome::Overflow(msg) => overflow.push(msg.to_record()),
                 }
             }
             if queued {
@@ -393,7 +393,7 @@ impl Channel {
             return Err(ChannelError::Exiting);
         };
         let mut first_error = None;
-        let records = messages.iter().map(Message::to_bytes).chain(orphans);
+        let records = messages.iter().map(Message::to_record).chain(orphans);
         for record in records {
             if let Err(e) = self.shared.backend.put(record).await {
                 tracing::error!(topic = %self.shared.topic, channel = %self.shared.name, error = %e,
@@ -488,8 +488,15 @@ impl Shared {
     }
 
     fn accept_record(&self, inner: &mut Inner, record: Bytes) {
-        match Message::decode(record) {
-            Ok(msg) => inner.state.handle_backend_message(msg),
+        match Message::from_record(record) {
+            // Deferred when the channel was closed: held again for what was
+            // left of its delay (a restart never delivers it early).
+            Ok(msg) => match msg.deferred {
+                Some(delay) => inner
+                    .state
+                    .handle_backend_deferred(msg, delay, self.clock.now()),
+                None => inner.state.handle_backend_message(msg),
+            },
             Err(e) => tracing::error!(topic = %self.topic, channel = %self.name, error = %e,
                 "skipping undecodable backend record"),
         }
@@ -529,7 +536,7 @@ impl Shared {
             for (_, outlet) in inner.outlets.drain() {
                 outlet.close();
             }
-            (inner.state.drain(), inner.driver.take())
+            (inner.state.drain(self.clock.now()), inner.driver.take())
         };
         self.wake.notify_one();
         if let Some(driver) = driver {

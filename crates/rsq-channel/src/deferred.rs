@@ -69,14 +69,28 @@ impl Deferred {
         if self.heap.peek()?.0.due > now {
             return None;
         }
-        self.heap.pop().map(|Reverse(h)| h.msg)
+        self.heap.pop().map(|Reverse(h)| Message {
+            deferred: None,
+            ..h.msg
+        })
     }
 
-    /// Takes out everything, earliest first.
-    pub fn drain(&mut self) -> Vec<Message> {
+    /// Takes out everything, earliest first, each carrying in `deferred`
+    /// what was left of its delay at `now` (so a close can keep it).
+    pub fn drain(&mut self, now: Instant) -> Vec<Message> {
         let mut all: Vec<Held> = self.heap.drain().map(|Reverse(h)| h).collect();
         all.sort();
-        all.into_iter().map(|h| h.msg).collect()
+        all.into_iter()
+            .map(|h| Message {
+                deferred: Some(h.due.saturating_duration_since(now)),
+                ..h.msg
+            })
+            .collect()
+    }
+
+    /// Drops everything held.
+    pub fn clear(&mut self) {
+        self.heap.clear();
     }
 
     /// Iterates over the held messages, in no particular order.

@@ -104,6 +104,12 @@ impl ChannelState {
         self.deferred.push(msg, now + delay);
     }
 
+    /// Takes a deferred message read back from the backend (written there
+    /// by a close): held until `delay` from now, not counted again.
+    pub fn handle_backend_deferred(&mut self, msg: Message, delay: Duration, now: Instant) {
+        self.deferred.push(msg, now + delay);
+    }
+
     /// Takes a message read back from the backend; it is delivered next.
     pub fn handle_backend_message(&mut self, msg: Message) {
         self.memory.push_front(msg);
@@ -313,7 +319,7 @@ impl ChannelState {
     pub fn handle_empty(&mut self) {
         self.memory.clear();
         self.in_flight.drain();
-        self.deferred.drain();
+        self.deferred.clear();
         let clients: Vec<ClientId> = self.consumers.keys().copied().collect();
         for client in clients {
             if let Some(consumer) = self.consumers.get_mut(&client) {
@@ -326,10 +332,13 @@ impl ChannelState {
     /// Takes every message out for a shutdown flush, in nsqd's order: memory,
     /// then in flight (delivery order), then deferred (release order).
     /// Consumers are unsubscribed.
-    pub fn drain(&mut self) -> Vec<Message> {
+    pub fn drain(&mut self, now: Instant) -> Vec<Message> {
         let mut all: Vec<Message> = self.memory.drain(..).collect();
         all.extend(self.in_flight.drain().into_iter().map(|e| e.msg));
-        all.extend(self.deferred.drain());
+        for msg in &mut all {
+            msg.deferred = None;
+        }
+        all.extend(self.deferred.drain(now));
         self.consumers.clear();
         self.ready.clear();
         all

@@ -38,6 +38,6 @@ pub use frame::{
     FrameType, CLOSE_WAIT, DEFAULT_MAX_FRAME_SIZE, FRAME_HEADER_LEN, HEARTBEAT, OK,
 };
 pub use id::{IdGenerator, GUID_EPOCH, MAX_NODE_ID};
-pub use message::{Message, MessageId, MESSAGE_HEADER_LEN};
+pub use message::{Message, MessageId, DEFERRED_RECORD_TAG, MESSAGE_HEADER_LEN};
 pub use names::{is_ephemeral, is_valid_name, EPHEMERAL_SUFFIX, MAX_NAME_LEN};
 pub use protocol_error::{ErrorCode, ProtocolError};

@@ -15,6 +15,12 @@ use crate::CodecError;
 /// 2-byte attempts and a 16-byte id.
 pub const MESSAGE_HEADER_LEN: usize = 8 + 2 + 16;
 
+/// First bytes of a disk record that carries a deferral: rsq's extension of
+/// nsqd's layout, so a deferred message written to a queue (at shutdown, or
+/// when no memory is free) keeps its delay. A plain record never starts with
+/// `0xff`: its first byte is the top of a positive nanosecond timestamp.
+pub const DEFERRED_RECORD_TAG: &[u8; 4] = b"\xffRDF";
+
 /// A message id: 16 ASCII bytes, as nsqd sends them (lowercase hex).
 ///
 /// Clients echo these 16 bytes back in FIN, REQ and TOUCH, so the type stores
@@ -121,6 +127,40 @@ impl Message {
         dst.freeze()
     }
 
+    /// The message as a disk record: nsqd's layout, or, when it is deferred,
+    /// [`DEFERRED_RECORD_TAG`] and the deferral in milliseconds (u64, big
+    /// endian) before it.
+    pub fn to_record(&self) -> Bytes {
+        let Some(delay) = self.deferred else {
+            return self.to_bytes();
+        };
+        let mut dst = BytesMut::with_capacity(12 + self.encoded_len());
+        dst.put_slice(DEFERRED_RECORD_TAG);
+        dst.put_u64(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+        self.encode(&mut dst);
+        dst.freeze()
+    }
+
+    /// Decodes a disk record written by [`Message::to_record`] (or a plain
+    /// nsqd record). The body is a slice of `src`, not a copy.
+    pub fn from_record(src: Bytes) -> Result<Message, CodecError> {
+        if !src.starts_with(DEFERRED_RECORD_TAG) {
+            return Message::decode(src);
+        }
+        let tagged = DEFERRED_RECORD_TAG.len() + 8;
+        if src.len() < tagged + MESSAGE_HEADER_LEN {
+            return Err(CodecError::MessageTooShort {
+                len: src.len(),
+                min: tagged + MESSAGE_HEADER_LEN,
+            });
+        }
+        let mut ms = [0u8; 8];
+        ms.copy_from_slice(&src[DEFERRED_RECORD_TAG.len()..tagged]);
+        let mut msg = Message::decode(src.slice(tagged..))?;
+        msg.deferred = Some(Duration::from_millis(u64::from_be_bytes(ms)));
+        Ok(msg)
+    }
+
     /// Decodes the wire layout. The body is a slice of `src`, not a copy.
     /// The deferral is not part of the layout and comes back as `None`.
     pub fn decode(src: Bytes) -> Result<Message, CodecError> {
@@ -180,6 +220,18 @@ mod tests {
             Some(0x0123_4567_89ab_cdef)
         );
         assert_eq!(MessageId(*b"0123456789abcdeg").to_u64(), None);
+    }
+
+    #[test]
+    fn records_keep_a_deferral() {
+        let mut msg = Message::new(MessageId(*b"0123456789abcdef"), 7, Bytes::from_static(b"x"));
+        assert_eq!(msg.to_record(), msg.to_bytes());
+        assert_eq!(Message::from_record(msg.to_record()), Ok(msg.clone()));
+        msg.deferred = Some(Duration::from_millis(1500));
+        let record = msg.to_record();
+        assert!(record.starts_with(DEFERRED_RECORD_TAG));
+        assert_eq!(Message::from_record(record.clone()), Ok(msg));
+        assert!(Message::from_record(record.slice(..20)).is_err());
     }
 
     #[test]

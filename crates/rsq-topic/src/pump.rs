@@ -210,7 +210,7 @@ async fn on_record<C: TopicChannel>(
             let mut batch = Vec::with_capacity(BACKEND_BATCH_MAX);
             let mut next = Some(bytes);
             while let Some(bytes) = next.take() {
-                match Message::decode(bytes) {
+                match Message::from_record(bytes) {
                     Ok(msg) => batch.push(msg),
                     Err(error) => {
                         tracing::error!(topic = %shared.name, %error, "skipping corrupt backend record");
@@ -254,13 +254,19 @@ async fn deliver<C: TopicChannel>(topic: &str, channels: &[(Arc<str>, Arc<C>)], 
 }
 
 /// Puts a batch read from the backend into every channel, as [`deliver`]
-/// does for one message (backend records are never deferred).
+/// does for one message; deferred records (rare: written when no memory was
+/// free) go one by one to `put_deferred`.
 async fn deliver_batch<C: TopicChannel>(
     topic: &str,
     channels: &[(Arc<str>, Arc<C>)],
     batch: Vec<Message>,
 ) {
-    if batch.len() == 1 {
+    let (deferred, batch): (Vec<Message>, Vec<Message>) =
+        batch.into_iter().partition(|m| m.deferred.is_some());
+    for msg in deferred {
+        deliver(topic, channels, msg).await;
+    }
+    if batch.len() <= 1 {
         if let Some(msg) = batch.into_iter().next() {
             deliver(topic, channels, msg).await;
         }

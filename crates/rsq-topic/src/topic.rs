@@ -163,7 +163,7 @@ impl<C: TopicChannel> Topic<C> {
         let count = msgs.len() as u64;
         let body_len: u64 = msgs.iter().map(|m| m.body.len() as u64).sum();
         if let Err(msgs) = self.shared.memory.try_push_all(msgs) {
-            let records = msgs.iter().map(Message::to_bytes).collect();
+            let records = msgs.iter().map(Message::to_record).collect();
             self.shared
                 .backend
                 .put_many(records)
@@ -180,7 +180,7 @@ impl<C: TopicChannel> Topic<C> {
     async fn write_backend(&self, msg: &Message) -> Result<(), TopicError> {
         self.shared
             .backend
-            .put(msg.to_bytes())
+            .put(msg.to_record())
             .await
             .map_err(|error| {
                 tracing::error!(topic = %self.shared.name, %error, "topic backend write failed");

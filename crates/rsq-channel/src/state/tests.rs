@@ -438,7 +438,7 @@ fn drain_keeps_memory_then_in_flight_then_deferred() {
     h.put(2);
     check(&mut h, &[(1, 1, 1)]);
     h.state.handle_put_deferred(msg(3), SEC, h.now());
-    let order: Vec<u64> = h.state.drain().iter().map(|m| num(&m.id)).collect();
+    let order: Vec<u64> = h.state.drain(h.now()).iter().map(|m| num(&m.id)).collect();
     assert_eq!(order, vec![2, 1, 3]);
     assert_eq!(h.state.consumer_count(), 0);
 }

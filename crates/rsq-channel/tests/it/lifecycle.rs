@@ -106,12 +106,43 @@ async fn close_writes_memory_in_flight_and_deferred_to_the_backend() {
     assert!(c.recv().await.is_none());
     assert!(matches!(ch.put(msg(6)).await, Err(ChannelError::Exiting)));
     assert!(matches!(ch.close().await, Err(ChannelError::Exiting)));
-    // A restart reads them all back from the backend.
+    // A restart reads them all back from the backend; the deferred one
+    // keeps what was left of its delay.
     let mut kept = BTreeSet::new();
+    let restarted = Arc::new(MemoryQueue::unbounded());
     while let Ok(Some(record)) = backend.try_read() {
-        kept.insert(num(&Message::decode(record).unwrap().id));
+        let m = Message::from_record(record.clone()).unwrap();
+        if num(&m.id) == 5 {
+            let left = m.deferred.expect("deferral kept");
+            assert!(left > 3598 * SEC && left <= 3600 * SEC, "{left:?}");
+        }
+        kept.insert(num(&m.id));
+        restarted.put(record).await.unwrap();
     }
     assert_eq!(kept, (1..=5).collect());
+
+    // Served by a new channel: 1 to 4 at once, 5 only when its time comes.
+    let ch = Channel::new(
+        "t",
+        "c",
+        ChannelConfig::default(),
+        restarted as Arc<dyn BackendQueue>,
+        Arc::new(SystemClock),
+    );
+    let mut c = ch.add_consumer(1, 60 * SEC).unwrap();
+    ch.set_ready(1, 10);
+    let mut early = Vec::new();
+    while let Some(m) = next(&mut c, SEC).await {
+        early.push(num(&m.id));
+        ch.finish(1, &m.id).unwrap();
+    }
+    early.sort();
+    assert_eq!(early, [1, 2, 3, 4]);
+    assert_eq!(ch.stats().deferred_count, 1);
+    let m = next(&mut c, 3600 * SEC)
+        .await
+        .expect("released at its time");
+    assert_eq!(num(&m.id), 5);
 }
 
 #[tokio::test(start_paused = true)]

@@ -205,7 +205,7 @@ async fn zero_mem_queue_hands_deferred_to_a_waiting_pump_only() {
     settle().await;
 
     // Paused, the pump is not receiving: the deferred message goes to the
-    // backend and, as in nsqd, loses its timer there.
+    // backend, which (unlike nsqd's) keeps its deferral.
     topic.pause();
     settle().await;
     topic
@@ -227,7 +227,7 @@ async fn zero_mem_queue_hands_deferred_to_a_waiting_pump_only() {
         vec![
             (id(1), Some(Duration::from_secs(3))),
             (id(2), None),
-            (id(3), None)
+            (id(3), Some(Duration::from_secs(3)))
         ]
     );
 }
