@@ -12,8 +12,12 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use rsq_codec::parse_duration;
 
-/// The daemon's version, reported in IDENTIFY, `/info` and `/stats`.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The version rsqd reports in IDENTIFY, `/info`, `/stats`, `nsqd.dat` and to
+/// lookupd: the nsqd release whose behaviour it matches, with rsq's own
+/// version as semver build metadata. Tools compare nsqd versions to choose
+/// APIs (nsqadmin falls back to pre-1.0 endpoints for old nsqds), and build
+/// metadata does not count in that comparison, so they treat rsqd as 1.3.0.
+pub const VERSION: &str = concat!("1.3.0+rsq.", env!("CARGO_PKG_VERSION"));
 
 /// Every option rsqd understands. Field names are nsqd's flag names with `-`
 /// turned into `_`, which are also the keys of the TOML config file.
