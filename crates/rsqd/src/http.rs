@@ -434,6 +434,9 @@ async fn channel_unpause(State(ctx): Ctx, Query(params): Params) -> ApiResult {
 }
 
 async fn config_get(State(ctx): Ctx, Path(opt): Path<String>) -> ApiResult {
+    if opt == "log_level" {
+        return json(&crate::logging::current().unwrap_or_else(|| ctx.opts.log_level.clone()));
+    }
     if opt == "nsqlookupd_tcp_addresses" {
         // The live list: PUT may have changed it since start.
         let addresses = ctx
@@ -451,7 +454,16 @@ async fn config_get(State(ctx): Ctx, Path(opt): Path<String>) -> ApiResult {
 }
 
 async fn config_put(State(ctx): Ctx, Path(opt): Path<String>, body: Bytes) -> ApiResult {
-    // Only the lookupd addresses change at run time (log_level: not yet).
+    // As nsqd: only the log level and the lookupd addresses change at run time.
+    if opt == "log_level" {
+        // The body is the level, bare or as a JSON string.
+        let text = String::from_utf8_lossy(&body);
+        let level = text.trim().trim_matches('"');
+        return match crate::logging::set_level(level) {
+            Ok(level) => json(&level),
+            Err(_) => Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_VALUE")),
+        };
+    }
     if opt != "nsqlookupd_tcp_addresses" {
         return Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_OPTION"));
     }

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod client;
 pub mod context;
 pub mod http;
+pub mod logging;
 pub mod lookup;
 pub mod metadata;
 pub mod options;

@@ -299,7 +299,8 @@ fn parse_tls_required(s: &str) -> Result<u8, String> {
     }
 }
 
-fn parse_log_level(s: &str) -> Result<String, String> {
+/// Parses nsqd's log levels: debug, info, warn, error, fatal.
+pub fn parse_log_level(s: &str) -> Result<String, String> {
     match s.to_ascii_lowercase().as_str() {
         l @ ("debug" | "info" | "warn" | "error" | "fatal") => Ok(l.to_string()),
         _ => Err(format!(
