@@ -19,6 +19,7 @@ use rsq_diskqueue::{BackendQueue, QueueError};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
+use crate::backend_reads::BackendReads;
 use crate::latency::LatencyWindow;
 use crate::state::{ChannelState, PutOutcome};
 use crate::{ChannelConfig, ChannelError, ChannelStats, ClientId, Clock};
@@ -102,6 +103,8 @@ struct Inner {
     /// Records the driver read from the backend after shutdown began;
     /// `close` writes them back.
     orphans: Vec<Bytes>,
+    /// Finished-ness of backend reads, when the backend commits explicitly.
+    reads: Option<BackendReads>,
 }
 
 struct Outlet {
@@ -136,6 +139,7 @@ impl Channel {
             backend,
             clock,
             inner: Mutex::new(Inner {
+                reads: config.commit_backend_reads.then(BackendReads::default),
                 state: ChannelState::new(config),
                 outlets: HashMap::new(),
                 armed: None,
@@ -281,6 +285,7 @@ impl Channel {
             return Err(ChannelError::Exiting);
         }
         let msg = inner.state.handle_fin(client, id)?;
+        self.shared.finished_reads(&mut inner, Some(id));
         let latency = self
             .shared
             .clock
@@ -370,6 +375,7 @@ impl Channel {
                 return Err(ChannelError::Exiting);
             }
             inner.state.handle_empty();
+            self.shared.settle_reads(&mut inner);
         }
         self.shared.backend.empty().await?;
         Ok(())
@@ -399,6 +405,14 @@ impl Channel {
                 tracing::error!(topic = %self.shared.topic, channel = %self.shared.name, error = %e,
                     "failed to flush a message to the backend on close");
                 first_error.get_or_insert(e);
+            }
+        }
+        // Everything read is written back as new records: the old reads may
+        // be forgotten (unless a write failed; then a restart replays them).
+        if first_error.is_none() {
+            let mut inner = self.shared.lock();
+            if inner.reads.take().is_some() {
+                self.shared.backend.commit_reads();
             }
         }
         self.shared.backend.close().await?;
@@ -487,8 +501,38 @@ impl Shared {
         }
     }
 
+    /// Tells a committing backend how many of its oldest reads are finished
+    /// (`id` just finished; `None` only re-checks).
+    fn finished_reads(&self, inner: &mut Inner, id: Option<&MessageId>) {
+        if let Some(reads) = inner.reads.as_mut() {
+            if let Some(id) = id {
+                reads.finished(id);
+            }
+            let n = reads.take_committable();
+            if n > 0 {
+                self.backend.commit_oldest_reads(n);
+            }
+        }
+    }
+
+    /// Every backend read is settled (the channel was emptied, or its
+    /// messages were written back at close): commit them all.
+    fn settle_reads(&self, inner: &mut Inner) {
+        if let Some(reads) = inner.reads.as_mut() {
+            let n = reads.settle_all();
+            if n > 0 {
+                self.backend.commit_oldest_reads(n);
+            }
+        }
+    }
+
     fn accept_record(&self, inner: &mut Inner, record: Bytes) {
-        match Message::from_record(record) {
+        let decoded = Message::from_record(record);
+        if let Some(reads) = inner.reads.as_mut() {
+            reads.read(decoded.as_ref().ok().map(|m| m.id));
+        }
+        self.finished_reads(inner, None);
+        match decoded {
             // Deferred when the channel was closed: held again for what was
             // left of its delay (a restart never delivers it early).
             Ok(msg) => match msg.deferred {

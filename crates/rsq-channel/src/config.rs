@@ -24,6 +24,10 @@ pub struct ChannelConfig {
     pub max_rdy_count: u64,
     /// A `#ephemeral` channel: memory only, removed when its last consumer leaves.
     pub ephemeral: bool,
+    /// The backend keeps records read as unread until committed (a durable
+    /// daemon's channel): commit only the finished prefix, so a crash
+    /// replays messages in flight instead of losing them.
+    pub commit_backend_reads: bool,
 }
 
 impl Default for ChannelConfig {
@@ -35,6 +39,7 @@ impl Default for ChannelConfig {
             max_req_timeout: Duration::from_secs(60 * 60),
             max_rdy_count: 2500,
             ephemeral: false,
+            commit_backend_reads: false,
         }
     }
 }

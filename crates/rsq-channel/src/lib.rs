@@ -8,6 +8,7 @@
 //! Depends on rsq-codec for the message type and rsq-diskqueue for the
 //! backend a channel overflows into.
 
+mod backend_reads;
 mod channel;
 mod clock;
 mod config;

@@ -56,6 +56,14 @@ pub trait BackendQueue: Send + Sync + 'static {
     /// queues that count a record consumed when it is read.
     fn commit_reads(&self) {}
 
+    /// Marks the `count` oldest records handed out and not yet committed as
+    /// consumed, for readers that finish records out of order (a durable
+    /// channel commits only its finished prefix). A no-op where
+    /// [`BackendQueue::commit_reads`] is.
+    fn commit_oldest_reads(&self, count: u64) {
+        let _ = count;
+    }
+
     /// Records stored and not yet read.
     fn depth(&self) -> u64;
 

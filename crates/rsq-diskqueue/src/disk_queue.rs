@@ -618,6 +618,10 @@ impl BackendQueue for DiskQueue {
         self.inner.ledger().commit_reads();
     }
 
+    fn commit_oldest_reads(&self, count: u64) {
+        self.inner.ledger().commit_oldest(count);
+    }
+
     fn depth(&self) -> u64 {
         self.inner.ledger().depth()
     }

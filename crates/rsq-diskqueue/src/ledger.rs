@@ -374,6 +374,18 @@ impl Ledger {
         }
     }
 
+    /// Marks the `count` oldest handed-out records as consumed.
+    pub fn commit_oldest(&mut self, count: u64) {
+        for _ in 0..count {
+            if self.uncommitted.pop_front().is_none() {
+                break;
+            }
+        }
+        if count > 0 {
+            self.meta_dirty = true;
+        }
+    }
+
     /// Takes the cleanup owed so far.
     pub fn take_cleanup(&mut self) -> Cleanup {
         std::mem::take(&mut self.cleanup)

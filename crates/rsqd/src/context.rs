@@ -64,21 +64,12 @@ impl TopicChannel for ChannelHandle {
     }
 }
 
-/// Whose queue a backend is: a topic's queue is read by its pump, which
-/// commits each record once every channel has stored it.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum QueueOwner {
-    Topic,
-    Channel,
-}
-
 /// Opens the backend for a topic or channel queue: a disk queue named as
 /// nsqd names it, or a discarding memory queue for ephemeral ones.
 fn open_backend(
     opts: &Options,
     queue_name: &str,
     ephemeral: bool,
-    owner: QueueOwner,
 ) -> Result<Arc<dyn BackendQueue>, rsq_diskqueue::QueueError> {
     if ephemeral {
         return Ok(Arc::new(MemoryQueue::discarding(0)));
@@ -92,7 +83,10 @@ fn open_backend(
     config.sync_timeout = opts.sync_timeout;
     if opts.durable {
         config.sync_every = 1;
-        config.explicit_commit = owner == QueueOwner::Topic;
+        // The topic's pump commits after its channels stored a batch; a
+        // channel commits its finished prefix (see rsq-channel's
+        // `BackendReads`), so in-flight messages survive a crash.
+        config.explicit_commit = true;
     }
     Ok(Arc::new(DiskQueue::open(config)?))
 }
@@ -105,16 +99,13 @@ struct Factory {
 impl ChannelFactory<ChannelHandle> for Factory {
     fn create(&self, topic: &str, channel: &str) -> Result<Arc<ChannelHandle>, TopicError> {
         let ephemeral = is_ephemeral(channel);
-        let backend = open_backend(
-            &self.opts,
-            &format!("{topic}:{channel}"),
-            ephemeral,
-            QueueOwner::Channel,
-        )
-        .map_err(|e| TopicError::ChannelCreate {
-            channel: channel.to_string(),
-            source: SinkError::new(e),
-        })?;
+        let backend =
+            open_backend(&self.opts, &format!("{topic}:{channel}"), ephemeral).map_err(|e| {
+                TopicError::ChannelCreate {
+                    channel: channel.to_string(),
+                    source: SinkError::new(e),
+                }
+            })?;
         let config = ChannelConfig {
             mem_queue_size: self.opts.effective_mem_queue_size(),
             msg_timeout: self.opts.msg_timeout,
@@ -122,6 +113,7 @@ impl ChannelFactory<ChannelHandle> for Factory {
             max_req_timeout: self.opts.max_req_timeout,
             max_rdy_count: self.opts.max_rdy_count,
             ephemeral,
+            commit_backend_reads: self.opts.durable && !ephemeral,
         };
         let chan = Channel::new(topic, channel, config, backend, self.clock.clone());
         Ok(Arc::new(ChannelHandle(chan)))
@@ -428,7 +420,7 @@ impl Nsqd {
         if let Some(topic) = self.topic(name) {
             return Ok(topic);
         }
-        let backend = open_backend(&self.opts, name, is_ephemeral(name), QueueOwner::Topic)?;
+        let backend = open_backend(&self.opts, name, is_ephemeral(name))?;
         let topic = Topic::new(
             name,
             TopicConfig {

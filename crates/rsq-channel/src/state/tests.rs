@@ -600,6 +600,7 @@ impl Sim {
             max_req_timeout: 60 * SEC,
             max_rdy_count: 2500,
             ephemeral: false,
+            commit_backend_reads: false,
         };
         Sim {
             h: Harness::new(config.clone()),

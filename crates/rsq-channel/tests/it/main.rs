@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod delivery;
+mod durable;
 mod lifecycle;
 mod timing;
 
