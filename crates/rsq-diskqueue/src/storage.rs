@@ -156,7 +156,12 @@ impl Storage for FsStorage {
     }
 
     fn write_atomic(&self, name: &str, data: &[u8]) -> io::Result<()> {
-        let tmp_name = format!("{name}.tmp");
+        // A name of its own per write: two handles on one queue (a test
+        // reopening while the old handle's sync task still runs) must not
+        // write the same temporary file.
+        static NEXT_TMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT_TMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp_name = format!("{name}.{}.{n}.tmp", std::process::id());
         let tmp = self.dir.join(&tmp_name);
         let mut file = OpenOptions::new()
             .write(true)
