@@ -231,13 +231,32 @@ impl Channel {
         if delay.is_zero() {
             return self.put(msg).await;
         }
-        let mut inner = self.shared.lock();
-        if inner.exiting {
-            return Err(ChannelError::Exiting);
+        let record = {
+            let mut inner = self.shared.lock();
+            if inner.exiting {
+                return Err(ChannelError::Exiting);
+            }
+            if inner.reads.is_some() {
+                // Durable: stored (with its delay) before this returns, and
+                // held once read back, until finished.
+                inner.state.count_put();
+                Some(
+                    Message {
+                        deferred: Some(delay),
+                        ..msg
+                    }
+                    .to_record(),
+                )
+            } else {
+                let now = self.shared.clock.now();
+                inner.state.handle_put_deferred(msg, delay, now);
+                self.shared.nudge(&mut inner);
+                None
+            }
+        };
+        if let Some(record) = record {
+            self.shared.backend.put(record).await?;
         }
-        let now = self.shared.clock.now();
-        inner.state.handle_put_deferred(msg, delay, now);
-        self.shared.nudge(&mut inner);
         Ok(())
     }
 

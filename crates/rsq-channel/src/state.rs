@@ -98,6 +98,12 @@ impl ChannelState {
         }
     }
 
+    /// Counts a fresh message the caller stored in the backend itself (a
+    /// durable channel's deferred put).
+    pub fn count_put(&mut self) {
+        self.message_count += 1;
+    }
+
     /// Accepts a fresh message that becomes deliverable `delay` after `now`.
     pub fn handle_put_deferred(&mut self, msg: Message, delay: Duration, now: Instant) {
         self.message_count += 1;

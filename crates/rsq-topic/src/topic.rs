@@ -26,12 +26,16 @@ pub struct TopicConfig {
     /// deferred messages and those of an ephemeral topic, which are handed
     /// straight to the pump if it is waiting for one.
     pub mem_queue_size: usize,
+    /// Every message goes through the backend, deferred ones included, so a
+    /// put returns only once the backend has stored it (a durable daemon).
+    pub backend_only: bool,
 }
 
 impl Default for TopicConfig {
     fn default() -> Self {
         TopicConfig {
             mem_queue_size: DEFAULT_MEM_QUEUE_SIZE,
+            backend_only: false,
         }
     }
 }
@@ -68,6 +72,8 @@ pub struct TopicStats {
 pub struct Topic<C: TopicChannel> {
     shared: Arc<Shared<C>>,
     ephemeral: bool,
+    /// `TopicConfig::backend_only`.
+    backend_only: bool,
     factory: Arc<dyn ChannelFactory<C>>,
     control: watch::Sender<Control>,
     applied: watch::Receiver<u64>,
@@ -101,6 +107,7 @@ impl<C: TopicChannel> Topic<C> {
         Arc::new(Topic {
             shared,
             ephemeral: name.ends_with(EPHEMERAL_SUFFIX),
+            backend_only: config.backend_only,
             factory,
             control,
             applied,
@@ -142,7 +149,9 @@ impl<C: TopicChannel> Topic<C> {
         }
         let body_len = msg.body.len() as u64;
         let handoff = self.ephemeral || msg.deferred.is_some();
-        if let Err(msg) = self.shared.memory.try_push(msg, handoff) {
+        if self.backend_only {
+            self.write_backend(&msg).await?;
+        } else if let Err(msg) = self.shared.memory.try_push(msg, handoff) {
             self.write_backend(&msg).await?;
         }
         self.count(1, body_len);
@@ -162,7 +171,12 @@ impl<C: TopicChannel> Topic<C> {
         }
         let count = msgs.len() as u64;
         let body_len: u64 = msgs.iter().map(|m| m.body.len() as u64).sum();
-        if let Err(msgs) = self.shared.memory.try_push_all(msgs) {
+        let rest = if self.backend_only {
+            Err(msgs)
+        } else {
+            self.shared.memory.try_push_all(msgs)
+        };
+        if let Err(msgs) = rest {
             let records = msgs.iter().map(Message::to_record).collect();
             self.shared
                 .backend

@@ -425,6 +425,7 @@ impl Nsqd {
             name,
             TopicConfig {
                 mem_queue_size: self.opts.effective_mem_queue_size(),
+                backend_only: self.opts.durable,
             },
             backend,
             self.factory.clone(),

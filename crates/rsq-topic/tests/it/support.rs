@@ -115,7 +115,10 @@ pub fn topic_over(
     let recorder = Arc::new(Recorder::default());
     let topic = Topic::new(
         name,
-        TopicConfig { mem_queue_size },
+        TopicConfig {
+            mem_queue_size,
+            ..TopicConfig::default()
+        },
         backend,
         recorder.clone(),
     );

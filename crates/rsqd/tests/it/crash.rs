@@ -316,3 +316,37 @@ fn durable_sigkill_keeps_in_flight_messages() {
         expected.len()
     );
 }
+
+/// With `--durable` a DPUB is on disk with its delay when `OK` comes back:
+/// a SIGKILL right after loses nothing, and the restart does not deliver it
+/// early.
+#[test]
+fn durable_dpub_survives_sigkill_and_keeps_its_delay() {
+    let mut d = Daemon::start(&["--durable"]);
+    assert_eq!(d.http("POST", "/topic/create?topic=later", b"").0, 200);
+    assert_eq!(
+        d.http("POST", "/channel/create?topic=later&channel=c", b"")
+            .0,
+        200
+    );
+    let mut p = d.connect();
+    p.send(Command::Dpub {
+        topic: "later".into(),
+        defer_ms: 1500,
+        body: Bytes::from_static(b"deferred"),
+    });
+    p.expect_ok();
+    d.kill();
+    d.restart();
+    let mut c = d.connect();
+    c.subscribe("later", "c");
+    let subscribed = Instant::now();
+    c.send(Command::Rdy(1));
+    let m = c.expect_message();
+    assert_eq!(&m.body[..], b"deferred");
+    assert!(
+        subscribed.elapsed() >= Duration::from_millis(1500),
+        "delivered {:?} after the restart, before its delay",
+        subscribed.elapsed()
+    );
+}
