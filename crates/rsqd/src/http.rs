@@ -475,3 +475,6 @@ async fn config_put(State(ctx): Ctx, Path(opt): Path<String>, body: Bytes) -> Ap
     peers.set_addresses(&addresses);
     json(&peers.addresses())
 }
+
+#[cfg(test)]
+mod tests;

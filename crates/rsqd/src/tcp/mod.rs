@@ -1,12 +1,14 @@
 //! The TCP server: protocol V2 for producers and consumers.
 //!
 //! `serve` accepts connections until shutdown; each connection is a reader
-//! task that decodes and executes commands (`session.rs`) and a writer task
+//! task (`session.rs`) driving the V2 protocol's state machine, which does
+//! no IO (`connection.rs`), and a writer task
 //! that owns the socket's write half, batches message frames and sends
 //! heartbeats (`writer.rs`). The bytes between them and the socket pass
 //! through the layers of `stream.rs`: TLS (`tls.rs`) and snappy or deflate
 //! (the `rsq-compress` crate), negotiated in IDENTIFY.
 
+mod connection;
 mod identify;
 mod session;
 mod stream;
@@ -21,6 +23,7 @@ use tokio::task::JoinSet;
 
 use crate::context::Nsqd;
 
+pub use connection::{Action, Connection};
 pub use identify::{negotiate, IdentifyRequest, Negotiated};
 
 /// The TLS server configuration, when `--tls-cert` and `--tls-key` are set

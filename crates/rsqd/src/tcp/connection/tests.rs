@@ -1,0 +1,526 @@
+//! The V2 state machine driven by property tests: well-formed command
+//! streams against an independent model of nsqd's rules, and arbitrary
+//! bytes (mixed with real commands, split anywhere) against the invariants
+//! that must hold whatever a client sends.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use proptest::prelude::*;
+use rsq_codec::{Command, ErrorCode, Frame, FrameDecoder, MessageId, ProtocolError};
+
+use super::{Action, Connection};
+use crate::client::ClientState;
+use crate::options::Options;
+
+fn options(extra: &[&str]) -> Arc<Options> {
+    let mut args = vec!["rsqd"];
+    args.extend_from_slice(extra);
+    Arc::new(Options::load_from(args).unwrap())
+}
+
+/// One client command, as the tests generate it.
+#[derive(Debug, Clone)]
+enum Op {
+    Identify {
+        negotiate: bool,
+        heartbeat: i64,
+    },
+    Auth,
+    Sub,
+    Pub(usize),
+    Mpub(usize),
+    Dpub(u64),
+    Rdy(u64),
+    Fin(u64),
+    Req(u64, u64),
+    Touch(u64),
+    Cls,
+    Nop,
+    /// Anything at all (only in the arbitrary-bytes property).
+    Raw(Vec<u8>),
+}
+
+impl Op {
+    fn command(&self) -> Option<Command> {
+        let topic = || "t".to_string();
+        let body = |n: usize| Bytes::from(vec![b'x'; n]);
+        Some(match self {
+            Op::Identify {
+                negotiate,
+                heartbeat,
+            } => Command::Identify(Bytes::from(format!(
+                r#"{{"feature_negotiation":{negotiate},"heartbeat_interval":{heartbeat}}}"#
+            ))),
+            Op::Auth => Command::Auth(Bytes::from_static(b"secret")),
+            Op::Sub => Command::Sub {
+                topic: topic(),
+                channel: "c".to_string(),
+            },
+            Op::Pub(n) => Command::Pub {
+                topic: topic(),
+                body: body(*n),
+            },
+            Op::Mpub(n) => Command::Mpub {
+                topic: topic(),
+                bodies: (0..*n).map(|i| body(i + 1)).collect(),
+            },
+            Op::Dpub(ms) => Command::Dpub {
+                topic: topic(),
+                defer_ms: *ms,
+                body: body(3),
+            },
+            Op::Rdy(n) => Command::Rdy(*n),
+            Op::Fin(id) => Command::Fin(MessageId::from_u64(*id)),
+            Op::Req(id, ms) => Command::Req {
+                id: MessageId::from_u64(*id),
+                timeout_ms: *ms,
+            },
+            Op::Touch(id) => Command::Touch(MessageId::from_u64(*id)),
+            Op::Cls => Command::Cls,
+            Op::Nop => Command::Nop,
+            Op::Raw(_) => return None,
+        })
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        match (self, self.command()) {
+            (Op::Raw(raw), _) => raw.clone(),
+            (_, Some(cmd)) => cmd.to_bytes().to_vec(),
+            (_, None) => Vec::new(),
+        }
+    }
+}
+
+fn valid_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        1 => (any::<bool>(), prop_oneof![Just(0i64), Just(-1), Just(5000)])
+            .prop_map(|(negotiate, heartbeat)| Op::Identify {
+                negotiate,
+                heartbeat
+            }),
+        1 => Just(Op::Auth),
+        4 => Just(Op::Sub),
+        4 => (1usize..64).prop_map(Op::Pub),
+        1 => (1usize..8).prop_map(Op::Mpub),
+        1 => (0u64..10_000).prop_map(Op::Dpub),
+        4 => (0u64..=2500).prop_map(Op::Rdy),
+        4 => (0u64..4).prop_map(Op::Fin),
+        1 => (0u64..4, 0u64..=3_600_000).prop_map(|(id, ms)| Op::Req(id, ms)),
+        1 => (0u64..4).prop_map(Op::Touch),
+        1 => Just(Op::Cls),
+        1 => Just(Op::Nop),
+    ]
+}
+
+fn any_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => valid_op(),
+        1 => proptest::collection::vec(any::<u8>(), 0..40).prop_map(Op::Raw),
+        1 => proptest::sample::select(vec![
+            &b"PUB bad!name\n"[..],
+            b"PUB t\n\xff\xff\xff\xff",
+            b"MPUB t\n\x00\x00\x00\x08\x00\x00\x00\x00",
+            b"RDY -1\n",
+            b"RDY 99999999999999999999\n",
+            b"FIN 123\n",
+            b"SUB t\n",
+            b"SUB t c extra\n",
+            b"IDENTIFY\n\x00\x00\x00\x02{]",
+            b"IDENTIFY\n\x00\x00\x00\x1b{\"heartbeat_interval\":999}",
+            b"PUB t\n\x00\x00",
+            b"NOP",
+            b"\n",
+            b"CLS\r\n",
+            b"\xc3\x28 t\n",
+        ])
+        .prop_map(|b| Op::Raw(b.to_vec())),
+    ]
+}
+
+/// What the test saw, normalised for comparison.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seen {
+    Ok,
+    CloseWait,
+    Json,
+    Error(ErrorCode),
+    State(ClientState),
+    Identified,
+    Publish(usize, Option<Duration>),
+    Subscribe,
+    StartDelivery,
+    Ready(u64),
+    Finish(u64),
+    Requeue(u64, Duration),
+    Touch(u64),
+    Other(String),
+    Close,
+}
+
+fn frame(bytes: &Bytes) -> Seen {
+    let mut buf = BytesMut::from(&bytes[..]);
+    let frame = FrameDecoder::new(u32::MAX).decode(&mut buf);
+    assert!(buf.is_empty(), "one action, one whole frame");
+    match frame {
+        Ok(Some(Frame::Response(data))) if &data[..] == b"OK" => Seen::Ok,
+        Ok(Some(Frame::Response(data))) if &data[..] == b"CLOSE_WAIT" => Seen::CloseWait,
+        Ok(Some(Frame::Response(data))) if data.starts_with(b"{") => Seen::Json,
+        Ok(Some(Frame::Error(data))) => {
+            let e = ProtocolError::from_frame_body(&data)
+                .unwrap_or_else(|| panic!("malformed error frame {data:?}"));
+            Seen::Error(e.code)
+        }
+        other => panic!("unexpected frame {other:?}"),
+    }
+}
+
+fn id_of(id: &MessageId) -> u64 {
+    id.to_u64().unwrap()
+}
+
+/// Feeds `chunks` to a connection, answering every request with the next
+/// of `answers` (cycled; `true` = success), and checks the invariants that
+/// hold whatever the input: one request at a time, nothing decoded while
+/// one waits, every frame whole and well-formed, only FIN/REQ/TOUCH
+/// failures non-fatal, nothing after `Close`.
+fn drive(opts: &Arc<Options>, chunks: &[Vec<u8>], answers: &[bool]) -> Vec<Seen> {
+    let mut conn = Connection::new(opts.clone(), false);
+    let mut seen = Vec::new();
+    let mut answers = answers.iter().copied().cycle();
+    let now = Instant::now();
+    for chunk in chunks {
+        if conn.is_closed() {
+            break;
+        }
+        conn.input().extend_from_slice(chunk);
+        while let Some(action) = conn.poll_action(now) {
+            assert!(seen.last() != Some(&Seen::Close), "action after Close");
+            let request = matches!(
+                action,
+                Action::Publish { .. }
+                    | Action::Subscribe { .. }
+                    | Action::Finish(_)
+                    | Action::Requeue(..)
+                    | Action::Touch(_)
+                    | Action::StartTls { .. }
+                    | Action::Compress { .. }
+                    | Action::Authenticate { .. }
+            );
+            let s = match &action {
+                Action::Send(bytes) => frame(bytes),
+                Action::State(state) => Seen::State(*state),
+                Action::Identified { .. } => Seen::Identified,
+                Action::Publish { bodies, defer, .. } => {
+                    assert!(bodies.iter().all(|b| !b.is_empty()));
+                    Seen::Publish(bodies.len(), *defer)
+                }
+                Action::Subscribe { .. } => Seen::Subscribe,
+                Action::StartDelivery => Seen::StartDelivery,
+                Action::Ready(n) => {
+                    assert!(*n <= opts.max_rdy_count);
+                    Seen::Ready(*n)
+                }
+                Action::Finish(id) => Seen::Finish(id_of(id)),
+                Action::Requeue(id, delay) => {
+                    assert!(*delay <= opts.max_req_timeout);
+                    Seen::Requeue(id_of(id), *delay)
+                }
+                Action::Touch(id) => Seen::Touch(id_of(id)),
+                Action::Close => Seen::Close,
+                other => Seen::Other(format!("{other:?}")),
+            };
+            if let Seen::Error(code) = &s {
+                assert_eq!(
+                    code.is_fatal(),
+                    conn.is_closed(),
+                    "fatal errors, and only they, close"
+                );
+            }
+            seen.push(s);
+            if request {
+                assert!(conn.poll_action(now).is_none(), "decoded past a request");
+                let ok = answers.next().unwrap_or(true);
+                match action {
+                    Action::Authenticate { .. } => {
+                        conn.handle_auth(Err("refused".to_string()), now)
+                    }
+                    _ if ok => conn.handle_done(Ok(())),
+                    _ => conn.handle_done(Err("no".to_string())),
+                }
+            }
+        }
+    }
+    if let Some(i) = seen.iter().position(|s| *s == Seen::Close) {
+        assert_eq!(i + 1, seen.len(), "Close is last");
+        assert!(matches!(seen[i - 1], Seen::Error(c) if c.is_fatal()));
+    }
+    seen
+}
+
+/// An independent model of nsqd's rules for well-formed commands, with no
+/// AUTH server and no TLS: what the client should see.
+fn model(ops: &[Op], answers: &[bool]) -> Vec<Seen> {
+    let mut seen = Vec::new();
+    let mut answers = answers.iter().copied().cycle();
+    let mut state = ClientState::Init;
+    let mut heartbeats = true;
+    let fatal = |seen: &mut Vec<Seen>, code| {
+        seen.push(Seen::Error(code));
+        seen.push(Seen::Close);
+    };
+    for op in ops {
+        let allowed = match op {
+            Op::Identify { .. } | Op::Auth | Op::Sub => state == ClientState::Init,
+            Op::Rdy(_) if state == ClientState::Closing => continue,
+            Op::Rdy(_) | Op::Cls => state == ClientState::Subscribed,
+            Op::Fin(_) | Op::Req(..) | Op::Touch(_) => state != ClientState::Init,
+            _ => true,
+        };
+        if !allowed {
+            fatal(&mut seen, ErrorCode::Invalid);
+            return seen;
+        }
+        match op {
+            Op::Identify {
+                negotiate,
+                heartbeat,
+            } => {
+                heartbeats = *heartbeat != -1;
+                seen.push(Seen::Identified);
+                seen.push(if *negotiate { Seen::Json } else { Seen::Ok });
+            }
+            Op::Auth => {
+                fatal(&mut seen, ErrorCode::AuthDisabled);
+                return seen;
+            }
+            Op::Sub if !heartbeats => {
+                fatal(&mut seen, ErrorCode::Invalid);
+                return seen;
+            }
+            Op::Sub => {
+                seen.push(Seen::Subscribe);
+                if !answers.next().unwrap_or(true) {
+                    fatal(&mut seen, ErrorCode::SubFailed);
+                    return seen;
+                }
+                state = ClientState::Subscribed;
+                seen.extend([Seen::State(state), Seen::Ok, Seen::StartDelivery]);
+            }
+            Op::Pub(_) | Op::Mpub(_) | Op::Dpub(_) => {
+                let (n, defer, code) = match op {
+                    Op::Mpub(n) => (*n, None, ErrorCode::MpubFailed),
+                    Op::Dpub(ms) => (1, Some(Duration::from_millis(*ms)), ErrorCode::DpubFailed),
+                    _ => (1, None, ErrorCode::PubFailed),
+                };
+                seen.push(Seen::Publish(n, defer));
+                if !answers.next().unwrap_or(true) {
+                    fatal(&mut seen, code);
+                    return seen;
+                }
+                seen.push(Seen::Ok);
+            }
+            Op::Rdy(n) => seen.push(Seen::Ready(*n)),
+            Op::Fin(id) | Op::Req(id, _) | Op::Touch(id) => {
+                let (s, code) = match op {
+                    Op::Fin(_) => (Seen::Finish(*id), ErrorCode::FinFailed),
+                    Op::Req(_, ms) => (
+                        Seen::Requeue(*id, Duration::from_millis(*ms)),
+                        ErrorCode::ReqFailed,
+                    ),
+                    _ => (Seen::Touch(*id), ErrorCode::TouchFailed),
+                };
+                seen.push(s);
+                if !answers.next().unwrap_or(true) {
+                    seen.push(Seen::Error(code));
+                }
+            }
+            Op::Cls => {
+                state = ClientState::Closing;
+                seen.extend([Seen::Ready(0), Seen::State(state), Seen::CloseWait]);
+            }
+            Op::Nop | Op::Raw(_) => {}
+        }
+    }
+    seen
+}
+
+/// The bytes a client sends for `ops`, after the protocol magic.
+fn stream(ops: &[Op]) -> Vec<u8> {
+    let mut bytes = rsq_codec::MAGIC_V2.to_vec();
+    bytes.extend(ops.iter().flat_map(Op::bytes));
+    bytes
+}
+
+/// Splits `bytes` at the given (arbitrary) cut points.
+fn split(bytes: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+    cuts.sort_unstable();
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    for cut in cuts {
+        chunks.push(bytes[start..cut].to_vec());
+        start = cut;
+    }
+    chunks.push(bytes[start..].to_vec());
+    chunks
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    /// Well-formed commands, in any order, split anywhere, with the daemon
+    /// failing requests at random: the client sees exactly what the model
+    /// of nsqd's rules says.
+    #[test]
+    fn valid_commands_follow_nsqds_rules(
+        ops in proptest::collection::vec(valid_op(), 0..40),
+        answers in proptest::collection::vec(any::<bool>(), 1..8),
+        cuts in proptest::collection::vec(any::<usize>(), 0..6),
+    ) {
+        let opts = options(&[]);
+        let bytes = stream(&ops);
+        let seen = drive(&opts, &split(&bytes, &cuts), &answers);
+        prop_assert_eq!(seen, model(&ops, &answers));
+    }
+
+    /// Anything at all, real commands mixed with garbage: no panic, the
+    /// invariants in `drive` hold, and how the bytes are split does not
+    /// change a single action.
+    #[test]
+    fn arbitrary_input_keeps_the_invariants(
+        ops in proptest::collection::vec(any_op(), 0..30),
+        answers in proptest::collection::vec(any::<bool>(), 1..8),
+        cuts in proptest::collection::vec(any::<usize>(), 0..8),
+        flags in proptest::sample::select(vec![
+            &[][..],
+            &["--auth-http-address=127.0.0.1:1"],
+            &["--max-rdy-count=10", "--max-msg-size=16", "--max-body-size=64"],
+            &["--max-req-timeout=1s"],
+        ]),
+    ) {
+        let opts = options(flags);
+        let bytes = stream(&ops);
+        let whole = drive(&opts, std::slice::from_ref(&bytes), &answers);
+        let pieces = drive(&opts, &split(&bytes, &cuts), &answers);
+        prop_assert_eq!(whole, pieces);
+    }
+}
+
+#[test]
+fn auth_gates_publishing_and_refreshes_when_expired() {
+    let opts = options(&["--auth-http-address=127.0.0.1:1"]);
+    let mut conn = Connection::new(opts, false);
+    conn.input().extend_from_slice(rsq_codec::MAGIC_V2);
+    let now = Instant::now();
+    conn.input().extend_from_slice(
+        &Command::Pub {
+            topic: "t".into(),
+            body: Bytes::from_static(b"x"),
+        }
+        .to_bytes(),
+    );
+    let sent = |a: Option<Action>| match a {
+        Some(Action::Send(b)) => frame(&b),
+        other => panic!("expected a frame, got {other:?}"),
+    };
+    assert_eq!(
+        sent(conn.poll_action(now)),
+        Seen::Error(ErrorCode::AuthFirst)
+    );
+
+    let mut conn = Connection::new(options(&["--auth-http-address=127.0.0.1:1"]), false);
+    conn.input().extend_from_slice(rsq_codec::MAGIC_V2);
+    conn.input()
+        .extend_from_slice(&Command::Auth(Bytes::from_static(b"s")).to_bytes());
+    assert!(
+        matches!(conn.poll_action(now), Some(Action::Authenticate { secret, tls: false }) if secret == "s")
+    );
+    assert!(conn.poll_action(now).is_none());
+    let grant = br#"{"ttl":1,"identity":"me","identity_url":"","authorizations":[{"permissions":["publish"],"topic":"t","channels":[".*"]}]}"#;
+    let state = crate::auth::AuthState::parse(grant, now).unwrap();
+    conn.handle_auth(Ok(state), now);
+    assert!(
+        matches!(conn.poll_action(now), Some(Action::Authorized { identity, .. }) if identity == "me")
+    );
+    assert_eq!(sent(conn.poll_action(now)), Seen::Json);
+
+    // An hour later the authorizations have expired: PUB asks again first.
+    let later = now + Duration::from_secs(3600);
+    conn.input().extend_from_slice(
+        &Command::Pub {
+            topic: "t".into(),
+            body: Bytes::from_static(b"x"),
+        }
+        .to_bytes(),
+    );
+    assert!(matches!(
+        conn.poll_action(later),
+        Some(Action::Authenticate { .. })
+    ));
+    let state = crate::auth::AuthState::parse(grant, later).unwrap();
+    conn.handle_auth(Ok(state), later);
+    assert!(matches!(
+        conn.poll_action(later),
+        Some(Action::Publish { .. })
+    ));
+    conn.handle_done(Ok(()));
+    assert_eq!(sent(conn.poll_action(later)), Seen::Ok);
+
+    // Not allowed on another topic.
+    conn.input().extend_from_slice(
+        &Command::Pub {
+            topic: "zzz".into(),
+            body: Bytes::from_static(b"x"),
+        }
+        .to_bytes(),
+    );
+    assert_eq!(
+        sent(conn.poll_action(later)),
+        Seen::Error(ErrorCode::Unauthorized)
+    );
+    assert!(matches!(conn.poll_action(later), Some(Action::Close)));
+    assert!(conn.poll_action(later).is_none());
+}
+
+#[test]
+fn identify_upgrades_hand_over_the_unread_bytes() {
+    let opts = options(&["--snappy=true"]);
+    let mut conn = Connection::new(opts, true);
+    conn.input().extend_from_slice(rsq_codec::MAGIC_V2);
+    let now = Instant::now();
+    let identify = Command::Identify(Bytes::from_static(
+        br#"{"feature_negotiation":true,"tls_v1":true,"snappy":true}"#,
+    ));
+    conn.input().extend_from_slice(&identify.to_bytes());
+    conn.input().extend_from_slice(b"\x16\x03\x01handshake");
+    assert!(matches!(
+        conn.poll_action(now),
+        Some(Action::Identified { .. })
+    ));
+    assert!(matches!(conn.poll_action(now), Some(Action::Send(_))));
+    match conn.poll_action(now) {
+        Some(Action::StartTls { unread }) => assert_eq!(&unread[..], b"\x16\x03\x01handshake"),
+        other => panic!("expected StartTls, got {other:?}"),
+    }
+    assert!(conn.poll_action(now).is_none());
+    conn.handle_done(Ok(()));
+    assert!(matches!(conn.poll_action(now), Some(Action::Send(b)) if frame(&b) == Seen::Ok));
+    assert!(matches!(
+        conn.poll_action(now),
+        Some(Action::Compress {
+            kind: rsq_compress::Compression::Snappy,
+            ..
+        })
+    ));
+    conn.handle_done(Ok(()));
+    assert!(matches!(conn.poll_action(now), Some(Action::Send(b)) if frame(&b) == Seen::Ok));
+    // A second upgrade is refused.
+    conn.input().extend_from_slice(&identify.to_bytes());
+    assert!(
+        matches!(conn.poll_action(now), Some(Action::Send(b)) if frame(&b) == Seen::Error(ErrorCode::IdentifyFailed))
+    );
+}
