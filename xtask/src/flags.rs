@@ -13,6 +13,9 @@ commands:
                    `daemon --addr 127.0.0.1:4150 --http-addr 127.0.0.1:4151 --pid PID`
                    to measure a running nsqd, `--json PATH`, `--scenario NAME`,
                    `--duration 10s`, `--help`
+  fuzz [TARGET] [--seconds N]
+                   run the cargo-fuzz targets in fuzz/ (all, or TARGET) for N seconds
+                   each (default 30); installs cargo-fuzz into target/tools if missing
   help             this text";
 
 /// The parsed command line.
@@ -34,6 +37,11 @@ pub enum Command {
         /// `daemon`, the suite's own arguments; empty means all.
         crates: Vec<String>,
     },
+    /// Run the fuzz targets.
+    Fuzz {
+        /// An optional target name and `--seconds N`.
+        args: Vec<String>,
+    },
     /// Print usage.
     Help,
 }
@@ -54,6 +62,9 @@ impl Flags {
             }
             Some("bench") => Command::Bench {
                 crates: args.collect(),
+            },
+            Some("fuzz") => Command::Fuzz {
+                args: args.collect(),
             },
             None | Some("help" | "--help" | "-h") => Command::Help,
             Some(other) => return Err(format!("unknown command: {other}")),

@@ -1,13 +1,14 @@
 //! xtask: the project's automation, run as `cargo xtask <command>`.
 //!
 //! Rust instead of shell scripts, so it runs the same on every machine that
-//! has the toolchain. Commands: `ci` (everything CI checks) and `bench`.
+//! has the toolchain. Commands: `ci` (everything CI checks), `bench` and `fuzz`.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
 mod ci;
 mod flags;
+mod fuzz;
 #[cfg(test)]
 mod tidy;
 
@@ -24,6 +25,7 @@ fn main() -> ExitCode {
     let result = match flags.command {
         flags::Command::Ci { long } => ci::run(long),
         flags::Command::Bench { crates } => bench::run(&crates),
+        flags::Command::Fuzz { args } => fuzz::run(&args),
         flags::Command::Help => {
             println!("{}", flags::USAGE);
             Ok(())

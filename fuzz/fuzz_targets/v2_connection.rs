@@ -1,0 +1,158 @@
+//! Fuzz target: rsqd's protocol V2 connection state machine
+//! (`rsqd::tcp::Connection`), which does no IO, driven with arbitrary client
+//! bytes and a scripted daemon.
+//!
+//! Input layout: byte 0 picks the daemon's options (defaults, AUTH
+//! enabled, small limits, TLS available), byte 1 scripts the daemon's
+//! answers (bit i says whether the i-th request, cycling, succeeds), byte 2
+//! seeds the split points, the rest is what a client sends after the
+//! `"  V2"` magic.
+//!
+//! Checked: no panic; every frame the machine sends is one whole response
+//! or error frame; only `E_FIN_FAILED`, `E_REQ_FAILED` and `E_TOUCH_FAILED`
+//! leave the connection open, every other error is followed by `Close` and
+//! nothing after it; while a request is unanswered nothing more comes out;
+//! RDY never exceeds the limit and REQ never exceeds the largest timeout;
+//! and how the stream is split never changes a single action.
+
+#![no_main]
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use libfuzzer_sys::fuzz_target;
+use rsq_codec::{Frame, FrameDecoder, ProtocolError, MAGIC_V2};
+use rsqd::tcp::{Action, Connection};
+use rsqd::Options;
+
+fn presets() -> &'static [Arc<Options>; 4] {
+    static PRESETS: OnceLock<[Arc<Options>; 4]> = OnceLock::new();
+    PRESETS.get_or_init(|| {
+        let load = |flags: &[&str]| {
+            let mut args = vec!["rsqd"];
+            args.extend_from_slice(flags);
+            Arc::new(Options::load_from(args).expect("preset options"))
+        };
+        [
+            load(&[]),
+            load(&["--auth-http-address=127.0.0.1:1"]),
+            load(&[
+                "--max-rdy-count=3",
+                "--max-msg-size=8",
+                "--max-body-size=32",
+                "--max-req-timeout=1s",
+            ]),
+            load(&[
+                "--max-heartbeat-interval=2s",
+                "--max-output-buffer-size=100",
+            ]),
+        ]
+    })
+}
+
+/// Runs the machine over `chunks` and returns what it did, as text.
+fn drive(opts: &Arc<Options>, tls: bool, answers: u8, chunks: &[&[u8]]) -> Vec<String> {
+    let mut conn = Connection::new(opts.clone(), tls);
+    conn.input().extend_from_slice(MAGIC_V2);
+    let now = Instant::now();
+    let mut seen = Vec::new();
+    let mut closed = false;
+    let mut request = 0u32;
+    // After a TLS or compression upgrade the bytes belong to the transport
+    // (the driver decrypts or decompresses them first), so they are
+    // collected, not decoded: a split must not change them either.
+    let mut transport: Option<Vec<u8>> = None;
+    for chunk in chunks {
+        if let Some(bytes) = transport.as_mut() {
+            bytes.extend_from_slice(chunk);
+            continue;
+        }
+        conn.input().extend_from_slice(chunk);
+        while let Some(action) = conn.poll_action(now) {
+            assert!(!closed, "action after Close: {action:?}");
+            match &action {
+                Action::Send(bytes) => {
+                    let mut buf = BytesMut::from(&bytes[..]);
+                    match FrameDecoder::new(u32::MAX).decode(&mut buf) {
+                        Ok(Some(Frame::Error(body))) => {
+                            let e =
+                                ProtocolError::from_frame_body(&body).expect("well-formed error");
+                            assert_eq!(e.is_fatal(), conn.is_closed(), "{e}");
+                        }
+                        Ok(Some(Frame::Response(_))) => {}
+                        other => panic!("bad frame {other:?}"),
+                    }
+                    assert!(buf.is_empty(), "one action, one frame");
+                }
+                Action::Ready(n) => assert!(*n <= opts.max_rdy_count),
+                Action::Requeue(_, delay) => assert!(*delay <= opts.max_req_timeout),
+                Action::Close => closed = true,
+                Action::StartTls { unread } | Action::Compress { unread, .. } => {
+                    transport
+                        .get_or_insert_with(Vec::new)
+                        .extend_from_slice(unread);
+                }
+                _ => {}
+            }
+            let is_request = matches!(
+                action,
+                Action::Publish { .. }
+                    | Action::Subscribe { .. }
+                    | Action::Finish(_)
+                    | Action::Requeue(..)
+                    | Action::Touch(_)
+                    | Action::StartTls { .. }
+                    | Action::Compress { .. }
+                    | Action::Authenticate { .. }
+            );
+            seen.push(match &action {
+                Action::StartTls { .. } => "StartTls".to_string(),
+                Action::Compress { kind, .. } => format!("Compress({kind:?})"),
+                other => format!("{other:?}"),
+            });
+            if is_request {
+                assert!(conn.poll_action(now).is_none(), "decoded past a request");
+                let ok = answers >> (request % 8) & 1 == 1;
+                request += 1;
+                match action {
+                    Action::Authenticate { .. } => conn.handle_auth(Err("refused".into()), now),
+                    _ if ok => conn.handle_done(Ok(())),
+                    _ => conn.handle_done(Err("no".into())),
+                }
+            }
+        }
+        if closed {
+            break;
+        }
+    }
+    if let Some(bytes) = transport.filter(|_| !closed) {
+        seen.push(format!("transport bytes {bytes:?}"));
+    }
+    seen
+}
+
+fuzz_target!(|data: &[u8]| {
+    let [preset, answers, seed, stream @ ..] = data else {
+        return;
+    };
+    let opts = &presets()[usize::from(preset & 3)];
+    let tls = preset & 4 != 0;
+    let whole = drive(opts, tls, *answers, &[stream]);
+    if *seed != 0 {
+        let mut chunks = Vec::new();
+        let mut rest = stream;
+        let mut state = u32::from(*seed);
+        while !rest.is_empty() {
+            state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            let n = (1 + (state >> 16) as usize % 32).min(rest.len());
+            chunks.push(&rest[..n]);
+            rest = &rest[n..];
+        }
+        assert_eq!(
+            whole,
+            drive(opts, tls, *answers, &chunks),
+            "splitting changed the actions"
+        );
+    }
+});
