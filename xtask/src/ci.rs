@@ -39,6 +39,11 @@ pub fn run(long: bool) -> Result<(), String> {
     } else {
         &[]
     };
+    if long {
+        step("fuzz", || {
+            crate::fuzz::run(&["--seconds".to_string(), "60".to_string()])
+        })?;
+    }
     // The full suite runs last, so its summary is the run's closing line.
     if has_nextest() {
         step("doctest", || {
