@@ -9,64 +9,18 @@
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
 use rsq_codec::is_valid_name;
+use rsq_service::http::{json, nsq_api, ok_empty, required, topic_and_channel, Params};
+use rsq_service::{ApiError, ApiResult};
 use tokio::net::TcpListener;
 
 use crate::options::VERSION;
 use crate::Lookupd;
 
-type Params = Query<Vec<(String, String)>>;
 type Ctx = State<Arc<Lookupd>>;
-
-/// An HTTP error as nsqlookupd reports it.
-struct ApiError(StatusCode, &'static str);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = serde_json::json!({ "message": self.1 }).to_string();
-        (
-            self.0,
-            [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
-            body,
-        )
-            .into_response()
-    }
-}
-
-type ApiResult = Result<Response, ApiError>;
-
-fn json<T: serde::Serialize>(value: &T) -> ApiResult {
-    let body = serde_json::to_vec(value)
-        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"))?;
-    Ok((
-        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
-        body,
-    )
-        .into_response())
-}
-
-fn ok_empty() -> ApiResult {
-    Ok(StatusCode::OK.into_response())
-}
-
-fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-}
-
-fn required<'a>(
-    params: &'a [(String, String)],
-    key: &str,
-    missing: &'static str,
-) -> Result<&'a str, ApiError> {
-    param(params, key).ok_or(ApiError(StatusCode::BAD_REQUEST, missing))
-}
 
 /// A topic that must be present and valid (`/topic/create`, `/channel/*`).
 fn valid_topic(params: &[(String, String)]) -> Result<&str, ApiError> {
@@ -77,45 +31,27 @@ fn valid_topic(params: &[(String, String)]) -> Result<&str, ApiError> {
     Ok(topic)
 }
 
-fn valid_topic_channel(params: &[(String, String)]) -> Result<(&str, &str), ApiError> {
-    let topic = valid_topic(params)?;
-    let channel = required(params, "channel", "MISSING_ARG_CHANNEL")?;
-    if !is_valid_name(channel) {
-        return Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_ARG_CHANNEL"));
-    }
-    Ok((topic, channel))
-}
-
 fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
 
 /// Builds the router; [`serve`] runs it.
 pub fn router(ctx: Arc<Lookupd>) -> Router {
-    Router::new()
-        .route("/ping", get(|| async { "OK" }))
-        .route("/info", get(info))
-        .route("/lookup", get(lookup))
-        .route("/topics", get(topics))
-        .route("/channels", get(channels))
-        .route("/nodes", get(nodes))
-        .route("/topic/create", post(topic_create))
-        .route("/topic/delete", post(topic_delete))
-        .route("/topic/tombstone", post(topic_tombstone))
-        .route("/channel/create", post(channel_create))
-        .route("/channel/delete", post(channel_delete))
-        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "NOT_FOUND") })
-        .method_not_allowed_fallback(|| async {
-            ApiError(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED")
-        })
-        .layer(axum::middleware::map_response(|mut res: Response| async {
-            res.headers_mut().insert(
-                "X-NSQ-Content-Type",
-                HeaderValue::from_static("nsq; version=1.0"),
-            );
-            res
-        }))
-        .with_state(ctx)
+    nsq_api(
+        Router::new()
+            .route("/ping", get(|| async { "OK" }))
+            .route("/info", get(info))
+            .route("/lookup", get(lookup))
+            .route("/topics", get(topics))
+            .route("/channels", get(channels))
+            .route("/nodes", get(nodes))
+            .route("/topic/create", post(topic_create))
+            .route("/topic/delete", post(topic_delete))
+            .route("/topic/tombstone", post(topic_tombstone))
+            .route("/channel/create", post(channel_create))
+            .route("/channel/delete", post(channel_delete)),
+    )
+    .with_state(ctx)
 }
 
 /// Serves the HTTP API on `listener` until `shutdown` resolves.
@@ -186,14 +122,14 @@ async fn topic_tombstone(State(ctx): Ctx, Query(params): Params) -> ApiResult {
 }
 
 async fn channel_create(State(ctx): Ctx, Query(params): Params) -> ApiResult {
-    let (topic, channel) = valid_topic_channel(&params)?;
+    let (topic, channel) = topic_and_channel(&params)?;
     tracing::info!(topic, channel, "DB: adding channel");
     ctx.lock_registry().create_channel(topic, channel);
     ok_empty()
 }
 
 async fn channel_delete(State(ctx): Ctx, Query(params): Params) -> ApiResult {
-    let (topic, channel) = valid_topic_channel(&params)?;
+    let (topic, channel) = topic_and_channel(&params)?;
     if !ctx.lock_registry().delete_channel(topic, channel) {
         return Err(ApiError(StatusCode::NOT_FOUND, "CHANNEL_NOT_FOUND"));
     }

@@ -48,7 +48,7 @@ impl Lookupd {
             http_port,
             version: options::VERSION.to_string(),
             broadcast_address: opts.effective_broadcast_address(),
-            hostname: options::hostname(),
+            hostname: rsq_service::hostname(),
         };
         Lookupd {
             opts,

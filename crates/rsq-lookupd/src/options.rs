@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use rsq_codec::parse_duration;
+use rsq_service::{hostname, parse_log_level};
 
 use crate::registry::Liveness;
 
@@ -65,25 +66,6 @@ impl Options {
             inactive_producer_timeout: self.inactive_producer_timeout,
             tombstone_lifetime: self.tombstone_lifetime,
         }
-    }
-}
-
-/// The machine's hostname, or `localhost` if it cannot be read.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".to_string())
-}
-
-fn parse_log_level(s: &str) -> Result<String, String> {
-    match s.to_ascii_lowercase().as_str() {
-        l @ ("debug" | "info" | "warn" | "error" | "fatal") => Ok(l.to_string()),
-        _ => Err(format!(
-            "invalid log level {s:?}: use debug, info, warn, error or fatal"
-        )),
     }
 }
 

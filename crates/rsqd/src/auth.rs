@@ -156,7 +156,7 @@ pub struct AuthRequest<'a> {
     pub tls: bool,
     /// The AUTH body.
     pub secret: &'a str,
-    /// The TLS client certificate's common name (rsqd sends it empty).
+    /// The TLS client certificate's subject common name, empty without one.
     pub common_name: &'a str,
 }
 

@@ -9,11 +9,15 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use rsq_codec::is_valid_name;
+use rsq_service::http::{
+    json, nsq_api, ok_empty, param, required, topic_and_channel, Params, JSON_CONTENT_TYPE,
+};
+use rsq_service::{ApiError, ApiResult};
 use tokio::net::TcpListener;
 
 use crate::context::{ContextError, Nsqd};
@@ -21,49 +25,10 @@ use crate::options::VERSION;
 use crate::stats::{self, StatsFilter};
 use crate::tcp::tls::{tls_required, TlsListener, TlsRequired};
 
-type Params = Query<Vec<(String, String)>>;
 type Ctx = State<Arc<Nsqd>>;
-
-/// An HTTP error as nsqd reports it.
-struct ApiError(StatusCode, &'static str);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = serde_json::json!({ "message": self.1 }).to_string();
-        (
-            self.0,
-            [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
-            body,
-        )
-            .into_response()
-    }
-}
-
-type ApiResult = Result<Response, ApiError>;
 
 fn ok_text(text: &'static str) -> ApiResult {
     Ok(text.into_response())
-}
-
-fn ok_empty() -> ApiResult {
-    Ok(StatusCode::OK.into_response())
-}
-
-fn json<T: serde::Serialize>(value: &T) -> ApiResult {
-    let body = serde_json::to_vec(value)
-        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"))?;
-    Ok((
-        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
-        body,
-    )
-        .into_response())
-}
-
-fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
 }
 
 fn parse_bool(value: Option<&str>, default: bool) -> Result<bool, ApiError> {
@@ -80,36 +45,27 @@ pub fn router(ctx: Arc<Nsqd>) -> Router {
     let body_limit = usize::try_from(ctx.opts.max_body_size.max(ctx.opts.max_msg_size))
         .unwrap_or(usize::MAX)
         .saturating_add(1);
-    Router::new()
-        .route("/ping", get(ping))
-        .route("/info", get(info))
-        .route("/stats", get(stats_handler))
-        .route("/pub", post(publish))
-        .route("/mpub", post(multi_publish))
-        .route("/topic/create", post(topic_create))
-        .route("/topic/delete", post(topic_delete))
-        .route("/topic/empty", post(topic_empty))
-        .route("/topic/pause", post(topic_pause))
-        .route("/topic/unpause", post(topic_unpause))
-        .route("/channel/create", post(channel_create))
-        .route("/channel/delete", post(channel_delete))
-        .route("/channel/empty", post(channel_empty))
-        .route("/channel/pause", post(channel_pause))
-        .route("/channel/unpause", post(channel_unpause))
-        .route("/config/{opt}", get(config_get).put(config_put))
-        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "NOT_FOUND") })
-        .method_not_allowed_fallback(|| async {
-            ApiError(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED")
-        })
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::map_response(|mut res: Response| async {
-            res.headers_mut().insert(
-                "X-NSQ-Content-Type",
-                HeaderValue::from_static("nsq; version=1.0"),
-            );
-            res
-        }))
-        .with_state(ctx)
+    nsq_api(
+        Router::new()
+            .route("/ping", get(ping))
+            .route("/info", get(info))
+            .route("/stats", get(stats_handler))
+            .route("/pub", post(publish))
+            .route("/mpub", post(multi_publish))
+            .route("/topic/create", post(topic_create))
+            .route("/topic/delete", post(topic_delete))
+            .route("/topic/empty", post(topic_empty))
+            .route("/topic/pause", post(topic_pause))
+            .route("/topic/unpause", post(topic_unpause))
+            .route("/channel/create", post(channel_create))
+            .route("/channel/delete", post(channel_delete))
+            .route("/channel/empty", post(channel_empty))
+            .route("/channel/pause", post(channel_pause))
+            .route("/channel/unpause", post(channel_unpause))
+            .route("/config/{opt}", get(config_get).put(config_put))
+            .layer(DefaultBodyLimit::max(body_limit)),
+    )
+    .with_state(ctx)
 }
 
 /// Serves the HTTP API on `listener` until `shutdown` resolves.
@@ -125,7 +81,7 @@ pub async fn serve(
             let body = serde_json::json!({ "message": "TLS_REQUIRED", "https_port": port });
             (
                 StatusCode::FORBIDDEN,
-                [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+                [(header::CONTENT_TYPE, JSON_CONTENT_TYPE)],
                 body.to_string(),
             )
                 .into_response()
@@ -190,26 +146,11 @@ async fn stats_handler(State(ctx): Ctx, Query(params): Params) -> ApiResult {
 }
 
 fn topic_param(params: &[(String, String)]) -> Result<&str, ApiError> {
-    let topic =
-        param(params, "topic").ok_or(ApiError(StatusCode::BAD_REQUEST, "MISSING_ARG_TOPIC"))?;
+    let topic = required(params, "topic", "MISSING_ARG_TOPIC")?;
     if !is_valid_name(topic) {
         return Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_TOPIC"));
     }
     Ok(topic)
-}
-
-fn topic_channel_params(params: &[(String, String)]) -> Result<(&str, &str), ApiError> {
-    let topic =
-        param(params, "topic").ok_or(ApiError(StatusCode::BAD_REQUEST, "MISSING_ARG_TOPIC"))?;
-    if !is_valid_name(topic) {
-        return Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_ARG_TOPIC"));
-    }
-    let channel =
-        param(params, "channel").ok_or(ApiError(StatusCode::BAD_REQUEST, "MISSING_ARG_CHANNEL"))?;
-    if !is_valid_name(channel) {
-        return Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_ARG_CHANNEL"));
-    }
-    Ok((topic, channel))
 }
 
 fn context_error(e: ContextError) -> ApiError {
@@ -347,8 +288,7 @@ fn existing_topic(
     ctx: &Nsqd,
     params: &[(String, String)],
 ) -> Result<Arc<crate::context::DaemonTopic>, ApiError> {
-    let name =
-        param(params, "topic").ok_or(ApiError(StatusCode::BAD_REQUEST, "MISSING_ARG_TOPIC"))?;
+    let name = required(params, "topic", "MISSING_ARG_TOPIC")?;
     ctx.topic(name)
         .ok_or(ApiError(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"))
 }
@@ -383,7 +323,7 @@ async fn topic_unpause(State(ctx): Ctx, Query(params): Params) -> ApiResult {
 }
 
 async fn channel_create(State(ctx): Ctx, Query(params): Params) -> ApiResult {
-    let (topic, channel) = topic_channel_params(&params)?;
+    let (topic, channel) = topic_and_channel(&params)?;
     if ctx.topic(topic).is_none() {
         return Err(ApiError(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"));
     }
@@ -397,7 +337,7 @@ fn existing_channel(
     ctx: &Nsqd,
     params: &[(String, String)],
 ) -> Result<Arc<crate::context::ChannelHandle>, ApiError> {
-    let (topic, channel) = topic_channel_params(params)?;
+    let (topic, channel) = topic_and_channel(params)?;
     ctx.topic(topic)
         .ok_or(ApiError(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"))?
         .channel(channel)
@@ -405,7 +345,7 @@ fn existing_channel(
 }
 
 async fn channel_delete(State(ctx): Ctx, Query(params): Params) -> ApiResult {
-    let (topic, channel) = topic_channel_params(&params)?;
+    let (topic, channel) = topic_and_channel(&params)?;
     ctx.delete_channel(topic, channel)
         .await
         .map_err(context_error)?;
@@ -435,7 +375,9 @@ async fn channel_unpause(State(ctx): Ctx, Query(params): Params) -> ApiResult {
 
 async fn config_get(State(ctx): Ctx, Path(opt): Path<String>) -> ApiResult {
     if opt == "log_level" {
-        return json(&crate::logging::current().unwrap_or_else(|| ctx.opts.log_level.clone()));
+        return json(
+            &rsq_service::logging::current().unwrap_or_else(|| ctx.opts.log_level.clone()),
+        );
     }
     if opt == "nsqlookupd_tcp_addresses" {
         // The live list: PUT may have changed it since start.
@@ -459,7 +401,7 @@ async fn config_put(State(ctx): Ctx, Path(opt): Path<String>, body: Bytes) -> Ap
         // The body is the level, bare or as a JSON string.
         let text = String::from_utf8_lossy(&body);
         let level = text.trim().trim_matches('"');
-        return match crate::logging::set_level(level) {
+        return match rsq_service::logging::set_level(level) {
             Ok(level) => json(&level),
             Err(_) => Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_VALUE")),
         };

@@ -9,7 +9,6 @@ pub mod auth;
 pub mod client;
 pub mod context;
 pub mod http;
-pub mod logging;
 pub mod lookup;
 pub mod metadata;
 pub mod options;
@@ -48,9 +47,7 @@ pub async fn run(
     let https = match &tls {
         Some(config) => {
             let addr = ctx.opts.https_address;
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on HTTPS {addr}: {e}"))?;
+            let listener = rsq_service::bind("HTTPS", addr).await?;
             tracing::info!(https = %listener.local_addr()?, "HTTPS serving");
             Some((listener, config.clone()))
         }

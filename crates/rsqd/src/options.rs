@@ -11,6 +11,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Parser;
 use rsq_codec::parse_duration;
+pub use rsq_service::hostname;
+use rsq_service::parse_log_level;
 
 /// The version rsqd reports in IDENTIFY, `/info`, `/stats`, `nsqd.dat` and to
 /// lookupd: the nsqd release whose behaviour it matches, with rsq's own
@@ -277,16 +279,6 @@ fn config_file_args(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
     Ok(args)
 }
 
-/// The machine's hostname, or `localhost` if it cannot be read.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".to_string())
-}
-
 /// `--tls-required`: nsqd's `false`/`tcp-https`/`true`, or its numbers 0/1/2.
 fn parse_tls_required(s: &str) -> Result<u8, String> {
     match s {
@@ -295,16 +287,6 @@ fn parse_tls_required(s: &str) -> Result<u8, String> {
         "true" | "2" => Ok(2),
         _ => Err(format!(
             "invalid --tls-required {s:?}: use false, tcp-https or true"
-        )),
-    }
-}
-
-/// Parses nsqd's log levels: debug, info, warn, error, fatal.
-pub fn parse_log_level(s: &str) -> Result<String, String> {
-    match s.to_ascii_lowercase().as_str() {
-        l @ ("debug" | "info" | "warn" | "error" | "fatal") => Ok(l.to_string()),
-        _ => Err(format!(
-            "invalid log level {s:?}: use debug, info, warn, error or fatal"
         )),
     }
 }

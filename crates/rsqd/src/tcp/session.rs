@@ -167,11 +167,17 @@ impl Session {
                 conn.handle_done(Ok(()));
             }
             Action::Authenticate { secret, tls } => {
+                let common_name = self
+                    .info
+                    .transport()
+                    .tls
+                    .map(|t| t.common_name)
+                    .unwrap_or_default();
                 let req = AuthRequest {
                     remote_ip: self.info.remote_address.ip().to_string(),
                     tls,
                     secret: &secret,
-                    common_name: "",
+                    common_name: &common_name,
                 };
                 let result = auth::query(&self.ctx.opts, &req).await;
                 conn.handle_auth(result.map_err(|e| e.to_string()), Instant::now());

@@ -155,6 +155,9 @@ pub struct TlsInfo {
     pub cipher_suite: String,
     /// The ALPN protocol, if any.
     pub negotiated_protocol: String,
+    /// The subject common name of the client's certificate, if it sent
+    /// one; nsqd passes it to the auth server as `common_name`.
+    pub common_name: String,
 }
 
 impl TlsInfo {
@@ -180,12 +183,70 @@ impl TlsInfo {
             .alpn_protocol()
             .map(|p| String::from_utf8_lossy(p).into_owned())
             .unwrap_or_default();
+        let common_name = conn
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|cert| common_name(cert))
+            .unwrap_or_default();
         TlsInfo {
             version,
             cipher_suite,
             negotiated_protocol,
+            common_name,
         }
     }
+}
+
+/// The subject common name (OID 2.5.4.3) of a DER certificate; empty when
+/// it has none or cannot be read. The certificate may come from anyone
+/// (`--tls-client-auth-policy=require` does not verify it), so nothing here
+/// trusts its structure: any error gives an empty name.
+pub fn common_name(der: &[u8]) -> String {
+    use yasna::models::ObjectIdentifier;
+    let cn = ObjectIdentifier::from_slice(&[2, 5, 4, 3]);
+    let subject = |r: yasna::BERReader| {
+        r.read_sequence(|r| {
+            // version [0] EXPLICIT (optional), serial, signature algorithm,
+            // issuer, validity, then the subject.
+            r.read_optional(|r| r.read_tagged(yasna::Tag::context(0), |r| r.read_der()))?;
+            for _ in 0..4 {
+                r.next().read_der()?;
+            }
+            let mut name = String::new();
+            r.next().read_sequence_of(|r| {
+                r.read_set_of(|r| {
+                    r.read_sequence(|r| {
+                        let oid = r.next().read_oid()?;
+                        let value = r.next().read_der()?;
+                        if oid == cn && name.is_empty() {
+                            name = directory_string(&value);
+                        }
+                        Ok(())
+                    })
+                })
+            })?;
+            // Public key, unique ids, extensions: not needed.
+            while r.read_optional(|r| r.read_der())?.is_some() {}
+            Ok(name)
+        })
+    };
+    yasna::parse_der(der, |r| {
+        r.read_sequence(|r| {
+            let name = subject(r.next())?;
+            r.next().read_der()?;
+            r.next().read_der()?;
+            Ok(name)
+        })
+    })
+    .unwrap_or_default()
+}
+
+/// A DirectoryString's text, whichever string type encodes it.
+fn directory_string(der: &[u8]) -> String {
+    yasna::parse_der(der, |r| r.read_utf8string())
+        .or_else(|_| yasna::parse_der(der, |r| r.read_printable_string()))
+        .or_else(|_| yasna::parse_der(der, |r| r.read_ia5_string()))
+        .unwrap_or_default()
 }
 
 /// A TLS listener for the HTTPS server (an `axum::serve` listener).
@@ -254,5 +315,43 @@ impl axum::serve::Listener for TlsListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(self.local)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::common_name;
+
+    #[test]
+    fn common_name_is_read_from_the_subject() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["client".into()]).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "rsq");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "alice");
+        let cert = params.clone().self_signed(&key).unwrap();
+        assert_eq!(common_name(cert.der()), "alice");
+
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(common_name(cert.der()), "");
+    }
+
+    #[test]
+    fn garbage_gives_an_empty_name() {
+        for der in [
+            &b""[..],
+            b"\x30",
+            b"\x30\x03\x02\x01\x01",
+            &[0x30, 0x80, 0, 0],
+        ] {
+            assert_eq!(common_name(der), "");
+        }
     }
 }

@@ -1,0 +1,29 @@
+//! The one error type of this crate.
+
+use std::net::SocketAddr;
+
+/// What can go wrong at a daemon's edges.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// A log level that is not one of nsq's (`debug`, `info`, `warn`,
+    /// `error`, `fatal`); holds the value as given.
+    #[error("invalid log level {0:?}: use debug, info, warn, error or fatal")]
+    InvalidLogLevel(String),
+    /// A listener could not be bound.
+    #[error("cannot listen on {what} {addr}")]
+    Bind {
+        /// What the listener is for: `TCP`, `HTTP`, `HTTPS`.
+        what: &'static str,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why the bind failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The logger could not be installed (a global one already was).
+    #[error("cannot install the logger")]
+    LogInit(#[source] tracing_subscriber::util::TryInitError),
+    /// The running logger refused the new level.
+    #[error("cannot change the log level")]
+    LogReload(#[source] tracing_subscriber::reload::Error),
+}

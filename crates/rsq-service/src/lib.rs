@@ -1,0 +1,26 @@
+//! rsq-service: what every rsq daemon (rsqd, rsq-lookupd) shares at its
+//! edges, so the two binaries differ only in what they serve.
+//!
+//! - [`http`]: the shapes of NSQ's HTTP API answers: `{"message": CODE}`
+//!   errors ([`ApiError`]), JSON bodies, query parameters, the 404/405
+//!   fallbacks and the `X-NSQ-Content-Type` header;
+//! - [`logging`]: nsq's `--log-level` values and a `tracing` logger whose
+//!   level can change while running (`PUT /config/log_level`);
+//! - [`process`]: the runtime around a daemon's `serve` future, its exit
+//!   code, binding listeners and the shutdown signal;
+//! - [`hostname`]: the machine's name, as daemons report it.
+//!
+//! This crate never prints: it logs through `tracing`, and its fallible
+//! calls return [`ServiceError`].
+
+pub mod error;
+pub mod host;
+pub mod http;
+pub mod logging;
+pub mod process;
+
+pub use error::ServiceError;
+pub use host::hostname;
+pub use http::{ApiError, ApiResult};
+pub use logging::parse_log_level;
+pub use process::{bind, run, shutdown_signal};
