@@ -142,6 +142,11 @@ impl Ledger {
         self.depth
     }
 
+    /// Sequence number of the latest put.
+    pub fn last_put_seq(&self) -> u64 {
+        self.put_seq
+    }
+
     /// Bytes accepted but not yet written to files.
     pub fn pending_bytes(&self) -> usize {
         self.pending_bytes

@@ -1,11 +1,14 @@
 //! Where segment and metadata files live: a small trait with a real
 //! directory implementation and an in-memory one that can simulate a crash.
 //!
-//! Files are named, flat, in one directory. The queue only appends to files,
-//! reads them at offsets, truncates a torn tail, renames a bad segment aside,
-//! removes read segments and replaces the metadata file atomically; that is
-//! the whole trait, so the in-memory implementation can model exactly what a
-//! crash keeps (synced bytes) and what it may lose (everything after).
+//! Files are named, flat, in one directory. The queue appends to files (or,
+//! when every put is synced, writes over zeros it wrote and synced ahead, so
+//! an fsync need not update the file's size), reads them at offsets,
+//! truncates a torn tail, renames a bad segment aside, removes read segments
+//! and replaces the metadata file atomically; that is the whole trait, so
+//! the in-memory implementation can model exactly what a crash keeps
+//! (synced bytes) and what it may lose (everything after the first
+//! unsynced change).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -29,7 +32,11 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// Appends `data` to a file, creating it if needed. Not durable until
     /// [`Storage::sync`].
     fn append(&self, name: &str, data: &[u8]) -> io::Result<()>;
-    /// Makes everything appended to a file so far durable (fsync).
+    /// Writes `data` at `offset`, over what is there and past the end if
+    /// needed, creating the file if needed. Not durable until
+    /// [`Storage::sync`].
+    fn write_at(&self, name: &str, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Makes everything written to a file so far durable (fdatasync).
     fn sync(&self, name: &str) -> io::Result<()>;
     /// Cuts a file to `len` bytes and makes the cut durable.
     fn truncate(&self, name: &str, len: u64) -> io::Result<()>;
@@ -71,9 +78,10 @@ impl FsStorage {
         if let Some(file) = self.handles().get(name) {
             return Ok(file.clone());
         }
+        // Not O_APPEND: `write_at` must write at its offset.
         let file = OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .create(create)
             .open(self.dir.join(name))?;
         let file = Arc::new(file);
@@ -126,7 +134,12 @@ impl Storage for FsStorage {
 
     fn append(&self, name: &str, data: &[u8]) -> io::Result<()> {
         let file = self.handle(name, true)?;
-        (&*file).write_all(data)
+        let end = file.metadata()?.len();
+        file.write_all_at(data, end)
+    }
+
+    fn write_at(&self, name: &str, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.handle(name, true)?.write_all_at(data, offset)
     }
 
     fn sync(&self, name: &str) -> io::Result<()> {
@@ -275,6 +288,21 @@ impl Storage for MemStorage {
             .or_default()
             .data
             .extend_from_slice(data);
+        Ok(())
+    }
+
+    fn write_at(&self, name: &str, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut files = self.files();
+        let file = files.entry(name.to_string()).or_default();
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let end = start.saturating_add(data.len());
+        if file.data.len() < end {
+            file.data.resize(end, 0);
+        }
+        file.data[start..end].copy_from_slice(data);
+        // Only the bytes before the first unsynced change are sure to
+        // survive; a crash keeps a prefix of the rest (see `crashed_copy`).
+        file.synced = file.synced.min(start);
         Ok(())
     }
 

@@ -302,3 +302,80 @@ async fn put_many_stores_a_batch_in_order() {
     let q = DiskQueue::open(cfg).unwrap();
     assert_eq!(drain(&q), (0..50).collect::<Vec<_>>());
 }
+
+/// With `sync_every = 1` a read does not write metadata: after a crash the
+/// records read (and committed) since the last timed sync come back, none is
+/// lost, and the segments they were in are still there because a segment is
+/// removed only once durable metadata no longer points at it. The sync
+/// task's timer then persists the read position and removes them.
+#[tokio::test(start_paused = true)]
+async fn read_position_lags_to_the_timer_with_duplicates_and_no_loss() {
+    let storage = Arc::new(MemStorage::new());
+    let mut c = config(std::path::Path::new("/mem"));
+    c.sync_every = 1;
+    c.explicit_commit = true;
+    c.sync_timeout = Duration::from_secs(2);
+    let q = open_mem(c.clone(), &storage);
+    // 116-byte records in 1000-byte segments: 8 per file.
+    for id in 0..30 {
+        q.put(record(id, 100)).await.unwrap();
+    }
+    let read: Vec<u64> = (0..20)
+        .map(|_| id_of(&q.try_read().unwrap().unwrap()))
+        .collect();
+    assert_eq!(read, (0..20).collect::<Vec<_>>());
+    q.commit_reads();
+    tokio::task::yield_now().await;
+
+    // Crash before the timer: every put survives, the reads come back.
+    let crashed = Arc::new(storage.crashed_copy(|_, synced, _| synced));
+    assert!(crashed.names().iter().any(|n| n.ends_with("000000.dat")));
+    let replay = open_mem(c.clone(), &crashed);
+    assert_eq!(replay.depth(), 30);
+    assert_eq!(drain(&replay), (0..30).collect::<Vec<_>>());
+    drop(replay);
+
+    // After the timer the read position is durable and the read segments
+    // are gone.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let crashed = Arc::new(storage.crashed_copy(|_, synced, _| synced));
+    let names = crashed.names();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.ends_with("000000.dat") || n.ends_with("000001.dat")),
+        "{names:?}"
+    );
+    let after = open_mem(c, &crashed);
+    assert_eq!(drain(&after), (20..30).collect::<Vec<_>>());
+    drop(q);
+}
+
+/// With `sync_every = 1` the write segment is filled with synced zeros
+/// ahead of the records (so each put's fsync leaves the size alone);
+/// recovery after a crash and a clean close both cut the zeros off.
+#[tokio::test]
+async fn zeros_written_ahead_are_cut_by_recovery_and_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.sync_every = 1;
+    c.max_bytes_per_file = 1 << 20;
+    let segment = dir.path().join("t:c.diskqueue.000000.dat");
+    let len = |p: &std::path::Path| std::fs::metadata(p).unwrap().len();
+    let q = DiskQueue::open(c.clone()).unwrap();
+    for id in 0..5 {
+        q.put(record(id, 100)).await.unwrap();
+    }
+    assert_eq!(len(&segment), 1 << 20, "zeros written ahead");
+    drop(q); // like a crash: no close
+
+    let q = DiskQueue::open(c.clone()).unwrap();
+    assert_eq!(len(&segment), 5 * 116, "recovery cut the zeros");
+    assert_eq!(q.depth(), 5);
+    q.put(record(5, 100)).await.unwrap();
+    assert_eq!(len(&segment), 1 << 20);
+    q.close().await.unwrap();
+    assert_eq!(len(&segment), 6 * 116, "close cut the zeros");
+    let q = DiskQueue::open(c).unwrap();
+    assert_eq!(drain(&q), (0..6).collect::<Vec<_>>());
+}
