@@ -84,7 +84,9 @@ pub(crate) struct Ledger {
     pub flushed: Pos,
     /// Unread records per segment.
     counts: BTreeMap<u64, u64>,
-    /// Final length of every segment before `write.file` that is still read.
+    /// Final length of every segment before `write.file` that is still to
+    /// be read. Sparse: numbers that never held a segment have no entry, so
+    /// a gap between segment numbers costs nothing (see `Ledger::next_file`).
     ends: BTreeMap<u64, u64>,
     pending: VecDeque<Pending>,
     pending_bytes: usize,
@@ -126,6 +128,12 @@ impl Ledger {
         ends: BTreeMap<u64, u64>,
     ) -> Self {
         let depth = counts.values().sum();
+        let read = if read > write {
+            warn!(?read, ?write, "recovered read position is past the write position; reading from the write position");
+            write
+        } else {
+            read
+        };
         Ledger {
             read,
             write,
@@ -257,8 +265,39 @@ impl Ledger {
         }
     }
 
+    /// The segment reading moves to after `file`: the next one the ledger
+    /// knows of (it has an end or holds counted records), else the write
+    /// file. Numbers that never held a segment are skipped in one step, so
+    /// moving on costs O(log segments) however far apart the numbers are.
+    fn next_file(&self, file: u64) -> u64 {
+        let after = |m: &BTreeMap<u64, u64>| {
+            file.checked_add(1)
+                .and_then(|from| m.range(from..).next().map(|(&f, _)| f))
+        };
+        [after(&self.ends), after(&self.counts)]
+            .into_iter()
+            .flatten()
+            .fold(self.write.file, u64::min)
+    }
+
+    /// The segments from `from` up to (not including) the write file that
+    /// may exist: every one the ledger knows of, plus `from` itself.
+    fn known_files_before_write(&self, from: u64) -> Vec<u64> {
+        let to = self.write.file;
+        if from >= to {
+            return Vec::new();
+        }
+        let mut files: Vec<u64> = std::iter::once(from)
+            .chain(self.ends.range(from..to).map(|(&f, _)| f))
+            .chain(self.counts.range(from..to).map(|(&f, _)| f))
+            .collect();
+        files.sort_unstable();
+        files.dedup();
+        files
+    }
+
     fn jump_read_to_write(&mut self) {
-        for file in self.read.file..self.write.file {
+        for file in self.known_files_before_write(self.read.file) {
             self.ends.remove(&file);
             self.cleanup.delete.push(file);
         }
@@ -292,7 +331,7 @@ impl Ledger {
         }
         self.ends.remove(&file);
         self.cleanup.delete.push(file);
-        self.read = Pos::new(file + 1, 0);
+        self.read = Pos::new(self.next_file(file), 0);
         self.meta_dirty = true;
     }
 
@@ -330,7 +369,7 @@ impl Ledger {
             self.quarantined_files += 1;
             self.cleanup.quarantine.push(file);
         }
-        self.read = Pos::new(file + 1, 0);
+        self.read = Pos::new(self.next_file(file), 0);
         self.meta_dirty = true;
         dropped
     }
@@ -407,7 +446,14 @@ impl Ledger {
     pub fn handle_empty(&mut self) {
         let first = self.read.file.min(self.flushed.file);
         let fresh = Pos::new(self.write.file + 1, 0);
-        self.cleanup.delete.extend(first..fresh.file);
+        // Every segment that may exist from `first` on: files read past are
+        // already owed for deletion, the rest are known to the ledger.
+        let mut owed = self.known_files_before_write(first);
+        owed.extend([self.read.file, self.flushed.file, self.write.file]);
+        owed.retain(|&f| f >= first);
+        owed.sort_unstable();
+        owed.dedup();
+        self.cleanup.delete.extend(owed);
         self.pending.clear();
         self.pending_bytes = 0;
         self.counts.clear();
@@ -505,6 +551,44 @@ mod tests {
         );
         put(&mut l, &[3; 12]);
         assert!(matches!(l.next_read(), ReadStep::Ready(b) if b[0] == 3));
+    }
+
+    #[test]
+    fn finishing_a_file_skips_numbers_that_never_held_a_segment() {
+        const FAR: u64 = 1 << 60;
+        let ends = BTreeMap::from([(0, 20), (7, 20)]);
+        let counts = BTreeMap::from([(0, 1), (7, 1), (FAR, 1)]);
+        let mut l = Ledger::recovered(Pos::new(0, 0), Pos::new(FAR, 20), counts, ends);
+        for file in [0, 7, FAR] {
+            let ReadStep::Disk {
+                pos, generation, ..
+            } = l.next_read()
+            else {
+                panic!("expected a disk read in segment {file}")
+            };
+            assert_eq!(pos, Pos::new(file, 0));
+            assert!(l.handle_disk_record(generation, pos, 20));
+        }
+        assert!(matches!(l.next_read(), ReadStep::Empty));
+        assert_eq!(l.take_cleanup().delete, vec![0, 7]);
+        // Jumping or emptying owes only the known segments too.
+        l.handle_empty();
+        assert_eq!(l.take_cleanup().delete, vec![FAR]);
+        assert_eq!(l.write, Pos::new(FAR + 1, 0));
+    }
+
+    #[test]
+    fn a_bad_segment_skips_to_the_next_known_one() {
+        const FAR: u64 = 1 << 60;
+        let ends = BTreeMap::from([(3, 40)]);
+        let counts = BTreeMap::from([(3, 2), (FAR, 1)]);
+        let mut l = Ledger::recovered(Pos::new(3, 0), Pos::new(FAR, 20), counts, ends);
+        let ReadStep::Disk { generation, .. } = l.next_read() else {
+            panic!("expected a disk read")
+        };
+        assert_eq!(l.handle_bad_segment(generation, 3, true), 2);
+        assert_eq!(l.read, Pos::new(FAR, 0));
+        assert_eq!(l.depth(), 1);
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! a torn last record is cut off. With missing or damaged metadata every
 //! segment is scanned. A segment with a bad record before its end is moved
 //! aside as `.bad`. Every decision is logged; nothing here panics or loops
-//! without moving to a later file.
+//! without moving to a later file. Work is proportional to the segments that
+//! exist (and those metadata names), never to the numbers between them: a
+//! stray `…999999999999.dat` costs one scan, not a walk over the gap.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -18,6 +20,11 @@ use crate::record::{decode, Decoded};
 use crate::storage::Storage;
 
 const SCAN_CHUNK: usize = 1 << 20;
+
+/// Highest segment number the queue uses. Larger numbers (a stray file, a
+/// damaged metadata field) are ignored, so `file + 1` never overflows and a
+/// new segment name is always free.
+pub(crate) const MAX_SEGMENT: u64 = u64::MAX >> 1;
 
 /// How a queue's files are named: `<name>.diskqueue.NNNNNN.dat` for
 /// segments, `<name>.diskqueue.meta.dat` for metadata, `.bad` appended to a
@@ -160,8 +167,14 @@ pub(crate) fn recover(
 ) -> io::Result<Recovered> {
     let mut files = BTreeSet::new();
     for name in storage.list()? {
-        if let Some(file) = names.parse_segment(&name) {
-            files.insert(file);
+        match names.parse_segment(&name) {
+            Some(file) if file <= MAX_SEGMENT => {
+                files.insert(file);
+            }
+            Some(_) => {
+                error!(queue = %names.prefix, file = %name, "segment number out of range; ignoring the file");
+            }
+            None => {}
         }
     }
     let meta_name = names.meta();
@@ -202,8 +215,8 @@ fn check(meta: &Metadata) -> Result<(), String> {
             meta.read, meta.write
         ));
     }
-    if meta.write.file - meta.read.file > 10_000_000 {
-        return Err("implausible number of segments".into());
+    if meta.write.file > MAX_SEGMENT {
+        return Err(format!("segment number {} out of range", meta.write.file));
     }
     if meta
         .counts
@@ -226,18 +239,33 @@ fn from_metadata(
     let mut counts = meta.counts;
     let mut ends = BTreeMap::new();
     let mut corrupt = 0;
-    let read = meta.read;
+    let mut read = meta.read;
     let mut write = meta.write;
     // Segments before the read position were fully read; their removal was
     // owed when the process stopped.
     for &file in files.range(..read.file) {
         storage.remove(&names.segment(file))?;
     }
-    for file in read.file..=write.file {
+    // The segments metadata covers: those that exist, those it counts
+    // records in, and the read and write files. Numbers in between that
+    // never held a segment get no entry, so a gap between segment numbers
+    // costs nothing.
+    let mut covered: BTreeSet<u64> = files.range(read.file..=write.file).copied().collect();
+    covered.extend(counts.keys().copied());
+    covered.extend([read.file, write.file]);
+    for file in covered {
         let name = names.segment(file);
-        let start = if file == read.file { read.offset } else { 0 };
         let is_write_file = file == write.file;
         let size = storage.len(&name)?;
+        if file == read.file {
+            if let Some(size) = size.filter(|&size| size < read.offset) {
+                // Cut below the read position: read from its end, so reading
+                // never starts past the data (nor past the write position).
+                error!(queue = %queue, file, size, offset = read.offset, "segment is shorter than the read position; reading from its end");
+                read.offset = size;
+            }
+        }
+        let start = if file == read.file { read.offset } else { 0 };
         let expected = if is_write_file { write.offset } else { start };
         match size {
             Some(size) if size >= expected => {
@@ -254,10 +282,15 @@ fn from_metadata(
             }
             _ => {
                 // The segment is gone or shorter than metadata says: rescan
-                // what is left of it.
-                let found = match size {
-                    None => 0,
-                    Some(_) => scan(storage, &name, start, limits)?.records,
+                // what is left of it. `start` is within the file (the read
+                // offset was clamped above), so everything derived from the
+                // scan is too.
+                let (found, usable) = match size {
+                    None => (0, start),
+                    Some(_) => {
+                        let scanned = scan(storage, &name, start, limits)?;
+                        (scanned.records, scanned.end)
+                    }
                 };
                 let lost = counts
                     .get(&file)
@@ -273,10 +306,6 @@ fn from_metadata(
                 } else {
                     counts.remove(&file);
                 }
-                let usable = match size {
-                    None => start,
-                    Some(_) => scan(storage, &name, start, limits)?.end,
-                };
                 if let Some(size) = size {
                     if size > usable {
                         storage.truncate(&name, usable)?;
@@ -306,10 +335,8 @@ fn from_metadata(
             continue;
         }
         if file != write.file {
+            // Numbers between the two files never held a segment: no entry.
             ends.insert(write.file, write.offset);
-            for gap in write.file + 1..file {
-                ends.insert(gap, 0);
-            }
             write = Pos::new(file, 0);
         }
         let found = scan(storage, &name, write.offset, limits)?;
@@ -348,12 +375,9 @@ fn full_scan(
     let mut corrupt = 0;
     let mut quarantined = 0;
     let mut write = Pos::new(first, 0);
-    for file in first..=last {
+    // Only the segments that exist: numbers between them get no entry.
+    for &file in files {
         let name = names.segment(file);
-        if !files.contains(&file) {
-            ends.insert(file, 0);
-            continue;
-        }
         let found = scan(storage, &name, 0, limits)?;
         if found.records > 0 {
             counts.insert(file, found.records);

@@ -7,6 +7,7 @@ mod api;
 mod corruption;
 mod crash;
 mod model;
+mod recovery;
 
 use std::sync::Arc;
 
