@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rsq_channel::{Channel, ChannelConfig, SystemClock};
+use rsq_channel::{Channel, ChannelConfig, Clock, SystemClock};
 use rsq_codec::{Message, MessageId};
 use rsq_diskqueue::{BackendQueue, MemoryQueue};
 use tokio::sync::Notify;
@@ -20,13 +20,21 @@ fn id(n: u64) -> MessageId {
     MessageId(bytes)
 }
 
-/// Publishes `MESSAGES` while `consumers` tasks receive and FIN them.
-async fn run(consumers: u64, rdy: u64) -> Duration {
+/// Publishes `MESSAGES` while `consumers` tasks receive and FIN them;
+/// `e2e` turns on end-to-end latency percentiles.
+async fn run(consumers: u64, rdy: u64, e2e: bool) -> Duration {
     let backend: Arc<dyn BackendQueue> = Arc::new(MemoryQueue::unbounded());
     let ch = Channel::new(
         "bench",
         "ch",
-        ChannelConfig::default(),
+        ChannelConfig {
+            e2e_percentiles: if e2e {
+                vec![0.99, 0.95, 0.5]
+            } else {
+                Vec::new()
+            },
+            ..ChannelConfig::default()
+        },
         backend,
         Arc::new(SystemClock),
     );
@@ -51,10 +59,14 @@ async fn run(consumers: u64, rdy: u64) -> Duration {
         }));
     }
     let start = Instant::now();
+    let mut stamp = SystemClock.unix_nanos();
     for n in 0..MESSAGES {
-        ch.put(Message::new(id(n), 0, body.clone())).await.unwrap();
+        ch.put(Message::new(id(n), stamp, body.clone()))
+            .await
+            .unwrap();
         if n % 256 == 0 {
             tokio::task::yield_now().await;
+            stamp = SystemClock.unix_nanos();
         }
     }
     all_done.notified().await;
@@ -73,11 +85,17 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    for (consumers, rdy) in [(1, 1), (1, 100), (8, 100)] {
-        let took = rt.block_on(run(consumers, rdy));
+    for (consumers, rdy, e2e) in [
+        (1, 1, false),
+        (1, 100, false),
+        (8, 100, false),
+        (8, 100, true),
+    ] {
+        let took = rt.block_on(run(consumers, rdy, e2e));
         let rate = MESSAGES as f64 / took.as_secs_f64();
+        let e2e = if e2e { ", e2e 3 percentiles" } else { "" };
         println!(
-            "rsq-channel put+deliver+FIN 100B, {consumers} consumer(s), RDY {rdy}: {:.2} M msgs/s ({MESSAGES} msgs in {:.2} s)",
+            "rsq-channel put+deliver+FIN 100B, {consumers} consumer(s), RDY {rdy}{e2e}: {:.2} M msgs/s ({MESSAGES} msgs in {:.2} s)",
             rate / 1e6,
             took.as_secs_f64()
         );

@@ -20,9 +20,8 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 use crate::backend_reads::BackendReads;
-use crate::latency::LatencyWindow;
 use crate::state::{ChannelState, PutOutcome};
-use crate::{ChannelConfig, ChannelError, ChannelStats, ClientId, Clock};
+use crate::{ChannelConfig, ChannelError, ChannelStats, ClientId, Clock, E2eLatencyWindow};
 
 /// How long the driver waits before reading again after a backend read error.
 const BACKEND_RETRY_DELAY: Duration = Duration::from_millis(100);
@@ -98,7 +97,6 @@ struct Inner {
     backend_turn: bool,
     backend_closed: bool,
     exiting: bool,
-    latency: LatencyWindow,
     driver: Option<JoinHandle<()>>,
     /// Records the driver read from the backend after shutdown began;
     /// `close` writes them back.
@@ -146,7 +144,6 @@ impl Channel {
                 backend_turn: false,
                 backend_closed: false,
                 exiting: false,
-                latency: LatencyWindow::default(),
                 driver: None,
                 orphans: Vec::new(),
             }),
@@ -303,14 +300,11 @@ impl Channel {
         if inner.exiting {
             return Err(ChannelError::Exiting);
         }
-        let msg = inner.state.handle_fin(client, id)?;
+        let clock = &self.shared.clock;
+        inner
+            .state
+            .handle_fin(client, id, clock.now(), clock.unix_nanos())?;
         self.shared.finished_reads(&mut inner, Some(id));
-        let latency = self
-            .shared
-            .clock
-            .unix_nanos()
-            .saturating_sub(msg.timestamp_ns);
-        inner.latency.record(u64::try_from(latency).unwrap_or(0));
         self.shared.pump(&mut inner);
         self.shared.nudge(&mut inner);
         Ok(())
@@ -443,13 +437,24 @@ impl Channel {
 
     /// A snapshot of the channel's counters, as nsqd's `/stats` reports them.
     pub fn stats(&self) -> ChannelStats {
-        let inner = self.shared.lock();
+        let mut inner = self.shared.lock();
         let mut stats = inner.state.stats();
         stats.channel_name = self.shared.name.clone();
         stats.backend_depth = self.shared.backend.depth();
         stats.depth += stats.backend_depth;
-        stats.e2e_processing_latency = inner.latency.snapshot();
+        stats.e2e_processing_latency = inner
+            .state
+            .e2e_latency(self.shared.clock.now())
+            .map(E2eLatencyWindow::snapshot);
         stats
+    }
+
+    /// A copy of the end-to-end latency window as of now, for merging with
+    /// other channels' (a topic reports its channels' latencies together);
+    /// `None` when no percentiles are configured.
+    pub fn e2e_latency_window(&self) -> Option<E2eLatencyWindow> {
+        let mut inner = self.shared.lock();
+        inner.state.e2e_latency(self.shared.clock.now()).cloned()
     }
 }
 

@@ -8,7 +8,7 @@ pub type ClientId = u64;
 /// How a channel buffers, times out and caps its messages.
 ///
 /// `Default` gives nsqd v1.3's defaults for a durable channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChannelConfig {
     /// Fresh messages kept in memory before overflowing to the backend
     /// (`--mem-queue-size`); `0` sends every fresh message to the backend.
@@ -28,6 +28,13 @@ pub struct ChannelConfig {
     /// daemon's channel): commit only the finished prefix, so a crash
     /// replays messages in flight instead of losing them.
     pub commit_backend_reads: bool,
+    /// Quantiles of publish-to-FIN latency to report, each in `(0, 1]`
+    /// (`--e2e-processing-latency-percentile`); empty (the default) keeps
+    /// no latencies at all.
+    pub e2e_percentiles: Vec<f64>,
+    /// The span of finishes the percentiles cover: between half of it and
+    /// all of it (`--e2e-processing-latency-window-time`).
+    pub e2e_window: Duration,
 }
 
 impl Default for ChannelConfig {
@@ -40,6 +47,8 @@ impl Default for ChannelConfig {
             max_rdy_count: 2500,
             ephemeral: false,
             commit_backend_reads: false,
+            e2e_percentiles: Vec::new(),
+            e2e_window: Duration::from_secs(10 * 60),
         }
     }
 }

@@ -14,15 +14,16 @@ mod clock;
 mod config;
 mod consumer;
 mod deferred;
+mod e2e_latency;
 mod error;
 mod in_flight;
-mod latency;
 mod state;
 mod stats;
 
 pub use channel::{Channel, Consumer};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{ChannelConfig, ClientId};
+pub use e2e_latency::E2eLatencyWindow;
 pub use error::ChannelError;
 pub use state::{ChannelState, PutOutcome};
 pub use stats::{ChannelStats, ConsumerStats, E2eLatency};

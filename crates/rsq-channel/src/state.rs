@@ -14,6 +14,7 @@ use rsq_codec::{Message, MessageId};
 
 use crate::consumer::ConsumerState;
 use crate::deferred::Deferred;
+use crate::e2e_latency::E2eLatencyWindow;
 use crate::in_flight::InFlight;
 use crate::{ChannelConfig, ChannelError, ChannelStats, ClientId, ConsumerStats};
 
@@ -55,12 +56,17 @@ pub struct ChannelState {
     message_count: u64,
     requeue_count: u64,
     timeout_count: u64,
+    /// Publish-to-FIN latencies; `None` unless percentiles are configured.
+    e2e: Option<E2eLatencyWindow>,
 }
 
 impl ChannelState {
     /// An empty, unpaused channel.
     pub fn new(config: ChannelConfig) -> Self {
+        let e2e = (!config.e2e_percentiles.is_empty())
+            .then(|| E2eLatencyWindow::new(config.e2e_percentiles.clone(), config.e2e_window));
         ChannelState {
+            e2e,
             config,
             memory: VecDeque::new(),
             in_flight: InFlight::default(),
@@ -159,14 +165,23 @@ impl ChannelState {
         }
     }
 
-    /// FIN: the message is done. Returns it (for end-to-end latency).
+    /// FIN: the message is done. Returns it.
+    ///
+    /// With end-to-end latency configured, records `now_unix_ns` minus the
+    /// message's publish timestamp in the latency window at `now`.
     pub fn handle_fin(
         &mut self,
         client: ClientId,
         id: &MessageId,
+        now: Instant,
+        now_unix_ns: i64,
     ) -> Result<Message, ChannelError> {
         self.check_owner(client, id)?;
         let entry = self.in_flight.remove(id).ok_or(ChannelError::NotInFlight)?;
+        if let Some(e2e) = &mut self.e2e {
+            let latency = now_unix_ns.saturating_sub(entry.msg.timestamp_ns);
+            e2e.record(u64::try_from(latency).unwrap_or(0), now);
+        }
         if let Some(consumer) = self.consumers.get_mut(&client) {
             consumer.in_flight -= 1;
             consumer.finish_count += 1;
@@ -370,8 +385,16 @@ impl ChannelState {
         self.consumers.len()
     }
 
+    /// The end-to-end latency window as of `now` (older finishes
+    /// forgotten), or `None` when no percentiles are configured.
+    pub fn e2e_latency(&mut self, now: Instant) -> Option<&E2eLatencyWindow> {
+        let e2e = self.e2e.as_mut()?;
+        e2e.advance(now);
+        Some(e2e)
+    }
+
     /// Counters, with `depth` counting memory only and no name or latency;
-    /// the caller adds the backend's depth.
+    /// the caller adds the backend's depth and [`ChannelState::e2e_latency`].
     pub fn stats(&self) -> ChannelStats {
         let mut clients: Vec<ConsumerStats> = self
             .consumers

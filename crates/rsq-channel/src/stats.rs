@@ -27,7 +27,8 @@ pub struct ChannelStats {
     pub client_count: u64,
     /// One entry per consumer, by client id.
     pub clients: Vec<ConsumerStats>,
-    /// End-to-end latency (publish to FIN) over recent finishes; `None` before the first FIN.
+    /// End-to-end latency (publish to FIN) over recent finishes; `None`
+    /// when the channel keeps none (no `e2e_percentiles` configured).
     pub e2e_processing_latency: Option<E2eLatency>,
 }
 
@@ -48,11 +49,13 @@ pub struct ConsumerStats {
     pub requeue_count: u64,
 }
 
-/// Publish-to-FIN latency percentiles over a window of recent finishes.
+/// Publish-to-FIN latency percentiles over a window of recent finishes
+/// (see [`crate::E2eLatencyWindow`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct E2eLatency {
     /// Finishes the percentiles are computed over.
     pub count: u64,
-    /// `(quantile, nanoseconds)` pairs, e.g. `(0.99, 1_200_000)`.
+    /// `(quantile, nanoseconds)` pairs in the configured order, e.g.
+    /// `(0.99, 1_200_000)`; values are 0 while `count` is 0.
     pub percentiles: Vec<(f64, u64)>,
 }

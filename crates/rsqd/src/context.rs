@@ -114,6 +114,8 @@ impl ChannelFactory<ChannelHandle> for Factory {
             max_rdy_count: self.opts.max_rdy_count,
             ephemeral,
             commit_backend_reads: self.opts.durable && !ephemeral,
+            e2e_percentiles: self.opts.e2e_processing_latency_percentile.clone(),
+            e2e_window: self.opts.e2e_processing_latency_window_time,
         };
         let chan = Channel::new(topic, channel, config, backend, self.clock.clone());
         Ok(Arc::new(ChannelHandle(chan)))

@@ -13,6 +13,7 @@ pub mod lookup;
 pub mod metadata;
 pub mod options;
 pub mod stats;
+pub mod statsd;
 pub mod tcp;
 
 use std::future::Future;
@@ -55,6 +56,10 @@ pub async fn run(
     };
     ctx.start_lookup(tcp.local_addr()?.port(), http.local_addr()?.port());
     let (stop_tx, stop_rx) = watch::channel(false);
+    let statsd_task = (!ctx.opts.statsd_address.is_empty()).then(|| {
+        let port = http.local_addr().map_or(0, |a| a.port());
+        tokio::spawn(statsd::run(ctx.clone(), port, stop_rx.clone()))
+    });
     let tcp_task = tokio::spawn(tcp::serve(tcp, ctx.clone(), tls, stop_rx.clone()));
     let https_task = https.map(|(listener, config)| {
         let mut stop = stop_rx.clone();
@@ -73,6 +78,11 @@ pub async fn run(
     // while it drains.
     ctx.stop_lookup().await;
     let _ = stop_tx.send(true);
+    if let Some(task) = statsd_task {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "statsd task failed");
+        }
+    }
     if let Err(e) = tcp_task.await {
         tracing::error!(error = %e, "TCP server task failed");
     }

@@ -129,6 +129,39 @@ pub struct Options {
     /// Largest deflate level a client may ask for.
     #[arg(long, default_value_t = 6)]
     pub max_deflate_level: u8,
+    // --- statsd push (statsd.rs) ---
+    /// UDP `<addr>:<port>` of a statsd daemon; setting it enables the push.
+    #[arg(long, default_value = "")]
+    pub statsd_address: String,
+    /// Prefix of every stat; `%s` is replaced by the host key of
+    /// `<broadcast-address>:<http-port>`.
+    #[arg(long, default_value = "nsq.%s")]
+    pub statsd_prefix: String,
+    /// Time between pushes to statsd.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[serde(with = "duration_ns")]
+    pub statsd_interval: Duration,
+    /// Accepted for nsqd compatibility; rsqd has no Go runtime memory stats,
+    /// so no `mem.*` stats are sent either way.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub statsd_mem_stats: bool,
+    /// Largest UDP datagram sent to statsd, in bytes (a longer single line
+    /// is sent alone).
+    #[arg(long, default_value_t = 508)]
+    pub statsd_udp_packet_size: usize,
+    /// Leave topics and channels whose names end in `#ephemeral` out of the push.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub statsd_exclude_ephemeral: bool,
+    // --- end-to-end latency (rsq-channel's E2eLatencyWindow) ---
+    /// Publish-to-FIN latency quantiles to report per channel and topic, each
+    /// in (0,1]; repeatable or a comma list, e.g. `0.99,0.95,0.5`. None by default.
+    #[arg(long = "e2e-processing-latency-percentile", value_name = "QUANTILE", value_delimiter = ',', value_parser = parse_percentile, action = clap::ArgAction::Append)]
+    #[serde(rename = "e2e_processing_latency_percentiles")]
+    pub e2e_processing_latency_percentile: Vec<f64>,
+    /// Window of finishes the percentiles cover (between half of it and all of it).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    #[serde(with = "duration_ns")]
+    pub e2e_processing_latency_window_time: Duration,
     // --- TLS, HTTPS and AUTH (tcp/tls.rs, auth.rs) ---
     /// Path to the PEM certificate chain; with `--tls-key` enables TLS and HTTPS.
     #[arg(long)]
@@ -193,6 +226,9 @@ impl Options {
             opts = Options::try_parse_from(&merged)
                 .with_context(|| format!("in config file {}", path.display()))?;
         }
+        // Highest quantile first, as nsqd's list flag sorts itself.
+        opts.e2e_processing_latency_percentile
+            .sort_by(|a, b| b.total_cmp(a));
         opts.validate()?;
         Ok(opts)
     }
@@ -208,6 +244,15 @@ impl Options {
         }
         if self.max_rdy_count == 0 {
             bail!("--max-rdy-count must be positive");
+        }
+        if !self.statsd_address.is_empty() && self.statsd_interval.is_zero() {
+            bail!("--statsd-interval must be positive");
+        }
+        for q in &self.e2e_processing_latency_percentile {
+            // NaN is refused too (nsqd's comparisons let it through).
+            if !(*q > 0.0 && *q <= 1.0) {
+                bail!("invalid E2E processing latency percentile: {q}");
+            }
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             bail!("--tls-cert and --tls-key must be given together");
@@ -252,6 +297,7 @@ fn config_file_args(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
         let flag = match key.as_str() {
             "id" => "node-id".to_string(),
             "nsqlookupd_tcp_addresses" => "lookupd-tcp-address".to_string(),
+            "e2e_processing_latency_percentiles" => "e2e-processing-latency-percentile".to_string(),
             _ => key.replace('_', "-"),
         };
         if flag == "config" {
@@ -263,10 +309,14 @@ fn config_file_args(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
             toml::Value::Float(f) => f.to_string(),
             toml::Value::Boolean(b) => b.to_string(),
             toml::Value::Array(items) => {
-                // A list option (nsqlookupd_tcp_addresses): one flag per item.
+                // A list option (nsqlookupd_tcp_addresses, or the e2e
+                // percentiles' numbers): one flag per item.
                 for item in items {
-                    let Some(item) = item.as_str() else {
-                        bail!("option {key:?} must be a list of strings");
+                    let item = match item {
+                        toml::Value::String(s) => s.clone(),
+                        toml::Value::Float(f) => f.to_string(),
+                        toml::Value::Integer(i) => i.to_string(),
+                        _ => bail!("option {key:?} must be a list of strings or numbers"),
                     };
                     args.push(format!("--{flag}={item}"));
                 }
@@ -277,6 +327,13 @@ fn config_file_args(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
         args.push(format!("--{flag}={value}"));
     }
     Ok(args)
+}
+
+/// One `--e2e-processing-latency-percentile` value; the range is checked
+/// with the others at startup, with nsqd's message.
+fn parse_percentile(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .map_err(|_| format!("Could not parse: {s}"))
 }
 
 /// `--tls-required`: nsqd's `false`/`tcp-https`/`true`, or its numbers 0/1/2.
@@ -348,5 +405,65 @@ mod tests {
         assert!(Options::load_from(["rsqd", "--node-id=5000"]).is_err());
         assert!(Options::load_from(["rsqd", "--log-level=loud"]).is_err());
         assert!(Options::load_from(["rsqd", "--no-such-flag"]).is_err());
+    }
+
+    #[test]
+    fn e2e_percentiles_are_a_repeatable_comma_list() -> anyhow::Result<()> {
+        let o = Options::load_from(["rsqd"])?;
+        assert!(o.e2e_processing_latency_percentile.is_empty());
+        assert_eq!(
+            o.e2e_processing_latency_window_time,
+            Duration::from_secs(600)
+        );
+        let o = Options::load_from([
+            "rsqd",
+            "--e2e-processing-latency-percentile=0.5,0.99",
+            "--e2e-processing-latency-percentile",
+            "1.0",
+            "--e2e-processing-latency-window-time=2m",
+        ])?;
+        // Highest first, as nsqd sorts them.
+        assert_eq!(o.e2e_processing_latency_percentile, vec![1.0, 0.99, 0.5]);
+        assert_eq!(
+            o.e2e_processing_latency_window_time,
+            Duration::from_secs(120)
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn e2e_percentiles_outside_zero_one_are_refused_as_nsqd_does() {
+        for bad in ["0", "1.5", "-0.5", "NaN"] {
+            let err = Options::load_from([
+                "rsqd".to_string(),
+                format!("--e2e-processing-latency-percentile=0.5,{bad}"),
+            ])
+            .expect_err(bad);
+            assert_eq!(
+                err.to_string(),
+                format!("invalid E2E processing latency percentile: {bad}")
+            );
+        }
+        let err = Options::load_from(["rsqd", "--e2e-processing-latency-percentile=high"])
+            .expect_err("not a number");
+        assert!(err.to_string().contains("Could not parse: high"), "{err}");
+    }
+
+    #[test]
+    fn e2e_percentiles_come_from_the_config_file() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("rsqd.toml");
+        std::fs::write(
+            &path,
+            "e2e_processing_latency_percentiles = [0.95, 1]\n\
+             e2e_processing_latency_window_time = \"30s\"\n",
+        )?;
+        let o = Options::load_from(["rsqd".to_string(), format!("--config={}", path.display())])?;
+        assert_eq!(o.e2e_processing_latency_percentile, vec![1.0, 0.95]);
+        assert_eq!(
+            o.e2e_processing_latency_window_time,
+            Duration::from_secs(30)
+        );
+        Ok(())
     }
 }

@@ -39,13 +39,57 @@ pub struct Stats {
     pub producers: Option<Vec<ClientStats>>,
 }
 
-/// nsqd's e2e latency block; rsqd does not compute percentiles yet.
+/// nsqd's e2e latency block: publish-to-FIN percentiles over the
+/// `--e2e-processing-latency-window-time` window.
 #[derive(Debug, Serialize, Default)]
 pub struct Latency {
     /// Samples in the window.
     pub count: u64,
     /// Quantiles and values in ns; `null` when not configured.
     pub percentiles: Option<Vec<Percentile>>,
+}
+
+impl Latency {
+    /// The block for a channel's or topic's percentiles; `None` (no
+    /// `--e2e-processing-latency-percentile`) gives nsqd's
+    /// `{"count":0,"percentiles":null}`.
+    pub fn from_snapshot(snapshot: Option<rsq_channel::E2eLatency>) -> Latency {
+        let Some(snapshot) = snapshot else {
+            return Latency::default();
+        };
+        Latency {
+            count: snapshot.count,
+            percentiles: Some(
+                snapshot
+                    .percentiles
+                    .into_iter()
+                    .map(|(quantile, ns)| Percentile {
+                        quantile,
+                        value: i64::try_from(ns).unwrap_or(i64::MAX),
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The text `/stats` form: each value in nsqd's human units
+    /// (`NanoSecondToHuman`), joined by `, `.
+    pub fn human(&self) -> String {
+        let mut out = Vec::new();
+        for p in self.percentiles.iter().flatten() {
+            let v = p.value as f64;
+            out.push(if v > 1e9 {
+                format!("{:.1}s", v / 1e9)
+            } else if v > 1e6 {
+                format!("{:.1}ms", v / 1e6)
+            } else if v > 1e3 {
+                format!("{:.1}us", v / 1e3)
+            } else {
+                format!("{v:.1}ns")
+            });
+        }
+        out.join(", ")
+    }
 }
 
 /// One quantile of end-to-end latency.
@@ -294,13 +338,25 @@ pub fn collect(ctx: &Nsqd, filter: &StatsFilter) -> Stats {
                             client_count: cs.client_count,
                             clients: client_list,
                             paused: cs.paused,
-                            e2e_processing_latency: Latency::default(),
+                            e2e_processing_latency: Latency::from_snapshot(
+                                cs.e2e_processing_latency,
+                            ),
                         }
                     })
                     .collect();
                 if filter.channel.is_some() && channels.is_empty() {
                     return None;
                 }
+                // The topic's latency is all its channels' windows merged,
+                // whatever the channel filter, as nsqd aggregates them.
+                let topic_e2e = topic
+                    .channels()
+                    .into_iter()
+                    .filter_map(|(_, chan)| chan.e2e_latency_window())
+                    .reduce(|mut all, one| {
+                        all.merge(&one);
+                        all
+                    });
                 Some(TopicStats {
                     topic_name: topic.name().to_string(),
                     channels,
@@ -309,7 +365,7 @@ pub fn collect(ctx: &Nsqd, filter: &StatsFilter) -> Stats {
                     message_count: ts.message_count,
                     message_bytes: ts.message_bytes,
                     paused: ts.paused,
-                    e2e_processing_latency: Latency::default(),
+                    e2e_processing_latency: Latency::from_snapshot(topic_e2e.map(|w| w.snapshot())),
                 })
             })
             .collect()
@@ -353,15 +409,19 @@ pub fn render_text(stats: &Stats, now_unix: i64) -> String {
                 let paused = if t.paused { "*P " } else { "" };
                 let _ = writeln!(
                     s,
-                    "\n{paused}[{:<15}] depth: {:<5} be-depth: {:<5} msgs: {:<8} e2e%: ",
-                    t.topic_name, t.depth, t.backend_depth, t.message_count
+                    "\n{paused}[{:<15}] depth: {:<5} be-depth: {:<5} msgs: {:<8} e2e%: {}",
+                    t.topic_name,
+                    t.depth,
+                    t.backend_depth,
+                    t.message_count,
+                    t.e2e_processing_latency.human()
                 );
                 for c in &t.channels {
                     let paused = if c.paused { "*P " } else { "" };
                     let _ = writeln!(
                         s,
-                        "    {paused}[{:<25}] depth: {:<5} be-depth: {:<5} inflt: {:<4} def: {:<4} re-q: {:<5} timeout: {:<5} msgs: {:<8} e2e%: ",
-                        c.channel_name, c.depth, c.backend_depth, c.in_flight_count, c.deferred_count, c.requeue_count, c.timeout_count, c.message_count
+                        "    {paused}[{:<25}] depth: {:<5} be-depth: {:<5} inflt: {:<4} def: {:<4} re-q: {:<5} timeout: {:<5} msgs: {:<8} e2e%: {}",
+                        c.channel_name, c.depth, c.backend_depth, c.in_flight_count, c.deferred_count, c.requeue_count, c.timeout_count, c.message_count, c.e2e_processing_latency.human()
                     );
                     for cl in c.clients.iter().flatten() {
                         let _ = writeln!(
@@ -394,4 +454,35 @@ pub fn render_text(stats: &Stats, now_unix: i64) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_blocks_are_nsqds() {
+        assert_eq!(
+            serde_json::to_string(&Latency::from_snapshot(None)).ok(),
+            Some(r#"{"count":0,"percentiles":null}"#.to_string())
+        );
+        let l = Latency::from_snapshot(Some(rsq_channel::E2eLatency {
+            count: 4,
+            percentiles: vec![
+                (1.0, 2_500_000_000),
+                (0.99, 1_500_000),
+                (0.95, 1_001),
+                (0.5, 1_000),
+            ],
+        }));
+        assert_eq!(
+            serde_json::to_string(&l).ok(),
+            Some(
+                r#"{"count":4,"percentiles":[{"quantile":1.0,"value":2500000000},{"quantile":0.99,"value":1500000},{"quantile":0.95,"value":1001},{"quantile":0.5,"value":1000}]}"#
+                    .to_string()
+            )
+        );
+        // nsqd's NanoSecondToHuman: strictly above each unit, one decimal.
+        assert_eq!(l.human(), "2.5s, 1.5ms, 1.0us, 1000.0ns");
+    }
 }

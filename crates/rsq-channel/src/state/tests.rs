@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use rsq_codec::{Message, MessageId};
 
 use super::{ChannelState, PutOutcome};
-use crate::{ChannelConfig, ChannelError, ClientId, Clock, ManualClock};
+use crate::{ChannelConfig, ChannelError, ClientId, Clock, E2eLatency, ManualClock};
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -107,17 +107,25 @@ fn rdy_is_a_window_on_in_flight_not_a_credit() {
     }
     h.consumer(1, 2);
     check(&mut h, &[(1, 1, 1), (1, 2, 1)]);
-    h.state.handle_fin(1, &id(1)).unwrap();
+    h.state
+        .handle_fin(1, &id(1), h.now(), h.clock.unix_nanos())
+        .unwrap();
     check(&mut h, &[(1, 3, 1)]);
     // Lowering RDY below the in-flight count stops delivery until FINs catch up.
     h.state.handle_rdy(1, 1);
-    h.state.handle_fin(1, &id(2)).unwrap();
+    h.state
+        .handle_fin(1, &id(2), h.now(), h.clock.unix_nanos())
+        .unwrap();
     check(&mut h, &[]);
-    h.state.handle_fin(1, &id(3)).unwrap();
+    h.state
+        .handle_fin(1, &id(3), h.now(), h.clock.unix_nanos())
+        .unwrap();
     check(&mut h, &[(1, 4, 1)]);
     h.state.handle_rdy(1, 0);
     h.put(5);
-    h.state.handle_fin(1, &id(4)).unwrap();
+    h.state
+        .handle_fin(1, &id(4), h.now(), h.clock.unix_nanos())
+        .unwrap();
     check(&mut h, &[]);
 }
 
@@ -177,7 +185,9 @@ fn in_flight_message_times_out_and_is_redelivered() {
     check(&mut h, &[(1, 1, 2)]);
     // The late FIN of the first delivery succeeds: the id is in flight again
     // with the same owner, as in nsqd.
-    h.state.handle_fin(1, &id(1)).unwrap();
+    h.state
+        .handle_fin(1, &id(1), h.now(), h.clock.unix_nanos())
+        .unwrap();
     assert_eq!(h.state.poll_timeout(), None);
 }
 
@@ -284,19 +294,33 @@ fn only_the_owner_may_fin_req_or_touch() {
     check(&mut h, &[(1, 1, 1)]);
     let now = h.now();
     let not_owner = |r: Result<(), ChannelError>| matches!(r, Err(ChannelError::NotOwner));
-    assert!(not_owner(h.state.handle_fin(2, &id(1)).map(drop)));
+    assert!(not_owner(
+        h.state
+            .handle_fin(2, &id(1), h.now(), h.clock.unix_nanos())
+            .map(drop)
+    ));
     assert!(not_owner(h.state.handle_req(2, &id(1), SEC, now)));
     assert!(not_owner(h.state.handle_touch(2, &id(1), now)));
     let not_in_flight = |r: Result<(), ChannelError>| matches!(r, Err(ChannelError::NotInFlight));
-    assert!(not_in_flight(h.state.handle_fin(1, &id(9)).map(drop)));
+    assert!(not_in_flight(
+        h.state
+            .handle_fin(1, &id(9), h.now(), h.clock.unix_nanos())
+            .map(drop)
+    ));
     assert!(not_in_flight(h.state.handle_req(1, &id(9), SEC, now)));
     assert!(not_in_flight(h.state.handle_touch(1, &id(9), now)));
     assert_eq!(
         ChannelError::NotOwner.to_string(),
         "client does not own message"
     );
-    h.state.handle_fin(1, &id(1)).unwrap();
-    assert!(not_in_flight(h.state.handle_fin(1, &id(1)).map(drop)));
+    h.state
+        .handle_fin(1, &id(1), h.now(), h.clock.unix_nanos())
+        .unwrap();
+    assert!(not_in_flight(
+        h.state
+            .handle_fin(1, &id(1), h.now(), h.clock.unix_nanos())
+            .map(drop)
+    ));
     assert_eq!(h.state.stats().clients[0].finish_count, 1);
 }
 
@@ -375,7 +399,7 @@ fn empty_drops_queued_in_flight_and_deferred() {
         (0, 0, 0, 0)
     );
     assert!(matches!(
-        h.state.handle_fin(1, &id(1)),
+        h.state.handle_fin(1, &id(1), h.now(), h.clock.unix_nanos()),
         Err(ChannelError::NotInFlight)
     ));
     assert_eq!(h.state.poll_timeout(), None);
@@ -459,7 +483,9 @@ fn stale_deadlines_do_not_pile_up() {
         h.put(n);
         let (_, m) = h.deliver().unwrap();
         h.state.handle_touch(1, &m.id, h.now()).unwrap();
-        h.state.handle_fin(1, &m.id).unwrap();
+        h.state
+            .handle_fin(1, &m.id, h.now(), h.clock.unix_nanos())
+            .unwrap();
     }
     assert_eq!(h.state.poll_timeout(), None);
     assert!(
@@ -477,6 +503,65 @@ fn duplicate_consumer_is_refused() {
         h.state.add_consumer(1, SEC),
         Err(ChannelError::ConsumerExists(1))
     ));
+}
+
+#[test]
+fn fin_records_publish_to_fin_latency_in_a_window() {
+    const MS: Duration = Duration::from_millis(1);
+    let mut h = Harness::new(ChannelConfig {
+        e2e_percentiles: vec![1.0, 0.5],
+        e2e_window: 10 * 60 * SEC,
+        ..ChannelConfig::default()
+    });
+    let empty = h.state.e2e_latency(h.now()).unwrap().snapshot();
+    assert_eq!(
+        empty,
+        E2eLatency {
+            count: 0,
+            percentiles: vec![(1.0, 0), (0.5, 0)],
+        }
+    );
+    // Four messages published together, finished 10, 20, 30 and 40 ms later.
+    let published = h.clock.unix_nanos();
+    for n in 1..=4 {
+        let m = Message::new(id(n), published, Bytes::from_static(b"x"));
+        assert_eq!(h.state.handle_put(m), PutOutcome::Queued);
+    }
+    h.consumer(1, 10);
+    assert_eq!(h.deliver_all().len(), 4);
+    for n in 1..=4 {
+        h.advance(10 * MS);
+        h.state
+            .handle_fin(1, &id(n), h.now(), h.clock.unix_nanos())
+            .unwrap();
+    }
+    let s = h.state.e2e_latency(h.now()).unwrap().snapshot();
+    assert_eq!(s.count, 4);
+    assert_eq!(
+        s.percentiles,
+        vec![(1.0, 40_000_000), (0.5, 20_000_000)],
+        "exact for small counts"
+    );
+    // Half a window on the finishes are the previous half: still reported.
+    h.advance(5 * 60 * SEC);
+    assert_eq!(h.state.e2e_latency(h.now()).unwrap().count(), 4);
+    // A whole window on they are forgotten.
+    h.advance(5 * 60 * SEC);
+    assert_eq!(h.state.e2e_latency(h.now()).unwrap().count(), 0);
+    // Counters report no latency themselves (the wrapper adds it).
+    assert_eq!(h.state.stats().e2e_processing_latency, None);
+}
+
+#[test]
+fn latency_is_not_kept_unless_configured() {
+    let mut h = Harness::new(ChannelConfig::default());
+    h.put(1);
+    h.consumer(1, 1);
+    check(&mut h, &[(1, 1, 1)]);
+    h.state
+        .handle_fin(1, &id(1), h.now(), h.clock.unix_nanos())
+        .unwrap();
+    assert!(h.state.e2e_latency(h.now()).is_none());
 }
 
 // ---------------------------------------------------------------------------
@@ -601,6 +686,9 @@ impl Sim {
             max_rdy_count: 2500,
             ephemeral: false,
             commit_backend_reads: false,
+            // Latency on, so random interleavings exercise its FIN path.
+            e2e_percentiles: vec![1.0, 0.5],
+            e2e_window: 60 * SEC,
         };
         Sim {
             h: Harness::new(config.clone()),
@@ -693,7 +781,10 @@ impl Sim {
                     return;
                 };
                 let expected = self.m.owner_check(client, &id);
-                let got = self.h.state.handle_fin(client, &id);
+                let got =
+                    self.h
+                        .state
+                        .handle_fin(client, &id, self.h.now(), self.h.clock.unix_nanos());
                 assert_eq!(
                     got.as_ref().map(|_| ()).map_err(|e| e.to_string()),
                     expected.map_err(String::from)
@@ -873,7 +964,10 @@ impl Sim {
                 .map(|(id, (c, _, _))| (*id, *c))
                 .collect();
             for (id, client) in held {
-                self.h.state.handle_fin(client, &id).unwrap();
+                self.h
+                    .state
+                    .handle_fin(client, &id, self.h.now(), self.h.clock.unix_nanos())
+                    .unwrap();
                 self.m.release(id);
                 self.m.clients.get_mut(&client).unwrap().finish_count += 1;
                 *self.m.finished.entry(id).or_default() += 1;

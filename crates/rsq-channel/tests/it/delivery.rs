@@ -21,7 +21,32 @@ async fn put_then_ready_delivers_in_flight_with_attempts_one() {
     assert_eq!((s.in_flight_count, s.message_count, s.depth), (1, 1, 0));
     ch.finish(1, &m.id).unwrap();
     assert_eq!(ch.stats().in_flight_count, 0);
-    assert!(ch.stats().e2e_processing_latency.is_some());
+    assert_eq!(ch.stats().e2e_processing_latency, None, "not configured");
+}
+
+#[tokio::test(start_paused = true)]
+async fn finishes_feed_the_configured_latency_percentiles() {
+    let (ch, _) = channel(ChannelConfig {
+        e2e_percentiles: vec![0.99, 0.5],
+        ..ChannelConfig::default()
+    });
+    let e2e = ch.stats().e2e_processing_latency.unwrap();
+    assert_eq!((e2e.count, e2e.percentiles), (0, vec![(0.99, 0), (0.5, 0)]));
+    let mut c = ch.add_consumer(1, 60 * SEC).unwrap();
+    ch.set_ready(1, 10);
+    for n in 1..=3 {
+        ch.put(msg(n)).await.unwrap();
+        let m = next(&mut c, SEC).await.unwrap();
+        ch.finish(1, &m.id).unwrap();
+    }
+    let e2e = ch.stats().e2e_processing_latency.unwrap();
+    assert_eq!(e2e.count, 3);
+    assert_eq!(
+        e2e.percentiles.iter().map(|p| p.0).collect::<Vec<_>>(),
+        [0.99, 0.5]
+    );
+    let window = ch.e2e_latency_window().unwrap();
+    assert_eq!(window.count(), 3);
 }
 
 #[tokio::test(start_paused = true)]
