@@ -27,28 +27,12 @@ const METHODS: [Method; 5] = [
     Method::HEAD,
 ];
 
-const ROUTES: [&str; 20] = [
-    "/ping",
-    "/info",
-    "/stats",
-    "/pub",
-    "/mpub",
-    "/topic/create",
-    "/topic/delete",
-    "/topic/empty",
-    "/topic/pause",
-    "/topic/unpause",
-    "/channel/create",
-    "/channel/delete",
-    "/channel/empty",
-    "/channel/pause",
-    "/channel/unpause",
-    "/config/log_level",
-    "/config/nsqlookupd_tcp_addresses",
-    "/config/mem_queue_size",
-    "/nope",
-    "/",
-];
+/// The daemon's routes, then paths it does not serve.
+fn routes() -> impl Iterator<Item = &'static str> {
+    rsqd::http::ROUTES
+        .into_iter()
+        .chain(["/config/mem_queue_size", "/nope", "/"])
+}
 
 struct Daemon {
     runtime: tokio::runtime::Runtime,
@@ -104,7 +88,10 @@ fuzz_target!(|data: &[u8]| {
         })
         .collect();
     let method = METHODS[usize::from(*method) % METHODS.len()].clone();
-    let path = ROUTES[usize::from(*route) % ROUTES.len()];
+    let count = routes().count();
+    let Some(path) = routes().nth(usize::from(*route) % count) else {
+        return;
+    };
     let request = Request::builder()
         .method(method.clone())
         .uri(format!("{path}?{query}"))

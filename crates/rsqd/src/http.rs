@@ -40,6 +40,28 @@ fn parse_bool(value: Option<&str>, default: bool) -> Result<bool, ApiError> {
     }
 }
 
+/// Every path the API serves (`/config/{opt}` by two of its options), for
+/// tests, fuzzers and tools that want to visit them all.
+pub const ROUTES: [&str; 17] = [
+    "/ping",
+    "/info",
+    "/stats",
+    "/pub",
+    "/mpub",
+    "/topic/create",
+    "/topic/delete",
+    "/topic/empty",
+    "/topic/pause",
+    "/topic/unpause",
+    "/channel/create",
+    "/channel/delete",
+    "/channel/empty",
+    "/channel/pause",
+    "/channel/unpause",
+    "/config/log_level",
+    "/config/nsqlookupd_tcp_addresses",
+];
+
 /// Builds the router; `serve` runs it.
 pub fn router(ctx: Arc<Nsqd>) -> Router {
     let body_limit = usize::try_from(ctx.opts.max_body_size.max(ctx.opts.max_msg_size))

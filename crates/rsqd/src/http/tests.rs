@@ -107,28 +107,13 @@ fn raw() -> impl Strategy<Value = Req> {
         Method::DELETE,
         Method::HEAD,
     ]);
-    let path = proptest::sample::select(vec![
-        "/ping",
-        "/info",
-        "/stats",
-        "/pub",
-        "/mpub",
-        "/topic/create",
-        "/topic/delete",
-        "/topic/empty",
-        "/topic/pause",
-        "/topic/unpause",
-        "/channel/create",
-        "/channel/delete",
-        "/channel/empty",
-        "/channel/pause",
-        "/channel/unpause",
-        "/config/log_level",
-        "/config/nsqlookupd_tcp_addresses",
-        "/config/nope",
-        "/nope",
-        "/",
-    ]);
+    let path = proptest::sample::select(
+        super::ROUTES
+            .iter()
+            .chain(&["/config/nope", "/nope", "/"])
+            .copied()
+            .collect::<Vec<_>>(),
+    );
     let key = proptest::sample::select(vec![
         "topic",
         "channel",
@@ -243,6 +228,26 @@ async fn listed(ctx: &Arc<Nsqd>) -> BTreeMap<String, BTreeSet<String>> {
         listed.insert(topic["topic_name"].as_str().unwrap().to_string(), channels);
     }
     listed
+}
+
+#[test]
+fn every_listed_route_is_served() {
+    with_daemon(&[], async |ctx| {
+        for path in super::ROUTES {
+            let mut answered = false;
+            for method in [Method::GET, Method::POST] {
+                let req = Request::builder()
+                    .method(method)
+                    .uri(path)
+                    .body(Body::empty())
+                    .unwrap();
+                let (status, _) = send(&ctx, req).await;
+                answered |=
+                    status != StatusCode::NOT_FOUND && status != StatusCode::METHOD_NOT_ALLOWED;
+            }
+            assert!(answered, "{path} is not served");
+        }
+    });
 }
 
 proptest! {

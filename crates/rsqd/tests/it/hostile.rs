@@ -248,24 +248,10 @@ fn random_http_requests_get_4xx_not_crashes() {
     let d = Daemon::start(&["--max-msg-size=512", "--max-body-size=2048"]);
     let mut calm = Bystander::new(&d);
     let mut next = crate::harness::rng(0x2545_f491_4f6c_dd1du64 ^ u64::from(std::process::id()));
-    let paths = [
-        "/pub",
-        "/mpub",
-        "/topic/create",
-        "/topic/delete",
-        "/topic/empty",
-        "/topic/pause",
-        "/topic/unpause",
-        "/channel/create",
-        "/channel/delete",
-        "/channel/empty",
-        "/channel/pause",
-        "/channel/unpause",
-        "/stats",
-        "/config/x",
-        "/info",
-        "/nope",
-    ];
+    let paths: Vec<&str> = rsqd::http::ROUTES
+        .into_iter()
+        .chain(["/config/x", "/nope"])
+        .collect();
     let words = [
         "topic=t",
         "topic=",
