@@ -97,6 +97,37 @@ fn codec_does_no_io() {
     }
 }
 
+/// The sans-IO state machines (ARCHITECTURE.md names each) do no IO and
+/// never read the clock: time comes in as `now`.
+#[test]
+fn state_machines_do_no_io() {
+    for file in [
+        "crates/rsqd/src/tcp/connection.rs",
+        "crates/rsqd/src/tcp/identify.rs",
+        "crates/rsq-channel/src/state.rs",
+        "crates/rsq-channel/src/in_flight.rs",
+        "crates/rsq-channel/src/deferred.rs",
+        "crates/rsq-channel/src/consumer.rs",
+        "crates/rsq-channel/src/e2e_latency.rs",
+        "crates/rsq-diskqueue/src/ledger.rs",
+        "crates/rsq-lookupd/src/registry.rs",
+    ] {
+        let text = read(&project_root().join(file));
+        for forbidden in [
+            "tokio",
+            "std::fs",
+            "std::net",
+            "Instant::now",
+            "SystemTime::now",
+        ] {
+            assert!(
+                !text.contains(forbidden),
+                "{file} uses {forbidden}: a state machine does no IO and never reads the clock"
+            );
+        }
+    }
+}
+
 /// rsq-topic reaches channels only through its trait: no dependency on rsq-channel.
 #[test]
 fn topic_does_not_know_channel() {
