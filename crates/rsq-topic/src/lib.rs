@@ -22,4 +22,5 @@ mod topic;
 
 pub use channel::{ChannelFactory, TopicChannel};
 pub use error::{ChannelError, TopicError};
-pub use topic::{Topic, TopicConfig, TopicStats, DEFAULT_MEM_QUEUE_SIZE, EPHEMERAL_SUFFIX};
+pub use rsq_codec::EPHEMERAL_SUFFIX;
+pub use topic::{Topic, TopicConfig, TopicStats, DEFAULT_MEM_QUEUE_SIZE};

@@ -12,9 +12,6 @@ use tokio::task::JoinHandle;
 use crate::pump::{self, Control, Shared};
 use crate::{ChannelFactory, TopicChannel, TopicError};
 
-/// The suffix that makes a topic (or channel) ephemeral.
-pub const EPHEMERAL_SUFFIX: &str = "#ephemeral";
-
 /// nsqd's default `--mem-queue-size`.
 pub const DEFAULT_MEM_QUEUE_SIZE: usize = 10_000;
 
@@ -93,7 +90,7 @@ impl<C: TopicChannel> Topic<C> {
     ///
     /// The caller picks the backend: a disk queue, or
     /// `MemoryQueue::discarding(0)` for an ephemeral topic (name ending in
-    /// [`EPHEMERAL_SUFFIX`]).
+    /// [`rsq_codec::EPHEMERAL_SUFFIX`]).
     pub fn new(
         name: &str,
         config: TopicConfig,
@@ -106,7 +103,7 @@ impl<C: TopicChannel> Topic<C> {
         let pump = tokio::spawn(pump::run(shared.clone(), control_rx, applied_tx));
         Arc::new(Topic {
             shared,
-            ephemeral: name.ends_with(EPHEMERAL_SUFFIX),
+            ephemeral: rsq_codec::is_ephemeral(name),
             backend_only: config.backend_only,
             factory,
             control,
