@@ -23,4 +23,4 @@ pub use error::ServiceError;
 pub use host::hostname;
 pub use http::{ApiError, ApiResult};
 pub use logging::parse_log_level;
-pub use process::{bind, run, shutdown_signal};
+pub use process::{announce, bind, parse_announcement, run, shutdown_signal, LISTEN_TARGET};

@@ -46,11 +46,39 @@ where
 }
 
 /// Binds a listener on `addr`; `what` (`TCP`, `HTTP`, `HTTPS`) names it
-/// in the error.
+/// in the error and in the line announcing it (see [`announce`]).
 pub async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServiceError> {
-    TcpListener::bind(addr)
+    let listener = TcpListener::bind(addr)
         .await
-        .map_err(|source| ServiceError::Bind { what, addr, source })
+        .map_err(|source| ServiceError::Bind { what, addr, source })?;
+    announce(what, listener.local_addr().unwrap_or(addr));
+    Ok(listener)
+}
+
+/// The `tracing` target of the lines [`announce`] logs, so a filter such
+/// as `RUST_LOG=warn,rsq::listen=info` keeps them and little else.
+pub const LISTEN_TARGET: &str = "rsq::listen";
+
+/// Logs, at info level, nsqd's `TCP: listening on ADDR` line with the
+/// address actually bound. Started on port 0, a daemon tells whoever
+/// started it (tests, tools) its port this way, which a port picked in
+/// advance cannot promise: another process may take it first.
+pub fn announce(what: &str, addr: SocketAddr) {
+    tracing::info!(target: LISTEN_TARGET, "{what}: listening on {addr}");
+}
+
+/// Reads a line [`announce`] logged, as the formatter printed it: the
+/// listener's name and address, or `None` for any other line.
+pub fn parse_announcement(line: &str) -> Option<(&str, SocketAddr)> {
+    let (head, addr) = line.split_once(": listening on ")?;
+    let what = head.rsplit(' ').next()?;
+    // The address ends at whitespace or at a colour escape.
+    let addr = addr
+        .split(|c: char| c.is_whitespace() || c == '\x1b')
+        .next()?
+        .parse()
+        .ok()?;
+    Some((what, addr))
 }
 
 /// Resolves on SIGTERM or SIGINT. If a signal cannot be listened for, the
@@ -82,6 +110,24 @@ mod tests {
     use std::error::Error;
 
     use super::*;
+
+    #[test]
+    fn announcements_are_read_back_from_formatted_lines() {
+        let line =
+            "2026-11-25T12:27:04.580213Z  INFO rsq::listen: HTTPS: listening on 127.0.0.1:4443";
+        assert_eq!(
+            parse_announcement(line),
+            Some(("HTTPS", SocketAddr::from(([127, 0, 0, 1], 4443))))
+        );
+        let coloured =
+            "\x1b[32m INFO\x1b[0m \x1b[2mrsq::listen\x1b[0m: TCP: listening on [::1]:4150\x1b[0m";
+        assert_eq!(
+            parse_announcement(coloured).map(|(w, a)| (w, a.port())),
+            Some(("TCP", 4150))
+        );
+        assert_eq!(parse_announcement("INFO rsqd: serving"), None);
+        assert_eq!(parse_announcement("TCP: listening on nowhere"), None);
+    }
 
     #[tokio::test]
     async fn bind_error_names_the_listener_and_keeps_the_cause() {

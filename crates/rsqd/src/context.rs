@@ -206,12 +206,12 @@ impl Nsqd {
     }
 
     /// Starts registering with the configured lookupds, announcing the
-    /// given listening ports. Call once, after metadata is loaded.
-    pub fn start_lookup(&self, tcp_port: u16, http_port: u16) {
+    /// listening ports. Call once, after metadata is loaded.
+    pub fn start_lookup(&self) {
         let identity = PeerIdentity {
             version: VERSION.to_string(),
-            tcp_port,
-            http_port,
+            tcp_port: self.opts.tcp_address.port(),
+            http_port: self.opts.http_address.port(),
             hostname: crate::options::hostname(),
             broadcast_address: self.opts.effective_broadcast_address(),
         };

@@ -35,31 +35,33 @@ pub async fn run(
     http: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let ctx = Nsqd::new(opts, Arc::new(SystemClock))?;
-    ctx.load_metadata().await?;
-    tracing::info!(
-        tcp = %tcp.local_addr()?,
-        http = %http.local_addr()?,
-        data_path = %ctx.opts.data_path.display(),
-        "rsqd {} serving",
-        options::VERSION
-    );
-    let tls = tcp::tls::server_config(&ctx.opts)?;
+    let mut opts = opts;
+    let tls = tcp::tls::server_config(&opts)?;
     let https = match &tls {
         Some(config) => {
-            let addr = ctx.opts.https_address;
-            let listener = rsq_service::bind("HTTPS", addr).await?;
-            tracing::info!(https = %listener.local_addr()?, "HTTPS serving");
+            let listener = rsq_service::bind("HTTPS", opts.https_address).await?;
+            opts.https_address = listener.local_addr()?;
             Some((listener, config.clone()))
         }
         None => None,
     };
-    ctx.start_lookup(tcp.local_addr()?.port(), http.local_addr()?.port());
+    // From here on the options hold the bound addresses, so a port 0
+    // shows as the port taken in /info, to lookupd and in statsd.
+    opts.tcp_address = tcp.local_addr()?;
+    opts.http_address = http.local_addr()?;
+    let ctx = Nsqd::new(opts, Arc::new(SystemClock))?;
+    ctx.load_metadata().await?;
+    tracing::info!(
+        tcp = %ctx.opts.tcp_address,
+        http = %ctx.opts.http_address,
+        data_path = %ctx.opts.data_path.display(),
+        "rsqd {} serving",
+        options::VERSION
+    );
+    ctx.start_lookup();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let statsd_task = (!ctx.opts.statsd_address.is_empty()).then(|| {
-        let port = http.local_addr().map_or(0, |a| a.port());
-        tokio::spawn(statsd::run(ctx.clone(), port, stop_rx.clone()))
-    });
+    let statsd_task = (!ctx.opts.statsd_address.is_empty())
+        .then(|| tokio::spawn(statsd::run(ctx.clone(), stop_rx.clone())));
     let tcp_task = tokio::spawn(tcp::serve(tcp, ctx.clone(), tls, stop_rx.clone()));
     let https_task = https.map(|(listener, config)| {
         let mut stop = stop_rx.clone();

@@ -152,17 +152,17 @@ pub fn packets(lines: &[String], max: usize) -> Vec<Vec<u8>> {
 }
 
 /// Pushes stats to `--statsd-address` every `--statsd-interval` until `stop`
-/// changes. `http_port` is the bound HTTP port, for the `%s` of the prefix.
-/// Never fails: an unreachable or unresolvable address is logged (a warning
+/// changes. The HTTP port (bound, see [`crate::run`]) fills the prefix's
+/// `%s`. Never fails: an unreachable or unresolvable address is logged (a warning
 /// the first time, then at debug until a push succeeds) and retried at the
 /// next interval.
-pub async fn run(ctx: Arc<Nsqd>, http_port: u16, mut stop: watch::Receiver<bool>) {
+pub async fn run(ctx: Arc<Nsqd>, mut stop: watch::Receiver<bool>) {
     let opts = &ctx.opts;
     let address = opts.statsd_address.clone();
     let prefix = prefix(
         &opts.statsd_prefix,
         &opts.effective_broadcast_address(),
-        http_port,
+        opts.http_address.port(),
     );
     let packet_size = opts.statsd_udp_packet_size;
     let exclude_ephemeral = opts.statsd_exclude_ephemeral;

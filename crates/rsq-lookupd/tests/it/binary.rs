@@ -1,36 +1,58 @@
 //! The real `rsq-lookupd` binary: flags, serving, and a clean exit on SIGTERM.
 
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::{http, Producer, WAIT};
 
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
+/// Reads the listener announcements on the child's stderr until both
+/// addresses are known (bounded), copying every other line to ours.
+fn announced_addresses(child: &mut Child) -> (SocketAddr, SocketAddr) {
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            match rsq_service::parse_announcement(&line) {
+                Some((what, addr)) => {
+                    let _ = tx.send((what.to_string(), addr));
+                }
+                None => eprintln!("{line}"),
+            }
+        }
+    });
+    let (mut tcp, mut http) = (None, None);
+    while tcp.is_none() || http.is_none() {
+        match rx.recv_timeout(WAIT) {
+            Ok((what, addr)) if what == "TCP" => tcp = Some(addr),
+            Ok((what, addr)) if what == "HTTP" => http = Some(addr),
+            Ok(_) => {}
+            Err(e) => panic!("rsq-lookupd did not announce its listeners: {e}"),
+        }
+    }
+    (tcp.expect("tcp"), http.expect("http"))
 }
 
 #[tokio::test]
 async fn binary_serves_with_flags_and_exits_on_sigterm() {
-    let (tcp, http_addr) = (free_addr(), free_addr());
     let mut child = Command::new(env!("CARGO_BIN_EXE_rsq-lookupd"))
-        .arg(format!("--tcp-address={tcp}"))
-        .arg(format!("--http-address={http_addr}"))
+        .arg("--tcp-address=127.0.0.1:0")
+        .arg("--http-address=127.0.0.1:0")
         .arg("--broadcast-address=lk.example")
         .arg("--inactive-producer-timeout=5m")
         .arg("--tombstone-lifetime=45s")
         .arg("--log-level=warn")
+        .env(
+            "RUST_LOG",
+            format!("warn,{}=info", rsq_service::LISTEN_TARGET),
+        )
+        .env("NO_COLOR", "1")
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn rsq-lookupd");
-    let deadline = Instant::now() + WAIT;
-    while std::net::TcpStream::connect(http_addr).is_err() {
-        assert!(Instant::now() < deadline, "rsq-lookupd did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (tcp, http_addr) = announced_addresses(&mut child);
     assert_eq!(http(http_addr, "GET", "/ping").await.body, "OK");
     let mut p = Producer::identified(tcp, "n1", 4150).await;
     assert_eq!(p.command("REGISTER t").await, "OK");

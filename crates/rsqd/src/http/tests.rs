@@ -176,7 +176,7 @@ fn with_daemon(flags: &[&str], test: impl AsyncFnOnce(Arc<Nsqd>)) {
     runtime.block_on(async {
         let ctx = Nsqd::new(opts, Arc::new(SystemClock)).unwrap();
         ctx.load_metadata().await.unwrap();
-        ctx.start_lookup(4150, 4151);
+        ctx.start_lookup();
         test(ctx.clone()).await;
         ctx.shutdown().await;
     });

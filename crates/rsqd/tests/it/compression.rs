@@ -11,7 +11,7 @@ use tokio_nsq::{
     NSQConsumerConfigSources, NSQDeflateLevel, NSQEvent, NSQProducerConfig, NSQTopic,
 };
 
-use crate::harness::{free_port, Daemon};
+use crate::harness::Daemon;
 use crate::tls::{tls_daemon, Cert};
 
 /// Publishes `n` messages with a Writer and reads them back with a Reader,
@@ -107,8 +107,7 @@ fn pynsq_snappy_deflate_and_tls() {
     // The venv is made once, before the parallel runs.
     crate::pynsq::python();
     let cert = Cert::new();
-    let https = format!("--https-address=127.0.0.1:{}", free_port());
-    let d = tls_daemon(&cert, &[&https]);
+    let d = tls_daemon(&cert, &[]);
     let tls = r#""tls_v1": true, "tls_options": {"cert_reqs": 0}"#;
     let cases = [
         (
@@ -202,8 +201,7 @@ async fn roundtrip(d: &Daemon, topic: &str, size: usize, shared: NSQConfigShared
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokio_nsq_snappy_deflate_and_tls() {
     let cert = Cert::new();
-    let https = format!("--https-address=127.0.0.1:{}", free_port());
-    let d = tls_daemon(&cert, &[&https]);
+    let d = tls_daemon(&cert, &[]);
     let tls = || NSQConfigSharedTLS::new("localhost");
     let deflate = || NSQConfigSharedCompression::Deflate(NSQDeflateLevel::new(4).unwrap());
     // tokio-nsq's deflate reader (async-compression 0.3) stalls when one

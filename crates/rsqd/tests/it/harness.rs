@@ -1,8 +1,8 @@
 //! Starting and stopping a real `rsqd`, and two small clients: raw HTTP/1.1
 //! and protocol V2 built on rsq-codec. Every wait here is bounded.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Process, Stdio};
 use std::time::{Duration, Instant};
@@ -22,13 +22,8 @@ pub fn rng(seed: u64) -> impl FnMut() -> u64 {
     }
 }
 
-/// A free loopback port (bound, then released for the daemon to take).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
-}
+/// Loopback, port chosen by the kernel when bound.
+const ANY_PORT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
 
 /// A running `rsqd` child process with its own data directory.
 pub struct Daemon {
@@ -37,20 +32,24 @@ pub struct Daemon {
     pub tcp: SocketAddr,
     /// HTTP address.
     pub http: SocketAddr,
+    /// HTTPS address, when TLS is configured.
+    pub https: Option<SocketAddr>,
     data: PathBuf,
     _dir: Option<tempfile::TempDir>,
     extra: Vec<String>,
 }
 
 impl Daemon {
-    /// Starts a daemon with default options plus `extra` flags.
+    /// Starts a daemon with default options plus `extra` flags, on ports
+    /// the kernel picks (so parallel tests never race for one).
     pub fn start(extra: &[&str]) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().to_path_buf();
         let mut d = Daemon {
             child: None,
-            tcp: SocketAddr::from(([127, 0, 0, 1], free_port())),
-            http: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            tcp: ANY_PORT,
+            http: ANY_PORT,
+            https: None,
             data,
             _dir: Some(dir),
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -69,29 +68,60 @@ impl Daemon {
         &self.data
     }
 
+    /// Starts `rsqd` on the addresses held (port 0 the first time), learns
+    /// the ports it bound from the lines it announces them in, and waits
+    /// (bounded) until its HTTP server answers.
     fn spawn(&mut self) {
-        let child = Process::new(env!("CARGO_BIN_EXE_rsqd"))
+        let mut command = Process::new(env!("CARGO_BIN_EXE_rsqd"));
+        command
             .arg(format!("--tcp-address={}", self.tcp))
             .arg(format!("--http-address={}", self.http))
-            .arg(format!("--data-path={}", self.data.display()))
+            .arg(format!("--data-path={}", self.data.display()));
+        if !self.extra.iter().any(|f| f.starts_with("--https-address")) {
+            command.arg(format!(
+                "--https-address={}",
+                self.https.unwrap_or(ANY_PORT)
+            ));
+        }
+        let log = std::env::var("RSQ_TEST_LOG").unwrap_or_else(|_| "warn".into());
+        let mut child = command
             .args(&self.extra)
             .env(
                 "RUST_LOG",
-                std::env::var("RSQ_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+                format!("{log},{}=info", rsq_service::LISTEN_TARGET),
             )
+            .env("NO_COLOR", "1")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn rsqd");
+        let listeners = forward_stderr(&mut child);
         self.child = Some(child);
+        let tls = self.extra.iter().any(|f| f.starts_with("--tls-cert"));
         let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok((200, _)) = http(self.http, "GET", "/ping", b"") {
-                if TcpStream::connect(self.tcp).is_ok() {
-                    return;
+        let (mut tcp, mut http_bound, mut https) = (false, false, !tls);
+        while !(tcp && http_bound && https) {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match listeners.recv_timeout(wait) {
+                Ok((what, addr)) => match what.as_str() {
+                    "TCP" => (self.tcp, tcp) = (addr, true),
+                    "HTTP" => (self.http, http_bound) = (addr, true),
+                    "HTTPS" => (self.https, https) = (Some(addr), true),
+                    _ => {}
+                },
+                Err(_) => {
+                    let status = self
+                        .child
+                        .as_mut()
+                        .and_then(|c| c.try_wait().ok().flatten());
+                    panic!("rsqd did not announce its listeners (exit status {status:?})");
                 }
             }
-            assert!(Instant::now() < deadline, "rsqd did not start in time");
+        }
+        // Bound is not yet serving: metadata loads first. Any HTTP answer
+        // (403 too, under --tls-required) means the servers run.
+        while http(self.http, "GET", "/ping", b"").is_err() {
+            assert!(Instant::now() < deadline, "rsqd did not serve HTTP in time");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -128,7 +158,7 @@ impl Daemon {
         }
     }
 
-    /// Starts the daemon again on the same ports and data directory.
+    /// Starts the daemon again on the ports it had and the same data directory.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the daemon first");
         self.spawn();
@@ -172,6 +202,25 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Copies the child's stderr to ours, line by line, on a thread of its
+/// own, except the listener announcements, which it sends on the channel
+/// returned. The channel closes when the child's stderr does.
+fn forward_stderr(child: &mut Child) -> std::sync::mpsc::Receiver<(String, SocketAddr)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().expect("stderr piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            match rsq_service::parse_announcement(&line) {
+                Some((what, addr)) => {
+                    let _ = tx.send((what.to_string(), addr));
+                }
+                None => eprintln!("{line}"),
+            }
+        }
+    });
+    rx
 }
 
 /// Finds a channel's stats in `/stats` JSON.

@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use rsq_codec::{Command, Frame, FrameDecoder, DEFAULT_MAX_FRAME_SIZE};
 use rustls::pki_types::{CertificateDer, ServerName};
 
-use crate::harness::{free_port, Daemon, V2};
+use crate::harness::{Daemon, V2};
 
 /// A self-signed certificate for `localhost` and `127.0.0.1` in a temporary directory.
 pub struct Cert {
@@ -82,54 +82,6 @@ pub fn tls_daemon(cert: &Cert, extra: &[&str]) -> Daemon {
     flags.extend(extra.iter().map(|s| s.to_string()));
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     Daemon::start(&flags)
-}
-
-/// A daemon started directly (the harness waits for plain HTTP `/ping`,
-/// which `--tls-required=true` refuses).
-struct Direct {
-    child: std::process::Child,
-    tcp: SocketAddr,
-    http: SocketAddr,
-    https: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Direct {
-    fn start(cert: &Cert, extra: &[&str]) -> Direct {
-        let dir = tempfile::tempdir().unwrap();
-        let addr = || SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let (tcp, http, https) = (addr(), addr(), addr());
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_rsqd"))
-            .arg(format!("--tcp-address={tcp}"))
-            .arg(format!("--http-address={http}"))
-            .arg(format!("--https-address={https}"))
-            .arg(format!("--data-path={}", dir.path().display()))
-            .args(cert.flags())
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(https).is_err() || TcpStream::connect(tcp).is_err() {
-            assert!(std::time::Instant::now() < deadline, "rsqd did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Direct {
-            child,
-            tcp,
-            http,
-            https,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Direct {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 struct Frames<S> {
@@ -246,8 +198,7 @@ fn tls_not_offered_without_a_certificate() {
 #[test]
 fn tls_required_refuses_plain_commands() {
     let cert = Cert::new();
-    let https = format!("--https-address=127.0.0.1:{}", free_port());
-    let d = tls_daemon(&cert, &["--tls-required=tcp-https", &https]);
+    let d = tls_daemon(&cert, &["--tls-required=tcp-https"]);
     let mut v = d.connect();
     v.send(Command::Pub {
         topic: "t".into(),
@@ -285,11 +236,11 @@ fn https_get(cert: &Cert, addr: SocketAddr, path: &str) -> String {
 #[test]
 fn https_serves_the_api_and_plain_http_can_be_refused() {
     let cert = Cert::new();
-    let d = Direct::start(&cert, &["--tls-required=true"]);
-    let answer = https_get(&cert, d.https, "/ping");
+    let d = tls_daemon(&cert, &["--tls-required=true"]);
+    let answer = https_get(&cert, d.https.expect("https"), "/ping");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.ends_with("OK"), "{answer}");
-    let port = d.https.port();
+    let port = d.https.expect("https").port();
     let (status, body) = crate::harness::http(d.http, "GET", "/stats", b"").unwrap();
     assert_eq!(status, 403);
     let body: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -300,7 +251,7 @@ fn https_serves_the_api_and_plain_http_can_be_refused() {
 #[test]
 fn client_certificate_policy_is_enforced() {
     let cert = Cert::new();
-    let d = Direct::start(&cert, &["--tls-client-auth-policy=require"]);
+    let d = tls_daemon(&cert, &["--tls-client-auth-policy=require"]);
     // Our client presents no certificate: the handshake must fail.
     let tcp = identify_tls(d.tcp, "");
     let name = ServerName::try_from("localhost").unwrap();
@@ -374,7 +325,7 @@ impl ClientPki {
 
 /// Runs IDENTIFY with `tls_v1` and a handshake with `config`; true if the
 /// daemon then answers `OK` inside TLS.
-fn upgrade_accepted(d: &Direct, config: Arc<rustls::ClientConfig>) -> bool {
+fn upgrade_accepted(d: &Daemon, config: Arc<rustls::ClientConfig>) -> bool {
     let tcp = identify_tls(d.tcp, "");
     tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let name = ServerName::try_from("localhost").unwrap();
@@ -388,7 +339,7 @@ fn require_verify_accepts_only_certificates_from_the_root_ca() {
     let server = Cert::new();
     let pki = ClientPki::new();
     let ca_flag = format!("--tls-root-ca-file={}", pki.ca_pem.display());
-    let d = Direct::start(
+    let d = tls_daemon(
         &server,
         &["--tls-client-auth-policy=require-verify", &ca_flag],
     );
