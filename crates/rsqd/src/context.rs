@@ -206,12 +206,13 @@ impl Nsqd {
     }
 
     /// Starts registering with the configured lookupds, announcing the
-    /// listening ports. Call once, after metadata is loaded.
+    /// broadcast ports (see [`crate::run`]). Call once, after metadata is
+    /// loaded.
     pub fn start_lookup(&self) {
         let identity = PeerIdentity {
             version: VERSION.to_string(),
-            tcp_port: self.opts.tcp_address.port(),
-            http_port: self.opts.http_address.port(),
+            tcp_port: self.opts.broadcast_tcp_port,
+            http_port: self.opts.broadcast_http_port,
             hostname: crate::options::hostname(),
             broadcast_address: self.opts.effective_broadcast_address(),
         };

@@ -46,9 +46,16 @@ pub async fn run(
         None => None,
     };
     // From here on the options hold the bound addresses, so a port 0
-    // shows as the port taken in /info, to lookupd and in statsd.
+    // shows as the port taken in /info, to lookupd and in statsd, and the
+    // broadcast ports default to them, as nsqd's do.
     opts.tcp_address = tcp.local_addr()?;
     opts.http_address = http.local_addr()?;
+    if opts.broadcast_tcp_port == 0 {
+        opts.broadcast_tcp_port = opts.tcp_address.port();
+    }
+    if opts.broadcast_http_port == 0 {
+        opts.broadcast_http_port = opts.http_address.port();
+    }
     let ctx = Nsqd::new(opts, Arc::new(SystemClock))?;
     ctx.load_metadata().await?;
     tracing::info!(

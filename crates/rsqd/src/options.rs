@@ -51,6 +51,14 @@ pub struct Options {
     /// Address registered with lookupd (default: the hostname).
     #[arg(long)]
     pub broadcast_address: Option<String>,
+    /// TCP port registered with lookupd (0: the port bound), for a daemon
+    /// behind NAT or a port mapping.
+    #[arg(long, default_value_t = 0)]
+    pub broadcast_tcp_port: u16,
+    /// HTTP port registered with lookupd and used in the statsd prefix
+    /// (0: the port bound).
+    #[arg(long, default_value_t = 0)]
+    pub broadcast_http_port: u16,
     /// nsqlookupd TCP address to register with (`host:port`); repeatable.
     #[arg(long = "lookupd-tcp-address", value_name = "ADDR")]
     #[serde(rename = "nsqlookupd_tcp_addresses")]

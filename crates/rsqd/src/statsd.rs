@@ -152,8 +152,8 @@ pub fn packets(lines: &[String], max: usize) -> Vec<Vec<u8>> {
 }
 
 /// Pushes stats to `--statsd-address` every `--statsd-interval` until `stop`
-/// changes. The HTTP port (bound, see [`crate::run`]) fills the prefix's
-/// `%s`. Never fails: an unreachable or unresolvable address is logged (a warning
+/// changes. The broadcast HTTP port (see [`crate::run`]) fills the
+/// prefix's `%s`, as nsqd's does. Never fails: an unreachable or unresolvable address is logged (a warning
 /// the first time, then at debug until a push succeeds) and retried at the
 /// next interval.
 pub async fn run(ctx: Arc<Nsqd>, mut stop: watch::Receiver<bool>) {
@@ -162,7 +162,7 @@ pub async fn run(ctx: Arc<Nsqd>, mut stop: watch::Receiver<bool>) {
     let prefix = prefix(
         &opts.statsd_prefix,
         &opts.effective_broadcast_address(),
-        opts.http_address.port(),
+        opts.broadcast_http_port,
     );
     let packet_size = opts.statsd_udp_packet_size;
     let exclude_ephemeral = opts.statsd_exclude_ephemeral;

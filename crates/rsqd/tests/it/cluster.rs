@@ -238,3 +238,43 @@ fn lookupd_discovery_reaches_both_daemons() {
     });
     assert_eq!(got, ["from-a", "from-b"]);
 }
+
+/// `--broadcast-tcp-port` and `--broadcast-http-port` replace the bound
+/// ports in what lookupd hands out (a daemon behind a port mapping); 0, the
+/// default, means the bound ports, which `/config` then reports.
+#[test]
+fn broadcast_ports_are_what_lookupd_hands_out() {
+    let lookupd = Lookupd::start("127.0.0.1:0", "127.0.0.1:0");
+    let flag = format!("--lookupd-tcp-address={}", lookupd.tcp);
+    let mapped = Daemon::start(&[
+        &flag,
+        "--broadcast-address=127.0.0.1",
+        "--broadcast-tcp-port=5150",
+        "--broadcast-http-port=5151",
+    ]);
+    let plain = Daemon::start(&[&flag, "--broadcast-address=127.0.0.1"]);
+    for d in [&mapped, &plain] {
+        assert_eq!(d.http("POST", "/topic/create?topic=ports", b"").0, 200);
+    }
+    let plain_tcp = u64::from(plain.tcp.port());
+    let v = lookupd.wait("/lookup?topic=ports", "both registered", |v| {
+        tcp_ports(v) == sorted(vec![5150, plain_tcp])
+    });
+    let http_ports = sorted(
+        v["producers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["http_port"].as_u64())
+            .collect(),
+    );
+    assert_eq!(http_ports, sorted(vec![5151, u64::from(plain.http.port())]));
+    assert_eq!(
+        mapped.http("GET", "/config/broadcast_http_port", b""),
+        (200, "5151".to_string())
+    );
+    assert_eq!(
+        plain.http("GET", "/config/broadcast_tcp_port", b""),
+        (200, plain_tcp.to_string())
+    );
+}
