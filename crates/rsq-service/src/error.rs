@@ -1,6 +1,6 @@
 //! The one error type of this crate.
 
-use std::net::SocketAddr;
+use crate::listen::ListenAddr;
 
 /// What can go wrong at a daemon's edges.
 #[derive(Debug, thiserror::Error)]
@@ -15,10 +15,18 @@ pub enum ServiceError {
         /// What the listener is for: `TCP`, `HTTP`, `HTTPS`.
         what: &'static str,
         /// The address asked for.
-        addr: SocketAddr,
+        addr: ListenAddr,
         /// Why the bind failed.
         #[source]
         source: std::io::Error,
+    },
+    /// Text that is not a listen address (see [`ListenAddr`]).
+    #[error("invalid listen address {addr:?}: {reason}")]
+    InvalidListenAddr {
+        /// The text as given.
+        addr: String,
+        /// What is wrong with it.
+        reason: &'static str,
     },
     /// The logger could not be installed (a global one already was).
     #[error("cannot install the logger")]

@@ -6,6 +6,8 @@
 //!   fallbacks and the `X-NSQ-Content-Type` header;
 //! - [`logging`]: nsq's `--log-level` values and a `tracing` logger whose
 //!   level can change while running (`PUT /config/log_level`);
+//! - [`listen`]: listen addresses (TCP or unix socket path), listeners,
+//!   streams and peer addresses of either kind;
 //! - [`process`]: the runtime around a daemon's `serve` future, its exit
 //!   code, binding listeners and the shutdown signal;
 //! - [`hostname`]: the machine's name, as daemons report it.
@@ -16,11 +18,13 @@
 pub mod error;
 pub mod host;
 pub mod http;
+pub mod listen;
 pub mod logging;
 pub mod process;
 
 pub use error::ServiceError;
 pub use host::hostname;
 pub use http::{ApiError, ApiResult};
+pub use listen::{Bindable, ListenAddr, Listener, PeerAddr, SocketFile, Stream};
 pub use logging::parse_log_level;
 pub use process::{announce, bind, parse_announcement, run, shutdown_signal, LISTEN_TARGET};

@@ -6,8 +6,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use tokio::net::TcpListener;
-
+use crate::listen::Bindable;
 use crate::{logging, ServiceError};
 
 /// Runs a daemon: installs the logger at `log_level` (see
@@ -46,12 +45,13 @@ where
 }
 
 /// Binds a listener on `addr`; `what` (`TCP`, `HTTP`, `HTTPS`) names it
-/// in the error and in the line announcing it (see [`announce`]).
-pub async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServiceError> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServiceError::Bind { what, addr, source })?;
-    announce(what, listener.local_addr().unwrap_or(addr));
+/// in the error and in the line announcing it (see [`announce`]). A
+/// [`SocketAddr`] gives a [`TcpListener`](tokio::net::TcpListener); a
+/// [`ListenAddr`](crate::ListenAddr) gives a [`Listener`](crate::Listener),
+/// TCP or unix (see [`crate::listen`] for stale socket files).
+pub async fn bind<A: Bindable>(what: &'static str, addr: A) -> Result<A::Listener, ServiceError> {
+    let (listener, bound) = addr.bind_as(what).await?;
+    announce(what, bound);
     Ok(listener)
 }
 
@@ -63,7 +63,9 @@ pub const LISTEN_TARGET: &str = "rsq::listen";
 /// address actually bound. Started on port 0, a daemon tells whoever
 /// started it (tests, tools) its port this way, which a port picked in
 /// advance cannot promise: another process may take it first.
-pub fn announce(what: &str, addr: SocketAddr) {
+/// A unix socket's line holds its path, which [`parse_announcement`]
+/// does not read back (the caller chose the path).
+pub fn announce(what: &str, addr: impl Display) {
     tracing::info!(target: LISTEN_TARGET, "{what}: listening on {addr}");
 }
 
@@ -109,6 +111,8 @@ pub async fn shutdown_signal() {
 mod tests {
     use std::error::Error;
 
+    use tokio::net::TcpListener;
+
     use super::*;
 
     #[test]
@@ -136,9 +140,11 @@ mod tests {
         let err = bind("HTTP", addr).await.expect_err("bound twice");
         assert_eq!(err.to_string(), format!("cannot listen on HTTP {addr}"));
         assert!(err.source().is_some());
-        assert!(bind("TCP", "127.0.0.1:0".parse().expect("addr"))
-            .await
-            .is_ok());
+        assert!(
+            bind("TCP", "127.0.0.1:0".parse::<SocketAddr>().expect("addr"))
+                .await
+                .is_ok()
+        );
     }
 
     #[test]

@@ -4,11 +4,11 @@
 //! (the HTTP stats handler) read, behind a small lock or atomics.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rsq_channel::Channel;
+use rsq_service::PeerAddr;
 
 use crate::tcp::tls::TlsInfo;
 
@@ -65,8 +65,8 @@ pub struct AuthIdentity {
 pub struct ClientInfo {
     /// Daemon-unique id.
     pub id: u64,
-    /// Peer address.
-    pub remote_address: SocketAddr,
+    /// Peer address (`@` in `/stats` for a unix socket client).
+    pub remote_address: PeerAddr,
     /// Connect time, seconds since the epoch.
     pub connect_ts: i64,
     state: AtomicU8,
@@ -86,8 +86,13 @@ pub struct ClientInfo {
 
 impl ClientInfo {
     /// A client that just connected.
-    pub fn new(id: u64, remote_address: SocketAddr, connect_ts: i64) -> Self {
-        let ip = remote_address.ip().to_string();
+    /// Its client id and hostname start as the peer's IP, empty for a unix
+    /// socket client (nsqd splits Go's `@` as `host:port`, which fails).
+    pub fn new(id: u64, remote_address: PeerAddr, connect_ts: i64) -> Self {
+        let ip = remote_address
+            .ip()
+            .map(|ip| ip.to_string())
+            .unwrap_or_default();
         ClientInfo {
             id,
             remote_address,

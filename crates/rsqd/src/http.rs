@@ -17,8 +17,8 @@ use rsq_codec::is_valid_name;
 use rsq_service::http::{
     json, nsq_api, ok_empty, param, required, topic_and_channel, Params, JSON_CONTENT_TYPE,
 };
+use rsq_service::Listener;
 use rsq_service::{ApiError, ApiResult};
-use tokio::net::TcpListener;
 
 use crate::context::{ContextError, Nsqd};
 use crate::options::VERSION;
@@ -90,15 +90,16 @@ pub fn router(ctx: Arc<Nsqd>) -> Router {
     .with_state(ctx)
 }
 
-/// Serves the HTTP API on `listener` until `shutdown` resolves.
+/// Serves the HTTP API on `listener` (TCP or unix socket) until `shutdown`
+/// resolves.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     ctx: Arc<Nsqd>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = if tls_required(&ctx.opts) == TlsRequired::Yes {
         // `--tls-required=true`: plain HTTP only points at HTTPS.
-        let port = ctx.opts.https_address.port();
+        let port = info_port(&ctx.opts.https_address);
         Router::new().fallback(move || async move {
             let body = serde_json::json!({ "message": "TLS_REQUIRED", "https_port": port });
             (
@@ -111,14 +112,23 @@ pub async fn serve(
     } else {
         router(ctx)
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    match listener {
+        Listener::Tcp(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await,
+        Listener::Unix(l, _file) => {
+            // `_file` lives until the server stops, then removes the socket.
+            axum::serve(l, app).with_graceful_shutdown(shutdown).await
+        }
+    }
+}
+
+/// A listener's port as nsqd's `/info` shows it: -1 for a unix socket.
+fn info_port(addr: &rsq_service::ListenAddr) -> i32 {
+    addr.port().map_or(-1, i32::from)
 }
 
 /// Serves the HTTP API over TLS (`--https-address`) until `shutdown` resolves.
 pub async fn serve_tls(
-    listener: TcpListener,
+    listener: Listener,
     config: Arc<rustls::ServerConfig>,
     ctx: Arc<Nsqd>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -141,8 +151,8 @@ async fn info(State(ctx): Ctx) -> ApiResult {
         "version": VERSION,
         "broadcast_address": opts.effective_broadcast_address(),
         "hostname": crate::options::hostname(),
-        "http_port": opts.http_address.port(),
-        "tcp_port": opts.tcp_address.port(),
+        "http_port": info_port(&opts.http_address),
+        "tcp_port": info_port(&opts.tcp_address),
         "start_time": ctx.start_time,
         "max_heartbeat_interval": opts.max_heartbeat_interval.as_nanos() as u64,
         "max_output_buffer_size": opts.max_output_buffer_size,

@@ -20,26 +20,27 @@ use std::future::Future;
 use std::sync::Arc;
 
 use rsq_channel::SystemClock;
-use tokio::net::TcpListener;
+use rsq_service::Listener;
 use tokio::sync::watch;
 
 pub use context::Nsqd;
 pub use options::Options;
 
-/// Runs the daemon on bound listeners until `shutdown` resolves, then stops
-/// accepting, closes clients, flushes every queue to disk and writes
-/// metadata. Returns once everything accepted is safe on disk.
+/// Runs the daemon on bound listeners (TCP or unix socket) until
+/// `shutdown` resolves, then stops accepting, closes clients, flushes every
+/// queue to disk and writes metadata. Returns once everything accepted is
+/// safe on disk, and the listeners' socket files are removed.
 pub async fn run(
     opts: Options,
-    tcp: TcpListener,
-    http: TcpListener,
+    tcp: Listener,
+    http: Listener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let mut opts = opts;
     let tls = tcp::tls::server_config(&opts)?;
     let https = match &tls {
         Some(config) => {
-            let listener = rsq_service::bind("HTTPS", opts.https_address).await?;
+            let listener = rsq_service::bind("HTTPS", opts.https_address.clone()).await?;
             opts.https_address = listener.local_addr()?;
             Some((listener, config.clone()))
         }
@@ -47,14 +48,15 @@ pub async fn run(
     };
     // From here on the options hold the bound addresses, so a port 0
     // shows as the port taken in /info, to lookupd and in statsd, and the
-    // broadcast ports default to them, as nsqd's do.
+    // broadcast ports default to them, as nsqd's do (a unix socket has no
+    // port: its broadcast port stays 0 unless given).
     opts.tcp_address = tcp.local_addr()?;
     opts.http_address = http.local_addr()?;
     if opts.broadcast_tcp_port == 0 {
-        opts.broadcast_tcp_port = opts.tcp_address.port();
+        opts.broadcast_tcp_port = opts.tcp_address.port().unwrap_or(0);
     }
     if opts.broadcast_http_port == 0 {
-        opts.broadcast_http_port = opts.http_address.port();
+        opts.broadcast_http_port = opts.http_address.port().unwrap_or(0);
     }
     let ctx = Nsqd::new(opts, Arc::new(SystemClock))?;
     ctx.load_metadata().await?;

@@ -26,7 +26,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(opts: Options) -> anyhow::Result<()> {
-    let tcp = rsq_service::bind("TCP", opts.tcp_address).await?;
-    let http = rsq_service::bind("HTTP", opts.http_address).await?;
+    let tcp = rsq_service::bind("TCP", opts.tcp_address.clone()).await?;
+    let http = rsq_service::bind("HTTP", opts.http_address.clone()).await?;
     rsqd::run(opts, tcp, http, rsq_service::shutdown_signal()).await
 }

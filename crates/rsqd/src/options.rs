@@ -4,7 +4,6 @@
 //! config file, which wins over the default: the file's options are placed
 //! before the command line's and clap keeps the last occurrence.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,7 +11,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use rsq_codec::parse_duration;
 pub use rsq_service::hostname;
-use rsq_service::parse_log_level;
+use rsq_service::{parse_log_level, ListenAddr};
 
 /// The version rsqd reports in IDENTIFY, `/info`, `/stats`, `nsqd.dat` and to
 /// lookupd: the nsqd release whose behaviour it matches, with rsq's own
@@ -42,12 +41,12 @@ pub struct Options {
     #[arg(long = "node-id")]
     #[serde(rename = "id")]
     pub node_id: Option<u16>,
-    /// `<addr>:<port>` to listen on for TCP clients.
+    /// `<addr>:<port>` or a unix socket path to listen on for TCP clients.
     #[arg(long, default_value = "0.0.0.0:4150")]
-    pub tcp_address: SocketAddr,
-    /// `<addr>:<port>` to listen on for HTTP clients.
+    pub tcp_address: ListenAddr,
+    /// `<addr>:<port>` or a unix socket path to listen on for HTTP clients.
     #[arg(long, default_value = "0.0.0.0:4151")]
-    pub http_address: SocketAddr,
+    pub http_address: ListenAddr,
     /// Address registered with lookupd (default: the hostname).
     #[arg(long)]
     pub broadcast_address: Option<String>,
@@ -191,9 +190,10 @@ pub struct Options {
     /// Oldest TLS version accepted: `tls1.0` to `tls1.3` (rustls speaks 1.2 and 1.3 only).
     #[arg(long, default_value = "tls1.0", value_parser = ["ssl3.0", "tls1.0", "tls1.1", "tls1.2", "tls1.3"])]
     pub tls_min_version: String,
-    /// `<addr>:<port>` for HTTPS, served only when TLS is configured.
+    /// `<addr>:<port>` or a unix socket path for HTTPS, served only when TLS
+    /// is configured.
     #[arg(long, default_value = "0.0.0.0:4152")]
-    pub https_address: SocketAddr,
+    pub https_address: ListenAddr,
     /// Auth servers (`<addr>:<port>` or a full `http://` URL); repeatable. Enables AUTH.
     #[arg(long = "auth-http-address", alias = "auth-http-addresses")]
     #[serde(rename = "auth_http_addresses")]
@@ -404,6 +404,33 @@ mod tests {
         assert_eq!(o.max_rdy_count, 20);
         assert_eq!(o.node_id, Some(3));
         assert_eq!(o.max_msg_size, 1048576);
+        Ok(())
+    }
+
+    #[test]
+    fn listen_addresses_take_unix_socket_paths_and_host_names() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("rsqd.toml");
+        std::fs::write(
+            &path,
+            "tcp_address = \"/run/rsqd/tcp.sock\"\nhttp_address = \"localhost:4151\"\n",
+        )?;
+        let o = Options::load_from([
+            "rsqd".to_string(),
+            format!("--config={}", path.display()),
+            "--https-address=https.sock".to_string(),
+        ])?;
+        assert_eq!(o.tcp_address, ListenAddr::Unix("/run/rsqd/tcp.sock".into()));
+        assert_eq!(o.tcp_address.port(), None);
+        assert_eq!(o.http_address.to_string(), "localhost:4151");
+        assert_eq!(o.https_address, ListenAddr::Unix("https.sock".into()));
+        // `/config/tcp_address` answers the text.
+        let json = serde_json::to_value(&o)?;
+        assert_eq!(json["tcp_address"], "/run/rsqd/tcp.sock");
+        assert_eq!(json["http_address"], "localhost:4151");
+        let err =
+            Options::load_from(["rsqd", "--tcp-address=localhost:http"]).expect_err("not a port");
+        assert!(err.to_string().contains("port must be a number"), "{err}");
         Ok(())
     }
 

@@ -1,4 +1,5 @@
-//! The TCP server: protocol V2 for producers and consumers.
+//! The TCP server: protocol V2 for producers and consumers, on a TCP port
+//! or a unix socket (`--tcp-address` takes either; the name is nsqd's).
 //!
 //! `serve` accepts connections until shutdown; each connection is a reader
 //! task (`session.rs`) driving the V2 protocol's state machine, which does
@@ -6,7 +7,10 @@
 //! that owns the socket's write half, batches message frames and sends
 //! heartbeats (`writer.rs`). The bytes between them and the socket pass
 //! through the layers of `stream.rs`: TLS (`tls.rs`) and snappy or deflate
-//! (the `rsq-compress` crate), negotiated in IDENTIFY.
+//! (the `rsq-compress` crate), negotiated in IDENTIFY, over either kind of
+//! socket. A unix client has no IP: `/stats` shows it at `@` (Go's name
+//! for an unnamed unix peer), its default client id and hostname are empty
+//! and the auth server gets an empty `remote_ip`, as with nsqd.
 
 mod connection;
 mod identify;
@@ -17,7 +21,7 @@ mod writer;
 
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use rsq_service::{Listener, Stream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -30,11 +34,12 @@ pub use identify::{negotiate, IdentifyRequest, Negotiated};
 /// (built by [`tls::server_config`]).
 pub type TlsConfig = Option<Arc<rustls::ServerConfig>>;
 
-/// Accepts TCP clients on `listener` until `shutdown` turns true, then
-/// closes every connection and returns once they are all gone. `tls` is
-/// offered to clients that ask `tls_v1` in IDENTIFY.
+/// Accepts clients on `listener` (TCP or unix socket) until `shutdown`
+/// turns true, then closes every connection and returns once they are all
+/// gone (dropping the listener removes its socket file). `tls` is offered
+/// to clients that ask `tls_v1` in IDENTIFY.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     ctx: Arc<Nsqd>,
     tls: TlsConfig,
     mut shutdown: watch::Receiver<bool>,
@@ -44,8 +49,10 @@ pub async fn serve(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, addr)) => {
-                    if let Err(e) = stream.set_nodelay(true) {
-                        tracing::debug!(error = %e, "set_nodelay");
+                    if let Stream::Tcp(tcp) = &stream {
+                        if let Err(e) = tcp.set_nodelay(true) {
+                            tracing::debug!(error = %e, "set_nodelay");
+                        }
                     }
                     let ctx = ctx.clone();
                     let shutdown = shutdown.clone();

@@ -10,7 +10,6 @@
 //! other clients are unaffected: a session owns nothing shared but its own
 //! subscription.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +18,7 @@ use bytes::Bytes;
 use rsq_channel::{Channel, ChannelError, Consumer};
 use rsq_codec::MessageId;
 use rsq_compress::Compression;
-use tokio::net::TcpStream;
+use rsq_service::{PeerAddr, Stream};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::connection::{Action, Connection};
@@ -49,11 +48,11 @@ enum Flow {
     Close,
 }
 
-/// Serves one TCP connection until the client leaves, breaks the protocol,
-/// or the daemon shuts down.
+/// Serves one connection (TCP or unix socket) until the client leaves,
+/// breaks the protocol, or the daemon shuts down.
 pub async fn run(
-    stream: TcpStream,
-    addr: SocketAddr,
+    stream: Stream,
+    addr: PeerAddr,
     ctx: Arc<Nsqd>,
     tls_config: TlsConfig,
     mut shutdown: watch::Receiver<bool>,
@@ -174,7 +173,13 @@ impl Session {
                     .map(|t| t.common_name)
                     .unwrap_or_default();
                 let req = AuthRequest {
-                    remote_ip: self.info.remote_address.ip().to_string(),
+                    // As nsqd: no IP for a unix socket client.
+                    remote_ip: self
+                        .info
+                        .remote_address
+                        .ip()
+                        .map(|ip| ip.to_string())
+                        .unwrap_or_default(),
                     tls,
                     secret: &secret,
                     common_name: &common_name,

@@ -1,6 +1,6 @@
 //! The layered byte stream of one connection, and its upgrade after IDENTIFY.
 //!
-//! Layers, bottom up: the TCP socket; TLS (rustls) when the client asked
+//! Layers, bottom up: the socket (TCP or unix); TLS (rustls) when the client asked
 //! `tls_v1`; snappy or deflate when it asked for compression. The reader
 //! task owns a [`Source`] and the writer task a [`Sink`], each holding one
 //! half of the transport (the socket's halves, or TLS halves after the
@@ -12,7 +12,7 @@
 //! 1. the session queues the IDENTIFY answer, then asks the writer for its
 //!    half with `Outbound::Handoff`; the writer writes and flushes what it
 //!    has (the answer goes out plain), hands its [`WriteHalf`] over and waits;
-//! 2. the reader reunites the halves into the `TcpStream`, and gives any
+//! 2. the reader reunites the halves into the socket, and gives any
 //!    bytes it had already read past IDENTIFY back to the stream below TLS
 //!    ([`Rewind`]) — a client that waits for the answer, as nsqd's do, leaves
 //!    none;
@@ -32,9 +32,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use rsq_service::Stream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::net::{tcp, unix};
 
 use super::tls::TlsInfo;
 use rsq_compress::{Compression, Compressor, Decompressor};
@@ -45,33 +45,48 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
 type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
 
-/// The transport's read half.
+/// The transport's read half. The plain sockets are variants of their own
+/// (not boxed): most connections never upgrade, and their reads stay
+/// direct calls.
 pub enum ReadHalf {
-    /// The socket, not upgraded.
-    Tcp(OwnedReadHalf),
+    /// The TCP socket, not upgraded.
+    Tcp(tcp::OwnedReadHalf),
+    /// The unix socket, not upgraded.
+    Unix(unix::OwnedReadHalf),
     /// Upgraded (TLS).
     Layered(BoxRead),
 }
 
 /// The transport's write half.
 pub enum WriteHalf {
-    /// The socket, not upgraded.
-    Tcp(OwnedWriteHalf),
+    /// The TCP socket, not upgraded.
+    Tcp(tcp::OwnedWriteHalf),
+    /// The unix socket, not upgraded.
+    Unix(unix::OwnedWriteHalf),
     /// Upgraded (TLS).
     Layered(BoxWrite),
 }
 
 /// Splits a fresh connection into the reader's and the writer's sides.
-pub fn split(stream: TcpStream) -> (Source, Sink) {
-    let (r, w) = stream.into_split();
+pub fn split(stream: Stream) -> (Source, Sink) {
+    let (r, w) = match stream {
+        Stream::Tcp(s) => {
+            let (r, w) = s.into_split();
+            (ReadHalf::Tcp(r), WriteHalf::Tcp(w))
+        }
+        Stream::Unix(s) => {
+            let (r, w) = s.into_split();
+            (ReadHalf::Unix(r), WriteHalf::Unix(w))
+        }
+    };
     (
         Source {
-            io: ReadHalf::Tcp(r),
+            io: r,
             inflate: None,
             raw: BytesMut::new(),
         },
         Sink {
-            io: WriteHalf::Tcp(w),
+            io: w,
             deflate: None,
             scratch: Vec::new(),
         },
@@ -121,29 +136,51 @@ impl Source {
         config: Arc<rustls::ServerConfig>,
     ) -> io::Result<(WriteHalf, TlsInfo)> {
         let placeholder = ReadHalf::Layered(Box::new(tokio::io::empty()));
-        let (ReadHalf::Tcp(read), WriteHalf::Tcp(write)) =
-            (std::mem::replace(&mut self.io, placeholder), write)
-        else {
-            return Err(io::Error::other("connection already upgraded"));
+        let (r, w, info) = match (std::mem::replace(&mut self.io, placeholder), write) {
+            (ReadHalf::Tcp(r), WriteHalf::Tcp(w)) => {
+                handshake(r.reunite(w).map_err(mismatch)?, unread, config).await?
+            }
+            (ReadHalf::Unix(r), WriteHalf::Unix(w)) => {
+                handshake(r.reunite(w).map_err(mismatch)?, unread, config).await?
+            }
+            _ => return Err(io::Error::other("connection already upgraded")),
         };
-        let tcp = read
-            .reunite(write)
-            .map_err(|_| io::Error::other("socket halves do not match"))?;
-        let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        let accept = acceptor.accept(Rewind { unread, inner: tcp });
-        let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, accept)
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
-        let info = TlsInfo::of(tls.get_ref().1);
-        let (r, w) = tokio::io::split(tls);
-        self.io = ReadHalf::Layered(Box::new(r));
-        Ok((WriteHalf::Layered(Box::new(w)), info))
+        self.io = ReadHalf::Layered(r);
+        Ok((WriteHalf::Layered(w), info))
     }
+}
+
+fn mismatch<E>(_: E) -> io::Error {
+    io::Error::other("socket halves do not match")
+}
+
+/// The TLS handshake over `socket`, `unread` replayed first; gives the TLS
+/// stream's halves.
+async fn handshake<S>(
+    socket: S,
+    unread: Bytes,
+    config: Arc<rustls::ServerConfig>,
+) -> io::Result<(BoxRead, BoxWrite, TlsInfo)>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let accept = acceptor.accept(Rewind {
+        unread,
+        inner: socket,
+    });
+    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, accept)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+    let info = TlsInfo::of(tls.get_ref().1);
+    let (r, w) = tokio::io::split(tls);
+    Ok((Box::new(r), Box::new(w), info))
 }
 
 async fn read_half(io: &mut ReadHalf, buf: &mut BytesMut) -> io::Result<usize> {
     match io {
         ReadHalf::Tcp(r) => r.read_buf(buf).await,
+        ReadHalf::Unix(r) => r.read_buf(buf).await,
         ReadHalf::Layered(r) => r.read_buf(buf).await,
     }
 }
@@ -168,6 +205,7 @@ impl Sink {
         };
         match &mut self.io {
             WriteHalf::Tcp(w) => w.write_all(bytes).await,
+            WriteHalf::Unix(w) => w.write_all(bytes).await,
             WriteHalf::Layered(w) => {
                 w.write_all(bytes).await?;
                 w.flush().await
@@ -198,6 +236,7 @@ impl Sink {
     pub async fn shutdown(&mut self) -> io::Result<()> {
         match &mut self.io {
             WriteHalf::Tcp(w) => w.shutdown().await,
+            WriteHalf::Unix(w) => w.shutdown().await,
             WriteHalf::Layered(w) => w.shutdown().await,
         }
     }

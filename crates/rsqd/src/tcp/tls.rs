@@ -14,13 +14,13 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use rsq_service::{Listener, PeerAddr, SocketFile, Stream};
 use rustls::crypto::{ring, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ServerConnection, WebPkiClientVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 
@@ -252,46 +252,71 @@ fn directory_string(der: &[u8]) -> String {
 /// A TLS listener for the HTTPS server (an `axum::serve` listener).
 /// Handshakes run in their own tasks, so a slow or broken client delays no
 /// other; failed handshakes are logged and dropped.
+/// On a unix socket, peers (and the listener's own address, for axum)
+/// are [`PeerAddr::Unix`], and dropping the listener removes its socket
+/// file.
 pub struct TlsListener {
-    local: std::net::SocketAddr,
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, std::net::SocketAddr)>,
+    local: PeerAddr,
+    ready: mpsc::Receiver<(TlsStream<Stream>, PeerAddr)>,
     _accept: tokio::task::JoinHandle<()>,
+    /// Held here, not by the accept task, so that dropping the listener
+    /// removes the file at once rather than when the aborted task is.
+    _file: Option<SocketFile>,
 }
 
 impl TlsListener {
     /// Starts accepting TLS connections on `listener`.
-    pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<Self> {
-        let local = listener.local_addr()?;
+    pub fn new(listener: Listener, config: Arc<ServerConfig>) -> std::io::Result<Self> {
         let (tx, ready) = mpsc::channel(64);
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        let accept = tokio::spawn(async move {
-            loop {
-                let (tcp, addr) = match listener.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        tracing::error!(error = %e, "HTTPS accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
-                    let handshake = acceptor.accept(tcp);
-                    match tokio::time::timeout(std::time::Duration::from_secs(5), handshake).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, addr)).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%addr, error = %e, "HTTPS handshake failed"),
-                        Err(_) => tracing::debug!(%addr, "HTTPS handshake timed out"),
-                    }
-                });
-            }
-        });
+        let (local, accept, file) = match listener {
+            Listener::Tcp(l) => (
+                PeerAddr::Tcp(l.local_addr()?),
+                tokio::spawn(accept_loop(l, acceptor, tx, |s, a| {
+                    (Stream::Tcp(s), PeerAddr::Tcp(a))
+                })),
+                None,
+            ),
+            Listener::Unix(l, file) => (
+                PeerAddr::Unix,
+                tokio::spawn(accept_loop(l, acceptor, tx, |s, _| {
+                    (Stream::Unix(s), PeerAddr::Unix)
+                })),
+                Some(file),
+            ),
+        };
         Ok(TlsListener {
             local,
             ready,
             _accept: accept,
+            _file: file,
         })
+    }
+}
+
+/// Accepts on `listener` (axum's listeners back off on accept errors) and
+/// runs each handshake in a task of its own, sending the streams that
+/// complete one to `tx`.
+async fn accept_loop<L: axum::serve::Listener>(
+    mut listener: L,
+    acceptor: tokio_rustls::TlsAcceptor,
+    tx: mpsc::Sender<(TlsStream<Stream>, PeerAddr)>,
+    wrap: fn(L::Io, L::Addr) -> (Stream, PeerAddr),
+) {
+    loop {
+        let (io, addr) = listener.accept().await;
+        let (stream, addr) = wrap(io, addr);
+        let (acceptor, tx) = (acceptor.clone(), tx.clone());
+        tokio::spawn(async move {
+            let handshake = acceptor.accept(stream);
+            match tokio::time::timeout(std::time::Duration::from_secs(5), handshake).await {
+                Ok(Ok(tls)) => {
+                    let _ = tx.send((tls, addr)).await;
+                }
+                Ok(Err(e)) => tracing::debug!(%addr, error = %e, "HTTPS handshake failed"),
+                Err(_) => tracing::debug!(%addr, "HTTPS handshake timed out"),
+            }
+        });
     }
 }
 
@@ -302,8 +327,8 @@ impl Drop for TlsListener {
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = std::net::SocketAddr;
+    type Io = TlsStream<Stream>;
+    type Addr = PeerAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self.ready.recv().await {

@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Process, Stdio};
 use std::time::{Duration, Instant};
@@ -245,10 +246,32 @@ pub fn http(
     path: &str,
     body: &[u8],
 ) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    http_over(s, &addr.to_string(), method, path, body)
+}
+
+/// [`http`] over a unix socket.
+pub fn http_unix(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    let s = UnixStream::connect(socket)?;
+    http_over(s, "localhost", method, path, body)
+}
+
+/// One request on a fresh connection `s` to `host`.
+fn http_over<S: Socket>(
+    mut s: S,
+    host: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes())?;
@@ -288,9 +311,27 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
-/// A blocking protocol V2 client for tests.
-pub struct V2 {
-    stream: TcpStream,
+/// A blocking socket the test clients speak over: TCP or unix.
+pub trait Socket: Read + Write {
+    /// As the std sockets' `set_read_timeout`.
+    fn set_read_timeout(&self, d: Option<Duration>) -> std::io::Result<()>;
+}
+
+impl Socket for TcpStream {
+    fn set_read_timeout(&self, d: Option<Duration>) -> std::io::Result<()> {
+        TcpStream::set_read_timeout(self, d)
+    }
+}
+
+impl Socket for UnixStream {
+    fn set_read_timeout(&self, d: Option<Duration>) -> std::io::Result<()> {
+        UnixStream::set_read_timeout(self, d)
+    }
+}
+
+/// A blocking protocol V2 client for tests, over TCP unless told.
+pub struct V2<S: Socket = TcpStream> {
+    stream: S,
     buf: BytesMut,
     frames: FrameDecoder,
     /// A frame `quiet_for` saw and kept for the next read.
@@ -300,7 +341,20 @@ pub struct V2 {
 impl V2 {
     /// Connects and sends the magic.
     pub fn connect(addr: SocketAddr) -> V2 {
-        let mut stream = TcpStream::connect(addr).expect("connect");
+        V2::over(TcpStream::connect(addr).expect("connect"))
+    }
+}
+
+impl V2<UnixStream> {
+    /// Connects to a unix socket and sends the magic.
+    pub fn connect_unix(path: &Path) -> V2<UnixStream> {
+        V2::over(UnixStream::connect(path).expect("connect"))
+    }
+}
+
+impl<S: Socket> V2<S> {
+    /// Sends the magic on a connected `stream`.
+    pub fn over(mut stream: S) -> V2<S> {
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
@@ -344,7 +398,7 @@ impl V2 {
     }
 
     /// The socket, for tests that write raw bytes and handle failures.
-    pub fn stream(&mut self) -> &mut TcpStream {
+    pub fn stream(&mut self) -> &mut S {
         &mut self.stream
     }
 

@@ -19,4 +19,5 @@ mod sampling;
 mod statsd;
 mod third_party;
 mod tls;
+mod unix_socket;
 mod v2;

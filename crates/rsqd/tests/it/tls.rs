@@ -64,8 +64,11 @@ impl Cert {
         )
     }
 
-    /// A TLS session over `tcp`, handshake done.
-    fn connect(&self, tcp: TcpStream) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    /// A TLS session over `tcp` (any socket), handshake done.
+    pub fn connect<S: Read + Write>(
+        &self,
+        tcp: S,
+    ) -> rustls::StreamOwned<rustls::ClientConnection, S> {
         let name = ServerName::try_from("localhost").unwrap();
         let conn = rustls::ClientConnection::new(self.client_config(), name).unwrap();
         let mut tls = rustls::StreamOwned::new(conn, tcp);
@@ -84,14 +87,16 @@ pub fn tls_daemon(cert: &Cert, extra: &[&str]) -> Daemon {
     Daemon::start(&flags)
 }
 
-struct Frames<S> {
+/// A V2 frame reader and command writer over any stream (TLS here).
+pub struct Frames<S> {
     stream: S,
     buf: BytesMut,
     dec: FrameDecoder,
 }
 
 impl<S: Read + Write> Frames<S> {
-    fn new(stream: S) -> Self {
+    /// Wraps `stream`.
+    pub fn new(stream: S) -> Self {
         Frames {
             stream,
             buf: BytesMut::new(),
@@ -99,12 +104,14 @@ impl<S: Read + Write> Frames<S> {
         }
     }
 
-    fn send(&mut self, cmd: Command) {
+    /// Sends a command, flushed.
+    pub fn send(&mut self, cmd: Command) {
         self.stream.write_all(&cmd.to_bytes()).unwrap();
         self.stream.flush().unwrap();
     }
 
-    fn frame(&mut self) -> Option<Frame> {
+    /// The next frame that is not a heartbeat.
+    pub fn frame(&mut self) -> Option<Frame> {
         loop {
             if let Some(f) = self.dec.decode(&mut self.buf).unwrap() {
                 if matches!(&f, Frame::Response(b) if &b[..] == b"_heartbeat_") {
@@ -120,8 +127,9 @@ impl<S: Read + Write> Frames<S> {
         }
     }
 
+    /// Expects a response with this body.
     #[track_caller]
-    fn expect(&mut self, body: &str) {
+    pub fn expect(&mut self, body: &str) {
         match self.frame() {
             Some(Frame::Response(b)) => assert_eq!(String::from_utf8_lossy(&b), body),
             other => panic!("expected {body}, got {other:?}"),
