@@ -7,6 +7,11 @@
 //! their deadlines), the heap is rebuilt from the table once stale entries
 //! outnumber live ones; each rebuild is paid for by the removals that made
 //! it necessary, so every operation stays O(log n) amortized.
+//!
+//! The table is a slab of rows with a small id-to-slot index beside it. A
+//! hash map of whole rows would be several times larger: under the churn
+//! of delivery and FIN its tombstones make it grow to four times the rows
+//! in flight, and each bucket would hold a whole row.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -39,7 +44,11 @@ pub(crate) struct InFlightEntry {
 /// The in-flight table of one channel.
 #[derive(Debug, Default)]
 pub(crate) struct InFlight {
-    entries: HashMap<MessageId, InFlightEntry>,
+    /// Where each message's row is in `slots`.
+    index: HashMap<MessageId, usize>,
+    /// The rows; `None` for a free slot, listed in `free`.
+    slots: Vec<Option<InFlightEntry>>,
+    free: Vec<usize>,
     heap: BinaryHeap<Reverse<(Instant, u64, MessageId)>>,
     next_seq: u64,
 }
@@ -47,17 +56,31 @@ pub(crate) struct InFlight {
 impl InFlight {
     /// Messages in flight.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.index.len()
     }
 
     /// Whether `id` is in flight.
     pub fn contains(&self, id: &MessageId) -> bool {
-        self.entries.contains_key(id)
+        self.index.contains_key(id)
     }
 
     /// The row for `id`, if in flight.
     pub fn get(&self, id: &MessageId) -> Option<&InFlightEntry> {
-        self.entries.get(id)
+        let slot = *self.index.get(id)?;
+        self.slots.get(slot)?.as_ref()
+    }
+
+    fn get_mut(&mut self, id: &MessageId) -> Option<&mut InFlightEntry> {
+        let slot = *self.index.get(id)?;
+        self.slots.get_mut(slot)?.as_mut()
+    }
+
+    /// Takes the row for `id` out, freeing its slot.
+    fn take(&mut self, id: &MessageId) -> Option<InFlightEntry> {
+        let slot = self.index.remove(id)?;
+        let entry = self.slots.get_mut(slot)?.take();
+        self.free.push(slot);
+        entry
     }
 
     /// Puts `msg` in flight with `client` until `deadline`. The caller has
@@ -66,23 +89,31 @@ impl InFlight {
         let seq = self.bump();
         let id = msg.id;
         self.heap.push(Reverse((deadline, seq, id)));
-        let previous = self.entries.insert(
-            id,
-            InFlightEntry {
-                msg,
-                client,
-                deadline,
-                delivered_at: now,
-                order: seq,
-                seq,
-            },
-        );
+        let entry = Some(InFlightEntry {
+            msg,
+            client,
+            deadline,
+            delivered_at: now,
+            order: seq,
+            seq,
+        });
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot] = entry;
+                slot
+            }
+            None => {
+                self.slots.push(entry);
+                self.slots.len() - 1
+            }
+        };
+        let previous = self.index.insert(id, slot);
         debug_assert!(previous.is_none(), "message {id} put in flight twice");
     }
 
     /// Takes `id` out of flight; its heap entry goes stale.
     pub fn remove(&mut self, id: &MessageId) -> Option<InFlightEntry> {
-        let entry = self.entries.remove(id)?;
+        let entry = self.take(id)?;
         self.compact_if_stale();
         Some(entry)
     }
@@ -90,7 +121,7 @@ impl InFlight {
     /// Moves the deadline of `id` to `deadline`.
     pub fn reschedule(&mut self, id: &MessageId, deadline: Instant) {
         let seq = self.bump();
-        let Some(entry) = self.entries.get_mut(id) else {
+        let Some(entry) = self.get_mut(id) else {
             return;
         };
         entry.deadline = deadline;
@@ -113,21 +144,17 @@ impl InFlight {
             return None;
         }
         self.heap.pop();
-        self.entries.remove(&id)
+        self.take(&id)
     }
 
     /// Takes out every message `client` holds, in delivery order.
     pub fn remove_client(&mut self, client: ClientId) -> Vec<InFlightEntry> {
         let ids: Vec<MessageId> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| e.client == client)
-            .map(|(id, _)| *id)
+            .rows()
+            .filter(|e| e.client == client)
+            .map(|e| e.msg.id)
             .collect();
-        let mut taken: Vec<InFlightEntry> = ids
-            .iter()
-            .filter_map(|id| self.entries.remove(id))
-            .collect();
+        let mut taken: Vec<InFlightEntry> = ids.iter().filter_map(|id| self.take(id)).collect();
         taken.sort_by_key(|e| e.order);
         self.compact_if_stale();
         taken
@@ -135,16 +162,17 @@ impl InFlight {
 
     /// Takes out everything, in delivery order.
     pub fn drain(&mut self) -> Vec<InFlightEntry> {
-        let mut all: Vec<InFlightEntry> = self.entries.drain().map(|(_, e)| e).collect();
+        let mut all: Vec<InFlightEntry> = self.slots.drain(..).flatten().collect();
         all.sort_by_key(|e| e.order);
+        self.index.clear();
+        self.free.clear();
         self.heap.clear();
         all
     }
 
     /// Iterates over the rows, in no particular order.
-    #[cfg(test)]
-    pub fn iter(&self) -> impl Iterator<Item = &InFlightEntry> {
-        self.entries.values()
+    pub fn rows(&self) -> impl Iterator<Item = &InFlightEntry> {
+        self.slots.iter().flatten()
     }
 
     /// Heap entries that still stand for a row; equals `len()` when consistent.
@@ -153,8 +181,7 @@ impl InFlight {
         self.heap
             .iter()
             .filter(|Reverse((d, seq, id))| {
-                self.entries
-                    .get(id)
+                self.get(id)
                     .is_some_and(|e| e.seq == *seq && e.deadline == *d)
             })
             .count()
@@ -172,7 +199,7 @@ impl InFlight {
     }
 
     fn is_live(&self, seq: u64, id: &MessageId) -> bool {
-        self.entries.get(id).is_some_and(|e| e.seq == seq)
+        self.get(id).is_some_and(|e| e.seq == seq)
     }
 
     fn drop_stale_top(&mut self) {
@@ -185,11 +212,12 @@ impl InFlight {
     }
 
     fn compact_if_stale(&mut self) {
-        if self.heap.len() > 2 * self.entries.len() + STALE_SLACK {
+        if self.heap.len() > 2 * self.index.len() + STALE_SLACK {
             self.heap = self
-                .entries
+                .slots
                 .iter()
-                .map(|(id, e)| Reverse((e.deadline, e.seq, *id)))
+                .flatten()
+                .map(|e| Reverse((e.deadline, e.seq, e.msg.id)))
                 .collect();
         }
     }

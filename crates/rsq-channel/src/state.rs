@@ -451,8 +451,14 @@ impl ChannelState {
         for msg in self.memory.iter().chain(self.deferred.iter()) {
             assert!(seen.insert(msg.id), "{} held twice", msg.id);
         }
-        for entry in self.in_flight.iter() {
+        assert_eq!(
+            self.in_flight.rows().count(),
+            self.in_flight.len(),
+            "in-flight slots and index disagree"
+        );
+        for entry in self.in_flight.rows() {
             assert!(seen.insert(entry.msg.id), "{} held twice", entry.msg.id);
+            assert!(self.in_flight.contains(&entry.msg.id), "row not indexed");
             assert!(
                 self.consumers.contains_key(&entry.client),
                 "orphan in flight"

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::CodecError;
 
@@ -156,13 +156,18 @@ impl Message {
         }
         let mut ms = [0u8; 8];
         ms.copy_from_slice(&src[DEFERRED_RECORD_TAG.len()..tagged]);
-        let mut msg = Message::decode(src.slice(tagged..))?;
+        let mut rest = src;
+        rest.advance(tagged);
+        let mut msg = Message::decode(rest)?;
         msg.deferred = Some(Duration::from_millis(u64::from_be_bytes(ms)));
         Ok(msg)
     }
 
-    /// Decodes the wire layout. The body is a slice of `src`, not a copy.
-    /// The deferral is not part of the layout and comes back as `None`.
+    /// Decodes the wire layout. The body is `src` advanced past the
+    /// header: neither a copy nor a new slice, so a record read from disk
+    /// into its own buffer costs no allocation beyond that buffer (slicing
+    /// would allocate a shared header for every message). The deferral is
+    /// not part of the layout and comes back as `None`.
     pub fn decode(src: Bytes) -> Result<Message, CodecError> {
         if src.len() < MESSAGE_HEADER_LEN {
             return Err(CodecError::MessageTooShort {
@@ -175,11 +180,13 @@ impl Message {
         let attempts = u16::from_be_bytes([src[8], src[9]]);
         let mut id = [0u8; 16];
         id.copy_from_slice(&src[10..26]);
+        let mut body = src;
+        body.advance(MESSAGE_HEADER_LEN);
         Ok(Message {
             id: MessageId(id),
             timestamp_ns: i64::from_be_bytes(ts),
             attempts,
-            body: src.slice(MESSAGE_HEADER_LEN..),
+            body,
             deferred: None,
         })
     }

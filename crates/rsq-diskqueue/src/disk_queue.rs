@@ -41,8 +41,12 @@ use crate::storage::{FsStorage, Storage};
 use crate::{BackendQueue, BackendStats, QueueError};
 
 /// Pending record bytes that make a put write them to the file even when no
-/// sync is due.
-const WRITE_BUFFER_BYTES: usize = 1 << 20;
+/// sync is due. Small, because pending records are memory the queue holds
+/// on top of what it was built to keep on disk.
+const WRITE_BUFFER_BYTES: usize = 256 << 10;
+
+/// The most bytes gathered into one write call.
+const WRITE_CHUNK_BYTES: usize = 256 << 10;
 
 /// Bytes the reader fetches from a segment at once.
 const READ_CHUNK_BYTES: usize = 256 << 10;
@@ -647,6 +651,30 @@ impl Inner {
     /// Writes pending records to their files, one write per run of records
     /// in the same file, finishing each file before moving to the next so a
     /// completed segment is always durable before a later one has data.
+    /// Writes a run of records that follow each other in one segment,
+    /// gathered into calls of at most [`WRITE_CHUNK_BYTES`] so the scratch
+    /// buffer stays small however long the run.
+    fn write_run(&self, ws: &mut WriteSide, name: &str, run: &[Pending]) -> io::Result<()> {
+        let Some(first) = run.first() else {
+            return Ok(());
+        };
+        let mut offset = first.pos.offset;
+        ws.buf.clear();
+        for entry in run {
+            if !ws.buf.is_empty() && ws.buf.len() + entry.bytes.len() > WRITE_CHUNK_BYTES {
+                self.storage.write_at(name, offset, &ws.buf)?;
+                offset += ws.buf.len() as u64;
+                ws.buf.clear();
+            }
+            ws.buf.extend_from_slice(&entry.bytes);
+        }
+        self.storage.write_at(name, offset, &ws.buf)?;
+        // One huge record may have grown the buffer: give that back.
+        ws.buf.clear();
+        ws.buf.shrink_to(WRITE_CHUNK_BYTES);
+        Ok(())
+    }
+
     fn write_entries(&self, ws: &mut WriteSide, entries: &[Pending]) -> Result<(), QueueError> {
         for run in entries.chunk_by(|a, b| a.pos.file == b.pos.file) {
             let (Some(first), Some(last)) = (run.first(), run.last()) else {
@@ -666,13 +694,9 @@ impl Inner {
                     .map_err(|e| self.io_error(&name, e))?
                     .unwrap_or(0);
             }
-            ws.buf.clear();
-            for entry in run {
-                ws.buf.extend_from_slice(&entry.bytes);
-            }
             let end = last.pos.offset + last.bytes.len() as u64;
             self.preallocate(ws, &name, end)?;
-            if let Err(e) = self.storage.write_at(&name, first.pos.offset, &ws.buf) {
+            if let Err(e) = self.write_run(ws, &name, run) {
                 // Cut off a partial write so the file's length keeps matching
                 // the ledger; if even that fails, stop accepting records.
                 let repaired = match self.storage.len(&name) {

@@ -166,13 +166,17 @@ pub(crate) fn recover(
     limits: Limits,
 ) -> io::Result<Recovered> {
     let mut files = BTreeSet::new();
+    let mut stray = 0;
     for name in storage.list()? {
         match names.parse_segment(&name) {
             Some(file) if file <= MAX_SEGMENT => {
                 files.insert(file);
             }
             Some(_) => {
-                error!(queue = %names.prefix, file = %name, "segment number out of range; ignoring the file");
+                // No queue numbers its segments this high: not ours to read.
+                error!(queue = %names.prefix, file = %name, "segment number out of range; moved aside as .bad");
+                storage.rename(&name, &format!("{name}.bad"))?;
+                stray += 1;
             }
             None => {}
         }
@@ -205,6 +209,8 @@ pub(crate) fn recover(
             }
         },
     };
+    let mut ledger = ledger;
+    ledger.quarantined_files += stray;
     Ok(Recovered { ledger })
 }
 

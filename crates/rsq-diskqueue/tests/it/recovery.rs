@@ -185,11 +185,18 @@ async fn far_apart_segments_with_a_missing_one_between() {
 }
 
 #[tokio::test]
-async fn segment_number_out_of_range_is_ignored() {
+async fn segment_number_out_of_range_is_quarantined() {
     let storage = Arc::new(MemStorage::new());
     storage.set_contents(&segment(0), segment_of(0..3));
     storage.set_contents(&segment(u64::MAX), segment_of(3..6));
     let q = open_mem(config(std::path::Path::new("/mem")), &storage);
+    assert_eq!(q.stats().quarantined_files, 1);
+    assert!(storage.contents(&segment(u64::MAX)).is_none());
+    assert_eq!(
+        storage.contents(&format!("{}.bad", segment(u64::MAX))),
+        Some(segment_of(3..6)),
+        "the stray file is kept, aside"
+    );
     assert_eq!(drain(&q), (0..3).collect::<Vec<_>>());
     q.close().await.unwrap();
     drop(q);
