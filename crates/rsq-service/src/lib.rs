@@ -10,11 +10,14 @@
 //!   streams and peer addresses of either kind;
 //! - [`process`]: the runtime around a daemon's `serve` future, its exit
 //!   code, binding listeners and the shutdown signal;
-//! - [`hostname`]: the machine's name, as daemons report it.
+//! - [`hostname`]: the machine's name, as daemons report it;
+//! - [`allocator`]: glibc malloc limited to one arena, so freed message
+//!   memory is reused by every thread.
 //!
 //! This crate never prints: it logs through `tracing`, and its fallible
 //! calls return [`ServiceError`].
 
+pub mod allocator;
 pub mod error;
 pub mod host;
 pub mod http;

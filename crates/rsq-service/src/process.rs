@@ -10,8 +10,8 @@ use crate::listen::Bindable;
 use crate::{logging, ServiceError};
 
 /// Runs a daemon: installs the logger at `log_level` (see
-/// [`logging::init`]), runs `serve` to completion on a multi-thread
-/// runtime, and returns the process's exit code: success, or failure once
+/// [`logging::init`]), tunes the allocator (see [`crate::allocator`]), runs
+/// `serve` to completion on a multi-thread runtime, and returns the process's exit code: success, or failure once
 /// the error is logged (alternate form, so an error chain shows whole).
 /// If a logger is already installed it is kept.
 pub fn run<F, E>(log_level: &str, serve: F) -> ExitCode
@@ -22,6 +22,7 @@ where
     if let Err(e) = logging::init(log_level) {
         tracing::warn!(error = %e, "keeping the logger already installed");
     }
+    crate::allocator::limit_malloc_arenas();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
