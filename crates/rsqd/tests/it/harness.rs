@@ -402,6 +402,12 @@ impl<S: Socket> V2<S> {
         &mut self.stream
     }
 
+    /// Bytes read from the socket but not yet decoded: what followed the
+    /// last frame, e.g. the first compressed bytes after IDENTIFY.
+    pub fn unread(&self) -> &[u8] {
+        &self.buf
+    }
+
     /// The next frame, or `None` if the connection failed or closed.
     pub fn try_frame(&mut self) -> Option<Frame> {
         if let Some(frame) = self.pending.take() {
