@@ -130,25 +130,7 @@ impl Daemon {
     /// Sends SIGTERM and waits (bounded) for a clean exit; returns its status code.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
-        let pid = i32::try_from(child.id()).expect("pid");
-        // SAFETY: kill(2) with a pid we spawned and still own (not yet
-        // reaped, so the pid cannot have been reused) and a valid signal.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                return status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("rsqd did not exit within 30 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        terminate(&mut child)
     }
 
     /// SIGKILL, no cleanup.
@@ -202,6 +184,36 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Sends SIGTERM to `child` and waits (bounded) for it to exit; returns
+/// its status code.
+pub fn terminate(child: &mut Child) -> Option<i32> {
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped,
+    // so the pid cannot have been reused) and a valid signal.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    wait_exit(child, Duration::from_secs(30))
+}
+
+/// Waits up to `limit` for `child` to exit (then kills it and fails);
+/// returns its status code.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("rsqd did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

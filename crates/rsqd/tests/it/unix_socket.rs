@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rsq_codec::{Command, Frame};
 
-use crate::harness::{http_unix, V2};
+use crate::harness::{http_unix, terminate, wait_exit, V2};
 use crate::tls::{Cert, Frames};
 
 /// A daemon on unix sockets in a temporary directory.
@@ -61,13 +61,7 @@ impl UnixDaemon {
 
     /// SIGTERM, then a bounded wait for the exit; its code.
     fn terminate(&mut self) -> Option<i32> {
-        let pid = i32::try_from(self.child.id()).expect("pid");
-        // SAFETY: kill(2) on a child we spawned and have not reaped.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
-        wait_bounded(&mut self.child, Duration::from_secs(30))
+        terminate(&mut self.child)
     }
 }
 
@@ -85,21 +79,6 @@ fn rsqd(dir: &Path, extra: &[String]) -> Process {
         .env("RUST_LOG", "warn")
         .env("NO_COLOR", "1");
     command
-}
-
-fn wait_bounded(child: &mut Child, limit: Duration) -> Option<i32> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status.code();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("rsqd did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 impl Drop for UnixDaemon {
@@ -172,17 +151,10 @@ fn a_live_socket_or_a_plain_file_is_not_taken_over() {
     let d = UnixDaemon::start_in(tempfile::tempdir().unwrap(), &[]);
     // A second daemon on the same sockets must fail and leave them alone.
     let other_data = tempfile::tempdir().unwrap();
-    let out = rsqd(
+    let stderr = refused(
         d.dir.path(),
         &[format!("--data-path={}", other_data.path().display())],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let out = wait_output(out);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    );
     assert!(
         stderr.contains(&format!("cannot listen on TCP {}", d.tcp().display()))
             && stderr.contains("another process is listening"),
@@ -193,14 +165,7 @@ fn a_live_socket_or_a_plain_file_is_not_taken_over() {
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("tcp.sock"), "not a socket").unwrap();
-    let out = rsqd(dir.path(), &[])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = wait_output(out);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused(dir.path(), &[]);
     assert!(stderr.contains("is not a socket"), "{stderr}");
     assert_eq!(
         std::fs::read_to_string(dir.path().join("tcp.sock")).unwrap(),
@@ -209,9 +174,18 @@ fn a_live_socket_or_a_plain_file_is_not_taken_over() {
 }
 
 /// Waits (bounded) for a child expected to exit on its own.
-fn wait_output(mut child: Child) -> std::process::Output {
-    wait_bounded(&mut child, Duration::from_secs(20));
-    child.wait_with_output().expect("output")
+/// Runs `rsqd` on `dir` with `extra` flags, expects it to fail at start
+/// and returns what it logged.
+fn refused(dir: &Path, extra: &[String]) -> String {
+    let mut child = rsqd(dir, extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_exit(&mut child, Duration::from_secs(20));
+    let out = child.wait_with_output().expect("output");
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]
