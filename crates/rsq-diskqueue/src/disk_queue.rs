@@ -663,12 +663,13 @@ impl Inner {
         let mut offset = first.pos.offset;
         ws.buf.clear();
         for entry in run {
-            if !ws.buf.is_empty() && ws.buf.len() + entry.bytes.len() > WRITE_CHUNK_BYTES {
+            if !ws.buf.is_empty() && ws.buf.len() + entry.len() > WRITE_CHUNK_BYTES {
                 self.storage.write_at(name, offset, &ws.buf)?;
                 offset += ws.buf.len() as u64;
                 ws.buf.clear();
             }
-            ws.buf.extend_from_slice(&entry.bytes);
+            ws.buf.extend_from_slice(&entry.header);
+            ws.buf.extend_from_slice(&entry.payload);
         }
         self.storage.write_at(name, offset, &ws.buf)?;
         // One huge record may have grown the buffer: give that back.
@@ -696,7 +697,7 @@ impl Inner {
                     .map_err(|e| self.io_error(&name, e))?
                     .unwrap_or(0);
             }
-            let end = last.pos.offset + last.bytes.len() as u64;
+            let end = last.pos.offset + last.len() as u64;
             self.preallocate(ws, &name, end)?;
             if let Err(e) = self.write_run(ws, &name, run) {
                 // Cut off a partial write so the file's length keeps matching
@@ -742,15 +743,15 @@ impl BackendQueue for DiskQueue {
         let Some(last) = records.len().checked_sub(1) else {
             return Ok(());
         };
-        let encoded: Vec<Bytes> = records.iter().map(|r| record::encode(r)).collect();
+        let headers: Vec<[u8; HEADER_LEN]> = records.iter().map(|r| record::header(r)).collect();
         let (seq, action, wake_sync_task) = {
             let mut ledger = inner.ledger();
             if ledger.closed {
                 return Err(QueueError::Closed);
             }
             let mut seq = 0;
-            for (i, record) in encoded.into_iter().enumerate() {
-                let s = ledger.handle_put(record, inner.config.max_bytes_per_file);
+            for (i, (header, record)) in headers.into_iter().zip(records).enumerate() {
+                let s = ledger.handle_put(header, record, inner.config.max_bytes_per_file);
                 if i == last {
                     seq = s;
                 }

@@ -37,10 +37,19 @@ impl Pos {
 pub(crate) struct Pending {
     /// Where the record goes.
     pub pos: Pos,
-    /// The encoded record, header included.
-    pub bytes: Bytes,
+    /// The record's header (length and CRC).
+    pub header: [u8; HEADER_LEN],
+    /// The payload, as the put gave it (shared, not copied).
+    pub payload: Bytes,
     /// The put's sequence number; a sync covering it makes the put durable.
     pub seq: u64,
+}
+
+impl Pending {
+    /// Bytes the record takes in its file.
+    pub fn len(&self) -> usize {
+        HEADER_LEN + self.payload.len()
+    }
 }
 
 /// What the reader should do next.
@@ -172,8 +181,13 @@ impl Ledger {
 
     /// Accepts an encoded record, rolling to a new segment first if it would
     /// push the current one past `max_bytes_per_file`. Returns its sequence.
-    pub fn handle_put(&mut self, encoded: Bytes, max_bytes_per_file: u64) -> u64 {
-        let len = encoded.len() as u64;
+    pub fn handle_put(
+        &mut self,
+        header: [u8; HEADER_LEN],
+        payload: Bytes,
+        max_bytes_per_file: u64,
+    ) -> u64 {
+        let len = (HEADER_LEN + payload.len()) as u64;
         if self.write.offset > 0 && self.write.offset + len > max_bytes_per_file {
             self.ends.insert(self.write.file, self.write.offset);
             self.write = Pos::new(self.write.file + 1, 0);
@@ -181,7 +195,8 @@ impl Ledger {
         self.put_seq += 1;
         self.pending.push_back(Pending {
             pos: self.write,
-            bytes: encoded,
+            header,
+            payload,
             seq: self.put_seq,
         });
         self.pending_bytes += len as usize;
@@ -202,7 +217,7 @@ impl Ledger {
     pub fn handle_flushed(&mut self, seq: u64, end: Pos) {
         while self.pending.front().is_some_and(|p| p.seq <= seq) {
             if let Some(p) = self.pending.pop_front() {
-                self.pending_bytes -= p.bytes.len();
+                self.pending_bytes -= p.len();
             }
         }
         self.flushed = self.flushed.max(end);
@@ -241,9 +256,10 @@ impl Ledger {
                 }
             }
             if let Ok(i) = self.pending.binary_search_by(|p| p.pos.cmp(&self.read)) {
-                let bytes = self.pending[i].bytes.clone();
-                self.advance(bytes.len() as u64);
-                return ReadStep::Ready(bytes.slice(HEADER_LEN..));
+                let pending = &self.pending[i];
+                let (len, payload) = (pending.len() as u64, pending.payload.clone());
+                self.advance(len);
+                return ReadStep::Ready(payload);
             }
             let limit = if self.read.file < self.flushed.file {
                 self.ends.get(&self.read.file).copied().unwrap_or(u64::MAX)
@@ -473,10 +489,10 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::encode;
+    use crate::record::header;
 
     fn put(ledger: &mut Ledger, payload: &[u8]) -> u64 {
-        ledger.handle_put(encode(payload), 40)
+        ledger.handle_put(header(payload), Bytes::copy_from_slice(payload), 40)
     }
 
     #[test]
