@@ -11,8 +11,9 @@ use serde_json::{json, Value};
 use crate::harness::{http, Daemon};
 
 /// rsq-lookupd on a background runtime.
-struct Lookupd {
-    tcp: SocketAddr,
+pub struct Lookupd {
+    /// Its TCP (producer protocol) address.
+    pub tcp: SocketAddr,
     http: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -20,7 +21,8 @@ struct Lookupd {
 }
 
 impl Lookupd {
-    fn start(tcp: &str, http: &str) -> Lookupd {
+    /// Starts lookupd on these addresses (`127.0.0.1:0` for any port).
+    pub fn start(tcp: &str, http: &str) -> Lookupd {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -54,7 +56,7 @@ impl Lookupd {
     }
 
     /// Polls `GET path` until `check` holds (bounded).
-    fn wait(&self, path: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait(&self, path: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let (status, body) = http(self.http, "GET", path, b"").unwrap();

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rsq_codec::{Command, Frame};
 
+use crate::cluster::Lookupd;
 use crate::harness::{http_unix, terminate, wait_exit, V2};
 use crate::tls::{Cert, Frames};
 
@@ -236,4 +237,41 @@ fn tls_and_compression_upgrade_over_a_unix_socket() {
         head.extend_from_slice(&more[..n]);
     }
     assert_eq!(&head[..10], b"\xff\x06\x00\x00sNaPpY");
+}
+
+/// A daemon on unix sockets has no ports to announce: it sends lookupd 0
+/// for each, which lookupd refuses (`E_BAD_BODY IDENTIFY missing fields`,
+/// as nsqlookupd does), unless `--broadcast-tcp-port` and
+/// `--broadcast-http-port` say what consumers should dial.
+#[test]
+fn lookupd_needs_broadcast_ports_from_a_unix_socket_daemon() {
+    let lookupd = Lookupd::start("127.0.0.1:0", "127.0.0.1:0");
+    let flag = format!("--lookupd-tcp-address={}", lookupd.tcp);
+    let base = [flag, "--broadcast-address=127.0.0.1".to_string()];
+    let plain = UnixDaemon::start_in(tempfile::tempdir().unwrap(), &base);
+    let mut flags = base.to_vec();
+    flags.push("--broadcast-tcp-port=5150".into());
+    flags.push("--broadcast-http-port=5151".into());
+    let mapped = UnixDaemon::start_in(tempfile::tempdir().unwrap(), &flags);
+    for d in [&plain, &mapped] {
+        let (status, _) = http_unix(&d.http(), "POST", "/topic/create?topic=u", b"").expect("http");
+        assert_eq!(status, 200);
+    }
+    let v = lookupd.wait("/lookup?topic=u", "the mapped daemon registered", |v| {
+        v["producers"].as_array().is_some_and(|p| !p.is_empty())
+    });
+    let ports: Vec<(u64, u64)> = v["producers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["tcp_port"].as_u64().unwrap(),
+                p["http_port"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(ports, [(5150, 5151)], "{v}");
+    // Refused by lookupd, the plain daemon still serves its clients.
+    assert_eq!(plain.get("/ping").0, 200);
 }
