@@ -60,7 +60,7 @@ fn daemon() -> &'static Daemon {
         let ctx = runtime.block_on(async {
             let ctx = Nsqd::new(opts, Arc::new(rsq_channel::SystemClock)).expect("daemon");
             ctx.load_metadata().await.expect("metadata");
-            ctx.start_lookup(4150, 4151);
+            ctx.start_lookup();
             ctx
         });
         Daemon {

@@ -34,6 +34,22 @@ pub fn run(long: bool) -> Result<(), String> {
             &[("RUSTDOCFLAGS", "-D warnings")],
         )
     })?;
+    // The fuzz targets are their own workspace, so clippy above never sees
+    // them; compiling them here keeps a change to a daemon's API from
+    // breaking them unnoticed until a `--long` run.
+    step("fuzz targets compile", || {
+        cargo(
+            &root,
+            &[
+                "check",
+                "--manifest-path",
+                "fuzz/Cargo.toml",
+                "--bins",
+                "--locked",
+            ],
+            &[],
+        )
+    })?;
     let env: &[(&str, &str)] = if long {
         &[("RSQ_LONG_TESTS", "1")]
     } else {

@@ -177,7 +177,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             .map_err(|e| format!("cannot run cargo fuzz: {e}"))?;
         if !status.success() {
             return Err(format!(
-                "fuzz {target} failed: {status} (the crashing input is in fuzz/artifacts/{target}/)"
+                "fuzz {target} failed: {status} (a build error is printed above; a crashing input is saved in fuzz/artifacts/{target}/)"
             ));
         }
         println!("<== fuzz {target}: {:.1?}", started.elapsed());
