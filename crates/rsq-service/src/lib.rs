@@ -30,4 +30,6 @@ pub use host::hostname;
 pub use http::{ApiError, ApiResult};
 pub use listen::{Bindable, ListenAddr, Listener, PeerAddr, SocketFile, Stream};
 pub use logging::parse_log_level;
-pub use process::{announce, bind, parse_announcement, run, shutdown_signal, LISTEN_TARGET};
+pub use process::{
+    announce, bind, follow_announcements, parse_announcement, run, shutdown_signal, LISTEN_TARGET,
+};

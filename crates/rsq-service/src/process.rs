@@ -3,8 +3,10 @@
 
 use std::fmt::Display;
 use std::future::Future;
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::mpsc;
 
 use crate::listen::Bindable;
 use crate::{logging, ServiceError};
@@ -84,6 +86,30 @@ pub fn parse_announcement(line: &str) -> Option<(&str, SocketAddr)> {
     Some((what, addr))
 }
 
+/// Follows a daemon's log (its stderr, read line by line on a thread of
+/// its own), for whoever started it on port 0: each line [`announce`]
+/// wrote is sent on the returned channel as the listener's name and
+/// address, every other line goes to `other`. The channel closes when the
+/// log does.
+pub fn follow_announcements<R, F>(log: R, mut other: F) -> mpsc::Receiver<(String, SocketAddr)>
+where
+    R: std::io::Read + Send + 'static,
+    F: FnMut(&str) + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(log).lines().map_while(Result::ok) {
+            match parse_announcement(&line) {
+                Some((what, addr)) => {
+                    let _ = tx.send((what.to_string(), addr));
+                }
+                None => other(&line),
+            }
+        }
+    });
+    rx
+}
+
 /// Resolves on SIGTERM or SIGINT. If a signal cannot be listened for, the
 /// failure is logged and it never resolves, rather than stopping the
 /// daemon at once.
@@ -132,6 +158,25 @@ mod tests {
         );
         assert_eq!(parse_announcement("INFO rsqd: serving"), None);
         assert_eq!(parse_announcement("TCP: listening on nowhere"), None);
+    }
+
+    #[test]
+    fn following_a_log_splits_announcements_from_other_lines() {
+        let log =
+            "Z  WARN rsqd: slow disk\nZ  INFO rsq::listen: TCP: listening on 127.0.0.1:4150\n";
+        let (tx, others) = std::sync::mpsc::channel();
+        let announced = follow_announcements(std::io::Cursor::new(log), move |line| {
+            let _ = tx.send(line.to_string());
+        });
+        let got: Vec<(String, SocketAddr)> = announced.iter().collect();
+        assert_eq!(
+            got,
+            [("TCP".to_string(), SocketAddr::from(([127, 0, 0, 1], 4150)))]
+        );
+        assert_eq!(
+            others.iter().collect::<Vec<_>>(),
+            ["Z  WARN rsqd: slow disk"]
+        );
     }
 
     #[tokio::test]

@@ -31,12 +31,11 @@ pub use options::Options;
 /// queue to disk and writes metadata. Returns once everything accepted is
 /// safe on disk, and the listeners' socket files are removed.
 pub async fn run(
-    opts: Options,
+    mut opts: Options,
     tcp: Listener,
     http: Listener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let mut opts = opts;
     let tls = tcp::tls::server_config(&opts)?;
     let https = match &tls {
         Some(config) => {

@@ -1,6 +1,5 @@
 //! The real `rsq-lookupd` binary: flags, serving, and a clean exit on SIGTERM.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,17 +10,7 @@ use crate::harness::{http, Producer, WAIT};
 /// addresses are known (bounded), copying every other line to ours.
 fn announced_addresses(child: &mut Child) -> (SocketAddr, SocketAddr) {
     let stderr = child.stderr.take().expect("stderr piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            match rsq_service::parse_announcement(&line) {
-                Some((what, addr)) => {
-                    let _ = tx.send((what.to_string(), addr));
-                }
-                None => eprintln!("{line}"),
-            }
-        }
-    });
+    let rx = rsq_service::follow_announcements(stderr, |line| eprintln!("{line}"));
     let (mut tcp, mut http) = (None, None);
     while tcp.is_none() || http.is_none() {
         match rx.recv_timeout(WAIT) {

@@ -1,7 +1,7 @@
 //! Starting and stopping a real `rsqd`, and two small clients: raw HTTP/1.1
 //! and protocol V2 built on rsq-codec. Every wait here is bounded.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -96,7 +96,8 @@ impl Daemon {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn rsqd");
-        let listeners = forward_stderr(&mut child);
+        let stderr = child.stderr.take().expect("stderr piped");
+        let listeners = rsq_service::follow_announcements(stderr, |line| eprintln!("{line}"));
         self.child = Some(child);
         let tls = self.extra.iter().any(|f| f.starts_with("--tls-cert"));
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -215,25 +216,6 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// Copies the child's stderr to ours, line by line, on a thread of its
-/// own, except the listener announcements, which it sends on the channel
-/// returned. The channel closes when the child's stderr does.
-fn forward_stderr(child: &mut Child) -> std::sync::mpsc::Receiver<(String, SocketAddr)> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().expect("stderr piped");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            match rsq_service::parse_announcement(&line) {
-                Some((what, addr)) => {
-                    let _ = tx.send((what.to_string(), addr));
-                }
-                None => eprintln!("{line}"),
-            }
-        }
-    });
-    rx
 }
 
 /// Finds a channel's stats in `/stats` JSON.
