@@ -13,6 +13,7 @@
 mod backend;
 mod disk_queue;
 mod error;
+mod go_format;
 mod ledger;
 mod memory;
 mod metadata;
@@ -23,5 +24,6 @@ mod storage;
 pub use backend::{BackendQueue, BackendStats};
 pub use disk_queue::{DiskQueue, DiskQueueConfig};
 pub use error::QueueError;
+pub use go_format::downgrade;
 pub use memory::MemoryQueue;
 pub use storage::{FsStorage, MemStorage, Storage};
