@@ -104,7 +104,7 @@ impl DiskQueueConfig {
         }
     }
 
-    fn validate(&self) -> Result<(), QueueError> {
+    pub(crate) fn validate(&self) -> Result<(), QueueError> {
         let reason = if self.name.is_empty() {
             "empty queue name"
         } else if self.name.contains('/') {
@@ -330,10 +330,13 @@ impl DiskQueue {
             min: config.min_record_size,
             max: config.max_record_size,
         };
-        let recovered = recover(&*storage, &names, limits).map_err(|source| QueueError::Io {
-            path: storage.dir().to_path_buf(),
-            source,
-        })?;
+        let recovered =
+            recover(&*storage, &names, limits, config.max_bytes_per_file).map_err(|source| {
+                QueueError::Io {
+                    path: storage.dir().to_path_buf(),
+                    source,
+                }
+            })?;
         let mut ledger = recovered.ledger;
         ledger.explicit_commit = config.explicit_commit;
         let mut write_side = WriteSide::default();

@@ -10,6 +10,7 @@
 //! ([`MemStorage`]). This crate knows nothing about messages: records are
 //! opaque bytes.
 
+mod audit;
 mod backend;
 mod disk_queue;
 mod error;
@@ -21,9 +22,10 @@ mod record;
 mod recovery;
 mod storage;
 
+pub use audit::check_recovery_kept_records;
 pub use backend::{BackendQueue, BackendStats};
 pub use disk_queue::{DiskQueue, DiskQueueConfig};
 pub use error::QueueError;
-pub use go_format::downgrade;
+pub use go_format::{downgrade, downgrade_with_storage};
 pub use memory::MemoryQueue;
 pub use storage::{FsStorage, MemStorage, Storage};

@@ -1,22 +1,34 @@
 //! Opening a queue's files after a clean stop or a crash.
 //!
 //! With valid metadata, only the tail written after the last metadata sync is
-//! scanned: whole records there are kept (their puts may have been synced),
-//! a torn last record is cut off. With missing or damaged metadata every
-//! segment is scanned. A segment with a bad record before its end is moved
-//! aside as `.bad`. Every decision is logged; nothing here panics or loops
-//! without moving to a later file. Work is proportional to the segments that
-//! exist (and those metadata names), never to the numbers between them: a
-//! stray `…999999999999.dat` costs one scan, not a walk over the gap.
+//! scanned: whole records there are kept (their puts may have been synced).
+//! With missing or damaged metadata every segment is scanned. Metadata in
+//! go-diskqueue's format is taken over first (`go_format`).
+//!
+//! **Recovery never destroys data it cannot read.** Bytes after the last
+//! whole record of a segment are cut off only when they are zeros (written
+//! ahead by a durable queue) or one torn record: a segment that already
+//! holds a whole record, followed by no more non-zero bytes than the largest
+//! record the writer could have left half-written. Anything else that does
+//! not parse (a segment whose first record does not parse, unreadable bytes
+//! longer than one record, a foreign format) moves the whole segment aside
+//! as `.bad`, logged at error level and counted in `BackendStats`. The only
+//! segments removed are those metadata says were fully read.
+//!
+//! Every decision is logged; nothing here panics or loops without moving to
+//! a later file. Work is proportional to the segments that exist (and those
+//! metadata names), never to the numbers between them: a stray
+//! `…999999999999.dat` costs one scan, not a walk over the gap.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 
 use tracing::{error, info, warn};
 
+use crate::go_format;
 use crate::ledger::{Ledger, Pos};
 use crate::metadata::Metadata;
-use crate::record::{decode, Decoded};
+use crate::record::{decode, Decoded, HEADER_LEN};
 use crate::storage::Storage;
 
 const SCAN_CHUNK: usize = 1 << 20;
@@ -31,7 +43,7 @@ pub(crate) const MAX_SEGMENT: u64 = u64::MAX >> 1;
 /// quarantined segment.
 #[derive(Debug, Clone)]
 pub(crate) struct Names {
-    prefix: String,
+    pub prefix: String,
 }
 
 impl Names {
@@ -70,68 +82,50 @@ pub(crate) struct Limits {
     pub max: usize,
 }
 
-/// Why a scan stopped before the end of a file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
-    /// The last record is cut short.
-    Torn,
-    /// A record's length or checksum is wrong.
-    Corrupt,
-}
-
 #[derive(Debug)]
-struct Scan {
+pub(crate) struct Scan {
     /// End of the last whole record.
-    end: u64,
+    pub end: u64,
     /// Whole records from the scan start to `end`.
-    records: u64,
+    pub records: u64,
     /// File length.
-    size: u64,
-    stop: Option<Stop>,
+    pub size: u64,
 }
 
 /// Reads a segment from `from` and counts whole records.
 fn scan(storage: &dyn Storage, name: &str, from: u64, limits: Limits) -> io::Result<Scan> {
+    scan_records(storage, name, from, limits, &mut |_| Ok(()))
+}
+
+/// Reads a segment from `from` up to the first byte that is not a whole
+/// record, giving each record's payload to `visit`.
+pub(crate) fn scan_records(
+    storage: &dyn Storage,
+    name: &str,
+    from: u64,
+    limits: Limits,
+    visit: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<Scan> {
     let size = storage.len(name)?.unwrap_or(0);
     let mut buf = Vec::new();
     let mut buf_start = from;
     let mut at = from;
     let mut records = 0;
+    let stopped = |end, records| Scan { end, records, size };
     loop {
         let skip = (at - buf_start) as usize;
         let needed = match decode(&buf[skip..], limits.min, limits.max) {
             Decoded::Record { total } => {
+                visit(&buf[skip + HEADER_LEN..skip + total])?;
                 at += total as u64;
                 records += 1;
                 continue;
             }
-            Decoded::Corrupt(_) => {
-                let stop = Some(Stop::Corrupt);
-                return Ok(Scan {
-                    end: at,
-                    records,
-                    size,
-                    stop,
-                });
-            }
+            Decoded::Corrupt(_) => return Ok(stopped(at, records)),
             Decoded::Incomplete { needed } => needed,
         };
-        if at == size {
-            return Ok(Scan {
-                end: at,
-                records,
-                size,
-                stop: None,
-            });
-        }
-        if at + needed as u64 > size {
-            let stop = Some(Stop::Torn);
-            return Ok(Scan {
-                end: at,
-                records,
-                size,
-                stop,
-            });
+        if at == size || at + needed as u64 > size {
+            return Ok(stopped(at, records));
         }
         let want = needed.max(SCAN_CHUNK).min((size - at) as usize);
         buf.resize(want, 0);
@@ -139,16 +133,94 @@ fn scan(storage: &dyn Storage, name: &str, from: u64, limits: Limits) -> io::Res
         buf.truncate(n);
         buf_start = at;
         if n < needed {
-            // The file shrank under us; treat the rest as torn.
-            let stop = Some(Stop::Torn);
-            return Ok(Scan {
-                end: at,
-                records,
-                size,
-                stop,
-            });
+            // The file shrank under us; the rest is a tail to judge.
+            return Ok(stopped(at, records));
         }
     }
+}
+
+/// Where the last non-zero byte of `name` at or after `from` ends: `from`
+/// when everything there is zeros. Reads backwards from the end, so a tail
+/// of garbage answers after one chunk and zeros cost one pass.
+pub(crate) fn data_end(storage: &dyn Storage, name: &str, from: u64, size: u64) -> io::Result<u64> {
+    let mut buf = vec![0u8; SCAN_CHUNK];
+    let mut hi = size;
+    while hi > from {
+        let lo = hi.saturating_sub(SCAN_CHUNK as u64).max(from);
+        let chunk = &mut buf[..(hi - lo) as usize];
+        let n = storage.read_at(name, lo, chunk)?;
+        if let Some(i) = chunk[..n].iter().rposition(|&b| b != 0) {
+            return Ok(lo + i as u64 + 1);
+        }
+        hi = lo;
+    }
+    Ok(from)
+}
+
+/// Whether the bytes of `name` from `end` (the end of its last whole
+/// record, `whole` of them before it in the file) to `size` may be cut: they
+/// are zeros, or at most one record's worth of non-zero bytes
+/// (`max_record` with its header) after at least one whole record.
+/// Anything else is not a torn tail, and cutting it could destroy data.
+pub(crate) fn is_torn_tail(
+    storage: &dyn Storage,
+    name: &str,
+    end: u64,
+    size: u64,
+    whole: bool,
+    max_record: u64,
+) -> io::Result<bool> {
+    let data = data_end(storage, name, end, size)?;
+    Ok(data == end || whole && data - end <= max_record)
+}
+
+/// What recovery does with a segment a scan could not read to its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// The rest is zeros or one torn record: cut it off at the scan's end.
+    Cut,
+    /// The rest is damage or a foreign format: move the segment aside whole.
+    Quarantine,
+}
+
+/// Decides what to do with the bytes after `found.end`, where a scan that
+/// started at `from` stopped. A cut is allowed only at the end of the chain
+/// of whole records from the file's start, so a scan started at a wrong
+/// offset (metadata that does not match the file) never cuts into records.
+fn judge(
+    storage: &dyn Storage,
+    name: &str,
+    from: u64,
+    found: &Scan,
+    limits: Limits,
+) -> io::Result<Verdict> {
+    let chain_end = if from == 0 {
+        found.end
+    } else {
+        scan(storage, name, 0, limits)?.end
+    };
+    let max_record = (HEADER_LEN + limits.max) as u64;
+    let torn = chain_end == found.end
+        && is_torn_tail(
+            storage,
+            name,
+            found.end,
+            found.size,
+            found.end > 0,
+            max_record,
+        )?;
+    Ok(if torn {
+        Verdict::Cut
+    } else {
+        Verdict::Quarantine
+    })
+}
+
+/// Moves a segment aside whole as `.bad`.
+fn quarantine(storage: &dyn Storage, names: &Names, file: u64, why: &str) -> io::Result<()> {
+    let bad = names.bad(file);
+    error!(queue = %names.prefix, file = %bad, why, "unreadable segment moved aside whole; its records are not served");
+    storage.rename(&names.segment(file), &bad)
 }
 
 /// Outcome of opening: the ledger plus what recovery found.
@@ -158,13 +230,16 @@ pub(crate) struct Recovered {
 }
 
 /// Reads metadata and segments and builds the ledger, repairing files as it
-/// goes (truncating torn tails, quarantining bad segments, removing segments
-/// already read).
+/// goes (cutting torn tails, quarantining unreadable segments, removing
+/// segments already read), after taking over go-diskqueue's files if the
+/// metadata is Go nsqd's.
 pub(crate) fn recover(
     storage: &dyn Storage,
     names: &Names,
     limits: Limits,
+    max_bytes_per_file: u64,
 ) -> io::Result<Recovered> {
+    let taken = go_format::take_over(storage, names, limits, max_bytes_per_file)?;
     let mut files = BTreeSet::new();
     let mut stray = 0;
     for name in storage.list()? {
@@ -181,16 +256,7 @@ pub(crate) fn recover(
             None => {}
         }
     }
-    let meta_name = names.meta();
-    let meta = match storage.len(&meta_name)? {
-        None => None,
-        Some(len) => {
-            let mut bytes = vec![0; usize::try_from(len).unwrap_or(0)];
-            let n = storage.read_at(&meta_name, 0, &mut bytes)?;
-            bytes.truncate(n);
-            Some(Metadata::decode(&bytes))
-        }
-    };
+    let meta = read_meta(storage, names)?.map(|bytes| Metadata::decode(&bytes));
     let ledger = match meta {
         None if files.is_empty() => Ledger::default(),
         None => {
@@ -210,11 +276,24 @@ pub(crate) fn recover(
         },
     };
     let mut ledger = ledger;
-    ledger.quarantined_files += stray;
+    ledger.quarantined_files += stray + taken.quarantined;
     Ok(Recovered { ledger })
 }
 
-fn check(meta: &Metadata) -> Result<(), String> {
+/// The metadata file's bytes, if it exists.
+pub(crate) fn read_meta(storage: &dyn Storage, names: &Names) -> io::Result<Option<Vec<u8>>> {
+    let meta_name = names.meta();
+    let Some(len) = storage.len(&meta_name)? else {
+        return Ok(None);
+    };
+    let mut bytes = vec![0; usize::try_from(len).unwrap_or(0)];
+    let n = storage.read_at(&meta_name, 0, &mut bytes)?;
+    bytes.truncate(n);
+    Ok(Some(bytes))
+}
+
+/// Whether metadata that decoded is consistent enough to trust.
+pub(crate) fn check(meta: &Metadata) -> Result<(), String> {
     if meta.read > meta.write {
         return Err(format!(
             "read {:?} is past write {:?}",
@@ -245,6 +324,7 @@ fn from_metadata(
     let mut counts = meta.counts;
     let mut ends = BTreeMap::new();
     let mut corrupt = 0;
+    let mut quarantined = 0;
     let mut read = meta.read;
     let mut write = meta.write;
     // Segments before the read position were fully read; their removal was
@@ -291,41 +371,49 @@ fn from_metadata(
                 // what is left of it. `start` is within the file (the read
                 // offset was clamped above), so everything derived from the
                 // scan is too.
+                let counted = counts.remove(&file).unwrap_or(0);
                 let (found, usable) = match size {
-                    None => (0, start),
+                    None => (0, Some(start)),
                     Some(_) => {
                         let scanned = scan(storage, &name, start, limits)?;
-                        (scanned.records, scanned.end)
+                        if scanned.end == scanned.size {
+                            (scanned.records, Some(scanned.end))
+                        } else if judge(storage, &name, start, &scanned, limits)? == Verdict::Cut {
+                            storage.truncate(&name, scanned.end)?;
+                            (scanned.records, Some(scanned.end))
+                        } else {
+                            quarantine(
+                                storage,
+                                names,
+                                file,
+                                "damage in a segment shorter than metadata says",
+                            )?;
+                            quarantined += 1;
+                            (0, None)
+                        }
                     }
                 };
-                let lost = counts
-                    .get(&file)
-                    .copied()
-                    .unwrap_or(0)
-                    .saturating_sub(found);
+                let lost = counted.saturating_sub(found);
                 if lost > 0 || size.is_none() && file == read.file && read.offset > 0 {
                     error!(queue = %queue, file, lost, "segment missing or shorter than metadata says; its records are lost");
                 }
                 corrupt += lost;
                 if found > 0 {
                     counts.insert(file, found);
-                } else {
-                    counts.remove(&file);
                 }
-                if let Some(size) = size {
-                    if size > usable {
-                        storage.truncate(&name, usable)?;
+                match usable {
+                    // Never recreate a file name at a non-zero offset, nor
+                    // write after a quarantined one.
+                    Some(end) if is_write_file && size.is_some() => write.offset = end,
+                    Some(end) if !is_write_file => {
+                        ends.insert(file, end);
                     }
-                }
-                if is_write_file {
-                    write.offset = usable;
-                    if size.is_none() {
-                        // Never recreate a file name at a non-zero offset.
-                        ends.insert(file, usable);
-                        write = Pos::new(file + 1, 0);
+                    end => {
+                        ends.insert(file, end.unwrap_or(0));
+                        if is_write_file {
+                            write = Pos::new(file + 1, 0);
+                        }
                     }
-                } else {
-                    ends.insert(file, usable);
                 }
             }
         }
@@ -335,7 +423,7 @@ fn from_metadata(
     let tail_files: Vec<u64> = std::iter::once(write.file)
         .chain(files.range(write.file + 1..).copied())
         .collect();
-    for (i, &file) in tail_files.iter().enumerate() {
+    for &file in &tail_files {
         let name = names.segment(file);
         if storage.len(&name)?.is_none() {
             continue;
@@ -346,23 +434,33 @@ fn from_metadata(
             write = Pos::new(file, 0);
         }
         let found = scan(storage, &name, write.offset, limits)?;
+        if found.end < found.size {
+            if judge(storage, &name, write.offset, &found, limits)? == Verdict::Quarantine {
+                quarantine(
+                    storage,
+                    names,
+                    file,
+                    "unreadable bytes after the last metadata sync",
+                )?;
+                let moved = counts.remove(&file).unwrap_or(0) + found.records;
+                corrupt += moved;
+                quarantined += 1;
+                ends.insert(file, 0);
+                write = Pos::new(file + 1, 0);
+                continue;
+            }
+            warn!(queue = %queue, file, bytes = found.size - found.end, "cutting a torn tail after a crash");
+            storage.truncate(&name, found.end)?;
+        }
         if found.records > 0 {
             info!(queue = %queue, file, records = found.records, "recovered records written after the last metadata sync");
             *counts.entry(file).or_default() += found.records;
-        }
-        if found.end < found.size {
-            let is_last = i + 1 == tail_files.len();
-            if is_last {
-                warn!(queue = %queue, file, bytes = found.size - found.end, "truncating a torn tail after a crash");
-            } else {
-                error!(queue = %queue, file, bytes = found.size - found.end, "segment has damage before the next segment; truncating it");
-            }
-            storage.truncate(&name, found.end)?;
         }
         write.offset = found.end;
     }
     let mut ledger = Ledger::recovered(read, write, counts, ends);
     ledger.corrupt_records = corrupt;
+    ledger.quarantined_files = quarantined;
     Ok(ledger)
 }
 
@@ -385,25 +483,22 @@ fn full_scan(
     for &file in files {
         let name = names.segment(file);
         let found = scan(storage, &name, 0, limits)?;
-        if found.records > 0 {
-            counts.insert(file, found.records);
-        }
-        match found.stop {
-            None => {}
-            Some(_) if file == last => {
-                warn!(queue = %queue, file, bytes = found.size - found.end, "truncating a torn tail");
-                storage.truncate(&name, found.end)?;
-            }
-            Some(stop) => {
-                let dropped = found.records + 1;
-                error!(queue = %queue, file, at = found.end, ?stop, dropped, "damaged segment moved aside as .bad");
-                storage.rename(&name, &names.bad(file))?;
-                counts.remove(&file);
-                corrupt += dropped;
+        if found.end < found.size {
+            if judge(storage, &name, 0, &found, limits)? == Verdict::Quarantine {
+                quarantine(storage, names, file, "unreadable bytes in a segment")?;
+                corrupt += found.records;
                 quarantined += 1;
                 ends.insert(file, 0);
+                if file == last {
+                    write = Pos::new(file + 1, 0);
+                }
                 continue;
             }
+            warn!(queue = %queue, file, bytes = found.size - found.end, "cutting a torn tail");
+            storage.truncate(&name, found.end)?;
+        }
+        if found.records > 0 {
+            counts.insert(file, found.records);
         }
         if file == last {
             write = Pos::new(file, found.end);

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use rsq_diskqueue::{BackendQueue, DiskQueue, MemStorage};
+use rsq_diskqueue::{check_recovery_kept_records, BackendQueue, DiskQueue, MemStorage};
 
 use crate::{config, drain, id_of, open_mem, record, Rng};
 
@@ -149,9 +149,23 @@ async fn deleted_segment_without_metadata_is_skipped() {
 
 #[derive(Debug, Clone)]
 enum Damage {
-    Flip { file: usize, at: usize, bit: u8 },
-    Truncate { file: usize, at: usize },
-    Delete { file: usize },
+    Flip {
+        file: usize,
+        at: usize,
+        bit: u8,
+    },
+    Truncate {
+        file: usize,
+        at: usize,
+    },
+    Delete {
+        file: usize,
+    },
+    /// Bytes appended: garbage, zeros, or records in another format.
+    Append {
+        file: usize,
+        bytes: Vec<u8>,
+    },
 }
 
 fn damage() -> impl Strategy<Value = Damage> {
@@ -160,6 +174,10 @@ fn damage() -> impl Strategy<Value = Damage> {
         3 => (idx, any::<usize>(), 0u8..8).prop_map(|(file, at, bit)| Damage::Flip { file, at, bit }),
         1 => (idx, any::<usize>()).prop_map(|(file, at)| Damage::Truncate { file, at }),
         1 => idx.prop_map(|file| Damage::Delete { file }),
+        1 => (idx, proptest::collection::vec(any::<u8>(), 1..6000))
+            .prop_map(|(file, bytes)| Damage::Append { file, bytes }),
+        1 => (idx, 1usize..6000)
+            .prop_map(|(file, n)| Damage::Append { file, bytes: vec![0; n] }),
     ]
 }
 
@@ -189,6 +207,12 @@ fn apply(storage: &MemStorage, damage: &Damage) {
             // lost one, and a real removal goes through the queue's trait.
             let _ = bytes;
             rsq_diskqueue::Storage::remove(storage, &name).unwrap();
+        }
+        Damage::Append { file, ref bytes } => {
+            let name = pick(file);
+            let mut old = storage.contents(&name).unwrap();
+            old.extend_from_slice(bytes);
+            storage.set_contents(&name, old);
         }
     }
 }
@@ -221,7 +245,10 @@ proptest! {
                     apply(&storage, d);
                 }
             }
+            let before = storage.crashed_copy(|_, _, len| len);
             let q = open_mem(c.clone(), &storage);
+            let kept = check_recovery_kept_records(&before, &storage, "t:c", c.min_record_size, c.max_record_size);
+            prop_assert!(kept.is_ok(), "{:?}", kept);
             let mut got = Vec::new();
             while let Some(r) = q.try_read().unwrap() {
                 got.push(id_of(&r));

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use rsq_diskqueue::{BackendQueue, MemStorage};
+use rsq_diskqueue::{check_recovery_kept_records, BackendQueue, MemStorage};
 
 use crate::{config, id_of, open_mem, record, Rng};
 
@@ -108,7 +108,16 @@ fn run(ops: Vec<Op>, sync_every_put: bool, max_bytes_per_file: u64) -> Result<()
                         synced + rng.below((len - synced + 1) as u64) as usize
                     });
                     storage = Arc::new(crashed);
+                    let before = storage.crashed_copy(|_, _, len| len);
                     q = open_mem(c.clone(), &storage);
+                    let kept = check_recovery_kept_records(
+                        &before,
+                        &storage,
+                        "t:c",
+                        c.min_record_size,
+                        c.max_record_size,
+                    );
+                    prop_assert!(kept.is_ok(), "{:?}", kept);
                     let depth = q.depth() as usize;
                     if depth == 0 {
                         prop_assert!(
