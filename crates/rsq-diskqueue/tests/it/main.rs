@@ -6,6 +6,7 @@
 mod api;
 mod corruption;
 mod crash;
+mod go_format;
 mod model;
 mod recovery;
 
