@@ -10,9 +10,12 @@
 //! reach recovery's interesting branches. The files go into the crate's
 //! in-memory `MemStorage`.
 //!
-//! Checked: opening and reading never panic; reading terminates (each
-//! record takes at least 8 bytes of some file, so more successful reads than
-//! bytes/8 means the queue is looping) and leaves depth 0; and after
+//! Checked: opening never removes or cuts a byte inside or before a whole
+//! record (`check_recovery_kept_records`: only zeros or one torn record
+//! after the last whole one are cut, anything else unreadable is moved
+//! aside whole); opening and reading never panic; reading terminates (each
+//! record takes at least 4 bytes of some file, so more successful reads than
+//! bytes/4 means the queue is looping) and leaves depth 0; and after
 //! recovery, records put, a close and a reopen come back exactly, in order.
 
 #![no_main]
@@ -22,13 +25,17 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use rsq_diskqueue::{BackendQueue, DiskQueue, DiskQueueConfig, MemStorage, Storage};
+use rsq_diskqueue::{
+    check_recovery_kept_records, BackendQueue, DiskQueue, DiskQueueConfig, MemStorage, Storage,
+};
 
 const QUEUE: &str = "fz";
 const MAX_SEGMENTS: usize = 6;
 const MAX_APPENDS: usize = 16;
 /// Record header: u32 length, u32 CRC32.
 const HEADER_LEN: usize = 8;
+/// go-diskqueue's record header: u32 size.
+const GO_HEADER_LEN: usize = 4;
 
 #[derive(Arbitrary, Debug)]
 enum SegmentNumber {
@@ -55,6 +62,9 @@ enum Chunk {
     Raw(Vec<u8>),
     /// Zeros, as a file system may leave after extending a file.
     Zeros(u8),
+    /// A record in go-diskqueue's format (u32 size, payload, no CRC), as
+    /// Go nsqd leaves them.
+    Go(Vec<u8>),
 }
 
 #[derive(Arbitrary, Debug)]
@@ -74,6 +84,12 @@ enum Metadata {
         read: (u8, u16),
         write: (u8, u16),
         counts: Vec<(u8, u16)>,
+    },
+    /// go-diskqueue's text layout, which opening takes over.
+    Go {
+        depth: i16,
+        read: (u8, u16),
+        write: (u8, u16),
     },
 }
 
@@ -128,6 +144,10 @@ fn segment_bytes(chunks: &[Chunk]) -> Vec<u8> {
             }
             Chunk::Raw(bytes) => out.extend_from_slice(bytes),
             Chunk::Zeros(n) => out.extend(std::iter::repeat_n(0, usize::from(*n))),
+            Chunk::Go(p) => {
+                out.extend_from_slice(&(p.len() as u32).to_be_bytes());
+                out.extend_from_slice(p);
+            }
         }
     }
     out
@@ -158,6 +178,9 @@ fn metadata_bytes(meta: Metadata) -> Option<Vec<u8>> {
             text.push('\n');
             Some(signed(text))
         }
+        Metadata::Go { depth, read, write } => Some(
+            format!("{depth}\n{},{}\n{},{}\n", read.0, read.1, write.0, write.1).into_bytes(),
+        ),
     }
 }
 
@@ -221,12 +244,17 @@ fuzz_target!(|input: Input| {
     config.max_record_size = max;
     config.explicit_commit = input.explicit_commit;
 
-    let bound = total_bytes(&storage) / HEADER_LEN + 1;
+    // Go's records take at least 4 bytes, rsq's 8.
+    let bound = total_bytes(&storage) / GO_HEADER_LEN + 1;
+    let before = storage.crashed_copy(|_, _, len| len);
     let dyn_storage: Arc<dyn Storage> = storage.clone();
     let queue = match DiskQueue::open_with_storage(config.clone(), dyn_storage) {
         Ok(q) => q,
         Err(err) => panic!("open failed on in-memory storage: {err}"),
     };
+    if let Err(broken) = check_recovery_kept_records(&before, &storage, QUEUE, min, max) {
+        panic!("recovery destroyed data it could not read: {broken}");
+    }
     drain(&queue, bound);
 
     // Whatever recovery found, new records must survive a close and reopen.
