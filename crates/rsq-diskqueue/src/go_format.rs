@@ -295,7 +295,11 @@ pub(crate) fn take_over(
     let mut stage = Stage::new(storage, names, TAKEOVER, max_bytes_per_file, first);
     for &file in files.range(go.read.file..) {
         let name = names.segment(file);
-        let size = storage.len(&name)?.unwrap_or(0);
+        // A name with extra leading zeros parses as the same number; Go
+        // never writes one, so it is left alone.
+        let Some(size) = storage.len(&name)? else {
+            continue;
+        };
         let mut bytes = vec![0; usize::try_from(size).unwrap_or(0)];
         let n = storage.read_at(&name, 0, &mut bytes)?;
         bytes.truncate(n);
