@@ -1,73 +1,139 @@
 //! `nsqd.dat`: which topics and channels exist and which are paused.
 //!
-//! Same JSON as nsqd's, so a data directory moves between nsqd and rsqd.
-//! Written atomically (temporary file, fsync, rename, fsync of the
-//! directory) so a crash leaves either the old or the new file, never half.
+//! Same JSON as nsqd's, so a data directory moves between nsqd and rsqd
+//! both ways. It is read as Go's `encoding/json` reads it into nsqd's
+//! structs: keys match field names case-insensitively, unknown keys are
+//! ignored, a repeated key's last value wins, `null` (or a missing key)
+//! leaves a scalar at its default and makes a list empty, and invalid UTF-8
+//! becomes U+FFFD. So any file nsqd v1.3.0 can load loads here, and only a
+//! file nsqd would refuse is corrupt. It is written in nsqd's exact shape:
+//! `{"topics":[{"name":..,"paused":..,"channels":[{"name":..,"paused":..}]}],"version":..}`
+//! with keys in that order and an empty list written `null`, as Go writes a
+//! nil slice. Written atomically (temporary file, fsync, rename, fsync of
+//! the directory) so a crash leaves either the old or the new file, never half.
 
+use std::fmt;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-use serde::{Deserialize, Serialize};
+use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The file name inside the data path.
 pub const METADATA_FILE: &str = "nsqd.dat";
 
+/// The version Go nsqd v1.3.0 writes in `nsqd.dat`, which `rsqd downgrade`
+/// writes back (rsqd itself writes [`crate::options::VERSION`]).
+pub const NSQD_VERSION: &str = "1.3.0";
+
 /// The whole file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Metadata {
     /// Every durable topic.
-    #[serde(default)]
+    #[serde(serialize_with = "empty_as_null")]
     pub topics: Vec<TopicMetadata>,
     /// Version of the daemon that wrote the file.
-    #[serde(default)]
     pub version: String,
 }
 
 /// One topic in `nsqd.dat`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct TopicMetadata {
     /// Topic name.
     pub name: String,
     /// Whether the topic is paused.
-    #[serde(default)]
     pub paused: bool,
     /// Its durable channels.
-    #[serde(default)]
+    #[serde(serialize_with = "empty_as_null")]
     pub channels: Vec<ChannelMetadata>,
 }
 
 /// One channel in `nsqd.dat`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ChannelMetadata {
     /// Channel name.
     pub name: String,
     /// Whether the channel is paused.
-    #[serde(default)]
     pub paused: bool,
 }
 
-fn path_in(data_path: &Path) -> PathBuf {
+/// Why `nsqd.dat` could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    /// Reading, writing, renaming or syncing failed.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        /// What was being done (`cannot read`, `cannot create`, ...).
+        what: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// The file is not nsqd's JSON (nsqd itself would refuse to start on it).
+    #[error("{} is not nsqd's metadata JSON: {source}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Where and why parsing stopped.
+        source: serde_json::Error,
+    },
+    /// The metadata could not be encoded (not expected to happen).
+    #[error("cannot encode metadata: {0}")]
+    Encode(#[source] serde_json::Error),
+}
+
+/// The path of `nsqd.dat` in `data_path`.
+pub fn path_in(data_path: &Path) -> PathBuf {
     data_path.join(METADATA_FILE)
 }
 
-/// Reads `nsqd.dat`. A missing file is a fresh start; an unreadable or
-/// corrupt one is moved aside as `nsqd.dat.bad`, logged, and treated as
-/// empty, so the daemon still starts and serves what its queues hold.
-pub fn load(data_path: &Path) -> Metadata {
+/// Parses the bytes of an `nsqd.dat` as nsqd reads them (see the module
+/// docs): `Err` only for a file nsqd would refuse too.
+pub fn parse(bytes: &[u8]) -> Result<Metadata, serde_json::Error> {
+    // Go replaces invalid UTF-8 with U+FFFD instead of failing; valid
+    // input is borrowed, not copied.
+    let text = String::from_utf8_lossy(bytes);
+    // A top-level `null` is a successful no-op for Go's Unmarshal.
+    Ok(serde_json::from_str::<Option<Metadata>>(&text)?.unwrap_or_default())
+}
+
+/// Encodes metadata in nsqd's exact shape (see the module docs).
+pub fn to_json(meta: &Metadata) -> Result<Vec<u8>, MetadataError> {
+    serde_json::to_vec(meta).map_err(MetadataError::Encode)
+}
+
+/// Reads `nsqd.dat`: `Ok(None)` when there is none, an error when it
+/// cannot be read or is not nsqd's JSON. Changes nothing on disk.
+pub fn read(data_path: &Path) -> Result<Option<Metadata>, MetadataError> {
     let path = path_in(data_path);
     let bytes = match fs::read(&path) {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Metadata::default(),
-        Err(e) => {
-            tracing::error!(path = %path.display(), error = %e, "cannot read metadata; starting without it");
-            return Metadata::default();
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(MetadataError::Io {
+                what: "cannot read",
+                path,
+                source,
+            })
         }
     };
-    match serde_json::from_slice::<Metadata>(&bytes) {
-        Ok(meta) => meta,
-        Err(e) => {
+    parse(&bytes)
+        .map(Some)
+        .map_err(|source| MetadataError::Corrupt { path, source })
+}
+
+/// Reads `nsqd.dat` for the daemon. A missing file is a fresh start; an
+/// unreadable one is logged and treated as empty; a corrupt one (a file
+/// nsqd could not load either) is moved aside as `nsqd.dat.bad`, logged,
+/// and treated as empty, so the daemon still starts and serves what its
+/// queues hold.
+pub fn load(data_path: &Path) -> Metadata {
+    match read(data_path) {
+        Ok(meta) => meta.unwrap_or_default(),
+        Err(e @ MetadataError::Corrupt { .. }) => {
+            let path = path_in(data_path);
             let bad = path.with_extension("dat.bad");
             tracing::error!(
                 path = %path.display(),
@@ -80,45 +146,309 @@ pub fn load(data_path: &Path) -> Metadata {
             }
             Metadata::default()
         }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read metadata; starting without it");
+            Metadata::default()
+        }
     }
 }
 
-/// Writes `nsqd.dat` atomically.
-pub fn save(data_path: &Path, meta: &Metadata) -> anyhow::Result<()> {
+/// Writes `nsqd.dat` atomically, in nsqd's shape.
+pub fn save(data_path: &Path, meta: &Metadata) -> Result<(), MetadataError> {
     let path = path_in(data_path);
     let tmp = data_path.join(format!("{METADATA_FILE}.{}.tmp", std::process::id()));
-    let json = serde_json::to_vec(meta)?;
+    let json = to_json(meta)?;
+    let io = |what, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| MetadataError::Io { what, path, source }
+    };
     {
         let mut file = fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .open(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
-        file.write_all(&json)?;
-        file.sync_all()?;
+            .map_err(io("cannot create", &tmp))?;
+        file.write_all(&json).map_err(io("cannot write", &tmp))?;
+        file.sync_all().map_err(io("cannot sync", &tmp))?;
     }
-    fs::rename(&tmp, &path).with_context(|| format!("cannot rename to {}", path.display()))?;
+    fs::rename(&tmp, &path).map_err(io("cannot rename to", &path))?;
     fs::File::open(data_path)
         .and_then(|dir| dir.sync_all())
-        .with_context(|| format!("cannot sync directory {}", data_path.display()))?;
+        .map_err(io("cannot sync directory", data_path))?;
     Ok(())
 }
+
+/// Go writes a nil slice as `null`, and nsqd's lists are nil when empty.
+fn empty_as_null<S: Serializer, T: Serialize>(list: &[T], s: S) -> Result<S::Ok, S::Error> {
+    if list.is_empty() {
+        s.serialize_none()
+    } else {
+        s.collect_seq(list)
+    }
+}
+
+/// Whether a JSON key names `field` for Go's `encoding/json`: an exact
+/// match, or equal under Unicode case folding (so `Name`, `NAME` and even
+/// `pauſed`, with a long s, are the fields they fold to).
+fn names_field(key: &str, field: &str) -> bool {
+    key == field
+        || key
+            .chars()
+            .flat_map(char::to_uppercase)
+            .flat_map(char::to_lowercase)
+            .eq(field.chars())
+}
+
+/// A list in nsqd's JSON: `null` is empty, as is a `null` element's
+/// struct (Go decodes it as the zero value).
+struct List<T>(Vec<T>);
+
+impl<'de, T: Deserialize<'de> + Default> Deserialize<'de> for List<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ListVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de> + Default> Visitor<'de> for ListVisitor<T> {
+            type Value = List<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list or null")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(List(Vec::new()))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(List(Vec::new()))
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                d.deserialize_seq(self)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::new();
+                // Bounded by the input: each element consumes bytes.
+                while let Some(item) = seq.next_element::<Option<T>>()? {
+                    items.push(item.unwrap_or_default());
+                }
+                Ok(List(items))
+            }
+        }
+        d.deserialize_option(ListVisitor(std::marker::PhantomData))
+    }
+}
+
+/// Reads a JSON object's fields as Go does into a struct: `apply` is given
+/// each key and decides, unknown keys are skipped.
+fn visit_fields<'de, A, T>(
+    mut map: A,
+    mut value: T,
+    mut apply: impl FnMut(&mut T, &str, &mut A) -> Result<bool, A::Error>,
+) -> Result<T, A::Error>
+where
+    A: MapAccess<'de>,
+{
+    while let Some(key) = map.next_key::<String>()? {
+        if !apply(&mut value, &key, &mut map)? {
+            map.next_value::<IgnoredAny>()?;
+        }
+    }
+    Ok(value)
+}
+
+/// A scalar's new value: `null` leaves it as it was (Go's no-op).
+fn scalar<'de, A: MapAccess<'de>, T: Deserialize<'de>>(
+    map: &mut A,
+    slot: &mut T,
+) -> Result<bool, A::Error> {
+    if let Some(v) = map.next_value::<Option<T>>()? {
+        *slot = v;
+    }
+    Ok(true)
+}
+
+/// A list's new value: `null` empties it (Go sets a nil slice).
+fn list<'de, A: MapAccess<'de>, T: Deserialize<'de> + Default>(
+    map: &mut A,
+    slot: &mut Vec<T>,
+) -> Result<bool, A::Error> {
+    *slot = map.next_value::<List<T>>()?.0;
+    Ok(true)
+}
+
+/// A struct visitor for one of the three shapes, built from its field rules.
+macro_rules! go_struct {
+    ($ty:ident, $what:literal, |$value:ident, $key:ident, $map:ident| $body:expr) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct StructVisitor;
+                impl<'de> Visitor<'de> for StructVisitor {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        f.write_str($what)
+                    }
+                    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<$ty, A::Error> {
+                        visit_fields(map, $ty::default(), |$value, $key, $map| $body)
+                    }
+                }
+                d.deserialize_map(StructVisitor)
+            }
+        }
+    };
+}
+
+go_struct!(Metadata, "nsqd's metadata object", |m, key, map| {
+    if names_field(key, "topics") {
+        list(map, &mut m.topics)
+    } else if names_field(key, "version") {
+        scalar(map, &mut m.version)
+    } else {
+        Ok(false)
+    }
+});
+
+go_struct!(TopicMetadata, "a topic object", |t, key, map| {
+    if names_field(key, "name") {
+        scalar(map, &mut t.name)
+    } else if names_field(key, "paused") {
+        scalar(map, &mut t.paused)
+    } else if names_field(key, "channels") {
+        list(map, &mut t.channels)
+    } else {
+        Ok(false)
+    }
+});
+
+go_struct!(ChannelMetadata, "a channel object", |c, key, map| {
+    if names_field(key, "name") {
+        scalar(map, &mut c.name)
+    } else if names_field(key, "paused") {
+        scalar(map, &mut c.paused)
+    } else {
+        Ok(false)
+    }
+});
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// What Go nsqd v1.3.0 wrote for the fixture data dir, byte for byte.
+    const GO_LINE: &str = r#"{"topics":[{"name":"payments","paused":false,"channels":[{"name":"ledger","paused":false},{"name":"archive","paused":true}]},{"name":"signups","paused":true,"channels":[{"name":"welcome","paused":false}]},{"name":"lonely","paused":false,"channels":null}],"version":"1.3.0"}"#;
+
+    fn channel(name: &str, paused: bool) -> ChannelMetadata {
+        ChannelMetadata {
+            name: name.into(),
+            paused,
+        }
+    }
+
+    fn go_metadata() -> Metadata {
+        Metadata {
+            topics: vec![
+                TopicMetadata {
+                    name: "payments".into(),
+                    paused: false,
+                    channels: vec![channel("ledger", false), channel("archive", true)],
+                },
+                TopicMetadata {
+                    name: "signups".into(),
+                    paused: true,
+                    channels: vec![channel("welcome", false)],
+                },
+                TopicMetadata {
+                    name: "lonely".into(),
+                    paused: false,
+                    channels: vec![],
+                },
+            ],
+            version: NSQD_VERSION.into(),
+        }
+    }
+
     #[test]
-    fn round_trips_and_reads_nsqd_json() -> anyhow::Result<()> {
+    fn reads_go_nsqds_exact_line_and_writes_it_back_byte_for_byte() -> anyhow::Result<()> {
+        assert_eq!(parse(GO_LINE.as_bytes())?, go_metadata());
+        assert_eq!(String::from_utf8(to_json(&go_metadata())?)?, GO_LINE);
+        Ok(())
+    }
+
+    #[test]
+    fn no_topics_is_written_null_as_go_writes_a_nil_slice() -> anyhow::Result<()> {
+        let meta = Metadata {
+            topics: vec![],
+            version: NSQD_VERSION.into(),
+        };
+        assert_eq!(
+            String::from_utf8(to_json(&meta)?)?,
+            r#"{"topics":null,"version":"1.3.0"}"#
+        );
+        assert_eq!(parse(&to_json(&meta)?)?, meta);
+        Ok(())
+    }
+
+    #[test]
+    fn missing_and_null_lists_are_empty() -> anyhow::Result<()> {
+        let meta = parse(br#"{"topics":[{"name":"a"},{"name":"b","channels":null}]}"#)?;
+        assert_eq!(meta.topics.len(), 2);
+        assert!(meta
+            .topics
+            .iter()
+            .all(|t| t.channels.is_empty() && !t.paused));
+        assert_eq!(meta.version, "");
+        assert_eq!(parse(br#"{"topics":null}"#)?, Metadata::default());
+        assert_eq!(parse(b"{}")?, Metadata::default());
+        assert_eq!(parse(b" null ")?, Metadata::default());
+        Ok(())
+    }
+
+    #[test]
+    fn reads_what_go_json_reads() -> anyhow::Result<()> {
+        // Unknown keys (a later nsqd's, or anything) are ignored; keys
+        // match case-insensitively; null scalars keep the zero value; a
+        // null element is a zero struct; the last of repeated keys wins.
+        let text = r#"{"Topics":[{"NAME":"t","Paused":true,"extra":{"x":[1,2]},
+            "channels":[{"name":"c","paused":null,"future":1}, null]},null],
+            "version":"1.3.0","version":"9.9.9","new_field":[]}"#;
+        let meta = parse(text.as_bytes())?;
+        assert_eq!(meta.version, "9.9.9");
+        assert_eq!(meta.topics.len(), 2);
+        let t = &meta.topics[0];
+        assert_eq!((t.name.as_str(), t.paused), ("t", true));
+        assert_eq!(t.channels, vec![channel("c", false), channel("", false)]);
+        assert_eq!(meta.topics[1], TopicMetadata::default());
+        // Go folds the long s (U+017F) to `s`.
+        assert!(
+            parse("{\"topics\":[{\"name\":\"t\",\"pau\u{17f}ed\":true}]}".as_bytes())?.topics[0]
+                .paused
+        );
+        // Invalid UTF-8 in a name becomes U+FFFD (an invalid name, skipped at load).
+        let meta = parse(b"{\"topics\":[{\"name\":\"t\xff\"}]}")?;
+        assert_eq!(meta.topics[0].name, "t\u{fffd}");
+        Ok(())
+    }
+
+    #[test]
+    fn what_go_refuses_is_corrupt() {
+        for bad in [
+            &b"{\"topics\": [garbage"[..],
+            b"[]",
+            b"{\"topics\":{}}",
+            b"{\"topics\":[{\"name\":12}]}",
+            b"{\"topics\":[{\"name\":\"t\",\"paused\":\"true\"}]}",
+            b"{\"topics\":[]} trailing",
+            b"",
+        ] {
+            assert!(parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn round_trips_through_the_file() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let nsqd_json = r#"{"topics":[{"channels":[{"name":"c","paused":true}],"name":"t","paused":false}],"version":"1.3.0"}"#;
-        fs::write(dir.path().join(METADATA_FILE), nsqd_json)?;
+        fs::write(dir.path().join(METADATA_FILE), GO_LINE)?;
         let meta = load(dir.path());
-        assert_eq!(meta.topics[0].name, "t");
-        assert!(meta.topics[0].channels[0].paused);
+        assert_eq!(meta, go_metadata());
         save(dir.path(), &meta)?;
-        assert_eq!(load(dir.path()), meta);
+        assert_eq!(fs::read_to_string(dir.path().join(METADATA_FILE))?, GO_LINE);
+        assert_eq!(read(dir.path())?, Some(meta));
+        assert!(!dir.path().join("nsqd.dat.bad").exists());
         Ok(())
     }
 
@@ -126,8 +456,22 @@ mod tests {
     fn corrupt_file_is_quarantined() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         fs::write(dir.path().join(METADATA_FILE), b"{\"topics\": [garbage")?;
+        assert!(matches!(
+            read(dir.path()),
+            Err(MetadataError::Corrupt { .. })
+        ));
+        // `read` changes nothing; `load` moves it aside.
+        assert!(dir.path().join(METADATA_FILE).exists());
         assert_eq!(load(dir.path()), Metadata::default());
         assert!(dir.path().join("nsqd.dat.bad").exists());
+        Ok(())
+    }
+
+    #[test]
+    fn a_missing_file_is_none() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        assert_eq!(read(dir.path())?, None);
+        assert_eq!(load(dir.path()), Metadata::default());
         Ok(())
     }
 }
