@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod client;
 pub mod context;
+pub mod dirlock;
 pub mod http;
 pub mod lookup;
 pub mod metadata;
@@ -24,14 +25,20 @@ use rsq_service::Listener;
 use tokio::sync::watch;
 
 pub use context::Nsqd;
+pub use dirlock::DirLock;
 pub use options::Options;
 
 /// Runs the daemon on bound listeners (TCP or unix socket) until
 /// `shutdown` resolves, then stops accepting, closes clients, flushes every
 /// queue to disk and writes metadata. Returns once everything accepted is
 /// safe on disk, and the listeners' socket files are removed.
+///
+/// `lock` is the lock on `opts.data_path` ([`DirLock::create_and_acquire`],
+/// taken before binding, as nsqd does): it is held until everything is on
+/// disk, so no other process opens the queues while this one runs.
 pub async fn run(
     mut opts: Options,
+    lock: DirLock,
     tcp: Listener,
     http: Listener,
     shutdown: impl Future<Output = ()>,
@@ -110,5 +117,6 @@ pub async fn run(
     }
     ctx.shutdown().await;
     tracing::info!("rsqd stopped");
+    drop(lock);
     Ok(())
 }

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use rsqd::Options;
+use rsqd::{DirLock, Options};
 
 fn main() -> ExitCode {
     let opts = match Options::load() {
@@ -26,7 +26,10 @@ fn main() -> ExitCode {
 }
 
 async fn serve(opts: Options) -> anyhow::Result<()> {
+    // Before listening, as nsqd: a second daemon on the same directory
+    // refuses to start whatever ports it was given.
+    let lock = DirLock::create_and_acquire(&opts.data_path)?;
     let tcp = rsq_service::bind("TCP", opts.tcp_address.clone()).await?;
     let http = rsq_service::bind("HTTP", opts.http_address.clone()).await?;
-    rsqd::run(opts, tcp, http, rsq_service::shutdown_signal()).await
+    rsqd::run(opts, lock, tcp, http, rsq_service::shutdown_signal()).await
 }

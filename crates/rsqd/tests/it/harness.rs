@@ -44,7 +44,12 @@ impl Daemon {
     /// Starts a daemon with default options plus `extra` flags, on ports
     /// the kernel picks (so parallel tests never race for one).
     pub fn start(extra: &[&str]) -> Daemon {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Daemon::start_in(tempfile::tempdir().expect("tempdir"), extra)
+    }
+
+    /// As [`Daemon::start`], on the data directory `dir` (which may hold
+    /// data already), kept until the daemon is dropped.
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Daemon {
         let data = dir.path().to_path_buf();
         let mut d = Daemon {
             child: None,
@@ -216,6 +221,46 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Runs `rsqd` with `args` for a command expected to exit on its own (a
+/// refused start, `rsqd downgrade`), logging at `log` (a `RUST_LOG`
+/// filter); waits (bounded) and returns its exit code, stdout and stderr.
+pub fn run_to_exit(args: &[String], log: &str) -> (Option<i32>, String, String) {
+    let mut child = Process::new(env!("CARGO_BIN_EXE_rsqd"))
+        .args(args)
+        .env("RUST_LOG", log)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rsqd");
+    // Read both pipes while waiting, so a chatty child never blocks on a
+    // full pipe.
+    let read_all = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = read_all(Box::new(child.stdout.take().expect("stdout piped")));
+    let stderr = read_all(Box::new(child.stderr.take().expect("stderr piped")));
+    let code = wait_exit(&mut child, Duration::from_secs(60));
+    let stdout = stdout.join().expect("stdout reader");
+    let stderr = stderr.join().expect("stderr reader");
+    (code, stdout, stderr)
+}
+
+/// The flags that start `rsqd` on `data` with every listener on a
+/// kernel-chosen loopback port.
+pub fn daemon_args(data: &Path) -> Vec<String> {
+    vec![
+        format!("--tcp-address={ANY_PORT}"),
+        format!("--http-address={ANY_PORT}"),
+        format!("--https-address={ANY_PORT}"),
+        format!("--data-path={}", data.display()),
+    ]
 }
 
 /// Finds a channel's stats in `/stats` JSON.

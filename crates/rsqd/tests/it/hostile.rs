@@ -224,7 +224,7 @@ fn random_bytes_never_hurt_the_daemon() {
     for round in 0..rounds {
         let mut input = b"  V2".to_vec();
         for _ in 0..(next() % 8) {
-            if next() % 2 == 0 {
+            if next().is_multiple_of(2) {
                 input.extend_from_slice(verbs[(next() as usize) % verbs.len()]);
             }
             let len = (next() % 64) as usize;
@@ -280,7 +280,11 @@ fn random_http_requests_get_4xx_not_crashes() {
             .map(|_| words[(next() as usize) % words.len()])
             .collect();
         let body: Vec<u8> = (0..(next() % 3000)).map(|_| next() as u8).collect();
-        let method = if next() % 4 == 0 { "GET" } else { "POST" };
+        let method = if next().is_multiple_of(4) {
+            "GET"
+        } else {
+            "POST"
+        };
         let uri = format!("{path}?{}", query.join("&"));
         let (status, text) = d.http(method, &uri, &body);
         assert!(

@@ -8,6 +8,7 @@ mod auth;
 mod cluster;
 mod compression;
 mod crash;
+mod dirlock;
 mod e2e_latency;
 mod harness;
 mod hostile;
