@@ -64,6 +64,27 @@ impl TopicChannel for ChannelHandle {
     }
 }
 
+/// The disk queue configuration of the queue `queue_name` (`topic` or
+/// `topic:channel`, as nsqd names them) in `data_path`: its segment size,
+/// and record sizes from a bare message header up to a header and a
+/// `max_msg_size` body, as nsqd gives go-diskqueue. The daemon adds its
+/// sync policy; `rsqd downgrade` uses it as it is, so it reads each queue
+/// with the limits the daemon wrote it under.
+pub fn disk_queue_config(
+    queue_name: &str,
+    data_path: &std::path::Path,
+    max_msg_size: u64,
+    max_bytes_per_file: u64,
+) -> DiskQueueConfig {
+    let mut config = DiskQueueConfig::new(queue_name, data_path);
+    config.max_bytes_per_file = max_bytes_per_file;
+    config.min_record_size = rsq_codec::MESSAGE_HEADER_LEN;
+    config.max_record_size = usize::try_from(max_msg_size)
+        .unwrap_or(usize::MAX)
+        .saturating_add(rsq_codec::MESSAGE_HEADER_LEN);
+    config
+}
+
 /// Opens the backend for a topic or channel queue: a disk queue named as
 /// nsqd names it, or a discarding memory queue for ephemeral ones.
 fn open_backend(
@@ -74,11 +95,12 @@ fn open_backend(
     if ephemeral {
         return Ok(Arc::new(MemoryQueue::discarding(0)));
     }
-    let mut config = DiskQueueConfig::new(queue_name, &opts.data_path);
-    config.max_bytes_per_file = opts.max_bytes_per_file;
-    config.min_record_size = rsq_codec::MESSAGE_HEADER_LEN;
-    config.max_record_size =
-        usize::try_from(opts.max_msg_size).unwrap_or(usize::MAX) + rsq_codec::MESSAGE_HEADER_LEN;
+    let mut config = disk_queue_config(
+        queue_name,
+        &opts.data_path,
+        opts.max_msg_size,
+        opts.max_bytes_per_file,
+    );
     config.sync_every = opts.sync_every;
     config.sync_timeout = opts.sync_timeout;
     if opts.durable {

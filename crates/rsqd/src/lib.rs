@@ -9,6 +9,7 @@ pub mod auth;
 pub mod client;
 pub mod context;
 pub mod dirlock;
+pub mod downgrade;
 pub mod http;
 pub mod lookup;
 pub mod metadata;

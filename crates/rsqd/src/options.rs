@@ -20,6 +20,13 @@ use rsq_service::{parse_log_level, ListenAddr};
 /// metadata does not count in that comparison, so they treat rsqd as 1.3.0.
 pub const VERSION: &str = concat!("1.3.0+rsq.", env!("CARGO_PKG_VERSION"));
 
+/// `--data-path`'s default.
+pub const DEFAULT_DATA_PATH: &str = "rsq-data";
+/// `--max-msg-size`'s default (nsqd's).
+pub const DEFAULT_MAX_MSG_SIZE: u64 = 1048576;
+/// `--max-bytes-per-file`'s default (nsqd's).
+pub const DEFAULT_MAX_BYTES_PER_FILE: u64 = 104857600;
+
 /// Every option rsqd understands. Field names are nsqd's flag names with `-`
 /// turned into `_`, which are also the keys of the TOML config file.
 #[derive(Debug, Clone, Parser, serde::Serialize)]
@@ -27,7 +34,8 @@ pub const VERSION: &str = concat!("1.3.0+rsq.", env!("CARGO_PKG_VERSION"));
     name = "rsqd",
     version = VERSION,
     about = "rsqd: an NSQ-compatible realtime message daemon",
-    args_override_self = true
+    args_override_self = true,
+    after_help = "To go back to Go nsqd: stop rsqd, then run `rsqd downgrade --data-path=DIR` (see `rsqd downgrade --help`)."
 )]
 pub struct Options {
     /// Path to a TOML config file whose keys are flag names with `-` as `_`.
@@ -63,19 +71,19 @@ pub struct Options {
     #[serde(rename = "nsqlookupd_tcp_addresses")]
     pub lookupd_tcp_address: Vec<String>,
     /// Directory for disk queues and `nsqd.dat` (created if missing).
-    #[arg(long, default_value = "rsq-data")]
+    #[arg(long, default_value = DEFAULT_DATA_PATH)]
     pub data_path: PathBuf,
     /// Messages kept in memory per topic and per channel before spilling to disk.
     #[arg(long, default_value_t = 10000)]
     pub mem_queue_size: usize,
     /// Largest message body in bytes.
-    #[arg(long, default_value_t = 1048576)]
+    #[arg(long, default_value_t = DEFAULT_MAX_MSG_SIZE)]
     pub max_msg_size: u64,
     /// Largest MPUB, IDENTIFY or AUTH body in bytes.
     #[arg(long, default_value_t = 5242880)]
     pub max_body_size: u64,
     /// Bytes per disk queue segment file before rolling to the next.
-    #[arg(long, default_value_t = 104857600)]
+    #[arg(long, default_value_t = DEFAULT_MAX_BYTES_PER_FILE)]
     pub max_bytes_per_file: u64,
     /// Disk queue writes and reads between fsyncs.
     #[arg(long, default_value_t = 2500)]
@@ -294,7 +302,7 @@ impl Options {
 }
 
 /// Turns a TOML config file into `--flag=value` arguments.
-fn config_file_args(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+pub(crate) fn config_file_args(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
     let table: toml::Table = text
