@@ -18,6 +18,7 @@ mod overload;
 mod pynsq;
 mod sampling;
 mod statsd;
+mod takeover;
 mod third_party;
 mod tls;
 mod unix_socket;
