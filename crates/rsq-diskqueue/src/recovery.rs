@@ -33,10 +33,13 @@ use crate::storage::Storage;
 
 const SCAN_CHUNK: usize = 1 << 20;
 
-/// Highest segment number the queue uses. Larger numbers (a stray file, a
-/// damaged metadata field) are ignored, so `file + 1` never overflows and a
-/// new segment name is always free.
-pub(crate) const MAX_SEGMENT: u64 = u64::MAX >> 1;
+/// Highest segment number accepted at open. Larger numbers (a stray file, a
+/// damaged metadata field) are moved aside or ignored, leaving 2^32 numbers
+/// of headroom above any accepted segment: a queue (or a takeover, which
+/// numbers its output above every existing segment) can roll that many
+/// times and still never reach a number the next open would reject, and
+/// `file + 1` never overflows.
+pub(crate) const MAX_SEGMENT: u64 = (u64::MAX >> 1) - (1 << 32);
 
 /// How a queue's files are named: `<name>.diskqueue.NNNNNN.dat` for
 /// segments, `<name>.diskqueue.meta.dat` for metadata, `.bad` appended to a
