@@ -25,7 +25,7 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -35,6 +35,7 @@ use tokio::sync::Notify;
 use tracing::{debug, error};
 
 use crate::ledger::{Ledger, Pending, Pos, ReadStep};
+use crate::metadata::Metadata;
 use crate::record::{self, decode, Decoded, HEADER_LEN};
 use crate::recovery::{recover, Limits, Names};
 use crate::storage::{FsStorage, Storage};
@@ -288,6 +289,22 @@ struct Inner {
     commit: Mutex<CommitRequest>,
     /// The committer's progress.
     committed: tokio::sync::watch::Sender<Committed>,
+    /// Version of the snapshot the metadata file holds; held across the
+    /// file's write (and by nothing else), so an older snapshot is never
+    /// written over a newer one.
+    meta_written: Mutex<u64>,
+    /// Versions handed out to metadata snapshots.
+    meta_taken: AtomicU64,
+    /// The eager metadata writer's state (see `request_meta_write`).
+    meta_wanted: Mutex<EagerMeta>,
+}
+
+/// Whether a committed read waits for the eager metadata writer, and
+/// whether that writer runs.
+#[derive(Debug, Default)]
+struct EagerMeta {
+    wanted: bool,
+    running: bool,
 }
 
 /// A durable, file-backed [`BackendQueue`] (nsqd's diskqueue).
@@ -361,6 +378,9 @@ impl DiskQueue {
             sync_task: AtomicBool::new(false),
             commit: Mutex::new(CommitRequest::default()),
             committed: tokio::sync::watch::Sender::new(Committed::default()),
+            meta_written: Mutex::new(0),
+            meta_taken: AtomicU64::new(0),
+            meta_wanted: Mutex::new(EagerMeta::default()),
         });
         // Persist what recovery decided before anything else happens.
         inner.sync_blocking(&mut write_side, SyncKind::Full)?;
@@ -504,6 +524,80 @@ impl Inner {
         }
     }
 
+    /// A version for a snapshot taken now. Called with the ledger locked, so
+    /// versions follow the order of the states they describe.
+    fn meta_version(&self) -> u64 {
+        self.meta_taken.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Writes a metadata snapshot unless a newer one is already in the file.
+    fn store_meta(&self, version: u64, meta: &Metadata) -> Result<(), QueueError> {
+        let mut written = self.meta_written.lock().unwrap_or_else(|e| e.into_inner());
+        if version <= *written {
+            return Ok(());
+        }
+        let name = self.names.meta();
+        self.storage
+            .write_atomic(&name, &meta.encode())
+            .map_err(|e| self.io_error(&name, e))?;
+        *written = version;
+        Ok(())
+    }
+
+    fn eager_meta(&self) -> MutexGuard<'_, EagerMeta> {
+        self.meta_wanted.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Under `--durable` (explicit commit, every put synced): asks for the
+    /// committed read position to be written to the metadata file now, so a
+    /// crash replays only what was committed during the last write. One
+    /// blocking-pool thread writes, off the put path, and goes round again
+    /// while commits arrive, so writes coalesce and never queue up.
+    fn request_meta_write(self: &Arc<Self>) {
+        if !(self.config.explicit_commit && self.config.sync_every == 1) {
+            return;
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let start = {
+            let mut eager = self.eager_meta();
+            eager.wanted = true;
+            !std::mem::replace(&mut eager.running, true)
+        };
+        if start {
+            let inner = self.clone();
+            tokio::task::spawn_blocking(move || inner.run_meta_writer());
+        }
+    }
+
+    fn run_meta_writer(&self) {
+        loop {
+            {
+                let mut eager = self.eager_meta();
+                if !std::mem::take(&mut eager.wanted) {
+                    eager.running = false;
+                    return;
+                }
+            }
+            // Every put is synced in the same writer-lock hold that flushed
+            // it, so with the lock held nothing is flushed and unsynced: the
+            // snapshot never points past fsynced data.
+            let snapshot = {
+                let _ws = self.writer.blocking_lock();
+                let ledger = self.ledger();
+                (!ledger.closed).then(|| (self.meta_version(), ledger.meta_snapshot()))
+            };
+            let Some((version, meta)) = snapshot else {
+                self.eager_meta().running = false;
+                return;
+            };
+            if let Err(e) = self.store_meta(version, &meta) {
+                error!(queue = %self.config.name, error = %e, "writing the committed read position failed; the periodic sync retries");
+            }
+        }
+    }
+
     fn io_error(&self, name: &str, source: io::Error) -> QueueError {
         QueueError::Io {
             path: self.storage.dir().join(name),
@@ -578,18 +672,17 @@ impl Inner {
         let Some(cleanup) = cleanup else {
             return Ok(());
         };
-        let meta = {
+        let (version, meta) = {
             let mut ledger = self.ledger();
             ledger.reads_since_sync = 0;
             ledger.meta_dirty = false;
-            ledger.meta_snapshot()
+            (self.meta_version(), ledger.meta_snapshot())
         };
-        let meta_name = self.names.meta();
-        if let Err(e) = self.storage.write_atomic(&meta_name, &meta.encode()) {
+        if let Err(e) = self.store_meta(version, &meta) {
             let mut ledger = self.ledger();
             ledger.meta_dirty = true;
             ledger.defer_deletes(cleanup.delete);
-            return Err(self.io_error(&meta_name, e));
+            return Err(e);
         }
         let (now, later): (Vec<u64>, Vec<u64>) = cleanup
             .delete
@@ -859,10 +952,12 @@ impl BackendQueue for DiskQueue {
 
     fn commit_reads(&self) {
         self.inner.ledger().commit_reads();
+        self.inner.request_meta_write();
     }
 
     fn commit_oldest_reads(&self, count: u64) {
         self.inner.ledger().commit_oldest(count);
+        self.inner.request_meta_write();
     }
 
     fn depth(&self) -> u64 {
