@@ -338,7 +338,7 @@ impl Nsqd {
     /// Recreates topics and channels from `nsqd.dat`, then starts them.
     pub async fn load_metadata(&self) -> anyhow::Result<()> {
         self.loading.store(true, Ordering::SeqCst);
-        let meta = metadata::load(&self.opts.data_path);
+        let meta = metadata::load(&self.opts.data_path)?;
         for t in &meta.topics {
             if !rsq_codec::is_valid_name(&t.name) {
                 tracing::warn!(topic = %t.name, "skipping topic with invalid name in metadata");

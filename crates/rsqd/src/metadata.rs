@@ -124,14 +124,15 @@ pub fn read(data_path: &Path) -> Result<Option<Metadata>, MetadataError> {
         .map_err(|source| MetadataError::Corrupt { path, source })
 }
 
-/// Reads `nsqd.dat` for the daemon. A missing file is a fresh start; an
-/// unreadable one is logged and treated as empty; a corrupt one (a file
-/// nsqd could not load either) is moved aside as `nsqd.dat.bad`, logged,
-/// and treated as empty, so the daemon still starts and serves what its
-/// queues hold.
-pub fn load(data_path: &Path) -> Metadata {
+/// Reads `nsqd.dat` for the daemon. A missing file is a fresh start; a
+/// corrupt one (a file nsqd could not load either) is moved aside as
+/// `nsqd.dat.bad`, logged, and treated as empty, so the daemon still starts
+/// and serves what its queues hold. A file that cannot be read, or a
+/// corrupt one that cannot be moved aside, is an error: starting without it
+/// would write a new `nsqd.dat` over the only list of the topics.
+pub fn load(data_path: &Path) -> Result<Metadata, MetadataError> {
     match read(data_path) {
-        Ok(meta) => meta.unwrap_or_default(),
+        Ok(meta) => Ok(meta.unwrap_or_default()),
         Err(e @ MetadataError::Corrupt { .. }) => {
             let path = path_in(data_path);
             let bad = path.with_extension("dat.bad");
@@ -141,15 +142,14 @@ pub fn load(data_path: &Path) -> Metadata {
                 error = %e,
                 "metadata is corrupt; moved aside, starting without it"
             );
-            if let Err(e) = fs::rename(&path, &bad) {
-                tracing::error!(error = %e, "cannot move corrupt metadata aside");
-            }
-            Metadata::default()
+            fs::rename(&path, &bad).map_err(|source| MetadataError::Io {
+                what: "cannot move corrupt metadata aside",
+                path,
+                source,
+            })?;
+            Ok(Metadata::default())
         }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read metadata; starting without it");
-            Metadata::default()
-        }
+        Err(e) => Err(e),
     }
 }
 
@@ -443,7 +443,7 @@ mod tests {
     fn round_trips_through_the_file() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         fs::write(dir.path().join(METADATA_FILE), GO_LINE)?;
-        let meta = load(dir.path());
+        let meta = load(dir.path())?;
         assert_eq!(meta, go_metadata());
         save(dir.path(), &meta)?;
         assert_eq!(fs::read_to_string(dir.path().join(METADATA_FILE))?, GO_LINE);
@@ -462,7 +462,7 @@ mod tests {
         ));
         // `read` changes nothing; `load` moves it aside.
         assert!(dir.path().join(METADATA_FILE).exists());
-        assert_eq!(load(dir.path()), Metadata::default());
+        assert_eq!(load(dir.path())?, Metadata::default());
         assert!(dir.path().join("nsqd.dat.bad").exists());
         Ok(())
     }
@@ -471,7 +471,17 @@ mod tests {
     fn a_missing_file_is_none() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         assert_eq!(read(dir.path())?, None);
-        assert_eq!(load(dir.path()), Metadata::default());
+        assert_eq!(load(dir.path())?, Metadata::default());
+        Ok(())
+    }
+
+    #[test]
+    fn an_unreadable_file_stops_the_start() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        // A directory where the file should be: reading it fails, and
+        // starting empty would write a new file over the only topic list.
+        fs::create_dir(dir.path().join(METADATA_FILE))?;
+        assert!(matches!(load(dir.path()), Err(MetadataError::Io { .. })));
         Ok(())
     }
 }
