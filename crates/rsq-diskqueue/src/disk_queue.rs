@@ -51,6 +51,14 @@ const WRITE_BUFFER_BYTES: usize = 1 << 20;
 /// The most bytes gathered into one write call.
 const WRITE_CHUNK_BYTES: usize = 256 << 10;
 
+/// The eager metadata writer's pause after each write (see
+/// `Inner::request_meta_write`). It bounds how often a durable queue writes
+/// its metadata, so a crash replays at most this long of commits plus one
+/// write, and the writes' fsyncs take little from the puts' group commits
+/// (durable pubsub without a pause: 13 % fewer publishes and 19 % fewer
+/// deliveries; with 10 ms: within the run-to-run spread, 3-10 %).
+const EAGER_META_GAP: Duration = Duration::from_millis(10);
+
 /// Bytes the reader fetches from a segment at once.
 const READ_CHUNK_BYTES: usize = 256 << 10;
 
@@ -550,9 +558,10 @@ impl Inner {
 
     /// Under `--durable` (explicit commit, every put synced): asks for the
     /// committed read position to be written to the metadata file now, so a
-    /// crash replays only what was committed during the last write. One
-    /// blocking-pool thread writes, off the put path, and goes round again
-    /// while commits arrive, so writes coalesce and never queue up.
+    /// crash replays only what was committed during the last write and the
+    /// pause after it ([`EAGER_META_GAP`]). One blocking-pool thread writes,
+    /// off the put path, and goes round again while commits arrive, so
+    /// writes coalesce and never queue up.
     fn request_meta_write(self: &Arc<Self>) {
         if !(self.config.explicit_commit && self.config.sync_every == 1) {
             return;
@@ -595,6 +604,8 @@ impl Inner {
             if let Err(e) = self.store_meta(version, &meta) {
                 error!(queue = %self.config.name, error = %e, "writing the committed read position failed; the periodic sync retries");
             }
+            // Commits arriving meanwhile are covered by the next write.
+            std::thread::sleep(EAGER_META_GAP);
         }
     }
 
