@@ -1016,6 +1016,13 @@ impl BackendQueue for DiskQueue {
         let worker = inner.clone();
         tokio::task::spawn_blocking(move || {
             let _guard = guard;
+            // The eager metadata writer may hold a snapshot taken before the
+            // delete: no metadata is written from now on.
+            let mut written = worker
+                .meta_written
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            *written = u64::MAX;
             let names = worker.storage.list().map_err(|e| worker.io_error("", e))?;
             let meta = worker.names.meta();
             for name in names {

@@ -149,6 +149,14 @@ fn segments(storage: &dyn Storage, names: &Names) -> io::Result<BTreeSet<u64>> {
         .collect())
 }
 
+/// The segment number a conversion's output starts at: above every
+/// existing segment and the write file, or `None` if that is past what the
+/// next open accepts.
+fn first_free(files: &BTreeSet<u64>, write_file: u64) -> Option<u64> {
+    let first = files.last().copied().unwrap_or(0).max(write_file) + 1;
+    (first <= MAX_SEGMENT).then_some(first)
+}
+
 /// Where staged records go: numbered segments under a staging suffix,
 /// rolled as both writers roll (before a record that would take a non-empty
 /// file past the bound).
@@ -291,7 +299,10 @@ pub(crate) fn take_over(
     };
     settle_staged(storage, names, &Format::Go(go))?;
     let files = segments(storage, names)?;
-    let first = files.last().copied().unwrap_or(0).max(go.write.file) + 1;
+    let Some(first) = first_free(&files, go.write.file) else {
+        error!(queue = %names.prefix, "Go segment numbers leave no room to take the queue over; its files are left as they are");
+        return Ok(report);
+    };
     let mut stage = Stage::new(storage, names, TAKEOVER, max_bytes_per_file, first);
     for &file in files.range(go.read.file..) {
         let name = names.segment(file);
@@ -420,7 +431,8 @@ fn downgrade_files(
     let ledger = recovery::recover(storage, &names, limits, config.max_bytes_per_file)?.ledger;
     let (read, write) = (ledger.read, ledger.write);
     let files = segments(storage, &names)?;
-    let first = files.last().copied().unwrap_or(0).max(write.file) + 1;
+    let first = first_free(&files, write.file)
+        .ok_or_else(|| io::Error::other("segment numbers leave no room for Go's files"))?;
     let mut stage = Stage::new(storage, &names, DOWNGRADE, config.max_bytes_per_file, first);
     for &file in files.range(read.file..=write.file) {
         let name = names.segment(file);
