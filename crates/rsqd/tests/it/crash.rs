@@ -89,6 +89,22 @@ fn drain(
     (seen, duplicates)
 }
 
+/// Kills the daemon under its publishers, lets them see the connection
+/// fail, and restarts it on the same data dir.
+fn kill_and_restart(
+    d: &mut Daemon,
+    kill: fn(&mut Daemon),
+    stop: &AtomicBool,
+    publishers: Vec<std::thread::JoinHandle<()>>,
+) {
+    kill(d);
+    stop.store(true, Ordering::Relaxed);
+    for p in publishers {
+        p.join().unwrap();
+    }
+    d.restart();
+}
+
 fn rounds() -> usize {
     if std::env::var("RSQ_LONG_TESTS").is_ok() {
         10
@@ -129,12 +145,7 @@ fn crash_rounds(extra: &[&str], kill: fn(&mut Daemon)) {
             std::thread::sleep(Duration::from_millis(10));
         }
         std::thread::sleep(Duration::from_millis(300 + next() % 700));
-        kill(&mut d);
-        stop.store(true, Ordering::Relaxed);
-        for p in publishers {
-            p.join().unwrap();
-        }
-        d.restart();
+        kill_and_restart(&mut d, kill, &stop, publishers);
         let expected: HashSet<Bytes> = acked.lock().unwrap().iter().cloned().collect();
         assert!(
             !expected.is_empty(),
@@ -187,12 +198,7 @@ fn crash_loop(extra: &[&str], kill: fn(&mut Daemon)) -> (usize, usize) {
             })
             .collect();
         std::thread::sleep(Duration::from_millis(500 + next() % 1500));
-        kill(&mut d);
-        stop.store(true, Ordering::Relaxed);
-        for p in publishers {
-            p.join().unwrap();
-        }
-        d.restart();
+        kill_and_restart(&mut d, kill, &stop, publishers);
     }
     let expected: HashSet<Bytes> = acked.lock().unwrap().iter().cloned().collect();
     assert!(!expected.is_empty(), "no publish was acknowledged");
