@@ -20,8 +20,10 @@
 //! pending, publishes the synced sequence (waking every covered put at once)
 //! and goes round again while newer puts wait, so concurrent puts share one
 //! write and one fsync (group commit) with no hand-off between them. It does
-//! no metadata write: metadata only says where reading stands, and the sync
-//! task writes it on its timer.
+//! no metadata write: metadata only says where reading stands. The sync
+//! task writes it on its timer and, with explicit commit, a second thread
+//! (the eager metadata writer) soon after each commit, so a crash replays
+//! little.
 
 use std::io;
 use std::path::PathBuf;
@@ -81,8 +83,8 @@ pub struct DiskQueueConfig {
     /// fsync after this many puts (`--sync-every`). With `1` every put
     /// returns only once its data is durable (concurrent puts share one
     /// fsync), and the metadata (read position) is written by
-    /// `sync_timeout` only: a crash may replay records read since, never
-    /// lose one. With more, the put that reaches the count hands the fsync
+    /// `sync_timeout`, or, with `explicit_commit`, soon after each commit:
+    /// a crash may replay records read since, never lose one. With more, the put that reaches the count hands the fsync
     /// to the sync task and returns (outside a runtime it syncs itself).
     /// Reads count too: this many reads ask the sync task to persist the
     /// read position. `0` syncs by `sync_timeout` (and close) only.
