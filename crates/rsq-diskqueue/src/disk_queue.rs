@@ -392,8 +392,14 @@ impl DiskQueue {
             meta_taken: AtomicU64::new(0),
             meta_wanted: Mutex::new(EagerMeta::default()),
         });
-        // Persist what recovery decided before anything else happens.
-        inner.sync_blocking(&mut write_side, SyncKind::Full)?;
+        // Persist what recovery decided before anything else happens. A new
+        // queue has nothing to persist: it gets its metadata file with its
+        // first sync (a crash before that leaves segments without metadata,
+        // which recovery scans), so creating a topic or channel costs no
+        // fsync.
+        if !recovered.fresh {
+            inner.sync_blocking(&mut write_side, SyncKind::Full)?;
+        }
         if let Ok(mut slot) = inner.writer.try_lock() {
             *slot = write_side;
         }

@@ -230,6 +230,8 @@ fn quarantine(storage: &dyn Storage, names: &Names, file: u64, why: &str) -> io:
 #[derive(Debug)]
 pub(crate) struct Recovered {
     pub ledger: Ledger,
+    /// Nothing was there (no metadata, no segment): nothing to persist.
+    pub fresh: bool,
 }
 
 /// Reads metadata and segments and builds the ledger, repairing files as it
@@ -260,6 +262,7 @@ pub(crate) fn recover(
         }
     }
     let meta = read_meta(storage, names)?.map(|bytes| Metadata::decode(&bytes));
+    let fresh = meta.is_none() && files.is_empty() && stray == 0;
     let ledger = match meta {
         None if files.is_empty() => Ledger::default(),
         None => {
@@ -280,7 +283,7 @@ pub(crate) fn recover(
     };
     let mut ledger = ledger;
     ledger.quarantined_files += stray + taken.quarantined;
-    Ok(Recovered { ledger })
+    Ok(Recovered { ledger, fresh })
 }
 
 /// The metadata file's bytes, if it exists.

@@ -182,12 +182,31 @@ pub struct Nsqd {
     /// Mirrors `health.is_some()`, so a healthy publish takes no lock.
     unhealthy: AtomicBool,
     factory: Arc<Factory>,
-    metadata_write: tokio::sync::Mutex<()>,
+    /// `nsqd.dat` writes, one at a time and group-committed.
+    metadata: MetadataWrites,
     topic_create: tokio::sync::Mutex<()>,
     /// The lookupd connections, set by [`Nsqd::start_lookup`].
     lookup: OnceLock<LookupPeers>,
     /// This daemon, for the lookupd snapshot closure (no cycle).
     this: Weak<Nsqd>,
+}
+
+/// Where `nsqd.dat` writing stands.
+#[derive(Debug, Default)]
+struct MetadataWrites {
+    /// Changes counted so far; each write covers all counted before it began.
+    requested: AtomicU64,
+    /// Held across a write, so writes run one at a time.
+    written: tokio::sync::Mutex<Written>,
+}
+
+/// What the last `nsqd.dat` write covered.
+#[derive(Debug, Default)]
+struct Written {
+    /// Every change counted up to this one is in the file.
+    upto: u64,
+    /// The shutdown's final write happened: no more writes.
+    closed: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -220,7 +239,7 @@ impl Nsqd {
             exiting: AtomicBool::new(false),
             health: Mutex::new(None),
             unhealthy: AtomicBool::new(false),
-            metadata_write: tokio::sync::Mutex::new(()),
+            metadata: MetadataWrites::default(),
             topic_create: tokio::sync::Mutex::new(()),
             lookup: OnceLock::new(),
             this: this.clone(),
@@ -375,24 +394,61 @@ impl Nsqd {
         self.persist_metadata().await
     }
 
-    /// Writes `nsqd.dat` from the current topics and channels.
+    /// Writes `nsqd.dat` from the current topics and channels, and returns
+    /// once a write that began after this call has finished.
+    ///
+    /// Group commit: callers that arrive while a write runs wait for the
+    /// next one, which covers them all, so N concurrent changes cost one or
+    /// two writes, not N. After the shutdown's final write, nothing is
+    /// written (the topic map is being emptied).
     pub async fn persist_metadata(&self) -> anyhow::Result<()> {
+        self.write_metadata(false).await
+    }
+
+    async fn write_metadata(&self, last: bool) -> anyhow::Result<()> {
         if self.loading.load(Ordering::SeqCst) {
             return Ok(());
         }
-        let _guard = self.metadata_write.lock().await;
+        let want = self.metadata.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut written = self.metadata.written.lock().await;
+        if written.upto >= want || written.closed {
+            return Ok(());
+        }
+        // Every request counted so far changed state before counting, so
+        // a snapshot taken now covers it.
+        let upto = self.metadata.requested.load(Ordering::SeqCst);
         let meta = self.snapshot_metadata();
         let data_path = self.opts.data_path.clone();
         tokio::task::spawn_blocking(move || metadata::save(&data_path, &meta)).await??;
+        written.upto = upto;
+        written.closed = last;
         Ok(())
     }
 
-    /// Persists metadata, logging instead of failing: a failed metadata
-    /// write must not fail the client's request, which already took effect.
-    pub async fn persist_metadata_logged(&self) {
-        if let Err(e) = self.persist_metadata().await {
-            tracing::error!(error = %e, "cannot write metadata");
+    /// Records a change to the topic and channel list (create, delete,
+    /// pause). Under `--durable` it returns once `nsqd.dat` holds the
+    /// change, so an acknowledged create survives a crash. Otherwise, as
+    /// nsqd's `Notify` does, the write happens in the background and the
+    /// request does not wait: a crash within one metadata write of the
+    /// change (milliseconds) may forget it. A forgotten topic's or
+    /// channel's queue files stay on disk and are served again once it is
+    /// created again. A failed write is logged and never fails the request,
+    /// which already took effect.
+    pub async fn metadata_changed(&self) {
+        if self.opts.durable {
+            if let Err(e) = self.persist_metadata().await {
+                tracing::error!(error = %e, "cannot write metadata");
+            }
+            return;
         }
+        let Some(this) = self.this.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move {
+            if let Err(e) = this.persist_metadata().await {
+                tracing::error!(error = %e, "cannot write metadata");
+            }
+        });
     }
 
     fn snapshot_metadata(&self) -> Metadata {
@@ -462,7 +518,7 @@ impl Nsqd {
         }
         if !self.loading.load(Ordering::SeqCst) {
             topic.start();
-            self.persist_metadata_logged().await;
+            self.metadata_changed().await;
         }
         Ok(topic)
     }
@@ -484,7 +540,7 @@ impl Nsqd {
             if let Some(peers) = self.lookup() {
                 peers.register(topic_name, Some(channel_name));
             }
-            self.persist_metadata_logged().await;
+            self.metadata_changed().await;
         }
         Ok((topic, channel))
     }
@@ -502,7 +558,7 @@ impl Nsqd {
             peers.unregister(name, None);
         }
         topic.delete().await?;
-        self.persist_metadata_logged().await;
+        self.metadata_changed().await;
         Ok(())
     }
 
@@ -524,7 +580,7 @@ impl Nsqd {
         if topic_now_empty {
             let _ = self.delete_topic(topic_name).await;
         } else {
-            self.persist_metadata_logged().await;
+            self.metadata_changed().await;
         }
         Ok(())
     }
@@ -555,7 +611,7 @@ impl Nsqd {
     /// in-flight and deferred messages to disk), write metadata.
     pub async fn shutdown(&self) {
         self.exiting.store(true, Ordering::SeqCst);
-        if let Err(e) = self.persist_metadata().await {
+        if let Err(e) = self.write_metadata(true).await {
             tracing::error!(error = %e, "cannot write metadata at shutdown");
         }
         let topics: Vec<_> = std::mem::take(&mut *lock(&self.topics))
