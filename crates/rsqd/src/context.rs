@@ -425,8 +425,8 @@ impl Nsqd {
         Ok(())
     }
 
-    /// Records a change to the topic and channel list (create, delete,
-    /// pause). Under `--durable` it returns once `nsqd.dat` holds the
+    /// Records a change to the topic and channel list (create, delete).
+    /// Under `--durable` it returns once `nsqd.dat` holds the
     /// change, so an acknowledged create survives a crash. Otherwise, as
     /// nsqd's `Notify` does, the write happens in the background and the
     /// request does not wait: a crash within one metadata write of the
@@ -436,19 +436,21 @@ impl Nsqd {
     /// which already took effect.
     pub async fn metadata_changed(&self) {
         if self.opts.durable {
-            if let Err(e) = self.persist_metadata().await {
-                tracing::error!(error = %e, "cannot write metadata");
-            }
-            return;
+            return self.persist_metadata_logged().await;
         }
         let Some(this) = self.this.upgrade() else {
             return;
         };
-        tokio::spawn(async move {
-            if let Err(e) = this.persist_metadata().await {
-                tracing::error!(error = %e, "cannot write metadata");
-            }
-        });
+        tokio::spawn(async move { this.persist_metadata_logged().await });
+    }
+
+    /// Writes `nsqd.dat` and waits, logging instead of failing: a pause or
+    /// unpause is persisted before it is acknowledged, as nsqd does, so a
+    /// crash never (un)pauses a topic behind the operator's back.
+    pub async fn persist_metadata_logged(&self) {
+        if let Err(e) = self.persist_metadata().await {
+            tracing::error!(error = %e, "cannot write metadata");
+        }
     }
 
     fn snapshot_metadata(&self) -> Metadata {

@@ -344,13 +344,13 @@ async fn topic_empty(State(ctx): Ctx, Query(params): Params) -> ApiResult {
 
 async fn topic_pause(State(ctx): Ctx, Query(params): Params) -> ApiResult {
     existing_topic(&ctx, &params)?.pause();
-    ctx.metadata_changed().await;
+    ctx.persist_metadata_logged().await;
     ok_empty()
 }
 
 async fn topic_unpause(State(ctx): Ctx, Query(params): Params) -> ApiResult {
     existing_topic(&ctx, &params)?.unpause();
-    ctx.metadata_changed().await;
+    ctx.persist_metadata_logged().await;
     ok_empty()
 }
 
@@ -395,13 +395,13 @@ async fn channel_empty(State(ctx): Ctx, Query(params): Params) -> ApiResult {
 
 async fn channel_pause(State(ctx): Ctx, Query(params): Params) -> ApiResult {
     existing_channel(&ctx, &params)?.pause();
-    ctx.metadata_changed().await;
+    ctx.persist_metadata_logged().await;
     ok_empty()
 }
 
 async fn channel_unpause(State(ctx): Ctx, Query(params): Params) -> ApiResult {
     existing_channel(&ctx, &params)?.unpause();
-    ctx.metadata_changed().await;
+    ctx.persist_metadata_logged().await;
     ok_empty()
 }
 
