@@ -15,7 +15,7 @@
 //! waits for the reader.
 //!
 //! With `sync_every = 1` a put asks the committer for its sequence number
-//! and waits on the `committed` watch. The committer is one blocking-pool
+//! and waits for `committed` to cover it. The committer is one blocking-pool
 //! thread that runs only while puts wait: it writes and fsyncs everything
 //! pending, publishes the synced sequence (waking every covered put at once)
 //! and goes round again while newer puts wait, so concurrent puts share one
@@ -241,7 +241,7 @@ impl ReadSide {
     }
 }
 
-/// What the committer has done, watched by waiting puts.
+/// What the committer has done, read by waiting puts.
 #[derive(Debug, Clone, Default)]
 struct Committed {
     /// Every put up to this sequence is durable.
@@ -292,13 +292,26 @@ struct Inner {
     writer: Arc<tokio::sync::Mutex<WriteSide>>,
     reader: Mutex<ReadSide>,
     readable: Notify,
+    /// Asks the sync task to sync now.
     sync_wanted: Arc<Notify>,
-    /// A task syncs every `sync_timeout` and on request.
-    sync_task: AtomicBool,
+    /// A sync task runs and will look at the ledger again: set by the
+    /// [`LedgerGuard`] that left the ledger unsynced and spawned it, cleared
+    /// by the task (ledger locked) when it finds nothing to sync and ends.
+    sync_armed: AtomicBool,
+    /// Where sync tasks run: the runtime the queue was opened in. Without
+    /// one, syncs happen only by `sync_every` and on close.
+    runtime: Option<tokio::runtime::Handle>,
+    /// This queue, for the sync tasks it spawns (which must not keep it
+    /// alive).
+    this: std::sync::Weak<Inner>,
     /// What waiting `sync_every = 1` puts ask the committer for.
     commit: Mutex<CommitRequest>,
     /// The committer's progress.
-    committed: tokio::sync::watch::Sender<Committed>,
+    committed: Mutex<Committed>,
+    /// Woken (all waiters) whenever `committed` changes. A mutex and a
+    /// `Notify` rather than a `watch`, whose eight-way notifier would cost
+    /// every idle queue a few hundred bytes.
+    committed_changed: Notify,
     /// Version of the snapshot the metadata file holds; held across the
     /// file's write (and by nothing else), so an older snapshot is never
     /// written over a newer one.
@@ -332,9 +345,10 @@ impl DiskQueue {
     /// Opens (or creates) the queue `config.name` in `config.data_path`,
     /// recovering from whatever state a crash left.
     ///
-    /// Does blocking file IO. When called inside a tokio runtime it spawns
-    /// the task that syncs every `sync_timeout`; outside one, syncs happen
-    /// only by `sync_every` and on close.
+    /// Does blocking file IO. When called inside a tokio runtime, each
+    /// change is synced `sync_timeout` later by a task that runs only while
+    /// there are changes; outside one, syncs happen only by `sync_every`
+    /// and on close.
     pub fn open(config: DiskQueueConfig) -> Result<DiskQueue, QueueError> {
         config.validate()?;
         let storage = FsStorage::new(&config.data_path).map_err(|source| QueueError::Io {
@@ -375,7 +389,7 @@ impl DiskQueue {
             write_side.allocated = len;
         }
         debug!(queue = %config.name, depth = ledger.depth(), read = ?ledger.read, write = ?ledger.write, "disk queue opened");
-        let inner = Arc::new(Inner {
+        let inner = Arc::new_cyclic(|this| Inner {
             config,
             names,
             limits,
@@ -385,25 +399,28 @@ impl DiskQueue {
             reader: Mutex::new(ReadSide::default()),
             readable: Notify::new(),
             sync_wanted: Arc::new(Notify::new()),
-            sync_task: AtomicBool::new(false),
+            sync_armed: AtomicBool::new(false),
+            runtime: tokio::runtime::Handle::try_current().ok(),
+            this: this.clone(),
             commit: Mutex::new(CommitRequest::default()),
-            committed: tokio::sync::watch::Sender::new(Committed::default()),
+            committed: Mutex::new(Committed::default()),
+            committed_changed: Notify::new(),
             meta_written: Mutex::new(0),
             meta_taken: AtomicU64::new(0),
             meta_wanted: Mutex::new(EagerMeta::default()),
         });
-        // Persist what recovery decided before anything else happens. A new
-        // queue has nothing to persist: it gets its metadata file with its
-        // first sync (a crash before that leaves segments without metadata,
-        // which recovery scans), so creating a topic or channel costs no
-        // fsync.
-        if !recovered.fresh {
+        // Persist what recovery decided before anything else happens, unless
+        // the files already say it. A new queue has nothing to persist: it
+        // gets its metadata file with its first sync (a crash before that
+        // leaves segments without metadata, which recovery scans), so
+        // creating a topic or channel costs no fsync, and neither does
+        // reopening a cleanly closed queue.
+        if !recovered.persisted {
             inner.sync_blocking(&mut write_side, SyncKind::Full)?;
         }
         if let Ok(mut slot) = inner.writer.try_lock() {
             *slot = write_side;
         }
-        spawn_sync_task(&inner);
         Ok(DiskQueue { inner })
     }
 
@@ -419,62 +436,116 @@ impl DiskQueue {
     }
 }
 
-fn spawn_sync_task(inner: &Arc<Inner>) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    inner.sync_task.store(true, Ordering::Relaxed);
-    let weak = Arc::downgrade(inner);
-    let wanted = inner.sync_wanted.clone();
-    let timeout = inner.config.sync_timeout;
-    runtime.spawn(async move {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(timeout) => {}
-                _ = wanted.notified() => {}
-            }
-            let Some(inner) = weak.upgrade() else { return };
-            let (closed, needed) = {
-                let ledger = inner.ledger();
-                (ledger.closed, ledger.needs_sync())
-            };
-            if closed {
+/// The task that syncs a queue `sync_timeout` after it changed, and
+/// whenever asked, for as long as it keeps changing. It is spawned by the
+/// change that leaves a synced ledger unsynced and ends once a look finds
+/// nothing to sync, so an idle queue has no task and no timer.
+async fn sync_task(weak: std::sync::Weak<Inner>, wanted: Arc<Notify>, timeout: Duration) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(timeout) => {}
+            _ = wanted.notified() => {}
+        }
+        let Some(inner) = weak.upgrade() else { return };
+        {
+            let ledger = inner.ledger();
+            if ledger.closed || !ledger.needs_sync() {
+                // Cleared with the ledger locked: a change after this spawns
+                // a new task.
+                inner.sync_armed.store(false, Ordering::Release);
                 return;
             }
-            if needed {
-                if let Err(e) = inner.clone().sync(SyncKind::Full, None).await {
-                    error!(queue = %inner.config.name, error = %e, "periodic disk queue sync failed");
-                }
-            }
         }
-    });
+        if let Err(e) = inner.clone().sync(SyncKind::Full, None).await {
+            error!(queue = %inner.config.name, error = %e, "periodic disk queue sync failed");
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Lets the sync task see the queue is gone and end.
+        self.sync_wanted.notify_one();
+    }
+}
+
+/// The locked ledger. Dropping it starts a sync task if the ledger now
+/// holds anything unsynced and none runs, so no change waits for a sync
+/// that is not scheduled, whichever path made it.
+struct LedgerGuard<'a> {
+    ledger: MutexGuard<'a, Ledger>,
+    inner: &'a Inner,
+}
+
+impl std::ops::Deref for LedgerGuard<'_> {
+    type Target = Ledger;
+    fn deref(&self) -> &Ledger {
+        &self.ledger
+    }
+}
+
+impl std::ops::DerefMut for LedgerGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Ledger {
+        &mut self.ledger
+    }
+}
+
+impl Drop for LedgerGuard<'_> {
+    fn drop(&mut self) {
+        let inner = self.inner;
+        let Some(runtime) = &inner.runtime else {
+            return;
+        };
+        if !inner.sync_armed.load(Ordering::Relaxed)
+            && !self.ledger.closed
+            && self.ledger.needs_sync()
+            && !inner.sync_armed.swap(true, Ordering::AcqRel)
+        {
+            runtime.spawn(sync_task(
+                inner.this.clone(),
+                inner.sync_wanted.clone(),
+                inner.config.sync_timeout,
+            ));
+        }
+    }
 }
 
 impl Inner {
-    fn ledger(&self) -> MutexGuard<'_, Ledger> {
+    fn ledger(&self) -> LedgerGuard<'_> {
         // Every ledger method leaves it consistent before it could panic, so
         // a poisoned lock is still usable.
-        self.ledger.lock().unwrap_or_else(|e| e.into_inner())
+        LedgerGuard {
+            ledger: self.ledger.lock().unwrap_or_else(|e| e.into_inner()),
+            inner: self,
+        }
     }
 
     fn commit_request(&self) -> MutexGuard<'_, CommitRequest> {
         self.commit.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn committed(&self) -> MutexGuard<'_, Committed> {
+        // Each update is one field assignment: a poisoned lock is consistent.
+        self.committed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Tells waiting puts how far syncing got.
     fn publish_synced(&self) {
         let synced = self.ledger().synced_seq;
-        self.committed.send_if_modified(|c| {
+        let changed = {
+            let mut c = self.committed();
             let changed = synced > c.synced;
             c.synced = c.synced.max(synced);
             changed
-        });
+        };
+        if changed {
+            self.committed_changed.notify_waiters();
+        }
     }
 
     /// Makes put `seq` durable: asks the committer for it (starting one if
     /// none runs) and waits until it is synced or failed.
     async fn commit(self: &Arc<Self>, seq: u64) -> Result<(), QueueError> {
-        let mut committed = self.committed.subscribe();
         let start = {
             let mut request = self.commit_request();
             request.wanted = request.wanted.max(seq);
@@ -485,12 +556,15 @@ impl Inner {
             tokio::task::spawn_blocking(move || inner.run_committer());
         }
         loop {
-            if let Some(outcome) = committed.borrow_and_update().outcome(seq) {
+            // Registered before the check, so a change between the two
+            // still wakes this put.
+            let changed = self.committed_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(outcome) = self.committed().outcome(seq) {
                 return outcome;
             }
-            if committed.changed().await.is_err() {
-                return Err(QueueError::Closed);
-            }
+            changed.await;
         }
     }
 
@@ -513,7 +587,7 @@ impl Inner {
                 let mut request = self.commit_request();
                 let done = {
                     let ledger = self.ledger();
-                    ledger.synced_seq.max(self.committed.borrow().failed_upto)
+                    ledger.synced_seq.max(self.committed().failed_upto)
                 };
                 if request.wanted <= done {
                     request.running = false;
@@ -532,10 +606,12 @@ impl Inner {
                     }
                     other => (PathBuf::new(), io::ErrorKind::Other, other.to_string()),
                 };
-                self.committed.send_modify(|c| {
+                {
+                    let mut c = self.committed();
                     c.failed_upto = c.failed_upto.max(target);
                     c.error = Some(error);
-                });
+                }
+                self.committed_changed.notify_waiters();
             }
         }
     }
@@ -661,6 +737,13 @@ impl Inner {
     fn sync_blocking(&self, ws: &mut WriteSide, kind: SyncKind) -> Result<(), QueueError> {
         let (entries, cleanup) = {
             let mut ledger = self.ledger();
+            // Nothing changed since the metadata file was written: a full
+            // sync (the periodic one, or close's) would write the same
+            // bytes again. Closing still cuts zeros written ahead.
+            let zeros_ahead = ledger.closed && ws.allocated > ws.end;
+            if kind == SyncKind::Full && !ledger.needs_sync() && !zeros_ahead {
+                return Ok(());
+            }
             let cleanup = (kind == SyncKind::Full).then(|| ledger.take_cleanup());
             (ledger.pending_snapshot(), cleanup)
         };
@@ -873,7 +956,7 @@ impl BackendQueue for DiskQueue {
             }
             let every = inner.config.sync_every;
             let sync_due = every > 0 && ledger.writes_since_sync >= every;
-            let background = inner.sync_task.load(Ordering::Relaxed);
+            let background = inner.runtime.is_some();
             let action = if inner.config.sync_every == 1 {
                 // The put's contract: durable when it returns. The
                 // committer does it (see `commit` below).
@@ -1031,7 +1114,10 @@ impl BackendQueue for DiskQueue {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             *written = u64::MAX;
-            let names = worker.storage.list().map_err(|e| worker.io_error("", e))?;
+            let names = worker
+                .storage
+                .list_prefix(&worker.names.prefix)
+                .map_err(|e| worker.io_error("", e))?;
             let meta = worker.names.meta();
             for name in names {
                 if worker.names.parse_segment(&name).is_some() || name == meta {

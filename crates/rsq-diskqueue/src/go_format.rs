@@ -117,7 +117,7 @@ fn settle_staged(storage: &dyn Storage, names: &Names, format: &Format) -> io::R
         Format::Rsq => (TAKEOVER, DOWNGRADE),
         Format::Go(_) => (DOWNGRADE, TAKEOVER),
     };
-    for name in storage.list()? {
+    for name in storage.list_prefix(&names.prefix)? {
         if let Some(segment) = staged_segment(names, &name, finish) {
             storage.rename(&name, segment)?;
         } else if staged_segment(names, &name, undo).is_some() {
@@ -142,7 +142,7 @@ fn staged_segment<'a>(names: &Names, name: &'a str, suffix: &str) -> Option<&'a 
 /// Segment numbers present, in order.
 fn segments(storage: &dyn Storage, names: &Names) -> io::Result<BTreeSet<u64>> {
     Ok(storage
-        .list()?
+        .list_prefix(&names.prefix)?
         .iter()
         .filter_map(|name| names.parse_segment(name))
         .filter(|&file| file <= MAX_SEGMENT)

@@ -28,4 +28,4 @@ pub use disk_queue::{DiskQueue, DiskQueueConfig};
 pub use error::QueueError;
 pub use go_format::{downgrade, downgrade_with_storage};
 pub use memory::MemoryQueue;
-pub use storage::{FsStorage, MemStorage, Storage};
+pub use storage::{DirIndex, FsStorage, MemStorage, Storage};

@@ -10,7 +10,7 @@
 //! (synced bytes) and what it may lose (everything after the first
 //! unsynced change).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
@@ -24,6 +24,13 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     fn dir(&self) -> &Path;
     /// Names of all files in the directory.
     fn list(&self) -> io::Result<Vec<String>>;
+    /// Names of the files whose names start with `prefix`: one queue's
+    /// files, without reading the names of every other queue's.
+    fn list_prefix(&self, prefix: &str) -> io::Result<Vec<String>> {
+        let mut names = self.list()?;
+        names.retain(|name| name.starts_with(prefix));
+        Ok(names)
+    }
     /// Length of a file, or `None` if it does not exist.
     fn len(&self, name: &str) -> io::Result<Option<u64>>;
     /// Reads up to `buf.len()` bytes at `offset`; returns how many were read
@@ -49,6 +56,66 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     fn write_atomic(&self, name: &str, data: &[u8]) -> io::Result<()>;
 }
 
+/// The names of the files in one directory, read once and then kept up to
+/// date by every [`FsStorage`] made with [`FsStorage::with_index`] on it.
+///
+/// A daemon keeps thousands of queues in one data directory. Without an
+/// index each queue's open lists the whole directory to find its own files,
+/// so opening `n` queues reads `n²` names (minutes at 20,000 queues); with
+/// one, [`Storage::list_prefix`] is a range lookup. The index is only right
+/// while every change to the directory's queue files goes through storages
+/// sharing it, which is the case inside one daemon (the data dir lock keeps
+/// other processes out).
+#[derive(Debug)]
+pub struct DirIndex {
+    dir: PathBuf,
+    names: Mutex<BTreeSet<String>>,
+}
+
+impl DirIndex {
+    /// Lists `dir` once, creating it if it does not exist.
+    pub fn load(dir: impl Into<PathBuf>) -> io::Result<Arc<DirIndex>> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir)?;
+        let names = read_names(&dir)?.into_iter().collect();
+        Ok(Arc::new(DirIndex {
+            dir,
+            names: Mutex::new(names),
+        }))
+    }
+
+    /// The directory indexed.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn names(&self) -> MutexGuard<'_, BTreeSet<String>> {
+        self.names.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn with_prefix(&self, prefix: &str) -> Vec<String> {
+        self.names()
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|name| name.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+}
+
+fn read_names(dir: &Path) -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if let Ok(name) = entry.file_name().into_string() {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
 /// A real directory on disk.
 ///
 /// Open handles are cached per file so appends and reads do not reopen the
@@ -57,17 +124,36 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
 pub struct FsStorage {
     dir: PathBuf,
     handles: Mutex<HashMap<String, Arc<File>>>,
+    index: Option<Arc<DirIndex>>,
 }
 
 impl FsStorage {
-    /// Uses `dir`, creating it if it does not exist.
+    /// Uses `dir`, creating it if it does not exist; every listing reads
+    /// the directory.
     pub fn new(dir: impl Into<PathBuf>) -> io::Result<Self> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)?;
         Ok(FsStorage {
             dir,
             handles: Mutex::new(HashMap::new()),
+            index: None,
         })
+    }
+
+    /// Uses the directory `index` lists, answering listings from the index
+    /// and keeping it up to date.
+    pub fn with_index(index: Arc<DirIndex>) -> Self {
+        FsStorage {
+            dir: index.dir.clone(),
+            handles: Mutex::new(HashMap::new()),
+            index: Some(index),
+        }
+    }
+
+    fn indexed(&self, change: impl FnOnce(&mut BTreeSet<String>)) {
+        if let Some(index) = &self.index {
+            change(&mut index.names());
+        }
     }
 
     fn handles(&self) -> MutexGuard<'_, HashMap<String, Arc<File>>> {
@@ -85,6 +171,11 @@ impl FsStorage {
             .create(create)
             .open(self.dir.join(name))?;
         let file = Arc::new(file);
+        if create {
+            self.indexed(|names| {
+                names.insert(name.to_string());
+            });
+        }
         self.handles().insert(name.to_string(), file.clone());
         Ok(file)
     }
@@ -100,14 +191,21 @@ impl Storage for FsStorage {
     }
 
     fn list(&self) -> io::Result<Vec<String>> {
-        let mut names = Vec::new();
-        for entry in std::fs::read_dir(&self.dir)? {
-            let entry = entry?;
-            if let Ok(name) = entry.file_name().into_string() {
-                names.push(name);
+        match &self.index {
+            Some(index) => Ok(index.names().iter().cloned().collect()),
+            None => read_names(&self.dir),
+        }
+    }
+
+    fn list_prefix(&self, prefix: &str) -> io::Result<Vec<String>> {
+        match &self.index {
+            Some(index) => Ok(index.with_prefix(prefix)),
+            None => {
+                let mut names = read_names(&self.dir)?;
+                names.retain(|name| name.starts_with(prefix));
+                Ok(names)
             }
         }
-        Ok(names)
     }
 
     fn len(&self, name: &str) -> io::Result<Option<u64>> {
@@ -156,16 +254,24 @@ impl Storage for FsStorage {
         self.handles().remove(from);
         self.handles().remove(to);
         std::fs::rename(self.dir.join(from), self.dir.join(to))?;
+        self.indexed(|names| {
+            names.remove(from);
+            names.insert(to.to_string());
+        });
         self.sync_dir()
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
         self.handles().remove(name);
         match std::fs::remove_file(self.dir.join(name)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
+        self.indexed(|names| {
+            names.remove(name);
+        });
+        Ok(())
     }
 
     fn write_atomic(&self, name: &str, data: &[u8]) -> io::Result<()> {
@@ -186,6 +292,9 @@ impl Storage for FsStorage {
         drop(file);
         self.handles().remove(name);
         std::fs::rename(&tmp, self.dir.join(name))?;
+        self.indexed(|names| {
+            names.insert(name.to_string());
+        });
         self.sync_dir()
     }
 }

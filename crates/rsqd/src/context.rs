@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use async_trait::async_trait;
 use rsq_channel::{Channel, ChannelConfig, Clock};
 use rsq_codec::{is_ephemeral, IdGenerator, Message, MessageId};
-use rsq_diskqueue::{BackendQueue, DiskQueue, DiskQueueConfig, MemoryQueue};
+use rsq_diskqueue::{BackendQueue, DirIndex, DiskQueue, DiskQueueConfig, FsStorage, MemoryQueue};
 use rsq_topic::{
     ChannelError as SinkError, ChannelFactory, Topic, TopicChannel, TopicConfig, TopicError,
 };
@@ -85,48 +85,55 @@ pub fn disk_queue_config(
     config
 }
 
-/// Opens the backend for a topic or channel queue: a disk queue named as
-/// nsqd names it, or a discarding memory queue for ephemeral ones.
-fn open_backend(
-    opts: &Options,
-    queue_name: &str,
-    ephemeral: bool,
-) -> Result<Arc<dyn BackendQueue>, rsq_diskqueue::QueueError> {
-    if ephemeral {
-        return Ok(Arc::new(MemoryQueue::discarding(0)));
-    }
-    let mut config = disk_queue_config(
-        queue_name,
-        &opts.data_path,
-        opts.max_msg_size,
-        opts.max_bytes_per_file,
-    );
-    config.sync_every = opts.sync_every;
-    config.sync_timeout = opts.sync_timeout;
-    if opts.durable {
-        config.sync_every = 1;
-        // The topic's pump commits after its channels stored a batch; a
-        // channel commits its finished prefix (see rsq-channel's
-        // `BackendReads`), so in-flight messages survive a crash.
-        config.explicit_commit = true;
-    }
-    Ok(Arc::new(DiskQueue::open(config)?))
-}
-
+/// Opens topic and channel queues.
 struct Factory {
     opts: Arc<Options>,
     clock: Arc<dyn Clock>,
+    /// The data dir's file names, shared by every queue, so opening one
+    /// does not list the directory.
+    files: Arc<DirIndex>,
+}
+
+impl Factory {
+    /// Opens the backend for a topic or channel queue: a disk queue named
+    /// as nsqd names it, or a discarding memory queue for ephemeral ones.
+    fn open_backend(
+        &self,
+        queue_name: &str,
+        ephemeral: bool,
+    ) -> Result<Arc<dyn BackendQueue>, rsq_diskqueue::QueueError> {
+        if ephemeral {
+            return Ok(Arc::new(MemoryQueue::discarding(0)));
+        }
+        let opts = &self.opts;
+        let mut config = disk_queue_config(
+            queue_name,
+            &opts.data_path,
+            opts.max_msg_size,
+            opts.max_bytes_per_file,
+        );
+        config.sync_every = opts.sync_every;
+        config.sync_timeout = opts.sync_timeout;
+        if opts.durable {
+            config.sync_every = 1;
+            // The topic's pump commits after its channels stored a batch; a
+            // channel commits its finished prefix (see rsq-channel's
+            // `BackendReads`), so in-flight messages survive a crash.
+            config.explicit_commit = true;
+        }
+        let storage = Arc::new(FsStorage::with_index(self.files.clone()));
+        Ok(Arc::new(DiskQueue::open_with_storage(config, storage)?))
+    }
 }
 
 impl ChannelFactory<ChannelHandle> for Factory {
     fn create(&self, topic: &str, channel: &str) -> Result<Arc<ChannelHandle>, TopicError> {
         let ephemeral = is_ephemeral(channel);
-        let backend =
-            open_backend(&self.opts, &format!("{topic}:{channel}"), ephemeral).map_err(|e| {
-                TopicError::ChannelCreate {
-                    channel: channel.to_string(),
-                    source: SinkError::new(e),
-                }
+        let backend = self
+            .open_backend(&format!("{topic}:{channel}"), ephemeral)
+            .map_err(|e| TopicError::ChannelCreate {
+                channel: channel.to_string(),
+                source: SinkError::new(e),
             })?;
         let config = ChannelConfig {
             mem_queue_size: self.opts.effective_mem_queue_size(),
@@ -218,8 +225,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Nsqd {
     /// Creates the daemon state; [`Nsqd::load_metadata`] then recreates topics.
     pub fn new(opts: Options, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Nsqd>> {
-        std::fs::create_dir_all(&opts.data_path).map_err(|e| {
-            anyhow::anyhow!("cannot create data path {}: {e}", opts.data_path.display())
+        let files = DirIndex::load(&opts.data_path).map_err(|e| {
+            anyhow::anyhow!("cannot read data path {}: {e}", opts.data_path.display())
         })?;
         let opts = Arc::new(opts);
         let node_id = opts.effective_node_id();
@@ -227,6 +234,7 @@ impl Nsqd {
             factory: Arc::new(Factory {
                 opts: opts.clone(),
                 clock: clock.clone(),
+                files,
             }),
             start_time: clock.unix_nanos() / 1_000_000_000,
             ids: IdGenerator::new(node_id),
@@ -503,7 +511,7 @@ impl Nsqd {
         if let Some(topic) = self.topic(name) {
             return Ok(topic);
         }
-        let backend = open_backend(&self.opts, name, is_ephemeral(name))?;
+        let backend = self.factory.open_backend(name, is_ephemeral(name))?;
         let topic = Topic::new(
             name,
             TopicConfig {

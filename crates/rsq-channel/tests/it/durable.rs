@@ -25,7 +25,13 @@ fn replayed_after_crash(dir: &Path) -> BTreeSet<u64> {
     let copy = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
-        std::fs::copy(&path, copy.path().join(path.file_name().unwrap())).unwrap();
+        // A metadata write's temporary file may be renamed away meanwhile.
+        match std::fs::copy(&path, copy.path().join(path.file_name().unwrap())) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            other => {
+                other.unwrap();
+            }
+        }
     }
     let q = DiskQueue::open(queue_config(copy.path())).unwrap();
     let mut ids = BTreeSet::new();
