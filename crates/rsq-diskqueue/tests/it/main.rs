@@ -7,6 +7,7 @@ mod api;
 mod corruption;
 mod crash;
 mod go_format;
+mod many_queues;
 mod model;
 mod recovery;
 

@@ -1,0 +1,192 @@
+//! Many queues in one directory: a shared [`DirIndex`] keeps each queue to
+//! its own files, an unchanged queue reopens and closes without writing,
+//! and an idle queue needs no task to get its changes synced.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rsq_diskqueue::{BackendQueue, DirIndex, DiskQueue, FsStorage, MemStorage, Storage};
+
+use crate::{config, drain, open_mem, record};
+
+fn open_indexed(name: &str, index: &Arc<DirIndex>) -> DiskQueue {
+    let mut c = config(index.dir());
+    c.name = name.to_string();
+    DiskQueue::open_with_storage(c, Arc::new(FsStorage::with_index(index.clone()))).unwrap()
+}
+
+/// The queue's metadata and segment files (not another queue's whose name
+/// starts with this one's).
+fn files_of(dir: &Path, queue: &str) -> Vec<String> {
+    let prefix = format!("{queue}.diskqueue.");
+    let ours = |name: &str| {
+        name.strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".dat"))
+            .is_some_and(|rest| rest == "meta" || rest.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| ours(n))
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn queues_sharing_an_index_keep_to_their_own_files() {
+    let dir = tempfile::tempdir().unwrap();
+    // Names that prefix each other's file names.
+    let queues = ["a", "a.diskqueue.b", "a:c", "ab"];
+    let index = DirIndex::load(dir.path()).unwrap();
+    for (n, name) in queues.iter().enumerate() {
+        let q = open_indexed(name, &index);
+        for id in 0..(10 * (n as u64 + 1)) {
+            q.put(record(id, 100)).await.unwrap();
+        }
+        q.close().await.unwrap();
+    }
+    // A new index, as after a restart, sees what the first one wrote.
+    let index = DirIndex::load(dir.path()).unwrap();
+    let listed = FsStorage::with_index(index.clone()).list().unwrap();
+    assert_eq!(listed.len(), std::fs::read_dir(dir.path()).unwrap().count());
+    for (n, name) in queues.iter().enumerate() {
+        let q = open_indexed(name, &index);
+        assert_eq!(q.depth(), 10 * (n as u64 + 1), "{name}");
+        if *name == "a" {
+            q.delete().await.unwrap();
+        } else {
+            q.close().await.unwrap();
+        }
+    }
+    assert!(files_of(dir.path(), "a").is_empty());
+    let storage = FsStorage::with_index(index.clone());
+    assert!(!storage
+        .list_prefix("a.diskqueue.")
+        .unwrap()
+        .iter()
+        .any(|n| n.starts_with("a.diskqueue.0") || n == "a.diskqueue.meta.dat"));
+    assert_eq!(
+        storage.list_prefix("ab.diskqueue.").unwrap().len(),
+        files_of(dir.path(), "ab").len()
+    );
+    for (n, name) in queues.iter().enumerate().skip(1) {
+        let q = open_indexed(name, &index);
+        assert_eq!(drain(&q).len() as u64, 10 * (n as u64 + 1), "{name}");
+        q.close().await.unwrap();
+    }
+}
+
+/// Counts the changes made through it.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<MemStorage>,
+    changes: AtomicU64,
+}
+
+impl Counting {
+    fn change(&self) {
+        self.changes.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Storage for Counting {
+    fn dir(&self) -> &Path {
+        self.inner.dir()
+    }
+    fn list(&self) -> std::io::Result<Vec<String>> {
+        self.inner.list()
+    }
+    fn len(&self, name: &str) -> std::io::Result<Option<u64>> {
+        self.inner.len(name)
+    }
+    fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read_at(name, offset, buf)
+    }
+    fn append(&self, name: &str, data: &[u8]) -> std::io::Result<()> {
+        self.change();
+        self.inner.append(name, data)
+    }
+    fn write_at(&self, name: &str, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.change();
+        self.inner.write_at(name, offset, data)
+    }
+    fn sync(&self, name: &str) -> std::io::Result<()> {
+        self.change();
+        self.inner.sync(name)
+    }
+    fn truncate(&self, name: &str, len: u64) -> std::io::Result<()> {
+        self.change();
+        self.inner.truncate(name, len)
+    }
+    fn rename(&self, from: &str, to: &str) -> std::io::Result<()> {
+        self.change();
+        self.inner.rename(from, to)
+    }
+    fn remove(&self, name: &str) -> std::io::Result<()> {
+        self.change();
+        self.inner.remove(name)
+    }
+    fn write_atomic(&self, name: &str, data: &[u8]) -> std::io::Result<()> {
+        self.change();
+        self.inner.write_atomic(name, data)
+    }
+}
+
+#[tokio::test]
+async fn an_unchanged_queue_reopens_and_closes_without_writing() {
+    let mem = Arc::new(MemStorage::new());
+    let q = open_mem(config(Path::new("mem")), &mem);
+    for id in 0..20 {
+        q.put(record(id, 100)).await.unwrap();
+    }
+    assert_eq!(drain(&q).len(), 20);
+    for id in 20..30 {
+        q.put(record(id, 100)).await.unwrap();
+    }
+    q.close().await.unwrap();
+    for round in 0..3 {
+        let counting = Arc::new(Counting {
+            inner: mem.clone(),
+            changes: AtomicU64::new(0),
+        });
+        let q = DiskQueue::open_with_storage(config(Path::new("mem")), counting.clone()).unwrap();
+        assert_eq!(q.depth(), 10);
+        q.close().await.unwrap();
+        assert_eq!(counting.changes.load(Ordering::Relaxed), 0, "round {round}");
+    }
+    // A fresh queue that never held anything leaves no file at all.
+    let empty = Arc::new(MemStorage::new());
+    let mut c = config(Path::new("mem"));
+    c.name = "empty".into();
+    let q = open_mem(c, &empty);
+    q.close().await.unwrap();
+    assert!(empty.names().is_empty(), "{:?}", empty.names());
+}
+
+/// The depth a crash now would leave, if the metadata file exists.
+fn depth_on_disk(mem: &MemStorage) -> Option<u64> {
+    mem.contents("t:c.diskqueue.meta.dat")?;
+    let crashed = Arc::new(mem.crashed_copy(|_, synced, _| synced));
+    Some(open_mem(config(Path::new("mem")), &crashed).depth())
+}
+
+#[tokio::test(start_paused = true)]
+async fn changes_are_synced_by_the_timer_after_idling() {
+    let mem = Arc::new(MemStorage::new());
+    let mut c = config(Path::new("mem"));
+    c.sync_every = 0;
+    c.sync_timeout = Duration::from_secs(2);
+    let q = DiskQueue::open_with_storage(c, mem.clone() as Arc<dyn Storage>).unwrap();
+    for round in 1..=3u64 {
+        q.put(record(round, 100)).await.unwrap();
+        assert_ne!(depth_on_disk(&mem), Some(round), "synced before the timer");
+        // Long idle between rounds: the sync task of the last change has
+        // ended, and this change must start a new one.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(depth_on_disk(&mem), Some(round), "round {round}");
+    }
+    q.close().await.unwrap();
+}
