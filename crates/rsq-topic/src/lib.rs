@@ -18,6 +18,7 @@ mod channel;
 mod error;
 mod mem_queue;
 mod pump;
+mod signal;
 mod topic;
 
 pub use channel::{ChannelFactory, TopicChannel};

@@ -2,19 +2,19 @@
 //! the memory queue or the backend into every channel.
 //!
 //! The pump owns no state of its own beyond what it reads from [`Shared`]
-//! and the [`Control`] watch; the [`Topic`](crate::Topic) handle changes
-//! those and wakes it. Signals go through a `watch`, so sending one never
-//! waits for the pump, whether it is waiting to start, delivering, or gone.
+//! and the [`Control`] signal; the [`Topic`](crate::Topic) handle changes
+//! those and wakes it. Signals go through a [`signal`](crate::signal), so
+//! sending one never waits for the pump, whether it is waiting to start,
+//! delivering, or gone.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rsq_codec::Message;
 use rsq_diskqueue::{BackendQueue, QueueError};
-use tokio::sync::watch;
 
 use crate::mem_queue::MemQueue;
+use crate::signal;
 use crate::TopicChannel;
 
 /// How long the pump stops reading the backend after a read error other
@@ -25,7 +25,7 @@ const BACKEND_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 const BACKEND_BATCH_MAX: usize = 128;
 
 /// The switches the topic flips and the pump obeys. Channel changes are
-/// signalled through the same watch without changing a field.
+/// signalled through the same signal without changing a field.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Control {
     /// The daemon has loaded its metadata; the pump may deliver.
@@ -39,12 +39,12 @@ pub(crate) struct Control {
 /// A channel as the pump sees it: its name (for logs) and the channel.
 pub(crate) type Snapshot<C> = Arc<Vec<(Arc<str>, Arc<C>)>>;
 
-/// The channels of a topic, with the snapshot the pump copies out.
+/// The channels of a topic, sorted by name. The list is also the snapshot
+/// the pump copies out: a change copies it only while the pump still holds
+/// the old one, and a topic with one channel keeps one small list instead
+/// of a map and a list.
 pub(crate) struct ChannelSet<C> {
-    /// Every channel, by name.
-    pub(crate) map: BTreeMap<String, Arc<C>>,
-    /// `map`'s channels in name order, rebuilt on every change.
-    snapshot: Snapshot<C>,
+    channels: Snapshot<C>,
     /// Incremented on every change, so a deleter can wait until the pump
     /// holds a snapshot at least this new.
     pub(crate) version: u64,
@@ -53,21 +53,50 @@ pub(crate) struct ChannelSet<C> {
 impl<C> ChannelSet<C> {
     fn new() -> Self {
         ChannelSet {
-            map: BTreeMap::new(),
-            snapshot: Arc::new(Vec::new()),
+            channels: Arc::new(Vec::new()),
             version: 0,
         }
     }
 
-    /// Rebuilds the snapshot after `map` changed.
-    pub(crate) fn changed(&mut self) {
-        self.snapshot = Arc::new(
-            self.map
-                .iter()
-                .map(|(name, channel)| (Arc::from(name.as_str()), channel.clone()))
-                .collect(),
-        );
+    fn find(&self, name: &str) -> Result<usize, usize> {
+        self.channels.binary_search_by(|(n, _)| (**n).cmp(name))
+    }
+
+    /// The channel `name`.
+    pub(crate) fn get(&self, name: &str) -> Option<&Arc<C>> {
+        self.find(name).ok().map(|i| &self.channels[i].1)
+    }
+
+    /// Every channel, by name.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &Arc<C>)> {
+        self.channels.iter().map(|(name, c)| (&**name, c))
+    }
+
+    /// How many channels there are.
+    pub(crate) fn len(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// Adds `channel` as `name` (which must be new).
+    pub(crate) fn insert(&mut self, name: &str, channel: Arc<C>) {
+        if let Err(at) = self.find(name) {
+            Arc::make_mut(&mut self.channels).insert(at, (Arc::from(name), channel));
+            self.version += 1;
+        }
+    }
+
+    /// Removes and returns the channel `name`.
+    pub(crate) fn remove(&mut self, name: &str) -> Option<Arc<C>> {
+        let at = self.find(name).ok()?;
         self.version += 1;
+        Some(Arc::make_mut(&mut self.channels).remove(at).1)
+    }
+
+    /// Removes every channel.
+    pub(crate) fn take_all(&mut self) -> Vec<(Arc<str>, Arc<C>)> {
+        self.version += 1;
+        let all = std::mem::take(&mut self.channels);
+        Arc::try_unwrap(all).unwrap_or_else(|shared| (*shared).clone())
     }
 }
 
@@ -101,7 +130,7 @@ impl<C> Shared<C> {
 
     fn snapshot(&self) -> (u64, Snapshot<C>) {
         let set = self.lock_channels();
-        (set.version, set.snapshot.clone())
+        (set.version, set.channels.clone())
     }
 }
 
@@ -109,8 +138,8 @@ impl<C> Shared<C> {
 /// no longer delivers to anything older than (`u64::MAX` once it is gone).
 pub(crate) async fn run<C: TopicChannel>(
     shared: Arc<Shared<C>>,
-    mut control: watch::Receiver<Control>,
-    applied: watch::Sender<u64>,
+    mut control: signal::Receiver<Control>,
+    applied: signal::Sender<u64>,
 ) {
     if wait_for_start(&shared, &mut control, &applied).await {
         pump(&shared, &mut control, &applied).await;
@@ -123,11 +152,11 @@ pub(crate) async fn run<C: TopicChannel>(
 /// every other signal without acting on it.
 async fn wait_for_start<C>(
     shared: &Shared<C>,
-    control: &mut watch::Receiver<Control>,
-    applied: &watch::Sender<u64>,
+    control: &mut signal::Receiver<Control>,
+    applied: &signal::Sender<u64>,
 ) -> bool {
     loop {
-        let state = *control.borrow_and_update();
+        let state = control.borrow_and_update();
         if state.exiting {
             return false;
         }
@@ -147,8 +176,8 @@ async fn wait_for_start<C>(
 /// backend until told to exit.
 async fn pump<C: TopicChannel>(
     shared: &Shared<C>,
-    control: &mut watch::Receiver<Control>,
-    applied: &watch::Sender<u64>,
+    control: &mut signal::Receiver<Control>,
+    applied: &signal::Sender<u64>,
 ) {
     let mut channels: Snapshot<C> = Arc::new(Vec::new());
     let mut paused = false;
@@ -158,8 +187,8 @@ async fn pump<C: TopicChannel>(
     // memory queue cannot starve the backend (Go's select picks at random).
     let mut backend_first = false;
     loop {
-        if refresh || control.has_changed().unwrap_or(true) {
-            let state = *control.borrow_and_update();
+        if refresh || control.has_changed() {
+            let state = control.borrow_and_update();
             if state.exiting {
                 return;
             }

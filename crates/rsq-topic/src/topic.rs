@@ -6,10 +6,11 @@ use std::sync::{Arc, Mutex};
 
 use rsq_codec::Message;
 use rsq_diskqueue::BackendQueue;
-use tokio::sync::{watch, RwLock};
+use tokio::sync::RwLock;
 use tokio::task::JoinHandle;
 
 use crate::pump::{self, Control, Shared};
+use crate::signal;
 use crate::{ChannelFactory, TopicChannel, TopicError};
 
 /// nsqd's default `--mem-queue-size`.
@@ -72,8 +73,8 @@ pub struct Topic<C: TopicChannel> {
     /// `TopicConfig::backend_only`.
     backend_only: bool,
     factory: Arc<dyn ChannelFactory<C>>,
-    control: watch::Sender<Control>,
-    applied: watch::Receiver<u64>,
+    control: signal::Sender<Control>,
+    applied: signal::Receiver<u64>,
     /// Puts hold it shared; close and delete take it exclusively to set
     /// `exiting`, so no put is half done when the memory queue is flushed.
     gate: RwLock<()>,
@@ -98,8 +99,8 @@ impl<C: TopicChannel> Topic<C> {
         factory: Arc<dyn ChannelFactory<C>>,
     ) -> Arc<Self> {
         let shared = Arc::new(Shared::new(name, config.mem_queue_size, backend));
-        let (control, control_rx) = watch::channel(Control::default());
-        let (applied_tx, applied) = watch::channel(0);
+        let (control, control_rx) = signal::channel(Control::default());
+        let (applied_tx, applied) = signal::channel(0);
         let pump = tokio::spawn(pump::run(shared.clone(), control_rx, applied_tx));
         Arc::new(Topic {
             shared,
@@ -210,15 +211,14 @@ impl<C: TopicChannel> Topic<C> {
     /// [`TopicError::Exiting`] once close or delete has begun.
     pub fn get_or_create_channel(&self, name: &str) -> Result<(Arc<C>, bool), TopicError> {
         let mut set = self.shared.lock_channels();
-        if let Some(channel) = set.map.get(name) {
+        if let Some(channel) = set.get(name) {
             return Ok((channel.clone(), false));
         }
         if self.exiting.load(Ordering::Acquire) {
             return Err(TopicError::Exiting);
         }
         let channel = self.factory.create(&self.shared.name, name)?;
-        set.map.insert(name.to_owned(), channel.clone());
-        set.changed();
+        set.insert(name, channel.clone());
         drop(set);
         self.control.send_modify(|_| ());
         Ok((channel, true))
@@ -226,15 +226,14 @@ impl<C: TopicChannel> Topic<C> {
 
     /// The channel `name`, if it exists.
     pub fn channel(&self, name: &str) -> Option<Arc<C>> {
-        self.shared.lock_channels().map.get(name).cloned()
+        self.shared.lock_channels().get(name).cloned()
     }
 
     /// Every channel, sorted by name.
     pub fn channels(&self) -> Vec<(String, Arc<C>)> {
         let set = self.shared.lock_channels();
-        set.map
-            .iter()
-            .map(|(name, channel)| (name.clone(), channel.clone()))
+        set.iter()
+            .map(|(name, channel)| (name.to_owned(), channel.clone()))
             .collect()
     }
 
@@ -249,11 +248,9 @@ impl<C: TopicChannel> Topic<C> {
         let (channel, version, now_empty) = {
             let mut set = self.shared.lock_channels();
             let channel = set
-                .map
                 .remove(name)
                 .ok_or_else(|| TopicError::ChannelNotFound(name.to_owned()))?;
-            set.changed();
-            (channel, set.version, set.map.is_empty())
+            (channel, set.version, set.len() == 0)
         };
         self.control.send_modify(|_| ());
         let mut applied = self.applied.clone();
@@ -297,18 +294,13 @@ impl<C: TopicChannel> Topic<C> {
     pub async fn delete(&self) -> Result<(), TopicError> {
         self.begin_exit().await?;
         self.stop_pump().await;
-        let channels = {
-            let mut set = self.shared.lock_channels();
-            let map = std::mem::take(&mut set.map);
-            set.changed();
-            map
-        };
+        let channels = self.shared.lock_channels().take_all();
         let mut first_error = None;
         for (name, channel) in channels {
             if let Err(source) = channel.delete().await {
                 tracing::error!(topic = %self.shared.name, channel = %name, error = %source, "channel delete failed");
                 first_error.get_or_insert(TopicError::Channel {
-                    channel: name,
+                    channel: name.to_string(),
                     source,
                 });
             }
@@ -344,7 +336,7 @@ impl<C: TopicChannel> Topic<C> {
             if let Err(source) = channel.close().await {
                 tracing::error!(topic = %self.shared.name, channel = %name, error = %source, "channel close failed");
                 first_error.get_or_insert(TopicError::Channel {
-                    channel: name,
+                    channel: name.to_string(),
                     source,
                 });
             }
@@ -388,7 +380,7 @@ impl<C: TopicChannel> Topic<C> {
             memory_depth,
             backend_depth,
             paused: self.is_paused(),
-            channel_count: self.shared.lock_channels().map.len(),
+            channel_count: self.shared.lock_channels().len(),
         }
     }
 }
