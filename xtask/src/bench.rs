@@ -8,6 +8,8 @@
 //! no async runtime; every argument after `daemon` goes to `rsq-bench`
 //! (`--addr HOST:PORT` to measure a running daemon such as nsqd instead,
 //! `--json PATH`, `--scenario NAME`, `--duration 10s`; `--help` lists them).
+//! `cargo xtask bench scale` runs the idle-topic scaling curve
+//! (`rsq-bench --scale 1000,10000,100000`).
 //! Figures belong in docs/benchmarks.md with the command that produced them.
 
 use std::path::{Path, PathBuf};
@@ -27,6 +29,10 @@ const BENCHES: &[(&str, &str)] = &[
 /// The name of the end-to-end suite; arguments after it go to `rsq-bench`.
 const DAEMON: &str = "daemon";
 
+/// The idle-topic scaling curve (`rsq-bench --scale`), at these counts.
+const SCALE: &str = "scale";
+const SCALE_COUNTS: &str = "1000,10000,100000";
+
 /// The benchmark names before `daemon`, and the arguments after it.
 fn split_args(args: &[String]) -> Result<(Vec<String>, Vec<String>), String> {
     let (names, daemon_args) = match args.iter().position(|a| a == DAEMON) {
@@ -40,6 +46,7 @@ fn split_args(args: &[String]) -> Result<(Vec<String>, Vec<String>), String> {
             ));
         }
         let known = name == DAEMON
+            || name == SCALE
             || BENCHES
                 .iter()
                 .any(|(short, pkg)| short == name || pkg == name);
@@ -73,6 +80,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     if selected.is_empty() || selected.iter().any(|s| s == DAEMON) {
         run_daemon(&cargo, &daemon_args)?;
+    }
+    if selected.is_empty() || selected.iter().any(|s| s == SCALE) {
+        run_daemon(&cargo, &["--scale".to_string(), SCALE_COUNTS.to_string()])?;
     }
     Ok(())
 }

@@ -58,6 +58,8 @@ pub struct ManagedDaemon {
     /// Its HTTP address.
     pub http: SocketAddr,
     dir: tempfile::TempDir,
+    binary: PathBuf,
+    flags: Vec<String>,
 }
 
 impl ManagedDaemon {
@@ -68,35 +70,72 @@ impl ManagedDaemon {
             .prefix("rsq-bench-")
             .tempdir()
             .map_err(|e| BenchError::io("create a temporary directory", e))?;
-        let data = dir.path().join("data");
-        std::fs::create_dir(&data).map_err(|e| BenchError::io("create data directory", e))?;
-        let log = std::fs::File::create(dir.path().join("daemon.log"))
-            .map_err(|e| BenchError::io("create daemon log", e))?;
+        std::fs::create_dir(dir.path().join("data"))
+            .map_err(|e| BenchError::io("create data directory", e))?;
         let tcp = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let child = Command::new(binary)
-            .arg(format!("--tcp-address={tcp}"))
-            .arg(format!("--http-address={http}"))
-            .arg(format!("--data-path={}", data.display()))
-            .arg("--log-level=warn")
-            .args(flags)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| BenchError::io(format!("start {}", binary.display()), e))?;
+        let child = spawn(binary, flags, dir.path(), tcp, http)?;
         let mut daemon = ManagedDaemon {
             child,
             tcp,
             http,
             dir,
+            binary: binary.to_path_buf(),
+            flags: flags.to_vec(),
         };
-        daemon.wait_ready()?;
+        daemon.wait_ready(START_TIMEOUT)?;
         Ok(daemon)
     }
 
-    fn wait_ready(&mut self) -> Result<(), BenchError> {
-        let deadline = Instant::now() + START_TIMEOUT;
+    /// Stops the daemon cleanly (SIGTERM, waiting at most `bound`) and
+    /// starts it again on the same ports and data, waiting at most `bound`
+    /// until it answers. Returns how long the shutdown and the start took.
+    pub fn restart(&mut self, bound: Duration) -> Result<(Duration, Duration), BenchError> {
+        let stopping = Instant::now();
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .map_err(|e| BenchError::io("run kill", e))?;
+        if !status.success() {
+            return Err(BenchError::Daemon(format!("kill -TERM failed: {status}")));
+        }
+        loop {
+            if let Some(status) = self
+                .child
+                .try_wait()
+                .map_err(|e| BenchError::io("wait for the daemon", e))?
+            {
+                if !status.success() {
+                    return Err(BenchError::Daemon(format!(
+                        "exited with {status} at SIGTERM: {}",
+                        self.log_tail()
+                    )));
+                }
+                break;
+            }
+            if stopping.elapsed() > bound {
+                return Err(BenchError::Timeout(format!(
+                    "the daemon to exit within {bound:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let stopped = stopping.elapsed();
+        let starting = Instant::now();
+        self.child = spawn(
+            &self.binary,
+            &self.flags,
+            self.dir.path(),
+            self.tcp,
+            self.http,
+        )?;
+        self.wait_ready(bound)?;
+        Ok((stopped, starting.elapsed()))
+    }
+
+    fn wait_ready(&mut self, bound: Duration) -> Result<(), BenchError> {
+        let deadline = Instant::now() + bound;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(BenchError::Daemon(format!(
@@ -112,7 +151,7 @@ impl ManagedDaemon {
             }
             if Instant::now() > deadline {
                 return Err(BenchError::Daemon(format!(
-                    "not ready within {START_TIMEOUT:?}: {}",
+                    "not ready within {bound:?}: {}",
                     self.log_tail()
                 )));
             }
@@ -142,6 +181,33 @@ impl ManagedDaemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts `binary` in `dir` (data in `dir/data`, log appended to
+/// `dir/daemon.log`).
+fn spawn(
+    binary: &Path,
+    flags: &[String],
+    dir: &Path,
+    tcp: SocketAddr,
+    http: SocketAddr,
+) -> Result<Child, BenchError> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("daemon.log"))
+        .map_err(|e| BenchError::io("open daemon log", e))?;
+    Command::new(binary)
+        .arg(format!("--tcp-address={tcp}"))
+        .arg(format!("--http-address={http}"))
+        .arg(format!("--data-path={}", dir.join("data").display()))
+        .arg("--log-level=warn")
+        .args(flags)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| BenchError::io(format!("start {}", binary.display()), e))
 }
 
 impl Drop for ManagedDaemon {

@@ -23,6 +23,7 @@ pub mod process;
 pub mod progress;
 pub mod reader;
 pub mod report;
+pub mod scale;
 pub mod scenario;
 pub mod writer;
 

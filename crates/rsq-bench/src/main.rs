@@ -9,6 +9,7 @@ use clap::Parser;
 use rsq_bench::daemon::Target;
 use rsq_bench::options::Options;
 use rsq_bench::report::{table, JsonReport};
+use rsq_bench::scale;
 use rsq_bench::scenario::{run_suite, suite, SCENARIO_NAMES};
 
 /// Writes a line to stdout or stderr. A binary's output is its product,
@@ -57,6 +58,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            say!(stderr, "rsq-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !options.scale.is_empty() {
+        return scale_curve(&runtime, &target, &options);
+    }
     let described = match &target {
         Target::Managed { binary, flags } => format!("{} {}", binary.display(), flags.join(" "))
             .trim()
@@ -70,16 +84,6 @@ fn main() -> ExitCode {
         cfg.duration,
         cfg.body_size
     );
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            say!(stderr, "rsq-bench: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let rows = runtime.block_on(run_suite(&target, &cfg, &scenarios));
     say!(stdout, "{}", table(&rows));
     if let Some(path) = &options.json {
@@ -93,5 +97,29 @@ fn main() -> ExitCode {
     if rows.iter().any(|r| r.error.is_some()) {
         return ExitCode::FAILURE;
     }
+    ExitCode::SUCCESS
+}
+
+/// `--scale`: the idle-topic curve, one fresh daemon per count.
+fn scale_curve(runtime: &tokio::runtime::Runtime, target: &Target, options: &Options) -> ExitCode {
+    let Target::Managed { binary, flags } = target else {
+        say!(stderr, "rsq-bench: --scale needs --daemon-bin");
+        return ExitCode::from(2);
+    };
+    let mut rows = Vec::new();
+    for &topics in &options.scale {
+        say!(
+            stderr,
+            "rsq-bench: scale: {topics} topics with a channel each"
+        );
+        match runtime.block_on(scale::measure(binary, flags, topics, options.scale_idle)) {
+            Ok(row) => rows.push(row),
+            Err(e) => {
+                say!(stderr, "rsq-bench: scale at {topics} topics failed: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    say!(stdout, "{}", scale::table(&rows));
     ExitCode::SUCCESS
 }

@@ -53,6 +53,14 @@ pub struct Options {
     /// List the scenarios and exit.
     #[arg(long)]
     pub list: bool,
+    /// Instead of the suite, measure the idle-topic scaling curve at these
+    /// topic counts (comma-separated, e.g. 1000,10000,100000): creation
+    /// rate, idle CPU, RSS per pair and restart time. Needs --daemon-bin.
+    #[arg(long, value_name = "COUNTS", value_delimiter = ',')]
+    pub scale: Vec<usize>,
+    /// How long the scaling curve measures idle CPU at each count.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub scale_idle: Duration,
 }
 
 /// `10`, `2.5`, `10s` or `500ms` as a duration.

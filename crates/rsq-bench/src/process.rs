@@ -68,11 +68,13 @@ pub fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
-fn read_status(pid: u32) -> Option<String> {
+/// `/proc/PID/status`, if the process exists.
+pub fn read_status(pid: u32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/status")).ok()
 }
 
-fn read_cpu_ticks(pid: u32) -> Option<u64> {
+/// User plus system CPU ticks the process used so far.
+pub fn read_cpu_ticks(pid: u32) -> Option<u64> {
     parse_stat_cpu_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 

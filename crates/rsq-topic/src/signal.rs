@@ -166,6 +166,7 @@ impl<T: Copy> Receiver<T> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
