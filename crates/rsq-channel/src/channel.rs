@@ -9,6 +9,7 @@
 //! memory is empty. No lock is held across an `.await`.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -619,6 +620,9 @@ impl Shared {
 
 /// The driver: fires deadlines and reads the backend, sleeping in between.
 async fn drive(shared: Arc<Shared>) {
+    // One timer, made at the first deadline and reset after: a channel
+    // that never has one (no consumer, nothing deferred) carries none.
+    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
     loop {
         let armed = {
             let mut inner = shared.lock();
@@ -637,7 +641,10 @@ async fn drive(shared: Arc<Shared>) {
         let sleep = async {
             match armed.deadline {
                 Some(deadline) => {
-                    tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await
+                    let at = tokio::time::Instant::from_std(deadline);
+                    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+                    timer.as_mut().reset(at);
+                    timer.as_mut().await
                 }
                 None => std::future::pending().await,
             }
@@ -669,7 +676,8 @@ async fn drive(shared: Arc<Shared>) {
                     }
                 };
                 if retry {
-                    tokio::time::sleep(BACKEND_RETRY_DELAY).await;
+                    // Boxed: rare, and not worth a timer in every idle task.
+                    Box::pin(tokio::time::sleep(BACKEND_RETRY_DELAY)).await;
                 }
             }
         }

@@ -4,7 +4,8 @@
 //! is the implementation for ephemeral topics and channels, which never touch
 //! disk; [`DiskQueue`] is nsqd's diskqueue: segment files of CRC32-checked
 //! records, a metadata file replaced atomically, nsqd's `sync-every` /
-//! `sync-timeout` policy, and recovery from crashes and damage at open. File
+//! `sync-timeout` policy, and recovery from crashes and damage at open;
+//! [`LazyDiskQueue`] opens one only when the first record arrives. File
 //! access goes through the small [`Storage`] trait, with a real directory
 //! ([`FsStorage`]) and an in-memory one that simulates crashes exactly
 //! ([`MemStorage`]). This crate knows nothing about messages: records are
@@ -15,6 +16,7 @@ mod backend;
 mod disk_queue;
 mod error;
 mod go_format;
+mod lazy;
 mod ledger;
 mod memory;
 mod metadata;
@@ -27,5 +29,6 @@ pub use backend::{BackendQueue, BackendStats};
 pub use disk_queue::{DiskQueue, DiskQueueConfig};
 pub use error::QueueError;
 pub use go_format::{downgrade, downgrade_with_storage};
+pub use lazy::LazyDiskQueue;
 pub use memory::MemoryQueue;
 pub use storage::{DirIndex, FsStorage, MemStorage, Storage};

@@ -212,14 +212,16 @@ async fn pump<C: TopicChannel>(
                 }
                 refresh = true;
             }
+            // Boxed, so the kilobyte a backend batch's delivery needs is not
+            // part of every idle topic's task.
             record = shared.backend.read(), if reading && backend_open && backend_first => {
-                backend_open = on_record(shared, &channels, record).await;
+                backend_open = Box::pin(on_record(shared, &channels, record)).await;
             }
             msg = shared.memory.pop(), if reading => {
                 deliver(&shared.name, &channels, msg).await;
             }
             record = shared.backend.read(), if reading && backend_open && !backend_first => {
-                backend_open = on_record(shared, &channels, record).await;
+                backend_open = Box::pin(on_record(shared, &channels, record)).await;
             }
         }
     }

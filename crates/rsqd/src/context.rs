@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use async_trait::async_trait;
 use rsq_channel::{Channel, ChannelConfig, Clock};
 use rsq_codec::{is_ephemeral, IdGenerator, Message, MessageId};
-use rsq_diskqueue::{BackendQueue, DirIndex, DiskQueue, DiskQueueConfig, FsStorage, MemoryQueue};
+use rsq_diskqueue::{
+    BackendQueue, DirIndex, DiskQueueConfig, FsStorage, LazyDiskQueue, MemoryQueue,
+};
 use rsq_topic::{
     ChannelError as SinkError, ChannelFactory, Topic, TopicChannel, TopicConfig, TopicError,
 };
@@ -89,9 +91,10 @@ pub fn disk_queue_config(
 struct Factory {
     opts: Arc<Options>,
     clock: Arc<dyn Clock>,
-    /// The data dir's file names, shared by every queue, so opening one
-    /// does not list the directory.
-    files: Arc<DirIndex>,
+    /// The data dir, shared by every queue: its index of file names means
+    /// opening a queue does not list the directory, and one storage (with
+    /// one cache of open files) costs less than one per queue.
+    storage: Arc<FsStorage>,
 }
 
 impl Factory {
@@ -121,8 +124,8 @@ impl Factory {
             // `BackendReads`), so in-flight messages survive a crash.
             config.explicit_commit = true;
         }
-        let storage = Arc::new(FsStorage::with_index(self.files.clone()));
-        Ok(Arc::new(DiskQueue::open_with_storage(config, storage)?))
+        // Lazy: a queue that never overflows memory costs no open queue.
+        Ok(Arc::new(LazyDiskQueue::open(config, self.storage.clone())?))
     }
 }
 
@@ -234,7 +237,7 @@ impl Nsqd {
             factory: Arc::new(Factory {
                 opts: opts.clone(),
                 clock: clock.clone(),
-                files,
+                storage: Arc::new(FsStorage::with_index(files)),
             }),
             start_time: clock.unix_nanos() / 1_000_000_000,
             ids: IdGenerator::new(node_id),

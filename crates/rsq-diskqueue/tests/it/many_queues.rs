@@ -1,5 +1,6 @@
 //! Many queues in one directory: a shared [`DirIndex`] keeps each queue to
 //! its own files, an unchanged queue reopens and closes without writing,
+//! a lazy queue opens only at its first put (or at once if it has files),
 //! and an idle queue needs no task to get its changes synced.
 
 use std::path::Path;
@@ -7,7 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rsq_diskqueue::{BackendQueue, DirIndex, DiskQueue, FsStorage, MemStorage, Storage};
+use rsq_diskqueue::{
+    BackendQueue, DirIndex, DiskQueue, FsStorage, LazyDiskQueue, MemStorage, QueueError, Storage,
+};
 
 use crate::{config, drain, open_mem, record};
 
@@ -189,4 +192,71 @@ async fn changes_are_synced_by_the_timer_after_idling() {
         assert_eq!(depth_on_disk(&mem), Some(round), "round {round}");
     }
     q.close().await.unwrap();
+}
+
+fn lazy(mem: &Arc<MemStorage>) -> LazyDiskQueue {
+    LazyDiskQueue::open(config(Path::new("mem")), mem.clone() as Arc<dyn Storage>).unwrap()
+}
+
+#[tokio::test]
+async fn a_lazy_queue_opens_at_its_first_put_and_wakes_its_reader() {
+    let mem = Arc::new(MemStorage::new());
+    let q = Arc::new(lazy(&mem));
+    assert!(!q.is_open());
+    assert_eq!((q.depth(), q.try_read().unwrap()), (0, None));
+    q.commit_reads();
+    q.empty().await.unwrap();
+    assert!(!q.is_open() && mem.names().is_empty());
+    let reader = tokio::spawn({
+        let q = q.clone();
+        async move { crate::id_of(&q.read().await.unwrap()) }
+    });
+    tokio::task::yield_now().await;
+    q.put(record(7, 100)).await.unwrap();
+    assert!(q.is_open());
+    assert_eq!(reader.await.unwrap(), 7);
+    q.put_many(vec![record(8, 10), record(9, 10)])
+        .await
+        .unwrap();
+    assert_eq!(q.depth(), 2);
+    q.close().await.unwrap();
+    assert_eq!(drain(&lazy(&mem)), vec![8, 9], "reopened");
+}
+
+#[tokio::test]
+async fn a_lazy_queue_with_files_opens_at_once() {
+    let mem = Arc::new(MemStorage::new());
+    let q = open_mem(config(Path::new("mem")), &mem);
+    for id in 0..5 {
+        q.put(record(id, 100)).await.unwrap();
+    }
+    q.close().await.unwrap();
+    let q = lazy(&mem);
+    assert!(q.is_open());
+    assert_eq!(q.depth(), 5);
+    assert_eq!(q.stats().depth, 5);
+}
+
+#[tokio::test]
+async fn an_unopened_lazy_queue_closes_and_deletes_without_files() {
+    for delete in [false, true] {
+        let mem = Arc::new(MemStorage::new());
+        let q = Arc::new(lazy(&mem));
+        let reader = tokio::spawn({
+            let q = q.clone();
+            async move { q.read().await }
+        });
+        tokio::task::yield_now().await;
+        if delete {
+            q.delete().await.unwrap();
+        } else {
+            q.close().await.unwrap();
+        }
+        assert!(matches!(reader.await.unwrap(), Err(QueueError::Closed)));
+        assert!(matches!(q.put(record(1, 1)).await, Err(QueueError::Closed)));
+        assert!(matches!(q.try_read(), Err(QueueError::Closed)));
+        assert!(matches!(q.empty().await, Err(QueueError::Closed)));
+        assert!(!q.is_open());
+        assert!(mem.names().is_empty(), "{:?}", mem.names());
+    }
 }
