@@ -102,8 +102,9 @@ struct Inner {
     /// Records the driver read from the backend after shutdown began;
     /// `close` writes them back.
     orphans: Vec<Bytes>,
-    /// Finished-ness of backend reads, when the backend commits explicitly.
-    reads: Option<BackendReads>,
+    /// Finished-ness of backend reads, when the backend commits explicitly
+    /// (boxed: only `--durable` channels have it).
+    reads: Option<Box<BackendReads>>,
 }
 
 struct Outlet {
@@ -138,7 +139,9 @@ impl Channel {
             backend,
             clock,
             inner: Mutex::new(Inner {
-                reads: config.commit_backend_reads.then(BackendReads::default),
+                reads: config
+                    .commit_backend_reads
+                    .then(|| Box::new(BackendReads::default())),
                 state: ChannelState::new(config),
                 outlets: HashMap::new(),
                 armed: None,
