@@ -31,5 +31,6 @@ pub use http::{ApiError, ApiResult};
 pub use listen::{Bindable, ListenAddr, Listener, PeerAddr, SocketFile, Stream};
 pub use logging::parse_log_level;
 pub use process::{
-    announce, bind, follow_announcements, parse_announcement, run, shutdown_signal, LISTEN_TARGET,
+    announce, bind, follow_announcements, parse_announcement, run, shutdown_signal, stop_signals,
+    StopSignal, LISTEN_TARGET,
 };

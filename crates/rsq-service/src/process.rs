@@ -134,6 +134,44 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// A signal asking a daemon to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSignal {
+    /// SIGTERM.
+    Terminate,
+    /// SIGINT.
+    Interrupt,
+}
+
+/// Every SIGTERM and SIGINT from now on, in order, for a daemon that acts
+/// on more than the first (rsqd's drain mode: the first SIGTERM drains, the
+/// next flushes). A signal that cannot be listened for is logged and never
+/// arrives. Spawns a task, so it must be called inside a tokio runtime.
+pub fn stop_signals() -> tokio::sync::mpsc::UnboundedReceiver<StopSignal> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut term = signal(SignalKind::terminate())
+            .map_err(|e| tracing::error!(error = %e, "cannot listen for SIGTERM"))
+            .ok();
+        let mut int = signal(SignalKind::interrupt())
+            .map_err(|e| tracing::error!(error = %e, "cannot listen for SIGINT"))
+            .ok();
+        loop {
+            let got = tokio::select! {
+                Some(()) = async { term.as_mut()?.recv().await } => StopSignal::Terminate,
+                Some(()) = async { int.as_mut()?.recv().await } => StopSignal::Interrupt,
+                else => return,
+            };
+            tracing::info!(signal = ?got, "stop signal received");
+            if tx.send(got).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 #[cfg(test)]
 mod tests {
     use std::error::Error;

@@ -172,6 +172,42 @@ pub enum ContextError {
     /// The backend queue could not be opened.
     #[error(transparent)]
     Queue(#[from] rsq_diskqueue::QueueError),
+    /// The daemon is draining (`/config/drain`, `--sigterm-mode=drain`):
+    /// it takes no new messages. A refusal, not a failure: the client may
+    /// publish elsewhere, and its connection stays open.
+    #[error("DRAINING: this node is being drained and accepts no new messages")]
+    Draining,
+}
+
+impl ContextError {
+    /// Whether the daemon refused the request for now (draining) rather
+    /// than failing it: the client's connection stays usable.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, ContextError::Draining)
+    }
+}
+
+/// How often a draining daemon looks whether everything is delivered.
+const DRAIN_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How often a draining daemon logs what is still left.
+const DRAIN_REPORT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What a draining daemon still waits for: messages in topics that have
+/// channels, and messages in channels, in flight or deferred.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DrainLeft {
+    /// Messages in topics with at least one channel, not yet in a channel.
+    pub topic_messages: u64,
+    /// Messages in channels (memory and disk), in flight or deferred.
+    pub channel_messages: u64,
+}
+
+impl DrainLeft {
+    /// Nothing is left to deliver.
+    pub fn is_empty(&self) -> bool {
+        self.topic_messages == 0 && self.channel_messages == 0
+    }
 }
 
 /// The daemon.
@@ -191,6 +227,10 @@ pub struct Nsqd {
     health: Mutex<Option<String>>,
     /// Mirrors `health.is_some()`, so a healthy publish takes no lock.
     unhealthy: AtomicBool,
+    /// Drain mode: publishes are refused until it is turned off.
+    draining: AtomicBool,
+    /// Woken when drain mode is turned on or off.
+    drain_changed: tokio::sync::Notify,
     factory: Arc<Factory>,
     /// `nsqd.dat` writes, one at a time and group-committed.
     metadata: MetadataWrites,
@@ -250,6 +290,8 @@ impl Nsqd {
             exiting: AtomicBool::new(false),
             health: Mutex::new(None),
             unhealthy: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            drain_changed: tokio::sync::Notify::new(),
             metadata: MetadataWrites::default(),
             topic_create: tokio::sync::Mutex::new(()),
             lookup: OnceLock::new(),
@@ -343,6 +385,9 @@ impl Nsqd {
         topic_name: &str,
         mut msgs: Vec<Message>,
     ) -> Result<(), ContextError> {
+        if self.is_draining() {
+            return Err(ContextError::Draining);
+        }
         let topic = self.get_or_create_topic(topic_name).await?;
         let result = match msgs.len() {
             1 => match msgs.pop() {
@@ -362,6 +407,90 @@ impl Nsqd {
                 Err(e.into())
             }
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether drain mode is on.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Turns drain mode on or off. While on, every publish is refused
+    /// ([`ContextError::Draining`]) and consumers are served as usual;
+    /// [`Nsqd::drained`] resolves once nothing is left to deliver.
+    pub fn set_draining(&self, on: bool) {
+        if self.draining.swap(on, Ordering::AcqRel) != on {
+            tracing::warn!(
+                draining = on,
+                "{}",
+                if on {
+                    "drain mode on: refusing publishes, serving consumers until every channel is empty"
+                } else {
+                    "drain mode off: accepting publishes again"
+                }
+            );
+            self.drain_changed.notify_waiters();
+        }
+    }
+
+    /// What is left to deliver (see [`DrainLeft`]); topics without channels
+    /// do not count, as they have nowhere to drain to.
+    pub fn drain_left(&self) -> DrainLeft {
+        let mut left = DrainLeft::default();
+        for topic in self.topics() {
+            let channels = topic.channels();
+            if channels.is_empty() {
+                continue;
+            }
+            left.topic_messages += topic.stats().depth;
+            for (_, channel) in channels {
+                let cs = channel.stats();
+                left.channel_messages += cs.depth + cs.in_flight_count + cs.deferred_count;
+            }
+        }
+        left
+    }
+
+    /// Resolves once drain mode is on and nothing is left to deliver;
+    /// turning drain mode off meanwhile starts the wait over. Then logs,
+    /// at warn level, every topic without channels that still holds
+    /// messages (they stay on disk).
+    pub async fn drained(&self) {
+        loop {
+            let changed = self.drain_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if !self.is_draining() {
+                changed.await;
+                continue;
+            }
+            let mut last_report = tokio::time::Instant::now();
+            while self.is_draining() {
+                let left = self.drain_left();
+                if left.is_empty() {
+                    for topic in self.topics() {
+                        let depth = topic.stats().depth;
+                        if depth > 0 && topic.channels().is_empty() {
+                            tracing::warn!(
+                                topic = topic.name(),
+                                depth,
+                                "topic has no channel to drain to; its messages stay on disk"
+                            );
+                        }
+                    }
+                    tracing::info!("drained: every channel is empty");
+                    return;
+                }
+                if last_report.elapsed() >= DRAIN_REPORT {
+                    tracing::info!(
+                        topic_messages = left.topic_messages,
+                        channel_messages = left.channel_messages,
+                        "draining"
+                    );
+                    last_report = tokio::time::Instant::now();
+                }
+                tokio::time::sleep(DRAIN_CHECK).await;
+            }
         }
     }
 

@@ -40,9 +40,9 @@ fn parse_bool(value: Option<&str>, default: bool) -> Result<bool, ApiError> {
     }
 }
 
-/// Every path the API serves (`/config/{opt}` by two of its options), for
+/// Every path the API serves (`/config/{opt}` by three of its options), for
 /// tests, fuzzers and tools that want to visit them all.
-pub const ROUTES: [&str; 17] = [
+pub const ROUTES: [&str; 18] = [
     "/ping",
     "/info",
     "/stats",
@@ -58,6 +58,7 @@ pub const ROUTES: [&str; 17] = [
     "/channel/empty",
     "/channel/pause",
     "/channel/unpause",
+    "/config/drain",
     "/config/log_level",
     "/config/nsqlookupd_tcp_addresses",
 ];
@@ -139,6 +140,10 @@ pub async fn serve_tls(
 }
 
 async fn ping(State(ctx): Ctx) -> Response {
+    if ctx.is_draining() {
+        // Load balancers move publishers away from a draining node.
+        return (StatusCode::SERVICE_UNAVAILABLE, "NOK - draining").into_response();
+    }
     match ctx.health() {
         None => "OK".into_response(),
         Some(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("NOK - {e}")).into_response(),
@@ -154,6 +159,7 @@ async fn info(State(ctx): Ctx) -> ApiResult {
         "http_port": info_port(&opts.http_address),
         "tcp_port": info_port(&opts.tcp_address),
         "start_time": ctx.start_time,
+        "draining": ctx.is_draining(),
         "max_heartbeat_interval": opts.max_heartbeat_interval.as_nanos() as u64,
         "max_output_buffer_size": opts.max_output_buffer_size,
         "max_output_buffer_timeout": opts.max_output_buffer_timeout.as_nanos() as u64,
@@ -206,6 +212,7 @@ async fn put_messages(ctx: &Nsqd, topic_name: &str, msgs: Vec<rsq_codec::Message
         Err(ContextError::Topic(rsq_topic::TopicError::Exiting)) => {
             Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "EXITING"))
         }
+        Err(ContextError::Draining) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "DRAINING")),
         Err(e) => Err(context_error(e)),
     }
 }
@@ -406,6 +413,9 @@ async fn channel_unpause(State(ctx): Ctx, Query(params): Params) -> ApiResult {
 }
 
 async fn config_get(State(ctx): Ctx, Path(opt): Path<String>) -> ApiResult {
+    if opt == "drain" {
+        return json(&ctx.is_draining());
+    }
     if opt == "log_level" {
         return json(
             &rsq_service::logging::current().unwrap_or_else(|| ctx.opts.log_level.clone()),
@@ -428,7 +438,18 @@ async fn config_get(State(ctx): Ctx, Path(opt): Path<String>) -> ApiResult {
 }
 
 async fn config_put(State(ctx): Ctx, Path(opt): Path<String>, body: Bytes) -> ApiResult {
-    // As nsqd: only the log level and the lookupd addresses change at run time.
+    // As nsqd: only the log level and the lookupd addresses change at run
+    // time; rsq adds drain mode (`true` or `false`, bare or quoted).
+    if opt == "drain" {
+        let text = String::from_utf8_lossy(&body);
+        let on = match text.trim().trim_matches('"') {
+            "true" => true,
+            "false" => false,
+            _ => return Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_VALUE")),
+        };
+        ctx.set_draining(on);
+        return json(&ctx.is_draining());
+    }
     if opt == "log_level" {
         // The body is the level, bare or as a JSON string.
         let text = String::from_utf8_lossy(&body);

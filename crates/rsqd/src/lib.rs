@@ -18,21 +18,25 @@ pub mod stats;
 pub mod statsd;
 pub mod tcp;
 
-use std::future::Future;
 use std::sync::Arc;
 
 use rsq_channel::SystemClock;
-use rsq_service::Listener;
+use rsq_service::{Listener, StopSignal};
 use tokio::sync::watch;
 
 pub use context::Nsqd;
 pub use dirlock::DirLock;
-pub use options::Options;
+pub use options::{Options, SigtermMode};
 
-/// Runs the daemon on bound listeners (TCP or unix socket) until
-/// `shutdown` resolves, then stops accepting, closes clients, flushes every
-/// queue to disk and writes metadata. Returns once everything accepted is
-/// safe on disk, and the listeners' socket files are removed.
+/// Runs the daemon on bound listeners (TCP or unix socket) until a stop
+/// signal arrives on `signals` (or, in drain mode, until drained), then
+/// stops accepting, closes clients, flushes every queue to disk and writes
+/// metadata. Returns once everything accepted is safe on disk, and the
+/// listeners' socket files are removed.
+///
+/// With `--sigterm-mode=drain` the first SIGTERM turns drain mode on (as
+/// `PUT /config/drain` does) and a SIGTERM while draining flushes at once;
+/// SIGINT always flushes. Once drained, the daemon stops as after a flush.
 ///
 /// `lock` is the lock on `opts.data_path` ([`DirLock::create_and_acquire`],
 /// taken before binding, as nsqd does): it is held until everything is on
@@ -42,7 +46,7 @@ pub async fn run(
     lock: DirLock,
     tcp: Listener,
     http: Listener,
-    shutdown: impl Future<Output = ()>,
+    mut signals: tokio::sync::mpsc::UnboundedReceiver<StopSignal>,
 ) -> anyhow::Result<()> {
     let tls = tcp::tls::server_config(&opts)?;
     let https = match &tls {
@@ -90,7 +94,22 @@ pub async fn run(
         let _ = http_stop.changed().await;
     }));
 
-    shutdown.await;
+    let mut listening = true;
+    loop {
+        tokio::select! {
+            signal = signals.recv(), if listening => match signal {
+                Some(StopSignal::Terminate)
+                    if ctx.opts.sigterm_mode == SigtermMode::Drain && !ctx.is_draining() =>
+                {
+                    ctx.set_draining(true);
+                }
+                Some(_) => break,
+                // Nobody can signal any more: only draining can end it.
+                None => listening = false,
+            },
+            () = ctx.drained() => break,
+        }
+    }
     tracing::info!("shutting down");
     // Leave the lookupds first, so consumers stop discovering this node
     // while it drains.

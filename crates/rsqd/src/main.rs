@@ -42,7 +42,7 @@ async fn serve(opts: Options) -> anyhow::Result<()> {
     let lock = DirLock::create_and_acquire(&opts.data_path)?;
     let tcp = rsq_service::bind("TCP", opts.tcp_address.clone()).await?;
     let http = rsq_service::bind("HTTP", opts.http_address.clone()).await?;
-    rsqd::run(opts, lock, tcp, http, rsq_service::shutdown_signal()).await
+    rsqd::run(opts, lock, tcp, http, rsq_service::stop_signals()).await
 }
 
 /// `rsqd downgrade [FLAGS]`: logs one line per queue, prints the summary.

@@ -27,6 +27,16 @@ pub const DEFAULT_MAX_MSG_SIZE: u64 = 1048576;
 /// `--max-bytes-per-file`'s default (nsqd's).
 pub const DEFAULT_MAX_BYTES_PER_FILE: u64 = 104857600;
 
+/// What SIGTERM does (`--sigterm-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SigtermMode {
+    /// Write everything to disk and exit, as nsqd does.
+    Flush,
+    /// Drain: refuse publishes, serve consumers until nothing is left, exit.
+    Drain,
+}
+
 /// Every option rsqd understands. Field names are nsqd's flag names with `-`
 /// turned into `_`, which are also the keys of the TOML config file.
 #[derive(Debug, Clone, Parser, serde::Serialize)]
@@ -135,6 +145,12 @@ pub struct Options {
     /// forgets a message only after its channels have stored it.
     #[arg(long, default_value_t = false)]
     pub durable: bool,
+    /// What SIGTERM does: `flush` (nsqd's: write everything to disk and
+    /// exit) or `drain` (rsq only: refuse publishes and keep serving
+    /// consumers until every channel is empty, then exit; a second SIGTERM
+    /// flushes at once). SIGINT always flushes.
+    #[arg(long, value_enum, default_value_t = SigtermMode::Flush)]
+    pub sigterm_mode: SigtermMode,
     /// Whether clients may negotiate snappy.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub snappy: bool,

@@ -30,6 +30,8 @@ pub struct Stats {
     pub health: String,
     /// Start time, seconds since the epoch.
     pub start_time: i64,
+    /// Drain mode is on (rsq only: publishes are refused).
+    pub draining: bool,
     /// Topics sorted by name; `null` when the topic filter matches nothing.
     pub topics: Option<Vec<TopicStats>>,
     /// Process memory; omitted when `include_mem=false`.
@@ -384,6 +386,7 @@ pub fn collect(ctx: &Nsqd, filter: &StatsFilter) -> Stats {
             Some(e) => format!("NOK - {e}"),
         },
         start_time: ctx.start_time,
+        draining: ctx.is_draining(),
         topics,
         memory: filter.include_mem.then(|| MemoryStats {
             heap_in_use_bytes: resident_bytes(),
@@ -400,6 +403,9 @@ pub fn render_text(stats: &Stats, now_unix: i64) -> String {
     let _ = writeln!(s, "start_time {}", stats.start_time);
     let _ = writeln!(s, "uptime {}s", now_unix - stats.start_time);
     let _ = writeln!(s, "\nHealth: {}", stats.health);
+    if stats.draining {
+        let _ = writeln!(s, "Draining: publishes are refused");
+    }
     if let Some(m) = &stats.memory {
         let _ = writeln!(s, "\nMemory:\n   [resident bytes] {}", m.heap_in_use_bytes);
     }

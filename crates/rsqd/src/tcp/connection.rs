@@ -296,6 +296,28 @@ impl Connection {
         }
     }
 
+    /// Answers a publish the daemon refuses for now (drain mode) rather
+    /// than fails: the error is the one a failed publish gets
+    /// (`E_PUB_FAILED` and friends, with `reason`), but the connection stays
+    /// open, so the client can go on consuming or publish again later.
+    pub fn handle_refused(&mut self, reason: &str) {
+        let Some(Pending::Publish(verb)) = self.pending else {
+            // Only publishes are refused; anything else is answered as a failure.
+            self.handle_done(Err(reason.to_string()));
+            return;
+        };
+        self.pending = None;
+        let code = match verb {
+            Verb::Mpub => ErrorCode::MpubFailed,
+            Verb::Dpub => ErrorCode::DpubFailed,
+            _ => ErrorCode::PubFailed,
+        };
+        let e = ProtocolError::new(code, format!("{} failed {reason}", verb.as_str()));
+        let mut frame = BytesMut::new();
+        encode_error(&e, &mut frame);
+        self.actions.push_back(Action::Send(frame.freeze()));
+    }
+
     /// Answers an [`Action::Authenticate`] with what the auth server said
     /// (`Err` when it could not be asked or refused).
     pub fn handle_auth(&mut self, result: Result<AuthState, String>, now: Instant) {

@@ -210,11 +210,14 @@ impl Session {
                         msg
                     })
                     .collect();
-                let result = self.ctx.publish(&topic, msgs).await;
-                if result.is_ok() {
-                    self.info.count_published(&topic, n);
+                match self.ctx.publish(&topic, msgs).await {
+                    Ok(()) => {
+                        self.info.count_published(&topic, n);
+                        conn.handle_done(Ok(()));
+                    }
+                    Err(e) if e.is_refusal() => conn.handle_refused(&e.to_string()),
+                    Err(e) => conn.handle_done(Err(e.to_string())),
                 }
-                conn.handle_done(result.map_err(|e| e.to_string()));
             }
             Action::Subscribe {
                 topic,

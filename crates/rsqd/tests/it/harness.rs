@@ -139,6 +139,31 @@ impl Daemon {
         terminate(&mut child)
     }
 
+    /// Sends SIGTERM and returns at once (the daemon may go on running).
+    pub fn signal_term(&self) {
+        let pid = i32::try_from(self.pid()).expect("pid");
+        // SAFETY: kill(2) with the pid of a child we spawned and have not
+        // reaped (so it cannot have been reused), and a valid signal.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+
+    /// Waits up to `limit` for the daemon to exit on its own (else kills it
+    /// and fails); returns its status code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let mut child = self.child.take().expect("daemon running");
+        wait_exit(&mut child, limit)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().expect("wait").is_none())
+    }
+
     /// SIGKILL, no cleanup.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -9,6 +9,7 @@ mod cluster;
 mod compression;
 mod crash;
 mod dirlock;
+mod drain;
 mod e2e_latency;
 mod harness;
 mod hostile;
