@@ -187,6 +187,9 @@ impl ContextError {
     }
 }
 
+/// Topics closed at once at shutdown.
+const CLOSE_PARALLELISM: usize = 64;
+
 /// How often a draining daemon looks whether everything is delivered.
 const DRAIN_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -759,9 +762,24 @@ impl Nsqd {
         let topics: Vec<_> = std::mem::take(&mut *lock(&self.topics))
             .into_values()
             .collect();
-        for topic in topics {
-            if let Err(e) = topic.close().await {
-                tracing::error!(topic = topic.name(), error = %e, "closing topic");
+        // Several at once: each close mostly waits for its pump and channel
+        // tasks to finish, so a hundred thousand one after the other take
+        // seconds for nothing.
+        let mut closing = tokio::task::JoinSet::new();
+        let mut topics = topics.into_iter();
+        loop {
+            while closing.len() < CLOSE_PARALLELISM {
+                let Some(topic) = topics.next() else { break };
+                closing.spawn(async move {
+                    if let Err(e) = topic.close().await {
+                        tracing::error!(topic = topic.name(), error = %e, "closing topic");
+                    }
+                });
+            }
+            match closing.join_next().await {
+                Some(Err(e)) => tracing::error!(error = %e, "topic close task failed"),
+                Some(Ok(())) => {}
+                None => break,
             }
         }
         tracing::info!("all topics closed");
