@@ -4,7 +4,7 @@
 //! or create topics and channels, so the rules for creation, ephemeral
 //! removal and metadata persistence live in one place.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
@@ -20,7 +20,7 @@ use rsq_topic::{
 
 use crate::client::ClientInfo;
 use crate::lookup::{LookupConfig, LookupPeers, PeerIdentity, Snapshot};
-use crate::metadata::{self, ChannelMetadata, Metadata, TopicMetadata};
+use crate::metadata::{self, journal, ChannelMetadata, Metadata, TopicMetadata};
 use crate::options::{Options, VERSION};
 
 /// A topic as the daemon holds it.
@@ -251,6 +251,9 @@ struct MetadataWrites {
     requested: AtomicU64,
     /// Held across a write, so writes run one at a time.
     written: tokio::sync::Mutex<Written>,
+    /// Topics whose entry changed since the last write (marked before the
+    /// change is counted in `requested`).
+    dirty: Mutex<BTreeSet<String>>,
 }
 
 /// What the last `nsqd.dat` write covered.
@@ -260,6 +263,24 @@ struct Written {
     upto: u64,
     /// The shutdown's final write happened: no more writes.
     closed: bool,
+    /// `nsqd.dat` was written whole since start, and every write since
+    /// succeeded: the journal holds every change after it.
+    journal_ok: bool,
+    /// Changes in the journal since the last whole write.
+    journaled: usize,
+}
+
+/// A topic's channels as `nsqd.dat` lists them: sorted, without ephemeral ones.
+fn durable_channels(topic: &DaemonTopic) -> Vec<ChannelMetadata> {
+    topic
+        .channels()
+        .into_iter()
+        .filter(|(name, _)| !is_ephemeral(name))
+        .map(|(name, c)| ChannelMetadata {
+            name,
+            paused: c.is_paused(),
+        })
+        .collect()
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -560,17 +581,59 @@ impl Nsqd {
         // Every request counted so far changed state before counting, so
         // a snapshot taken now covers it.
         let upto = self.metadata.requested.load(Ordering::SeqCst);
-        let meta = self.snapshot_metadata();
+        let dirty = std::mem::take(&mut *lock(&self.metadata.dirty));
         let data_path = self.opts.data_path.clone();
-        tokio::task::spawn_blocking(move || metadata::save(&data_path, &meta)).await??;
+        // A whole write costs time in proportion to every topic; a journal
+        // append, to the topics that changed. So whole writes happen only at
+        // start, shutdown and every `COMPACT_AFTER` changes.
+        let whole =
+            last || !written.journal_ok || written.journaled + dirty.len() > journal::COMPACT_AFTER;
+        // Until this write succeeds, what the files say is unknown (an
+        // append may be torn): a failure makes the next write a whole one.
+        written.journal_ok = false;
+        if whole {
+            let meta = self.snapshot_metadata();
+            tokio::task::spawn_blocking(move || metadata::save(&data_path, &meta)).await??;
+            written.journaled = 0;
+        } else if !dirty.is_empty() {
+            let changes: Vec<journal::Change> =
+                dirty.iter().map(|name| self.topic_change(name)).collect();
+            written.journaled += changes.len();
+            tokio::task::spawn_blocking(move || journal::append(&data_path, &changes)).await??;
+        }
+        written.journal_ok = true;
         written.upto = upto;
         written.closed = last;
         Ok(())
     }
 
+    /// The journal line for topic `name` as it is now: its whole entry, or
+    /// its deletion when it is gone or ephemeral.
+    fn topic_change(&self, name: &str) -> journal::Change {
+        match self.topic(name).filter(|t| !t.is_ephemeral()) {
+            Some(t) => journal::Change::Topic {
+                name: name.to_string(),
+                paused: t.is_paused(),
+                channels: durable_channels(&t),
+            },
+            None => journal::Change::DeleteTopic {
+                name: name.to_string(),
+            },
+        }
+    }
+
+    /// Records that topic `topic`'s entry (its pause, its channels and
+    /// theirs) changed, before the change is written.
+    pub fn mark_changed(&self, topic: &str) {
+        // An ephemeral topic is never in `nsqd.dat`.
+        if !is_ephemeral(topic) {
+            lock(&self.metadata.dirty).insert(topic.to_string());
+        }
+    }
+
     /// Records a change to the topic and channel list (create, delete).
-    /// Under `--durable` it returns once `nsqd.dat` holds the
-    /// change, so an acknowledged create survives a crash. Otherwise, as
+    /// Under `--durable` it returns once `nsqd.dat` or its journal holds
+    /// the change, so an acknowledged create survives a crash. Otherwise, as
     /// nsqd's `Notify` does, the write happens in the background and the
     /// request does not wait: a crash within one metadata write of the
     /// change (milliseconds) may forget it. A forgotten topic's or
@@ -604,15 +667,7 @@ impl Nsqd {
             .map(|t| TopicMetadata {
                 name: t.name().to_string(),
                 paused: t.is_paused(),
-                channels: t
-                    .channels()
-                    .into_iter()
-                    .filter(|(name, _)| !is_ephemeral(name))
-                    .map(|(name, c)| ChannelMetadata {
-                        name,
-                        paused: c.is_paused(),
-                    })
-                    .collect(),
+                channels: durable_channels(&t),
             })
             .collect();
         Metadata {
@@ -663,6 +718,7 @@ impl Nsqd {
         }
         if !self.loading.load(Ordering::SeqCst) {
             topic.start();
+            self.mark_changed(name);
             self.metadata_changed().await;
         }
         Ok(topic)
@@ -685,6 +741,7 @@ impl Nsqd {
             if let Some(peers) = self.lookup() {
                 peers.register(topic_name, Some(channel_name));
             }
+            self.mark_changed(topic_name);
             self.metadata_changed().await;
         }
         Ok((topic, channel))
@@ -702,6 +759,7 @@ impl Nsqd {
             }
             peers.unregister(name, None);
         }
+        self.mark_changed(name);
         topic.delete().await?;
         self.metadata_changed().await;
         Ok(())
@@ -725,6 +783,7 @@ impl Nsqd {
         if topic_now_empty {
             let _ = self.delete_topic(topic_name).await;
         } else {
+            self.mark_changed(topic_name);
             self.metadata_changed().await;
         }
         Ok(())

@@ -289,6 +289,8 @@ pub fn run(opts: &DowngradeOptions) -> Result<Summary, DowngradeError> {
             version: NSQD_VERSION.to_string(),
         },
     )?;
+    // Go reads nsqd.dat alone; the (empty) journal would only confuse.
+    metadata::journal::remove(data_path)?;
     tracing::info!(path = %metadata::path_in(data_path).display(), "DOWNGRADE: nsqd.dat rewritten for Go nsqd v{NSQD_VERSION}");
     drop(lock);
     Ok(Summary {

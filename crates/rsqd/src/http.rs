@@ -350,13 +350,17 @@ async fn topic_empty(State(ctx): Ctx, Query(params): Params) -> ApiResult {
 }
 
 async fn topic_pause(State(ctx): Ctx, Query(params): Params) -> ApiResult {
-    existing_topic(&ctx, &params)?.pause();
+    let topic = existing_topic(&ctx, &params)?;
+    topic.pause();
+    ctx.mark_changed(topic.name());
     ctx.persist_metadata_logged().await;
     ok_empty()
 }
 
 async fn topic_unpause(State(ctx): Ctx, Query(params): Params) -> ApiResult {
-    existing_topic(&ctx, &params)?.unpause();
+    let topic = existing_topic(&ctx, &params)?;
+    topic.unpause();
+    ctx.mark_changed(topic.name());
     ctx.persist_metadata_logged().await;
     ok_empty()
 }
@@ -402,12 +406,14 @@ async fn channel_empty(State(ctx): Ctx, Query(params): Params) -> ApiResult {
 
 async fn channel_pause(State(ctx): Ctx, Query(params): Params) -> ApiResult {
     existing_channel(&ctx, &params)?.pause();
+    ctx.mark_changed(topic_param(&params)?);
     ctx.persist_metadata_logged().await;
     ok_empty()
 }
 
 async fn channel_unpause(State(ctx): Ctx, Query(params): Params) -> ApiResult {
     existing_channel(&ctx, &params)?.unpause();
+    ctx.mark_changed(topic_param(&params)?);
     ctx.persist_metadata_logged().await;
     ok_empty()
 }

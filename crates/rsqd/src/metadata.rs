@@ -11,6 +11,7 @@
 //! with keys in that order and an empty list written `null`, as Go writes a
 //! nil slice. Written atomically (temporary file, fsync, rename, fsync of
 //! the directory) so a crash leaves either the old or the new file, never half.
+//! Between whole writes, changes go to its [`journal`].
 
 use std::fmt;
 use std::fs;
@@ -18,6 +19,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+pub mod journal;
+
+use journal::Replay;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The file name inside the data path.
@@ -82,6 +87,14 @@ pub enum MetadataError {
     /// The metadata could not be encoded (not expected to happen).
     #[error("cannot encode metadata: {0}")]
     Encode(#[source] serde_json::Error),
+    /// The journal has a damaged line before its last (see [`journal`]).
+    #[error("{} is damaged ({why})", path.display())]
+    CorruptJournal {
+        /// The journal.
+        path: PathBuf,
+        /// Which line, and why it does not parse.
+        why: String,
+    },
 }
 
 /// The path of `nsqd.dat` in `data_path`.
@@ -104,9 +117,32 @@ pub fn to_json(meta: &Metadata) -> Result<Vec<u8>, MetadataError> {
     serde_json::to_vec(meta).map_err(MetadataError::Encode)
 }
 
-/// Reads `nsqd.dat`: `Ok(None)` when there is none, an error when it
-/// cannot be read or is not nsqd's JSON. Changes nothing on disk.
+/// Reads `nsqd.dat` and applies its journal: `Ok(None)` when there is no
+/// `nsqd.dat`, an error when it cannot be read, is not nsqd's JSON, or its
+/// journal is damaged. Changes nothing on disk.
 pub fn read(data_path: &Path) -> Result<Option<Metadata>, MetadataError> {
+    let Some((bytes, mut meta)) = read_whole(data_path)? else {
+        return Ok(None);
+    };
+    match journal::read(data_path, &bytes)? {
+        Replay::None => {}
+        Replay::Changes(changes) => {
+            for change in &changes {
+                journal::apply(&mut meta, change);
+            }
+        }
+        Replay::Corrupt(why) => {
+            return Err(MetadataError::CorruptJournal {
+                path: journal::path_in(data_path),
+                why,
+            })
+        }
+    }
+    Ok(Some(meta))
+}
+
+/// `nsqd.dat` alone: its bytes and what they say.
+fn read_whole(data_path: &Path) -> Result<Option<(Vec<u8>, Metadata)>, MetadataError> {
     let path = path_in(data_path);
     let bytes = match fs::read(&path) {
         Ok(bytes) => bytes,
@@ -119,9 +155,10 @@ pub fn read(data_path: &Path) -> Result<Option<Metadata>, MetadataError> {
             })
         }
     };
-    parse(&bytes)
-        .map(Some)
-        .map_err(|source| MetadataError::Corrupt { path, source })
+    match parse(&bytes) {
+        Ok(meta) => Ok(Some((bytes, meta))),
+        Err(source) => Err(MetadataError::Corrupt { path, source }),
+    }
 }
 
 /// Reads `nsqd.dat` for the daemon. A missing file is a fresh start; a
@@ -133,6 +170,22 @@ pub fn read(data_path: &Path) -> Result<Option<Metadata>, MetadataError> {
 pub fn load(data_path: &Path) -> Result<Metadata, MetadataError> {
     match read(data_path) {
         Ok(meta) => Ok(meta.unwrap_or_default()),
+        Err(e @ MetadataError::CorruptJournal { .. }) => {
+            let path = journal::path_in(data_path);
+            let bad = path.with_extension("journal.bad");
+            tracing::error!(
+                path = %path.display(),
+                quarantined = %bad.display(),
+                error = %e,
+                "metadata journal is damaged; moved aside, starting from nsqd.dat alone (changes since its last whole write are forgotten)"
+            );
+            fs::rename(&path, &bad).map_err(|source| MetadataError::Io {
+                what: "cannot move the damaged journal aside",
+                path,
+                source,
+            })?;
+            load(data_path)
+        }
         Err(e @ MetadataError::Corrupt { .. }) => {
             let path = path_in(data_path);
             let bad = path.with_extension("dat.bad");
@@ -153,8 +206,15 @@ pub fn load(data_path: &Path) -> Result<Metadata, MetadataError> {
     }
 }
 
-/// Writes `nsqd.dat` atomically, in nsqd's shape.
+/// Writes `nsqd.dat` atomically, in nsqd's shape, then starts an empty
+/// journal for it.
 pub fn save(data_path: &Path, meta: &Metadata) -> Result<(), MetadataError> {
+    let json = save_whole(data_path, meta)?;
+    journal::start(data_path, &json)
+}
+
+/// Writes `nsqd.dat` atomically; returns the bytes written.
+fn save_whole(data_path: &Path, meta: &Metadata) -> Result<Vec<u8>, MetadataError> {
     let path = path_in(data_path);
     let tmp = data_path.join(format!("{METADATA_FILE}.{}.tmp", std::process::id()));
     let json = to_json(meta)?;
@@ -176,7 +236,7 @@ pub fn save(data_path: &Path, meta: &Metadata) -> Result<(), MetadataError> {
     fs::File::open(data_path)
         .and_then(|dir| dir.sync_all())
         .map_err(io("cannot sync directory", data_path))?;
-    Ok(())
+    Ok(json)
 }
 
 /// Go writes a nil slice as `null`, and nsqd's lists are nil when empty.

@@ -83,11 +83,12 @@ fn topics_channels_and_pauses_survive_restart() {
         d.http("POST", "/topic/create?topic=eph%23ephemeral", b"").0,
         200
     );
-    let meta = std::fs::read_to_string(d.data_path().join("nsqd.dat")).unwrap();
-    assert!(
-        meta.contains("\"t1\"") && !meta.contains("ephemeral"),
-        "{meta}"
-    );
+    // While running, changes are in nsqd.dat or its journal.
+    let meta = rsqd::metadata::read(d.data_path()).unwrap().unwrap();
+    let listed: Vec<&str> = meta.topics.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(listed, ["t1", "t2"], "{meta:?}");
+    let journal = std::fs::read_to_string(d.data_path().join("nsqd.dat.journal")).unwrap();
+    assert!(!journal.contains("ephemeral"), "{journal}");
     assert_eq!(d.terminate(), Some(0));
     d.restart();
     let s = d.stats();
@@ -114,4 +115,46 @@ fn bad_flags_exit_non_zero_with_a_message() {
         String::from_utf8_lossy(&out.stderr).contains("invalid duration"),
         "{out:?}"
     );
+}
+
+#[test]
+fn durable_creates_and_pauses_survive_sigkill() {
+    // Past the journal's compaction point, so a whole nsqd.dat write
+    // happens between journaled changes.
+    let pairs = rsqd::metadata::journal::COMPACT_AFTER / 2 + 100;
+    let mut d = Daemon::start(&["--durable"]);
+    for n in 0..pairs {
+        assert_eq!(
+            d.http("POST", &format!("/topic/create?topic=t{n}"), b"").0,
+            200
+        );
+        let path = format!("/channel/create?topic=t{n}&channel=c");
+        assert_eq!(d.http("POST", &path, b"").0, 200);
+    }
+    assert_eq!(d.http("POST", "/topic/pause?topic=t7", b"").0, 200);
+    assert_eq!(
+        d.http("POST", "/channel/pause?topic=t8&channel=c", b"").0,
+        200
+    );
+    assert_eq!(
+        d.http("POST", "/channel/delete?topic=t9&channel=c", b"").0,
+        200
+    );
+    assert_eq!(d.http("POST", "/topic/delete?topic=t10", b"").0, 200);
+    d.kill();
+    d.restart();
+    let s = d.stats();
+    let topics = s["topics"].as_array().unwrap();
+    assert_eq!(topics.len(), pairs - 1);
+    for t in topics {
+        let name = t["topic_name"].as_str().unwrap();
+        assert_eq!(t["paused"], name == "t7", "{name}");
+        let channels = t["channels"].as_array().unwrap();
+        if name == "t9" {
+            assert!(channels.is_empty());
+            continue;
+        }
+        assert_eq!(channels.len(), 1, "{name}");
+        assert_eq!(channels[0]["paused"], name == "t8", "{name}");
+    }
 }
