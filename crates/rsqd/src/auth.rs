@@ -3,25 +3,28 @@
 //! With `--auth-http-address`, a client's `AUTH <secret>` makes rsqd ask an
 //! auth server `GET /auth?remote_ip=&tls=&secret=&common_name=` (or POST
 //! the same form with `--auth-http-request-method=post`; a full `http://`
-//! or `https://` URL is used as given), trying the configured servers in random order
-//! until one answers 200. The JSON answer grants `authorizations`: a topic
+//! or `https://` URL is used as given), trying the configured servers in
+//! random order until one answers 200. The JSON answer grants `authorizations`: a topic
 //! regex, channel regexes and `subscribe`/`publish` permissions, valid for
 //! `ttl` seconds. [`AuthState`] holds a parsed answer and answers
 //! [`AuthState::is_allowed`] as nsqd does: regexes match anywhere (Go's
 //! `MatchString`), a publish is checked against channel `""`. The session
 //! re-asks with the same secret once the TTL has passed.
 //!
-//! The HTTP client is hyper's HTTP/1.1 client, one request per connection
-//! (`Connection: close`). An `https://` auth server is reached through
-//! rustls (tokio-rustls) and its certificate checked against the system's
-//! trusted roots as Go finds them: the PEM file `SSL_CERT_FILE` names, or
-//! else the first of the usual Linux bundle files that exists; they are
-//! read once, at the first `https://` query. `--http-client-connect-timeout`
-//! bounds the TCP connect and, for https, the TLS handshake;
-//! `--http-client-request-timeout` bounds each server's whole query, and
-//! `--max-body-size` the answer.
+//! [`AuthClient`] is the HTTP side: hyper's HTTP/1.1 client, one request
+//! per connection (`Connection: close`). An `https://` auth server is
+//! reached through rustls (tokio-rustls), its certificate checked as nsqd
+//! checks it: against `--tls-root-ca-file` when given, otherwise against
+//! the system's trusted roots as Go finds them (the PEM file
+//! `SSL_CERT_FILE` names, or else the first of the usual Linux bundle
+//! files that exists), with `--tls-min-version`. The roots are read once,
+//! at start, and only when an auth address is `https://`.
+//! `--http-client-connect-timeout` bounds the TCP connect and, for https,
+//! the TLS handshake; `--http-client-request-timeout` bounds each server's
+//! whole query, and `--max-body-size` the answer.
 
-use std::sync::{Arc, OnceLock};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -36,10 +39,18 @@ use tokio::net::TcpStream;
 
 use crate::options::{Options, VERSION};
 
-/// Why AUTH failed. Clients only ever see a generic `E_AUTH_FAILED`; this
-/// is logged.
+/// Why AUTH failed (clients only ever see a generic `E_AUTH_FAILED`; this
+/// is logged), or why the auth client could not be set up at start.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
+    /// `--tls-root-ca-file` could not be read or holds no certificate.
+    #[error("--tls-root-ca-file {path}: {reason}")]
+    RootCaFile {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong with it.
+        reason: String,
+    },
     /// No auth server could be reached or none answered 200.
     #[error("auth server request failed: {0}")]
     Request(String),
@@ -171,32 +182,132 @@ pub struct AuthRequest<'a> {
     pub common_name: &'a str,
 }
 
-/// Asks the configured auth servers, in random order, until one answers.
-pub async fn query(opts: &Options, req: &AuthRequest<'_>) -> Result<AuthState, AuthError> {
-    let form = form_encode(&[
-        ("common_name", req.common_name),
-        ("remote_ip", &req.remote_ip),
-        ("secret", req.secret),
-        ("tls", if req.tls { "true" } else { "false" }),
-    ]);
-    let mut servers: Vec<&String> = opts.auth_http_addresses.iter().collect();
-    servers.shuffle(&mut rand::thread_rng());
-    let mut last = AuthError::Request("no auth server configured".to_string());
-    for server in servers {
-        let post = opts.auth_http_request_method == "post";
-        let limit = usize::try_from(opts.max_body_size).unwrap_or(usize::MAX);
-        let request = request(server, &form, post, limit, opts.http_client_connect_timeout);
-        match tokio::time::timeout(opts.http_client_request_timeout, request).await {
-            Ok(Ok(body)) => match AuthState::parse(&body, Instant::now()) {
-                Ok(state) => return Ok(state),
-                Err(e) => last = e,
-            },
-            Ok(Err(e)) => last = e,
-            Err(_) => last = AuthError::Request(format!("{server}: timed out")),
-        }
-        tracing::warn!(server, error = %last, "auth server query failed");
+/// The daemon's client of its auth servers (`--auth-http-address`), made
+/// once at start from the options.
+#[derive(Debug)]
+pub struct AuthClient {
+    servers: Vec<String>,
+    post: bool,
+    limit: usize,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    /// For `https://` servers: built at start when one is configured; an
+    /// error (no system roots) fails each https query instead.
+    tls: Option<Result<Arc<rustls::ClientConfig>, String>>,
+}
+
+impl AuthClient {
+    /// The client `opts` describe. Fails, as nsqd does, when an `https://`
+    /// server is configured and `--tls-root-ca-file` cannot be read.
+    pub fn new(opts: &Options) -> Result<AuthClient, AuthError> {
+        let https = opts
+            .auth_http_addresses
+            .iter()
+            .any(|a| endpoint(a).is_ok_and(|e| e.tls));
+        let tls = match (https, &opts.tls_root_ca_file) {
+            (false, _) => None,
+            (true, Some(file)) => {
+                let roots = read_roots(file).map_err(|reason| AuthError::RootCaFile {
+                    path: file.clone(),
+                    reason,
+                })?;
+                Some(tls_config(roots, &opts.tls_min_version))
+            }
+            (true, None) => {
+                Some(system_roots().and_then(|roots| tls_config(roots, &opts.tls_min_version)))
+            }
+        };
+        Ok(AuthClient {
+            servers: opts.auth_http_addresses.clone(),
+            post: opts.auth_http_request_method == "post",
+            limit: usize::try_from(opts.max_body_size).unwrap_or(usize::MAX),
+            connect_timeout: opts.http_client_connect_timeout,
+            request_timeout: opts.http_client_request_timeout,
+            tls,
+        })
     }
-    Err(last)
+
+    /// Asks the configured auth servers, in random order, until one answers.
+    pub async fn query(&self, req: &AuthRequest<'_>) -> Result<AuthState, AuthError> {
+        let form = form_encode(&[
+            ("common_name", req.common_name),
+            ("remote_ip", &req.remote_ip),
+            ("secret", req.secret),
+            ("tls", if req.tls { "true" } else { "false" }),
+        ]);
+        let mut servers: Vec<&String> = self.servers.iter().collect();
+        servers.shuffle(&mut rand::thread_rng());
+        let mut last = AuthError::Request("no auth server configured".to_string());
+        for server in servers {
+            let request = self.request(server, &form);
+            match tokio::time::timeout(self.request_timeout, request).await {
+                Ok(Ok(body)) => match AuthState::parse(&body, Instant::now()) {
+                    Ok(state) => return Ok(state),
+                    Err(e) => last = e,
+                },
+                Ok(Err(e)) => last = e,
+                Err(_) => last = AuthError::Request(format!("{server}: timed out")),
+            }
+            tracing::warn!(server, error = %last, "auth server query failed");
+        }
+        Err(last)
+    }
+
+    /// One query to one auth server: the body of its 200 answer.
+    async fn request(&self, server: &str, form: &str) -> Result<Bytes, AuthError> {
+        let fail = |what: &dyn std::fmt::Display| AuthError::Request(format!("{server}: {what}"));
+        let endpoint = endpoint(server)?;
+        let builder = hyper::Request::builder()
+            .header(hyper::header::HOST, &endpoint.authority)
+            .header(hyper::header::USER_AGENT, format!("rsqd/{VERSION}"))
+            .header(hyper::header::ACCEPT, "application/vnd.nsq; version=1.0")
+            .header(hyper::header::CONNECTION, "close");
+        let request = if self.post {
+            builder
+                .method(hyper::Method::POST)
+                .uri(&endpoint.path)
+                .header(
+                    hyper::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .body(Full::new(Bytes::copy_from_slice(form.as_bytes())))
+        } else {
+            let sep = if endpoint.path.contains('?') {
+                '&'
+            } else {
+                '?'
+            };
+            builder
+                .method(hyper::Method::GET)
+                .uri(format!("{}{sep}{form}", endpoint.path))
+                .body(Full::new(Bytes::new()))
+        }
+        .map_err(|e| fail(&e))?;
+        let connect = TcpStream::connect(&endpoint.connect);
+        let tcp = tokio::time::timeout(self.connect_timeout, connect)
+            .await
+            .map_err(|_| fail(&"connect timed out"))?
+            .map_err(|e| fail(&e))?;
+        if !endpoint.tls {
+            return exchange(TokioIo::new(tcp), request, self.limit)
+                .await
+                .map_err(|e| fail(&e));
+        }
+        let config = match &self.tls {
+            Some(Ok(config)) => config.clone(),
+            Some(Err(e)) => return Err(fail(e)),
+            None => return Err(fail(&"no TLS configuration")),
+        };
+        let name = ServerName::try_from(endpoint.host.clone()).map_err(|e| fail(&e))?;
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let tls = tokio::time::timeout(self.connect_timeout, connector.connect(name, tcp))
+            .await
+            .map_err(|_| fail(&"TLS handshake timed out"))?
+            .map_err(|e| fail(&format!("TLS: {e}")))?;
+        exchange(TokioIo::new(tls), request, self.limit)
+            .await
+            .map_err(|e| fail(&e))
+    }
 }
 
 /// `application/x-www-form-urlencoded`, as Go's `url.Values.Encode` (sorted keys).
@@ -238,8 +349,8 @@ struct Endpoint {
     path: String,
 }
 
-/// Reads `server`: `host:port` means `http://host:port/auth`; an
-/// `http://` or `https://` URL is taken as given.
+/// Reads `server` as nsqd does: an `http://` or `https://` URL is taken
+/// as given, anything else `A` means `http://A/auth`.
 fn endpoint(server: &str) -> Result<Endpoint, AuthError> {
     let (tls, rest) = match server.split_once("://") {
         None => (false, server),
@@ -251,9 +362,11 @@ fn endpoint(server: &str) -> Result<Endpoint, AuthError> {
             )))
         }
     };
+    // Without a scheme nsqd asks `http://<address>/auth`.
     let (authority, path) = match (rest.find('/'), server.contains("://")) {
-        (Some(i), _) => (&rest[..i], rest[i..].to_string()),
+        (Some(i), true) => (&rest[..i], rest[i..].to_string()),
         (None, true) => (rest, "/".to_string()),
+        (Some(i), false) => (&rest[..i], format!("{}/auth", &rest[i..])),
         (None, false) => (rest, "/auth".to_string()),
     };
     // A port follows the last ':' unless that ':' is inside `[v6]`.
@@ -290,100 +403,50 @@ const ROOT_BUNDLES: [&str; 6] = [
     "/etc/ssl/cert.pem",
 ];
 
-/// The TLS client configuration for `https://` auth servers, built from
-/// the trusted roots (blocking file IO).
-fn load_tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
+/// The certificates of a PEM file, as trusted roots. A bundle may hold
+/// certificates rustls cannot use; those are skipped.
+fn read_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
+    let certs = CertificateDer::pem_file_iter(path).map_err(|e| e.to_string())?;
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _skipped) = roots.add_parsable_certificates(certs.filter_map(Result::ok));
+    if added == 0 {
+        return Err("no usable certificate".to_string());
+    }
+    Ok(roots)
+}
+
+/// The system's trusted roots: `SSL_CERT_FILE`, or the first bundle file
+/// of [`ROOT_BUNDLES`] that exists.
+fn system_roots() -> Result<rustls::RootCertStore, String> {
     let path = match std::env::var_os("SSL_CERT_FILE") {
-        Some(file) => std::path::PathBuf::from(file),
+        Some(file) => PathBuf::from(file),
         None => ROOT_BUNDLES
             .iter()
-            .map(std::path::PathBuf::from)
+            .map(PathBuf::from)
             .find(|p| p.is_file())
             .ok_or("no trusted root certificates found (set SSL_CERT_FILE)")?,
     };
-    let certs = CertificateDer::pem_file_iter(&path)
-        .map_err(|e| format!("cannot read root certificates {}: {e}", path.display()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    // A bundle may hold certificates rustls cannot use; skip those.
-    let (added, _ignored) = roots.add_parsable_certificates(certs.filter_map(Result::ok));
-    if added == 0 {
-        return Err(format!("no usable root certificates in {}", path.display()));
-    }
+    read_roots(&path).map_err(|e| format!("root certificates {}: {e}", path.display()))
+}
+
+/// A TLS client configuration trusting `roots`, with nsqd's
+/// `--tls-min-version` (`tls1.3`, or anything else for 1.2 and 1.3).
+fn tls_config(
+    roots: rustls::RootCertStore,
+    min_version: &str,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let versions: &[&rustls::SupportedProtocolVersion] = if min_version == "tls1.3" {
+        &[&rustls::version::TLS13]
+    } else {
+        &[&rustls::version::TLS12, &rustls::version::TLS13]
+    };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
-}
-
-/// The TLS client configuration, loaded at the first call and then kept.
-async fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
-    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
-    if let Some(config) = CONFIG.get() {
-        return config.clone();
-    }
-    tokio::task::spawn_blocking(|| CONFIG.get_or_init(load_tls_config).clone())
-        .await
-        .unwrap_or_else(|e| Err(format!("loading root certificates: {e}")))
-}
-
-/// One query to one auth server: the body of its 200 answer.
-async fn request(
-    server: &str,
-    form: &str,
-    post: bool,
-    limit: usize,
-    connect_timeout: Duration,
-) -> Result<Bytes, AuthError> {
-    let fail = |what: &dyn std::fmt::Display| AuthError::Request(format!("{server}: {what}"));
-    let endpoint = endpoint(server)?;
-    let builder = hyper::Request::builder()
-        .header(hyper::header::HOST, &endpoint.authority)
-        .header(hyper::header::USER_AGENT, format!("rsqd/{VERSION}"))
-        .header(hyper::header::ACCEPT, "application/vnd.nsq; version=1.0")
-        .header(hyper::header::CONNECTION, "close");
-    let request = if post {
-        builder
-            .method(hyper::Method::POST)
-            .uri(&endpoint.path)
-            .header(
-                hyper::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .body(Full::new(Bytes::copy_from_slice(form.as_bytes())))
-    } else {
-        let sep = if endpoint.path.contains('?') {
-            '&'
-        } else {
-            '?'
-        };
-        builder
-            .method(hyper::Method::GET)
-            .uri(format!("{}{sep}{form}", endpoint.path))
-            .body(Full::new(Bytes::new()))
-    }
-    .map_err(|e| fail(&e))?;
-    let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect(&endpoint.connect))
-        .await
-        .map_err(|_| fail(&"connect timed out"))?
-        .map_err(|e| fail(&e))?;
-    if !endpoint.tls {
-        return exchange(TokioIo::new(tcp), request, limit)
-            .await
-            .map_err(|e| fail(&e));
-    }
-    let config = tls_config().await.map_err(|e| fail(&e))?;
-    let name = ServerName::try_from(endpoint.host.clone()).map_err(|e| fail(&e))?;
-    let connector = tokio_rustls::TlsConnector::from(config);
-    let tls = tokio::time::timeout(connect_timeout, connector.connect(name, tcp))
-        .await
-        .map_err(|_| fail(&"TLS handshake timed out"))?
-        .map_err(|e| fail(&format!("TLS: {e}")))?;
-    exchange(TokioIo::new(tls), request, limit)
-        .await
-        .map_err(|e| fail(&e))
 }
 
 /// Sends `request` on a fresh HTTP/1.1 connection over `io` and returns
@@ -506,6 +569,7 @@ mod tests {
             ("::1", "[::1]:8443")
         );
         assert_eq!(e("https://[::1]/a").connect, "[::1]:443");
+        assert_eq!(e("h:1/base").path, "/base/auth");
         assert!(endpoint("ftp://h:1/").is_err());
         assert!(endpoint("http:///auth").is_err());
     }

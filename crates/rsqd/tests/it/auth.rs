@@ -16,7 +16,7 @@ use tokio_nsq::{NSQConfigShared, NSQEvent, NSQProducerConfig, NSQTopic};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::harness::Daemon;
+use crate::harness::{daemon_args, run_to_exit, Daemon};
 use crate::tls::Cert;
 
 /// An auth server on a loopback port. Secrets: `good` may publish to
@@ -323,8 +323,10 @@ fn https_auth_server_is_verified_against_the_trusted_roots() {
         "--auth-http-address=https://127.0.0.1:{}/auth",
         server.addr.port()
     );
-    let trusted = cert.cert.display().to_string();
-    let d = Daemon::start_with_env(&[&address], &[("SSL_CERT_FILE", &trusted)]);
+    let root_ca = |c: &Cert| format!("--tls-root-ca-file={}", c.cert.display());
+
+    // As nsqd: --tls-root-ca-file is what the auth client trusts.
+    let d = Daemon::start(&[&address, &root_ca(&cert)]);
     assert_eq!(auth(&d, b"good"), Ok("alice".to_string()));
     assert_eq!(auth(&d, b"chunked"), Ok("chunky".to_string()));
     assert_eq!(
@@ -337,11 +339,15 @@ fn https_auth_server_is_verified_against_the_trusted_roots() {
         "{query}"
     );
 
+    // Without it, the system roots: SSL_CERT_FILE, as Go reads it.
+    let trusted = cert.cert.display().to_string();
+    let d = Daemon::start_with_env(&[&address], &[("SSL_CERT_FILE", &trusted)]);
+    assert_eq!(auth(&d, b"good"), Ok("alice".to_string()));
+
     // A daemon that trusts another certificate refuses to talk to it.
     let other = Cert::new();
-    let untrusted = other.cert.display().to_string();
     let before = server.requests.load(Ordering::SeqCst);
-    let d = Daemon::start_with_env(&[&address], &[("SSL_CERT_FILE", &untrusted)]);
+    let d = Daemon::start(&[&address, &root_ca(&other)]);
     assert_eq!(
         auth(&d, b"good"),
         Err("E_AUTH_FAILED AUTH failed".to_string())
@@ -351,4 +357,13 @@ fn https_auth_server_is_verified_against_the_trusted_roots() {
         before,
         "no request sent"
     );
+
+    // An unreadable --tls-root-ca-file stops the start, as in nsqd.
+    let data = tempfile::tempdir().unwrap();
+    let mut args = daemon_args(data.path());
+    args.push(address.clone());
+    args.push("--tls-root-ca-file=/nonexistent/ca.pem".to_string());
+    let (code, _, stderr) = run_to_exit(&args, "warn");
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("--tls-root-ca-file"), "{stderr}");
 }
