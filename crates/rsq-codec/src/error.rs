@@ -1,5 +1,5 @@
-//! The one error type of rsq-codec, for bytes that are not a valid message
-//! or frame.
+//! The one error type of rsq-codec, for bytes that are not a valid message,
+//! frame or lookupd reply.
 //!
 //! Client mistakes in commands are not `CodecError`s: they are
 //! [`crate::ProtocolError`]s, values nsqd sends back in error frames.
@@ -27,6 +27,14 @@ pub enum CodecError {
     /// A frame's size field exceeds the decoder's limit.
     #[error("frame size {size} exceeds the limit of {max}")]
     FrameTooLarge {
+        /// The size field as received.
+        size: u32,
+        /// The decoder's limit.
+        max: u32,
+    },
+    /// A lookupd reply's size field exceeds the decoder's limit.
+    #[error("lookupd reply size {size} exceeds the limit of {max}")]
+    ReplyTooLarge {
         /// The size field as received.
         size: u32,
         /// The decoder's limit.

@@ -1,7 +1,7 @@
 //! rsq-codec: the bytes of NSQ, and nothing else.
 //!
 //! This crate turns bytes into values and values into bytes for nsqd's TCP
-//! protocol V2 and its disk format:
+//! protocol V2, its disk format and nsqlookupd's producer protocol V1:
 //!
 //! - [`Message`] and [`MessageId`]: the message layout shared by message
 //!   frames and disk-queue records, and [`IdGenerator`], which issues ids in
@@ -12,6 +12,8 @@
 //! - frames: [`encode_response`], [`encode_error`], [`encode_message_frame`]
 //!   for the server and [`FrameDecoder`] for clients;
 //! - the topic and channel name rules ([`is_valid_name`], [`is_ephemeral`]);
+//! - [`lookup`]: nsqlookupd's producer protocol V1, both directions (the
+//!   producer's requests and lookupd's replies, encoders and decoders);
 //! - Go-style durations as NSQ's flags write them ([`parse_duration`]).
 //!
 //! It does no IO, spawns nothing, holds no locks and never reads the clock:
@@ -25,6 +27,7 @@ mod duration;
 mod error;
 mod frame;
 mod id;
+pub mod lookup;
 mod message;
 mod names;
 mod protocol_error;

@@ -4,9 +4,8 @@
 //!
 //! - [`registry`]: the registration database as plain data (no IO, time
 //!   passed in as `now`);
-//! - [`protocol`]: the producer protocol V1's bytes (decoder, replies);
 //! - [`session`]: one producer connection's protocol state, applied to the
-//!   registry;
+//!   registry (the protocol's bytes are [`rsq_codec::lookup`]'s);
 //! - [`tcp`] and [`http`]: the thin servers;
 //! - [`options`]: nsqlookupd's flags.
 //!
@@ -15,7 +14,6 @@
 
 pub mod http;
 pub mod options;
-pub mod protocol;
 pub mod registry;
 pub mod session;
 pub mod tcp;

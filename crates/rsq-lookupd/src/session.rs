@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use rsq_codec::{is_valid_name, ProtocolError};
 
-use crate::protocol::Request;
 use crate::registry::{PeerId, PeerInfo, Registry};
+use rsq_codec::lookup::Request;
 
 /// What this lookupd says about itself in reply to IDENTIFY.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -18,6 +18,7 @@ use rsq_topic::{
     ChannelError as SinkError, ChannelFactory, Topic, TopicChannel, TopicConfig, TopicError,
 };
 
+use crate::auth::AuthClient;
 use crate::client::ClientInfo;
 use crate::lookup::{LookupConfig, LookupPeers, PeerIdentity, Snapshot};
 use crate::metadata::{self, journal, ChannelMetadata, Metadata, TopicMetadata};
@@ -240,6 +241,8 @@ pub struct Nsqd {
     topic_create: tokio::sync::Mutex<()>,
     /// The lookupd connections, set by [`Nsqd::start_lookup`].
     lookup: OnceLock<LookupPeers>,
+    /// The client of the auth servers, for AUTH.
+    pub auth: AuthClient,
     /// This daemon, for the lookupd snapshot closure (no cycle).
     this: Weak<Nsqd>,
 }
@@ -295,6 +298,7 @@ impl Nsqd {
         let files = DirIndex::load(&opts.data_path).map_err(|e| {
             anyhow::anyhow!("cannot read data path {}: {e}", opts.data_path.display())
         })?;
+        let auth = AuthClient::new(&opts)?;
         let opts = Arc::new(opts);
         let node_id = opts.effective_node_id();
         Ok(Arc::new_cyclic(|this| Nsqd {
@@ -319,6 +323,7 @@ impl Nsqd {
             metadata: MetadataWrites::default(),
             topic_create: tokio::sync::Mutex::new(()),
             lookup: OnceLock::new(),
+            auth,
             this: this.clone(),
         }))
     }

@@ -22,19 +22,21 @@
 //! This module knows nothing of the daemon's types: the daemon passes a
 //! snapshot closure and calls [`LookupPeers::register`] and
 //! [`LookupPeers::unregister`]. Ephemeral topics and channels are
-//! registered like any other, as nsqd does.
+//! registered like any other, as nsqd does. The protocol's bytes, both
+//! directions, are [`rsq_codec::lookup`]'s; this module adds the IDENTIFY
+//! JSON, the sockets and the timing.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
+use rsq_codec::lookup::{Request, ResponseDecoder, MAGIC_V1};
+use rsq_codec::CodecError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-
-/// The magic that opens a lookupd connection.
-pub const MAGIC_V1: &[u8; 4] = b"  V1";
 
 /// What this daemon tells lookupd about itself in IDENTIFY: the broadcast
 /// address and ports clients should use.
@@ -109,77 +111,27 @@ impl Default for LookupConfig {
     }
 }
 
-/// One request to lookupd.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LookupCommand {
-    /// `IDENTIFY\n[size][json]`.
-    Identify(PeerIdentity),
-    /// `REGISTER <topic> [<channel>]\n`.
-    Register {
-        /// The topic.
-        topic: String,
-        /// The channel, if registering one.
-        channel: Option<String>,
-    },
-    /// `UNREGISTER <topic> [<channel>]\n`.
-    Unregister {
-        /// The topic.
-        topic: String,
-        /// The channel, if unregistering one.
-        channel: Option<String>,
-    },
-    /// `PING\n`.
-    Ping,
-}
-
-impl LookupCommand {
-    /// Appends the command's bytes to `out`.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        fn line(out: &mut Vec<u8>, verb: &str, topic: &str, channel: Option<&str>) {
-            out.extend_from_slice(verb.as_bytes());
-            out.push(b' ');
-            out.extend_from_slice(topic.as_bytes());
-            if let Some(channel) = channel {
-                out.push(b' ');
-                out.extend_from_slice(channel.as_bytes());
-            }
-            out.push(b'\n');
-        }
-        match self {
-            LookupCommand::Identify(identity) => {
-                // Serializing plain strings and integers cannot fail.
-                let body = serde_json::to_vec(identity).unwrap_or_default();
-                out.extend_from_slice(b"IDENTIFY\n");
-                out.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_be_bytes());
-                out.extend_from_slice(&body);
-            }
-            LookupCommand::Register { topic, channel } => {
-                line(out, "REGISTER", topic, channel.as_deref())
-            }
-            LookupCommand::Unregister { topic, channel } => {
-                line(out, "UNREGISTER", topic, channel.as_deref())
-            }
-            LookupCommand::Ping => out.extend_from_slice(b"PING\n"),
+impl PeerIdentity {
+    /// The IDENTIFY request carrying this identity as its JSON body.
+    pub fn identify(&self) -> Request {
+        // Serializing plain strings and integers cannot fail.
+        let body = serde_json::to_vec(self).unwrap_or_default();
+        Request::Identify {
+            body: Bytes::from(body),
         }
     }
 }
 
 /// The REGISTERs that announce `snapshot`: one per channel, or one
 /// topic-only REGISTER for a topic without channels (as nsqd sends them).
-pub fn registrations(snapshot: Vec<(String, Vec<String>)>) -> Vec<LookupCommand> {
+pub fn registrations(snapshot: Vec<(String, Vec<String>)>) -> Vec<Request> {
     let mut commands = Vec::new();
     for (topic, channels) in snapshot {
         if channels.is_empty() {
-            commands.push(LookupCommand::Register {
-                topic,
-                channel: None,
-            });
+            commands.push(Request::register(&topic, None));
         } else {
             for channel in channels {
-                commands.push(LookupCommand::Register {
-                    topic: topic.clone(),
-                    channel: Some(channel),
-                });
+                commands.push(Request::register(&topic, Some(&channel)));
             }
         }
     }
@@ -235,8 +187,8 @@ pub enum LookupError {
         reply: String,
     },
     /// A reply announced more bytes than `response_size_max`.
-    #[error("lookupd reply of {0} bytes is too large")]
-    ReplyTooLarge(usize),
+    #[error("lookupd reply: {0}")]
+    Reply(#[from] CodecError),
     /// lookupd sent bytes nobody asked for.
     #[error("lookupd sent unsolicited data")]
     Unsolicited,
@@ -249,7 +201,9 @@ pub enum LookupError {
 struct Connection {
     stream: TcpStream,
     io_timeout: Duration,
-    response_size_max: usize,
+    replies: ResponseDecoder,
+    /// Bytes read and not yet decoded as a reply.
+    input: BytesMut,
 }
 
 impl Connection {
@@ -261,7 +215,8 @@ impl Connection {
         let mut conn = Connection {
             stream,
             io_timeout: config.io_timeout,
-            response_size_max: config.response_size_max,
+            replies: ResponseDecoder::new(config.response_size_max),
+            input: BytesMut::new(),
         };
         tokio::time::timeout(conn.io_timeout, conn.stream.write_all(MAGIC_V1))
             .await
@@ -270,8 +225,8 @@ impl Connection {
     }
 
     /// Sends one command and reads its reply; an `E_*` reply is an error.
-    async fn request(&mut self, command: &LookupCommand) -> Result<Vec<u8>, LookupError> {
-        let mut bytes = Vec::new();
+    async fn request(&mut self, command: &Request) -> Result<Bytes, LookupError> {
+        let mut bytes = BytesMut::new();
         command.encode(&mut bytes);
         tokio::time::timeout(self.io_timeout, self.stream.write_all(&bytes))
             .await
@@ -280,7 +235,7 @@ impl Connection {
             .await
             .map_err(|_| LookupError::Timeout("reply"))??;
         if reply.starts_with(b"E_") {
-            let first_line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+            let first_line = bytes[..].split(|&b| b == b'\n').next().unwrap_or_default();
             return Err(LookupError::Refused {
                 command: String::from_utf8_lossy(first_line).into_owned(),
                 reply: String::from_utf8_lossy(&reply).into_owned(),
@@ -289,20 +244,25 @@ impl Connection {
         Ok(reply)
     }
 
-    async fn read_reply(&mut self) -> Result<Vec<u8>, LookupError> {
-        let size = self.stream.read_u32().await?;
-        let size = usize::try_from(size).unwrap_or(usize::MAX);
-        if size > self.response_size_max {
-            return Err(LookupError::ReplyTooLarge(size));
+    /// Reads one reply. Each pass reads more bytes or fails; the reply's
+    /// size is bounded by the decoder and the caller bounds the time.
+    async fn read_reply(&mut self) -> Result<Bytes, LookupError> {
+        loop {
+            if let Some(reply) = self.replies.decode(&mut self.input)? {
+                return Ok(reply);
+            }
+            if self.stream.read_buf(&mut self.input).await? == 0 {
+                return Err(LookupError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
         }
-        let mut reply = vec![0; size];
-        self.stream.read_exact(&mut reply).await?;
-        Ok(reply)
     }
 
     /// Resolves when lookupd closes the connection (or sends anything
     /// unasked) while we are idle. Cancel-safe.
     async fn closed(&mut self) -> LookupError {
+        if !self.input.is_empty() {
+            return LookupError::Unsolicited; // Bytes after the last reply.
+        }
         let mut probe = [0u8; 1];
         match self.stream.read(&mut probe).await {
             Ok(0) => LookupError::Io(std::io::ErrorKind::UnexpectedEof.into()),
@@ -324,7 +284,7 @@ struct PeerTask {
     identity: PeerIdentity,
     config: LookupConfig,
     snapshot: Snapshot,
-    commands: mpsc::Receiver<LookupCommand>,
+    commands: mpsc::Receiver<Request>,
     resync: Arc<AtomicBool>,
     stop: watch::Receiver<bool>,
 }
@@ -365,9 +325,7 @@ impl PeerTask {
         self.resync.store(false, Ordering::SeqCst);
         tracing::debug!(lookupd = %self.address, "LOOKUP connecting");
         let mut conn = Connection::open(&self.address, &self.config).await?;
-        let reply = conn
-            .request(&LookupCommand::Identify(self.identity.clone()))
-            .await?;
+        let reply = conn.request(&self.identity.identify()).await?;
         match serde_json::from_slice::<LookupdInfo>(&reply) {
             Ok(info) => tracing::info!(lookupd = %self.address, peer = ?info, "LOOKUP connected"),
             Err(_) => tracing::info!(lookupd = %self.address, "LOOKUP connected (no peer info)"),
@@ -393,7 +351,7 @@ impl PeerTask {
                     Some(command) => command,
                     None => return Ok(()),
                 },
-                _ = ping.tick() => LookupCommand::Ping,
+                _ = ping.tick() => Request::Ping,
                 error = conn.closed() => return Err(error),
             };
             if self.resync.swap(false, Ordering::SeqCst) {
@@ -407,14 +365,14 @@ impl PeerTask {
 /// One configured lookupd and its task.
 struct Peer {
     address: String,
-    commands: mpsc::Sender<LookupCommand>,
+    commands: mpsc::Sender<Request>,
     resync: Arc<AtomicBool>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
 impl Peer {
-    fn send(&self, command: LookupCommand) {
+    fn send(&self, command: Request) {
         if let Err(e) = self.commands.try_send(command) {
             // A full queue (lookupd slow or down) or a finished task: drop
             // the request and resynchronize from a snapshot instead.
@@ -495,7 +453,7 @@ impl LookupPeers {
         self.lock().iter().map(|p| p.address.clone()).collect()
     }
 
-    fn broadcast(&self, command: LookupCommand) {
+    fn broadcast(&self, command: Request) {
         for peer in self.lock().iter() {
             peer.send(command.clone());
         }
@@ -504,19 +462,13 @@ impl LookupPeers {
     /// A topic (`channel` `None`) or channel was created: REGISTER it with
     /// every lookupd. Never blocks.
     pub fn register(&self, topic: &str, channel: Option<&str>) {
-        self.broadcast(LookupCommand::Register {
-            topic: topic.to_string(),
-            channel: channel.map(str::to_string),
-        });
+        self.broadcast(Request::register(topic, channel));
     }
 
     /// A topic (`channel` `None`) or channel was deleted: UNREGISTER it
     /// with every lookupd. Never blocks.
     pub fn unregister(&self, topic: &str, channel: Option<&str>) {
-        self.broadcast(LookupCommand::Unregister {
-            topic: topic.to_string(),
-            channel: channel.map(str::to_string),
-        });
+        self.broadcast(Request::unregister(topic, channel));
     }
 
     /// Stops every peer task and closes its connection (so lookupd drops
@@ -552,51 +504,14 @@ mod tests {
         }
     }
 
-    #[track_caller]
-    fn check(command: LookupCommand, expected: &[u8]) {
-        let mut out = Vec::new();
-        command.encode(&mut out);
-        assert_eq!(
-            String::from_utf8_lossy(&out),
-            String::from_utf8_lossy(expected)
-        );
-    }
-
-    fn register(topic: &str, channel: Option<&str>) -> LookupCommand {
-        LookupCommand::Register {
-            topic: topic.into(),
-            channel: channel.map(Into::into),
-        }
+    fn register(topic: &str, channel: Option<&str>) -> Request {
+        Request::register(topic, channel)
     }
 
     #[test]
-    fn commands_encode_as_nsqd_sends_them() {
-        check(LookupCommand::Ping, b"PING\n");
-        check(register("t", None), b"REGISTER t\n");
-        check(
-            register("t", Some("c#ephemeral")),
-            b"REGISTER t c#ephemeral\n",
-        );
-        check(
-            LookupCommand::Unregister {
-                topic: "t".into(),
-                channel: None,
-            },
-            b"UNREGISTER t\n",
-        );
-        check(
-            LookupCommand::Unregister {
-                topic: "t".into(),
-                channel: Some("c".into()),
-            },
-            b"UNREGISTER t c\n",
-        );
-    }
-
-    #[test]
-    fn identify_carries_a_sized_json_body() {
-        let mut out = Vec::new();
-        LookupCommand::Identify(identity()).encode(&mut out);
+    fn identify_carries_the_identity_as_json() {
+        let mut out = BytesMut::new();
+        identity().identify().encode(&mut out);
         let body = out.strip_prefix(b"IDENTIFY\n".as_slice()).expect("header");
         let (size, json) = body.split_at(4);
         assert_eq!(
@@ -608,6 +523,11 @@ mod tests {
             value,
             serde_json::json!({"version": "0.1.0", "tcp_port": 4150, "http_port": 4151,
                                "hostname": "h", "broadcast_address": "b"})
+        );
+        // The fields in declaration order, exactly as before the codec move.
+        assert_eq!(
+            json,
+            br#"{"version":"0.1.0","tcp_port":4150,"http_port":4151,"hostname":"h","broadcast_address":"b"}"#
         );
     }
 

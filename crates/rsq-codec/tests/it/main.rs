@@ -4,4 +4,5 @@
 #![allow(clippy::unwrap_used)]
 
 mod fixtures;
+mod lookup_props;
 mod props;

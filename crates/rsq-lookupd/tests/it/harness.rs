@@ -1,10 +1,13 @@
 //! An in-process rsq-lookupd on loopback ports, a raw HTTP/1.1 client, and a
-//! fake producer speaking protocol V1 over real TCP. Every wait is bounded.
+//! producer speaking protocol V1 over real TCP through the shared
+//! [`rsq_codec::lookup`] encoder and reply decoder (raw lines for what a
+//! real producer would never send). Every wait is bounded.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
+use rsq_codec::lookup::{Request, ResponseDecoder, MAGIC_V1};
 use rsq_lookupd::Options;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -20,7 +23,8 @@ pub struct Lookupd {
     pub tcp: SocketAddr,
     /// The HTTP address.
     pub http: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
+    /// Held while lookupd runs: dropping it stops lookupd.
+    _stop: oneshot::Sender<()>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
 
@@ -55,22 +59,8 @@ impl Lookupd {
         Lookupd {
             tcp: tcp_addr,
             http: http_addr,
-            stop: Some(stop),
+            _stop: stop,
             task: Some(task),
-        }
-    }
-
-    /// Shuts down and waits (bounded) for `run` to return.
-    pub async fn stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let result = tokio::time::timeout(WAIT, task)
-                .await
-                .expect("lookupd did not stop in time")
-                .expect("lookupd task");
-            result.expect("lookupd run failed");
         }
     }
 
@@ -161,16 +151,18 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str) -> Response {
     }
 }
 
-/// A fake producer: raw protocol V1 over TCP.
+/// A producer: protocol V1 over TCP.
 pub struct Producer {
     stream: TcpStream,
+    replies: ResponseDecoder,
+    buf: BytesMut,
 }
 
 impl Producer {
     /// Connects and sends the magic.
     pub async fn connect(addr: SocketAddr) -> Producer {
         let mut p = Producer::connect_raw(addr).await;
-        p.send(b"  V1").await;
+        p.send(MAGIC_V1).await;
         p
     }
 
@@ -178,6 +170,8 @@ impl Producer {
     pub async fn connect_raw(addr: SocketAddr) -> Producer {
         Producer {
             stream: TcpStream::connect(addr).await.expect("connect"),
+            replies: ResponseDecoder::new(1024 * 1024),
+            buf: BytesMut::new(),
         }
     }
 
@@ -199,13 +193,25 @@ impl Producer {
         self.stream.write_all(bytes).await.expect("write");
     }
 
+    /// Sends one request, encoded as a producer does.
+    pub async fn request(&mut self, request: &Request) {
+        let mut bytes = BytesMut::new();
+        request.encode(&mut bytes);
+        self.send(&bytes).await;
+    }
+
     /// Reads one length-prefixed reply.
     pub async fn reply(&mut self) -> String {
         let read = async {
-            let size = self.stream.read_u32().await?;
-            let mut data = vec![0; size as usize];
-            self.stream.read_exact(&mut data).await?;
-            Ok::<_, std::io::Error>(data)
+            // Each pass reads more bytes; the whole read is bounded by WAIT.
+            loop {
+                if let Some(data) = self.replies.decode(&mut self.buf).expect("reply size") {
+                    return Ok::<_, std::io::Error>(data.to_vec());
+                }
+                if self.stream.read_buf(&mut self.buf).await? == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+            }
         };
         let data = tokio::time::timeout(WAIT, read)
             .await
@@ -222,15 +228,16 @@ impl Producer {
 
     /// Sends IDENTIFY with `json` and reads the reply.
     pub async fn identify(&mut self, json: &str) -> String {
-        let mut bytes = b"IDENTIFY\n".to_vec();
-        bytes.extend_from_slice(&(json.len() as u32).to_be_bytes());
-        bytes.extend_from_slice(json.as_bytes());
-        self.send(&bytes).await;
+        let body = Bytes::copy_from_slice(json.as_bytes());
+        self.request(&Request::Identify { body }).await;
         self.reply().await
     }
 
     /// Whether lookupd has closed the connection (reads EOF, bounded).
     pub async fn is_closed(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false; // Unread reply bytes.
+        }
         let mut byte = [0u8; 1];
         matches!(
             tokio::time::timeout(WAIT, self.stream.read(&mut byte)).await,
@@ -249,11 +256,4 @@ pub fn identify_body(broadcast: &str, tcp_port: u16) -> String {
         "broadcast_address": broadcast,
     })
     .to_string()
-}
-
-/// Runs `f` with a bound on its duration.
-pub async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, f)
-        .await
-        .unwrap_or_else(|_| panic!("{what} took longer than {WAIT:?}"))
 }

@@ -1,7 +1,8 @@
 //! Integration tests: an in-process rsq-lookupd on loopback ports, driven
-//! over real TCP by a fake producer speaking protocol V1, over HTTP by a raw
-//! client, and by rsqd's own lookupd peer client (`crates/rsqd/src/lookup.rs`,
-//! compiled here by path so it is tested before the daemon wires it in).
+//! over real TCP by a producer speaking protocol V1 (through the shared
+//! `rsq_codec::lookup` module) and over HTTP by a raw client. rsqd's peer
+//! client is tested against this daemon in rsqd's own tests
+//! (`crates/rsqd/tests/it/lookup_peer.rs`).
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
 
@@ -9,8 +10,4 @@ mod binary;
 mod harness;
 mod http_api;
 mod liveness;
-#[allow(dead_code, unreachable_pub)]
-#[path = "../../../rsqd/src/lookup.rs"]
-mod lookup;
-mod peer;
 mod producer_protocol;

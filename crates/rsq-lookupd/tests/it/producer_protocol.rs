@@ -1,6 +1,9 @@
 //! The producer protocol over real TCP: magic, IDENTIFY, REGISTER,
 //! UNREGISTER, PING, errors, and what a closed connection leaves behind.
 
+use bytes::BytesMut;
+use rsq_codec::lookup::Request;
+
 use crate::harness::{identify_body, Lookupd, Producer};
 
 #[tokio::test]
@@ -87,8 +90,16 @@ async fn errors_are_nsqlookupds_and_close_the_connection() {
 async fn pipelined_commands_are_answered_in_order() {
     let lookupd = Lookupd::start().await;
     let mut p = Producer::identified(lookupd.tcp, "n1", 4150).await;
-    p.send(b"REGISTER a\nREGISTER b c\nPING\nUNREGISTER a\n")
-        .await;
+    let mut pipelined = BytesMut::new();
+    for request in [
+        Request::register("a", None),
+        Request::register("b", Some("c")),
+        Request::Ping,
+        Request::unregister("a", None),
+    ] {
+        request.encode(&mut pipelined);
+    }
+    p.send(&pipelined).await;
     for _ in 0..4 {
         assert_eq!(p.reply().await, "OK");
     }

@@ -25,7 +25,7 @@ use super::connection::{Action, Connection};
 use super::stream::{self, Source};
 use super::writer::{self, Outbound};
 use super::{Negotiated, TlsConfig};
-use crate::auth::{self, AuthRequest};
+use crate::auth::AuthRequest;
 use crate::client::{AuthIdentity, ClientInfo, ClientState};
 use crate::context::Nsqd;
 
@@ -184,7 +184,7 @@ impl Session {
                     secret: &secret,
                     common_name: &common_name,
                 };
-                let result = auth::query(&self.ctx.opts, &req).await;
+                let result = self.ctx.auth.query(&req).await;
                 conn.handle_auth(result.map_err(|e| e.to_string()), Instant::now());
             }
             Action::Authorized {

@@ -1,5 +1,7 @@
 //! AUTH against a small auth server run by the test: granting, refusing,
-//! failing, TTL refresh, and a third-party client (`tokio-nsq`) using it.
+//! failing, TTL refresh, a chunked answer, an https auth server (trusted
+//! through `SSL_CERT_FILE`, and refused when its certificate is not), and a
+//! third-party client (`tokio-nsq`) using it.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -11,11 +13,17 @@ use bytes::Bytes;
 use rsq_codec::{Command, Frame};
 use tokio_nsq::{NSQConfigShared, NSQEvent, NSQProducerConfig, NSQTopic};
 
-use crate::harness::Daemon;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::harness::{daemon_args, run_to_exit, Daemon};
+use crate::tls::Cert;
 
 /// An auth server on a loopback port. Secrets: `good` may publish to
 /// `^allowed$` and subscribe to topics matching `allowed` on channel `^c$`
-/// (TTL 1 s); `empty` gets no authorizations; anything else is refused (403).
+/// (TTL 1 s); `chunked` gets the same grants as identity `chunky`, in a
+/// chunked answer; `empty` gets no authorizations; anything else is
+/// refused (403).
 struct AuthServer {
     addr: SocketAddr,
     requests: Arc<AtomicUsize>,
@@ -23,7 +31,26 @@ struct AuthServer {
 }
 
 impl AuthServer {
+    /// A plain HTTP auth server.
     fn start() -> AuthServer {
+        AuthServer::start_with(None)
+    }
+
+    /// An HTTPS auth server presenting `cert`.
+    fn start_tls(cert: &Cert) -> AuthServer {
+        let chain = vec![CertificateDer::from_pem_file(&cert.cert).unwrap()];
+        let key = PrivateKeyDer::from_pem_file(&cert.key).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        AuthServer::start_with(Some(Arc::new(config)))
+    }
+
+    fn start_with(tls: Option<Arc<rustls::ServerConfig>>) -> AuthServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicUsize::new(0));
@@ -33,40 +60,17 @@ impl AuthServer {
         // by the read timeout.
         std::thread::spawn(move || {
             for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
+                let Ok(stream) = stream else { continue };
                 stream
                     .set_read_timeout(Some(Duration::from_secs(5)))
                     .unwrap();
-                let mut req = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut chunk) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => req.extend_from_slice(&chunk[..n]),
+                match &tls {
+                    None => answer(stream, &count, &last),
+                    Some(config) => {
+                        let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+                        answer(rustls::StreamOwned::new(conn, stream), &count, &last);
                     }
                 }
-                let text = String::from_utf8_lossy(&req).into_owned();
-                let target = text.split_whitespace().nth(1).unwrap_or("").to_string();
-                count.fetch_add(1, Ordering::SeqCst);
-                *last.lock().unwrap() = target.clone();
-                let (status, body) = if text.contains("secret=good") {
-                    (
-                        "200 OK",
-                        r#"{"ttl": 1, "identity": "alice", "identity_url": "http://id/alice",
-                            "authorizations": [
-                              {"topic": "^allowed$", "channels": [".*"], "permissions": ["publish"]},
-                              {"topic": "allowed", "channels": ["^c$"], "permissions": ["subscribe"]}]}"#,
-                    )
-                } else if text.contains("secret=empty") {
-                    ("200 OK", r#"{"ttl": 60, "authorizations": []}"#)
-                } else {
-                    ("403 Forbidden", r#"{"message": "NOPE"}"#)
-                };
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
             }
         });
         AuthServer {
@@ -80,6 +84,62 @@ impl AuthServer {
         Daemon::start(&[&format!("--auth-http-address={}", self.addr)])
     }
 }
+
+/// Reads one request from `stream` and answers it (see [`AuthServer`]).
+fn answer(mut stream: impl Read + Write, count: &AtomicUsize, last: &Mutex<String>) {
+    let mut req = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // Each read adds bytes or ends the loop; reads time out after 5 s.
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => req.extend_from_slice(&chunk[..n]),
+        }
+    }
+    if !req.windows(4).any(|w| w == b"\r\n\r\n") {
+        return; // No request came (a failed TLS handshake, a timeout).
+    }
+    let text = String::from_utf8_lossy(&req).into_owned();
+    let target = text.split_whitespace().nth(1).unwrap_or("").to_string();
+    count.fetch_add(1, Ordering::SeqCst);
+    *last.lock().unwrap() = target.clone();
+    if text.contains("secret=chunked") {
+        let body = GOOD.replace("alice", "chunky");
+        let mut reply =
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                .to_string();
+        // Chunks of 7 bytes, the last one shorter, and a chunk extension.
+        for (i, piece) in body.as_bytes().chunks(7).enumerate() {
+            let ext = if i == 0 { ";x=y" } else { "" };
+            reply.push_str(&format!("{:x}{ext}\r\n", piece.len()));
+            reply.push_str(std::str::from_utf8(piece).unwrap());
+            reply.push_str("\r\n");
+        }
+        reply.push_str("0\r\n\r\n");
+        let _ = stream.write_all(reply.as_bytes());
+        let _ = stream.flush();
+        return;
+    }
+    let (status, body) = if text.contains("secret=good") {
+        ("200 OK", GOOD)
+    } else if text.contains("secret=empty") {
+        ("200 OK", r#"{"ttl": 60, "authorizations": []}"#)
+    } else {
+        ("403 Forbidden", r#"{"message": "NOPE"}"#)
+    };
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.flush();
+}
+
+/// The answer for secret `good`.
+const GOOD: &str = r#"{"ttl": 1, "identity": "alice", "identity_url": "http://id/alice",
+    "authorizations": [
+      {"topic": "^allowed$", "channels": [".*"], "permissions": ["publish"]},
+      {"topic": "allowed", "channels": ["^c$"], "permissions": ["subscribe"]}]}"#;
 
 fn publish(topic: &str) -> Command {
     Command::Pub {
@@ -226,4 +286,84 @@ async fn tokio_nsq_authenticates() {
         other => panic!("expected OK, got {other:?}"),
     }
     assert!(server.requests.load(Ordering::SeqCst) >= 1);
+}
+
+/// AUTH with `secret` on a fresh connection to `d`: the identity granted,
+/// or the error frame's text.
+fn auth(d: &Daemon, secret: &'static [u8]) -> Result<String, String> {
+    let mut v = d.connect();
+    v.send(Command::Auth(Bytes::from_static(secret)));
+    match v.frame_skip_heartbeats() {
+        Some(Frame::Response(body)) => {
+            let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            Ok(answer["identity"].as_str().unwrap_or_default().to_string())
+        }
+        Some(Frame::Error(body)) => Err(String::from_utf8_lossy(&body).into_owned()),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn chunked_answers_are_read_whole() {
+    let server = AuthServer::start();
+    let d = server.daemon();
+    assert_eq!(auth(&d, b"chunked"), Ok("chunky".to_string()));
+    let mut v = d.connect();
+    v.send(Command::Auth(Bytes::from_static(b"chunked")));
+    let _ = v.frame_skip_heartbeats();
+    v.send(publish("allowed"));
+    v.expect_ok();
+}
+
+#[test]
+fn https_auth_server_is_verified_against_the_trusted_roots() {
+    let cert = Cert::new();
+    let server = AuthServer::start_tls(&cert);
+    let address = format!(
+        "--auth-http-address=https://127.0.0.1:{}/auth",
+        server.addr.port()
+    );
+    let root_ca = |c: &Cert| format!("--tls-root-ca-file={}", c.cert.display());
+
+    // As nsqd: --tls-root-ca-file is what the auth client trusts.
+    let d = Daemon::start(&[&address, &root_ca(&cert)]);
+    assert_eq!(auth(&d, b"good"), Ok("alice".to_string()));
+    assert_eq!(auth(&d, b"chunked"), Ok("chunky".to_string()));
+    assert_eq!(
+        auth(&d, b"wrong"),
+        Err("E_AUTH_FAILED AUTH failed".to_string())
+    );
+    let query = server.last_query.lock().unwrap().clone();
+    assert!(
+        query.starts_with("/auth?") && query.contains("secret=wrong"),
+        "{query}"
+    );
+
+    // Without it, the system roots: SSL_CERT_FILE, as Go reads it.
+    let trusted = cert.cert.display().to_string();
+    let d = Daemon::start_with_env(&[&address], &[("SSL_CERT_FILE", &trusted)]);
+    assert_eq!(auth(&d, b"good"), Ok("alice".to_string()));
+
+    // A daemon that trusts another certificate refuses to talk to it.
+    let other = Cert::new();
+    let before = server.requests.load(Ordering::SeqCst);
+    let d = Daemon::start(&[&address, &root_ca(&other)]);
+    assert_eq!(
+        auth(&d, b"good"),
+        Err("E_AUTH_FAILED AUTH failed".to_string())
+    );
+    assert_eq!(
+        server.requests.load(Ordering::SeqCst),
+        before,
+        "no request sent"
+    );
+
+    // An unreadable --tls-root-ca-file stops the start, as in nsqd.
+    let data = tempfile::tempdir().unwrap();
+    let mut args = daemon_args(data.path());
+    args.push(address.clone());
+    args.push("--tls-root-ca-file=/nonexistent/ca.pem".to_string());
+    let (code, _, stderr) = run_to_exit(&args, "warn");
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("--tls-root-ca-file"), "{stderr}");
 }

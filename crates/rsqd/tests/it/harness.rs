@@ -38,6 +38,7 @@ pub struct Daemon {
     data: PathBuf,
     _dir: Option<tempfile::TempDir>,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -47,9 +48,18 @@ impl Daemon {
         Daemon::start_in(tempfile::tempdir().expect("tempdir"), extra)
     }
 
+    /// As [`Daemon::start`], with these environment variables set for it.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_in_with_env(tempfile::tempdir().expect("tempdir"), extra, env)
+    }
+
     /// As [`Daemon::start`], on the data directory `dir` (which may hold
     /// data already), kept until the daemon is dropped.
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Daemon {
+        Daemon::start_in_with_env(dir, extra, &[])
+    }
+
+    fn start_in_with_env(dir: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         let data = dir.path().to_path_buf();
         let mut d = Daemon {
             child: None,
@@ -59,6 +69,10 @@ impl Daemon {
             data,
             _dir: Some(dir),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         d.spawn();
         d
@@ -97,6 +111,7 @@ impl Daemon {
                 format!("{log},{}=info", rsq_service::LISTEN_TARGET),
             )
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -1,6 +1,7 @@
 //! Integration tests: the real `rsqd` binary on loopback ports, driven by
 //! rsq's own V2 client, raw HTTP, and the third-party clients `tokio-nsq`
-//! and `pynsq`.
+//! and `pynsq`; and rsqd's lookupd peer client in process against the real
+//! rsq-lookupd (`lookup_peer`).
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
 
@@ -15,6 +16,7 @@ mod harness;
 mod hostile;
 mod http_api;
 mod lifecycle;
+mod lookup_peer;
 mod overload;
 mod pynsq;
 mod sampling;

@@ -1,17 +1,128 @@
-//! rsqd's lookupd peer client (`crates/rsqd/src/lookup.rs`, compiled into
-//! this test binary by path) against the real rsq-lookupd: IDENTIFY and the
-//! snapshot's REGISTERs on connect, REGISTER/UNREGISTER as things change,
-//! re-registration after lookupd restarts, resynchronization after a queue
-//! overflow, and removal on shutdown.
+//! rsqd's lookupd peer client ([`rsqd::lookup::LookupPeers`]) in process
+//! against the real rsq-lookupd (in process too, on loopback ports):
+//! IDENTIFY and the snapshot's REGISTERs on connect, REGISTER/UNREGISTER
+//! as things change, re-registration after lookupd restarts,
+//! resynchronization after a queue overflow, and removal on shutdown.
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rsq_lookupd::Options;
+use rsqd::lookup::{LookupConfig, LookupPeers, PeerIdentity, Snapshot};
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
-use crate::harness::{bounded, Lookupd};
-use crate::lookup::{LookupConfig, LookupPeers, PeerIdentity, Snapshot};
+/// How long any poll waits before failing the test.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Runs `f` with a bound on its duration.
+async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} took longer than {WAIT:?}"))
+}
+
+/// rsq-lookupd running on the test's runtime.
+struct Lookupd {
+    tcp: SocketAddr,
+    http: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Lookupd {
+    async fn start() -> Lookupd {
+        let any = "127.0.0.1:0".parse().unwrap();
+        Lookupd::start_on(any, any, Options::default()).await
+    }
+
+    async fn start_on(tcp: SocketAddr, http: SocketAddr, opts: Options) -> Lookupd {
+        let tcp = tokio::net::TcpListener::bind(tcp).await.unwrap();
+        let http = tokio::net::TcpListener::bind(http).await.unwrap();
+        let (tcp_addr, http_addr) = (tcp.local_addr().unwrap(), http.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(rsq_lookupd::run(tcp, http, opts, async {
+            let _ = stopped.await;
+        }));
+        Lookupd {
+            tcp: tcp_addr,
+            http: http_addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Shuts down and waits (bounded) for `run` to return.
+    async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            bounded("lookupd stop", task).await.unwrap().unwrap();
+        }
+    }
+
+    /// `GET path`: status and body (one connection, bounded).
+    async fn get(&self, path: &str) -> (u16, String) {
+        let exchange = async {
+            let mut s = tokio::net::TcpStream::connect(self.http).await?;
+            let req = format!(
+                "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                self.http
+            );
+            s.write_all(req.as_bytes()).await?;
+            let mut raw = Vec::new();
+            s.read_to_end(&mut raw).await?;
+            Ok::<_, std::io::Error>(String::from_utf8_lossy(&raw).into_owned())
+        };
+        let text = bounded("GET", exchange).await.unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (status, body.to_string())
+    }
+
+    /// `GET path`, expecting 200 and a JSON body.
+    async fn get_json(&self, path: &str) -> serde_json::Value {
+        let (status, body) = self.get(path).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Polls `GET path` until `check` holds on its JSON (bounded).
+    async fn wait_json(
+        &self,
+        path: &str,
+        what: &str,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let (status, body) = self.get(path).await;
+            if let Ok(value) = serde_json::from_str::<serde_json::Value>(&body) {
+                if status == 200 && check(&value) {
+                    return value;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}: GET {path} -> {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Lookupd {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
 
 /// The daemon's topics as the test changes them: topic -> channels.
 type State = Arc<Mutex<Vec<(String, Vec<String>)>>>;

@@ -1,26 +1,37 @@
-//! The bytes of nsqlookupd's producer protocol V1, with no IO.
+//! The bytes of nsqlookupd's producer protocol V1, both directions, with
+//! no IO: what a producer (nsqd, rsqd) sends and what lookupd answers.
 //!
-//! A producer sends the magic `"  V1"`, then text lines `CMD params\n`;
-//! IDENTIFY is followed by a 4-byte big-endian size and a JSON body.
-//! Every reply, success or error, is `[4-byte big-endian size][data]` with
-//! no frame type. [`RequestDecoder`] is incremental in the tokio-codec way:
-//! callers append to a `BytesMut`, `Ok(None)` means "need more", and no
-//! size is trusted before it is checked against a bound.
+//! A producer sends the magic [`MAGIC_V1`], then text lines `CMD params\n`;
+//! IDENTIFY is followed by a 4-byte big-endian size and a JSON body (the
+//! JSON itself is the caller's: this crate only carries its bytes). Every
+//! reply, success or error, is `[4-byte big-endian size][data]` with no
+//! frame type.
+//!
+//! - producer side: [`Request::encode`] writes a request,
+//!   [`ResponseDecoder`] reads replies;
+//! - lookupd side: [`RequestDecoder`] reads requests, [`encode_response`]
+//!   writes replies.
+//!
+//! Both decoders are incremental in the tokio-codec way: callers append to
+//! a `BytesMut`, `Ok(None)` means "need more", and no size is trusted
+//! before it is checked against a bound.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use rsq_codec::ProtocolError;
+
+use crate::{CodecError, ProtocolError};
 
 /// The magic a producer sends first.
 pub const MAGIC_V1: &[u8; 4] = b"  V1";
 
-/// Longest command line accepted, newline included. Names are at most 64
-/// bytes, so real lines are far shorter.
+/// Longest command line [`RequestDecoder`] accepts, newline included.
+/// Names are at most 64 bytes, so real lines are far shorter.
 pub const MAX_LINE_LEN: usize = 1024;
 
-/// Largest IDENTIFY body accepted (nsqd's default `--max-body-size`).
+/// Largest IDENTIFY body [`RequestDecoder`] accepts (nsqd's default
+/// `--max-body-size`).
 pub const MAX_IDENTIFY_BODY: usize = 5 * 1024 * 1024;
 
-/// One command from a producer.
+/// One request from a producer to lookupd.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// `PING`: the producer is alive.
@@ -42,7 +53,58 @@ pub enum Request {
     },
 }
 
-/// Incremental decoder of producer requests (after the magic).
+/// `[topic]` or `[topic, channel]`, the parameters nsqd sends.
+fn topic_params(topic: &str, channel: Option<&str>) -> Vec<String> {
+    let mut params = vec![topic.to_string()];
+    params.extend(channel.map(str::to_string));
+    params
+}
+
+impl Request {
+    /// `REGISTER topic` (a topic without channels) or `REGISTER topic channel`.
+    pub fn register(topic: &str, channel: Option<&str>) -> Request {
+        Request::Register {
+            params: topic_params(topic, channel),
+        }
+    }
+
+    /// `UNREGISTER topic` or `UNREGISTER topic channel`.
+    pub fn unregister(topic: &str, channel: Option<&str>) -> Request {
+        Request::Unregister {
+            params: topic_params(topic, channel),
+        }
+    }
+
+    /// Appends the request's bytes to `dst`, as nsqd writes them: the
+    /// command, each parameter after one space, a newline; IDENTIFY's body
+    /// after its 4-byte big-endian size.
+    pub fn encode(&self, dst: &mut BytesMut) {
+        fn line(dst: &mut BytesMut, verb: &[u8], params: &[String]) {
+            dst.put_slice(verb);
+            for param in params {
+                dst.put_u8(b' ');
+                dst.put_slice(param.as_bytes());
+            }
+            dst.put_u8(b'\n');
+        }
+        match self {
+            Request::Ping => dst.put_slice(b"PING\n"),
+            Request::Identify { body } => {
+                dst.reserve(9 + 4 + body.len());
+                dst.put_slice(b"IDENTIFY\n");
+                // Bodies are a few hundred bytes of JSON; a longer one than
+                // u32 can say would be refused by lookupd's limit anyway.
+                dst.put_u32(u32::try_from(body.len()).unwrap_or(u32::MAX));
+                dst.put_slice(body);
+            }
+            Request::Register { params } => line(dst, b"REGISTER", params),
+            Request::Unregister { params } => line(dst, b"UNREGISTER", params),
+        }
+    }
+}
+
+/// Incremental decoder of a producer's requests (after the magic), for
+/// lookupd.
 #[derive(Debug, Default)]
 pub struct RequestDecoder {
     /// Set while waiting for an IDENTIFY body: the header is consumed.
@@ -112,13 +174,54 @@ impl RequestDecoder {
     }
 }
 
-/// Appends one reply, `[4-byte size][data]`, to `out`.
-pub fn encode_response(data: &[u8], out: &mut BytesMut) {
+/// Appends one reply, `[4-byte size][data]`, to `dst` (lookupd's side).
+pub fn encode_response(data: &[u8], dst: &mut BytesMut) {
     // Replies are IDENTIFY's small JSON object, `OK` or an error line.
     let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
-    out.reserve(4 + data.len());
-    out.put_u32(len);
-    out.put_slice(data);
+    dst.reserve(4 + data.len());
+    dst.put_u32(len);
+    dst.put_slice(data);
+}
+
+/// Incremental decoder of lookupd's replies, for producers. A reply is
+/// its data: `OK`, IDENTIFY's JSON, or an `E_*` error line.
+#[derive(Debug, Clone)]
+pub struct ResponseDecoder {
+    max_size: u32,
+}
+
+impl ResponseDecoder {
+    /// A decoder refusing replies longer than `max_size` bytes (nsqd bounds
+    /// them by its `--max-body-size`).
+    pub fn new(max_size: usize) -> ResponseDecoder {
+        ResponseDecoder {
+            max_size: u32::try_from(max_size).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Decodes the next reply from `buf`, consuming its bytes; `Ok(None)`
+    /// if more bytes are needed. A size over the limit is refused from the
+    /// 4-byte header alone.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, CodecError> {
+        let Some(header) = buf.get(..4) else {
+            return Ok(None);
+        };
+        let size = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+        if size > self.max_size {
+            return Err(CodecError::ReplyTooLarge {
+                size,
+                max: self.max_size,
+            });
+        }
+        // A u32 always fits in usize on the platforms rsq builds for.
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        if buf.len() - 4 < size {
+            buf.reserve(4 + size - buf.len());
+            return Ok(None);
+        }
+        buf.advance(4);
+        Ok(Some(buf.split_to(size).freeze()))
+    }
 }
 
 #[cfg(test)]
@@ -161,6 +264,38 @@ mod tests {
 
     fn words(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn encoded(request: &Request) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        request.encode(&mut out);
+        out.to_vec()
+    }
+
+    #[test]
+    fn requests_encode_as_nsqd_sends_them() {
+        let cases: [(Request, &[u8]); 6] = [
+            (Request::Ping, b"PING\n"),
+            (Request::register("t", None), b"REGISTER t\n"),
+            (
+                Request::register("t", Some("c#ephemeral")),
+                b"REGISTER t c#ephemeral\n",
+            ),
+            (Request::unregister("t", None), b"UNREGISTER t\n"),
+            (Request::unregister("t", Some("c")), b"UNREGISTER t c\n"),
+            (
+                Request::Identify {
+                    body: Bytes::from_static(b"{}"),
+                },
+                b"IDENTIFY\n\x00\x00\x00\x02{}",
+            ),
+        ];
+        for (request, expected) in cases {
+            assert_eq!(
+                String::from_utf8_lossy(&encoded(&request)),
+                String::from_utf8_lossy(expected)
+            );
+        }
     }
 
     #[test]
@@ -236,5 +371,21 @@ mod tests {
         encode_response(b"OK", &mut out);
         encode_response(b"", &mut out);
         assert_eq!(&out[..], b"\x00\x00\x00\x02OK\x00\x00\x00\x00");
+        let mut decoder = ResponseDecoder::new(2);
+        assert_eq!(
+            decoder.decode(&mut out),
+            Ok(Some(Bytes::from_static(b"OK")))
+        );
+        assert_eq!(decoder.decode(&mut out), Ok(Some(Bytes::new())));
+        assert_eq!(decoder.decode(&mut out), Ok(None));
+    }
+
+    #[test]
+    fn an_oversized_reply_is_refused_from_its_header() {
+        let mut buf = BytesMut::from(&b"\x00\x00\x00\x03"[..]);
+        assert_eq!(
+            ResponseDecoder::new(2).decode(&mut buf),
+            Err(CodecError::ReplyTooLarge { size: 3, max: 2 })
+        );
     }
 }
