@@ -15,6 +15,7 @@ mod harness;
 mod hostile;
 mod http_api;
 mod lifecycle;
+mod logs;
 mod metrics;
 mod overload;
 mod pynsq;
