@@ -24,6 +24,7 @@ const BENCHES: &[(&str, &str)] = &[
     ("diskqueue", "rsq-diskqueue"),
     ("channel", "rsq-channel"),
     ("topic", "rsq-topic"),
+    ("metrics", "rsqd"),
 ];
 
 /// The name of the end-to-end suite; arguments after it go to `rsq-bench`.

@@ -444,7 +444,8 @@ impl Channel {
         let mut inner = self.shared.lock();
         let mut stats = inner.state.stats();
         stats.channel_name = self.shared.name.clone();
-        stats.backend_depth = self.shared.backend.depth();
+        stats.backend = self.shared.backend.stats();
+        stats.backend_depth = stats.backend.depth;
         stats.depth += stats.backend_depth;
         stats.e2e_processing_latency = inner
             .state

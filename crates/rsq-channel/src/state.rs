@@ -427,6 +427,7 @@ impl ChannelState {
             client_count: self.consumers.len() as u64,
             clients,
             e2e_processing_latency: None,
+            backend: rsq_diskqueue::BackendStats::default(),
         }
     }
 

@@ -1,5 +1,7 @@
 //! Counters a channel reports, shaped like nsqd's `/stats` channel entry.
 
+use rsq_diskqueue::BackendStats;
+
 use crate::ClientId;
 
 /// A snapshot of one channel, as nsqd's `/stats` reports it.
@@ -30,6 +32,9 @@ pub struct ChannelStats {
     /// End-to-end latency (publish to FIN) over recent finishes; `None`
     /// when the channel keeps none (no `e2e_percentiles` configured).
     pub e2e_processing_latency: Option<E2eLatency>,
+    /// The backend's own counters (depth, corrupt records, quarantined
+    /// files), as of the same snapshot.
+    pub backend: BackendStats,
 }
 
 /// A snapshot of one consumer's counters.

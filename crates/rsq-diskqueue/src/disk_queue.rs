@@ -36,6 +36,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tracing::{debug, error};
 
+use crate::commit_stats::CommitStats;
 use crate::ledger::{Ledger, Pending, Pos, ReadStep};
 use crate::metadata::Metadata;
 use crate::record::{self, decode, Decoded, HEADER_LEN};
@@ -66,7 +67,7 @@ const READ_CHUNK_BYTES: usize = 256 << 10;
 
 /// How a disk queue is named, where it lives and how it syncs. Field names
 /// follow nsqd's flags.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct DiskQueueConfig {
     /// Queue name: the topic name, or `topic:channel` for a channel. Files
     /// are `<name>.diskqueue.NNNNNN.dat` and `<name>.diskqueue.meta.dat`.
@@ -96,6 +97,10 @@ pub struct DiskQueueConfig {
     /// it unread, so a crash replays it. A topic's durable pump commits after
     /// every channel has stored the message.
     pub explicit_commit: bool,
+    /// Where a `sync_every = 1` queue counts its group commits (latency and
+    /// records covered); shared by the queues of one daemon. `None` counts
+    /// nothing.
+    pub commit_stats: Option<Arc<CommitStats>>,
 }
 
 impl DiskQueueConfig {
@@ -112,6 +117,7 @@ impl DiskQueueConfig {
             sync_every: 2500,
             sync_timeout: Duration::from_secs(2),
             explicit_commit: false,
+            commit_stats: None,
         }
     }
 
@@ -595,9 +601,18 @@ impl Inner {
                 }
             }
             let mut ws = self.writer.blocking_lock();
-            let target = self.ledger().last_put_seq();
+            let (target, synced) = {
+                let ledger = self.ledger();
+                (ledger.last_put_seq(), ledger.synced_seq)
+            };
+            let started = std::time::Instant::now();
             let result = self.sync_blocking(&mut ws, SyncKind::Data);
             drop(ws);
+            if let (Ok(()), Some(stats)) = (&result, &self.config.commit_stats) {
+                if target > synced {
+                    stats.record(started.elapsed(), target - synced);
+                }
+            }
             if let Err(e) = result {
                 error!(queue = %self.config.name, error = %e, "disk queue commit failed");
                 let error = match &e {

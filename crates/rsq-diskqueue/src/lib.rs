@@ -13,6 +13,7 @@
 
 mod audit;
 mod backend;
+mod commit_stats;
 mod disk_queue;
 mod error;
 mod go_format;
@@ -26,6 +27,9 @@ mod storage;
 
 pub use audit::check_recovery_kept_records;
 pub use backend::{BackendQueue, BackendStats};
+pub use commit_stats::{
+    CommitSnapshot, CommitStats, COMMIT_LATENCY_BOUNDS_MICROS, COMMIT_RECORDS_BOUNDS,
+};
 pub use disk_queue::{DiskQueue, DiskQueueConfig};
 pub use error::QueueError;
 pub use go_format::{downgrade, downgrade_with_storage};

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use rsq_codec::parse_duration;
-use rsq_service::{hostname, parse_log_level};
+use rsq_service::{hostname, parse_log_format, parse_log_level, LogFormat};
 
 use crate::registry::Liveness;
 
@@ -24,6 +24,10 @@ pub struct Options {
     /// Log level: debug, info, warn, error or fatal.
     #[arg(long, default_value = "info", value_parser = parse_log_level)]
     pub log_level: String,
+    /// Log line format: text (coloured only on a terminal, never with
+    /// `NO_COLOR` set) or json (one object per line).
+    #[arg(long, default_value = "text", value_parser = parse_log_format)]
+    pub log_format: LogFormat,
     /// `<addr>:<port>` to listen on for producers (nsqd) over TCP.
     #[arg(long, default_value = "0.0.0.0:4160")]
     pub tcp_address: SocketAddr,
@@ -45,6 +49,7 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             log_level: "info".to_string(),
+            log_format: LogFormat::Text,
             tcp_address: SocketAddr::from(([0, 0, 0, 0], 4160)),
             http_address: SocketAddr::from(([0, 0, 0, 0], 4161)),
             broadcast_address: None,

@@ -9,6 +9,10 @@ pub enum ServiceError {
     /// `error`, `fatal`); holds the value as given.
     #[error("invalid log level {0:?}: use debug, info, warn, error or fatal")]
     InvalidLogLevel(String),
+    /// A `--log-format` that is neither `text` nor `json`; holds the value
+    /// as given.
+    #[error("invalid log format {0:?}: use text or json")]
+    InvalidLogFormat(String),
     /// A listener could not be bound.
     #[error("cannot listen on {what} {addr}")]
     Bind {

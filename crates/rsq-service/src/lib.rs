@@ -4,8 +4,9 @@
 //! - [`http`]: the shapes of NSQ's HTTP API answers: `{"message": CODE}`
 //!   errors ([`ApiError`]), JSON bodies, query parameters, the 404/405
 //!   fallbacks and the `X-NSQ-Content-Type` header;
-//! - [`logging`]: nsq's `--log-level` values and a `tracing` logger whose
-//!   level can change while running (`PUT /config/log_level`);
+//! - [`logging`]: nsq's `--log-level` values, `--log-format` (text, or
+//!   JSON lines) and a `tracing` logger whose level can change while
+//!   running (`PUT /config/log_level`);
 //! - [`listen`]: listen addresses (TCP or unix socket path), listeners,
 //!   streams and peer addresses of either kind;
 //! - [`process`]: the runtime around a daemon's `serve` future, its exit
@@ -29,7 +30,7 @@ pub use error::ServiceError;
 pub use host::hostname;
 pub use http::{ApiError, ApiResult};
 pub use listen::{Bindable, ListenAddr, Listener, PeerAddr, SocketFile, Stream};
-pub use logging::parse_log_level;
+pub use logging::{parse_log_format, parse_log_level, LogFormat};
 pub use process::{
     announce, bind, follow_announcements, parse_announcement, run, shutdown_signal, stop_signals,
     StopSignal, LISTEN_TARGET,

@@ -11,17 +11,17 @@ use std::sync::mpsc;
 use crate::listen::Bindable;
 use crate::{logging, ServiceError};
 
-/// Runs a daemon: installs the logger at `log_level` (see
+/// Runs a daemon: installs the logger at `log_level` in `log_format` (see
 /// [`logging::init`]), tunes the allocator (see [`crate::allocator`]), runs
 /// `serve` to completion on a multi-thread runtime, and returns the process's exit code: success, or failure once
 /// the error is logged (alternate form, so an error chain shows whole).
 /// If a logger is already installed it is kept.
-pub fn run<F, E>(log_level: &str, serve: F) -> ExitCode
+pub fn run<F, E>(log_level: &str, log_format: logging::LogFormat, serve: F) -> ExitCode
 where
     F: Future<Output = Result<(), E>>,
     E: Display,
 {
-    if let Err(e) = logging::init(log_level) {
+    if let Err(e) = logging::init(log_level, log_format) {
         tracing::warn!(error = %e, "keeping the logger already installed");
     }
     crate::allocator::limit_malloc_arenas();
@@ -76,10 +76,11 @@ pub fn announce(what: &str, addr: impl Display) {
 /// listener's name and address, or `None` for any other line.
 pub fn parse_announcement(line: &str) -> Option<(&str, SocketAddr)> {
     let (head, addr) = line.split_once(": listening on ")?;
-    let what = head.rsplit(' ').next()?;
-    // The address ends at whitespace or at a colour escape.
+    // In a JSON line the name follows the message's opening quote.
+    let what = head.rsplit([' ', '"']).next()?;
+    // The address ends at whitespace, a colour escape or (JSON) a quote.
     let addr = addr
-        .split(|c: char| c.is_whitespace() || c == '\x1b')
+        .split(|c: char| c.is_whitespace() || c == '\x1b' || c == '"')
         .next()?
         .parse()
         .ok()?;
@@ -194,6 +195,11 @@ mod tests {
             parse_announcement(coloured).map(|(w, a)| (w, a.port())),
             Some(("TCP", 4150))
         );
+        let json = r#"{"timestamp":"2026-12-02T15:00:00.1Z","level":"INFO","target":"rsq::listen","message":"HTTP: listening on 127.0.0.1:4151","fields":{}}"#;
+        assert_eq!(
+            parse_announcement(json),
+            Some(("HTTP", SocketAddr::from(([127, 0, 0, 1], 4151))))
+        );
         assert_eq!(parse_announcement("INFO rsqd: serving"), None);
         assert_eq!(parse_announcement("TCP: listening on nowhere"), None);
     }
@@ -233,9 +239,13 @@ mod tests {
 
     #[test]
     fn exit_code_says_whether_serve_failed() {
-        let ok = run("info", async { Ok::<(), String>(()) });
+        let ok = run("info", logging::LogFormat::Text, async {
+            Ok::<(), String>(())
+        });
         assert_eq!(format!("{ok:?}"), format!("{:?}", ExitCode::SUCCESS));
-        let failed = run("info", async { Err("listener gone".to_string()) });
+        let failed = run("info", logging::LogFormat::Text, async {
+            Err("listener gone".to_string())
+        });
         assert_eq!(format!("{failed:?}"), format!("{:?}", ExitCode::FAILURE));
     }
 }

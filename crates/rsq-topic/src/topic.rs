@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rsq_codec::Message;
-use rsq_diskqueue::BackendQueue;
+use rsq_diskqueue::{BackendQueue, BackendStats};
 use tokio::sync::RwLock;
 use tokio::task::JoinHandle;
 
@@ -58,6 +58,9 @@ pub struct TopicStats {
     pub paused: bool,
     /// Number of channels.
     pub channel_count: usize,
+    /// The backend's own counters (depth, corrupt records, quarantined
+    /// files), as of the same snapshot.
+    pub backend: BackendStats,
 }
 
 /// An NSQ topic: receives published messages and, once started, copies each
@@ -371,7 +374,8 @@ impl<C: TopicChannel> Topic<C> {
     /// The topic's counters.
     pub fn stats(&self) -> TopicStats {
         let memory_depth = self.shared.memory.len() as u64;
-        let backend_depth = self.shared.backend.depth();
+        let backend = self.shared.backend.stats();
+        let backend_depth = backend.depth;
         TopicStats {
             name: self.shared.name.clone(),
             message_count: self.message_count.load(Ordering::Relaxed),
@@ -381,6 +385,7 @@ impl<C: TopicChannel> Topic<C> {
             backend_depth,
             paused: self.is_paused(),
             channel_count: self.shared.lock_channels().len(),
+            backend,
         }
     }
 }

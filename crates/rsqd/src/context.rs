@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use rsq_channel::{Channel, ChannelConfig, Clock};
 use rsq_codec::{is_ephemeral, IdGenerator, Message, MessageId};
 use rsq_diskqueue::{
-    BackendQueue, DirIndex, DiskQueueConfig, FsStorage, LazyDiskQueue, MemoryQueue,
+    BackendQueue, CommitSnapshot, CommitStats, DirIndex, DiskQueueConfig, FsStorage, LazyDiskQueue,
+    MemoryQueue,
 };
 use rsq_topic::{
     ChannelError as SinkError, ChannelFactory, Topic, TopicChannel, TopicConfig, TopicError,
@@ -96,6 +97,8 @@ struct Factory {
     /// opening a queue does not list the directory, and one storage (with
     /// one cache of open files) costs less than one per queue.
     storage: Arc<FsStorage>,
+    /// Every `--durable` queue's group commits, counted together.
+    commit_stats: Arc<CommitStats>,
 }
 
 impl Factory {
@@ -124,6 +127,7 @@ impl Factory {
             // channel commits its finished prefix (see rsq-channel's
             // `BackendReads`), so in-flight messages survive a crash.
             config.explicit_commit = true;
+            config.commit_stats = Some(self.commit_stats.clone());
         }
         // Lazy: a queue that never overflows memory costs no open queue.
         Ok(Arc::new(LazyDiskQueue::open(config, self.storage.clone())?))
@@ -306,6 +310,7 @@ impl Nsqd {
                 opts: opts.clone(),
                 clock: clock.clone(),
                 storage: Arc::new(FsStorage::with_index(files)),
+                commit_stats: Arc::new(CommitStats::new()),
             }),
             start_time: clock.unix_nanos() / 1_000_000_000,
             ids: IdGenerator::new(node_id),
@@ -684,6 +689,17 @@ impl Nsqd {
     /// All topics, sorted by name.
     pub fn topics(&self) -> Vec<Arc<DaemonTopic>> {
         lock(&self.topics).values().cloned().collect()
+    }
+
+    /// The group commits of every `--durable` queue, counted together
+    /// (all zero without `--durable`).
+    pub fn commit_stats(&self) -> CommitSnapshot {
+        self.factory.commit_stats.snapshot()
+    }
+
+    /// How many topics exist.
+    pub fn topic_count(&self) -> u64 {
+        lock(&self.topics).len() as u64
     }
 
     /// The topic named `name`, if it exists.

@@ -37,7 +37,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use clap::Parser;
 use rsq_codec::{is_ephemeral, is_valid_name, Message};
-use rsq_service::parse_log_level;
+use rsq_service::{parse_log_format, parse_log_level, LogFormat};
 
 use crate::context::disk_queue_config;
 use crate::dirlock::{DirLock, DirLockError};
@@ -77,14 +77,18 @@ pub struct DowngradeOptions {
     /// Log level: debug, info, warn, error or fatal.
     #[arg(long, default_value = "info", value_parser = parse_log_level)]
     pub log_level: String,
+    /// Log line format: text or json, as the daemon's.
+    #[arg(long, default_value = "text", value_parser = parse_log_format)]
+    pub log_format: LogFormat,
 }
 
 /// The flags of a config file that `rsqd downgrade` reads.
-const CONFIG_FLAGS: [&str; 4] = [
+const CONFIG_FLAGS: [&str; 5] = [
     "--data-path=",
     "--max-msg-size=",
     "--max-bytes-per-file=",
     "--log-level=",
+    "--log-format=",
 ];
 
 impl DowngradeOptions {

@@ -42,10 +42,11 @@ fn parse_bool(value: Option<&str>, default: bool) -> Result<bool, ApiError> {
 
 /// Every path the API serves (`/config/{opt}` by three of its options), for
 /// tests, fuzzers and tools that want to visit them all.
-pub const ROUTES: [&str; 18] = [
+pub const ROUTES: [&str; 19] = [
     "/ping",
     "/info",
     "/stats",
+    "/metrics",
     "/pub",
     "/mpub",
     "/topic/create",
@@ -73,6 +74,7 @@ pub fn router(ctx: Arc<Nsqd>) -> Router {
             .route("/ping", get(ping))
             .route("/info", get(info))
             .route("/stats", get(stats_handler))
+            .route("/metrics", get(metrics_handler))
             .route("/pub", post(publish))
             .route("/mpub", post(multi_publish))
             .route("/topic/create", post(topic_create))
@@ -181,6 +183,22 @@ async fn stats_handler(State(ctx): Ctx, Query(params): Params) -> ApiResult {
         let now = ctx.clock.unix_nanos() / 1_000_000_000;
         Ok(stats::render_text(&stats, now).into_response())
     }
+}
+
+/// `/metrics`: Prometheus' text format (`format=openmetrics` for
+/// OpenMetrics). Other query parameters are ignored; a `format` not served
+/// is `400 {"message":"INVALID_FORMAT"}`.
+async fn metrics_handler(State(ctx): Ctx, Query(params): Params) -> ApiResult {
+    let format = crate::metrics::Format::from_param(param(&params, "format"))
+        .ok_or(ApiError(StatusCode::BAD_REQUEST, "INVALID_FORMAT"))?;
+    let filter = StatsFilter::default();
+    let stats = stats::collect(&ctx, &filter);
+    let now = ctx.clock.unix_nanos() / 1_000_000_000;
+    let body = crate::metrics::render(stats, now, format).map_err(|_| {
+        tracing::error!("/metrics could not be encoded");
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
+    })?;
+    Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
 }
 
 fn topic_param(params: &[(String, String)]) -> Result<&str, ApiError> {

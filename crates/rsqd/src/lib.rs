@@ -13,6 +13,7 @@ pub mod downgrade;
 pub mod http;
 pub mod lookup;
 pub mod metadata;
+pub mod metrics;
 pub mod options;
 pub mod stats;
 pub mod statsd;

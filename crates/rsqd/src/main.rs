@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         Err(e) => return options_error(e),
     };
     let log_level = opts.log_level.clone();
-    rsq_service::run(&log_level, serve(opts))
+    rsq_service::run(&log_level, opts.log_format, serve(opts))
 }
 
 /// Reports options that did not parse; clap's own errors (and --help,
@@ -52,7 +52,7 @@ fn downgrade_main() -> ExitCode {
         Err(e) => return options_error(e),
     };
     #[allow(clippy::print_stderr)]
-    if let Err(e) = rsq_service::logging::init(&opts.log_level) {
+    if let Err(e) = rsq_service::logging::init(&opts.log_level, opts.log_format) {
         eprintln!("rsqd downgrade: {e}");
     }
     match downgrade::run(&opts) {

@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use rsq_codec::parse_duration;
 pub use rsq_service::hostname;
-use rsq_service::{parse_log_level, ListenAddr};
+use rsq_service::{parse_log_format, parse_log_level, ListenAddr, LogFormat};
 
 /// The version rsqd reports in IDENTIFY, `/info`, `/stats`, `nsqd.dat` and to
 /// lookupd: the nsqd release whose behaviour it matches, with rsq's own
@@ -55,6 +55,11 @@ pub struct Options {
     /// Log level: debug, info, warn, error or fatal.
     #[arg(long, default_value = "info", value_parser = parse_log_level)]
     pub log_level: String,
+    /// Log line format: text (coloured only on a terminal, never with
+    /// `NO_COLOR` set) or json (one object per line with timestamp, level,
+    /// target, message and fields).
+    #[arg(long, default_value = "text", value_parser = parse_log_format)]
+    pub log_format: LogFormat,
     /// Unique part of message ids, 0..1024 (default: derived from the hostname).
     #[arg(long = "node-id")]
     #[serde(rename = "id")]
@@ -506,6 +511,20 @@ mod tests {
         let err = Options::load_from(["rsqd", "--e2e-processing-latency-percentile=high"])
             .expect_err("not a number");
         assert!(err.to_string().contains("Could not parse: high"), "{err}");
+    }
+
+    #[test]
+    fn log_format_is_a_flag_and_a_config_key() -> anyhow::Result<()> {
+        assert_eq!(Options::load_from(["rsqd"])?.log_format, LogFormat::Text);
+        let o = Options::load_from(["rsqd", "--log-format=json"])?;
+        assert_eq!(o.log_format, LogFormat::Json);
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("rsqd.toml");
+        std::fs::write(&path, "log_format = \"json\"\n")?;
+        let o = Options::load_from(["rsqd".to_string(), format!("--config={}", path.display())])?;
+        assert_eq!(o.log_format, LogFormat::Json);
+        assert!(Options::load_from(["rsqd", "--log-format=xml"]).is_err());
+        Ok(())
     }
 
     #[test]

@@ -39,6 +39,42 @@ pub struct Stats {
     pub memory: Option<MemoryStats>,
     /// Clients that published; `null` when `include_clients=false`.
     pub producers: Option<Vec<ClientStats>>,
+    /// Daemon-wide figures beyond nsqd's JSON, for `/metrics`.
+    #[serde(skip)]
+    pub daemon: DaemonStats,
+}
+
+/// Daemon-wide figures `/metrics` reports and nsqd's `/stats` JSON has not.
+#[derive(Debug, Clone, Default)]
+pub struct DaemonStats {
+    /// Connected TCP clients.
+    pub connections: u64,
+    /// Topics, whatever the filter.
+    pub topic_count: u64,
+    /// Whether the daemon is healthy (`health` is `OK`).
+    pub healthy: bool,
+    /// Whether it runs with `--durable` (the commit histograms apply).
+    pub durable: bool,
+    /// Every `--durable` queue's group commits, counted together.
+    pub commits: rsq_diskqueue::CommitSnapshot,
+}
+
+/// A disk queue's damage counters (nsqd has none; `/metrics` reports them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskCounters {
+    /// Whole records recovery found and no longer serves.
+    pub corrupt_records: u64,
+    /// Files recovery moved aside as `.bad`.
+    pub quarantined_files: u64,
+}
+
+impl From<rsq_diskqueue::BackendStats> for DiskCounters {
+    fn from(b: rsq_diskqueue::BackendStats) -> DiskCounters {
+        DiskCounters {
+            corrupt_records: b.corrupt_records,
+            quarantined_files: b.quarantined_files,
+        }
+    }
 }
 
 /// nsqd's e2e latency block: publish-to-FIN percentiles over the
@@ -122,6 +158,9 @@ pub struct TopicStats {
     pub paused: bool,
     /// End-to-end latency.
     pub e2e_processing_latency: Latency,
+    /// Its disk queue's damage counters.
+    #[serde(skip)]
+    pub disk: DiskCounters,
 }
 
 /// One channel.
@@ -151,6 +190,9 @@ pub struct ChannelStats {
     pub paused: bool,
     /// End-to-end latency.
     pub e2e_processing_latency: Latency,
+    /// Its disk queue's damage counters.
+    #[serde(skip)]
+    pub disk: DiskCounters,
 }
 
 /// One client, as nsqd's `ClientV2Stats`.
@@ -311,9 +353,9 @@ pub fn collect(ctx: &Nsqd, filter: &StatsFilter) -> Stats {
             .into_iter()
             .filter_map(|topic| {
                 let ts = topic.stats();
-                let channels: Vec<ChannelStats> = topic
-                    .channels()
-                    .into_iter()
+                let all_channels = topic.channels();
+                let channels: Vec<ChannelStats> = all_channels
+                    .iter()
                     .filter(|(name, _)| filter.channel.as_ref().is_none_or(|c| c == name))
                     .map(|(name, chan)| {
                         let cs = chan.stats();
@@ -329,7 +371,7 @@ pub fn collect(ctx: &Nsqd, filter: &StatsFilter) -> Stats {
                                 .collect()
                         });
                         ChannelStats {
-                            channel_name: name,
+                            channel_name: name.clone(),
                             depth: cs.depth,
                             backend_depth: cs.backend_depth,
                             in_flight_count: cs.in_flight_count,
@@ -343,6 +385,7 @@ pub fn collect(ctx: &Nsqd, filter: &StatsFilter) -> Stats {
                             e2e_processing_latency: Latency::from_snapshot(
                                 cs.e2e_processing_latency,
                             ),
+                            disk: cs.backend.into(),
                         }
                     })
                     .collect();
@@ -351,9 +394,8 @@ pub fn collect(ctx: &Nsqd, filter: &StatsFilter) -> Stats {
                 }
                 // The topic's latency is all its channels' windows merged,
                 // whatever the channel filter, as nsqd aggregates them.
-                let topic_e2e = topic
-                    .channels()
-                    .into_iter()
+                let topic_e2e = all_channels
+                    .iter()
                     .filter_map(|(_, chan)| chan.e2e_latency_window())
                     .reduce(|mut all, one| {
                         all.merge(&one);
@@ -368,6 +410,7 @@ pub fn collect(ctx: &Nsqd, filter: &StatsFilter) -> Stats {
                     message_bytes: ts.message_bytes,
                     paused: ts.paused,
                     e2e_processing_latency: Latency::from_snapshot(topic_e2e.map(|w| w.snapshot())),
+                    disk: ts.backend.into(),
                 })
             })
             .collect()
@@ -393,6 +436,13 @@ pub fn collect(ctx: &Nsqd, filter: &StatsFilter) -> Stats {
             ..MemoryStats::default()
         }),
         producers,
+        daemon: DaemonStats {
+            connections: clients.len() as u64,
+            topic_count: ctx.topic_count(),
+            healthy: ctx.health().is_none(),
+            durable: ctx.opts.durable,
+            commits: ctx.commit_stats(),
+        },
     }
 }
 

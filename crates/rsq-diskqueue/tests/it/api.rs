@@ -175,6 +175,28 @@ async fn sync_every_one_makes_each_put_durable() {
     drop(q);
 }
 
+#[tokio::test]
+async fn group_commits_are_counted_in_the_configured_stats() {
+    let storage = Arc::new(MemStorage::new());
+    let stats = Arc::new(rsq_diskqueue::CommitStats::new());
+    let mut c = config(std::path::Path::new("/mem"));
+    c.sync_every = 1;
+    c.commit_stats = Some(stats.clone());
+    let q = open_mem(c, &storage);
+    for id in 0..5 {
+        q.put(record(id, 60)).await.unwrap();
+    }
+    q.put_many((5..8).map(|id| record(id, 60)).collect())
+        .await
+        .unwrap();
+    let s = stats.snapshot();
+    // One put at a time: each commit covers what was pending, all 8 records.
+    assert!((1..=6).contains(&s.commits()), "{s:?}");
+    assert_eq!(s.records_sum, 8, "{s:?}");
+    assert_eq!(s.records_buckets.iter().sum::<u64>(), s.commits());
+    drop(q);
+}
+
 #[tokio::test(start_paused = true)]
 async fn sync_timeout_syncs_in_the_background() {
     let storage = Arc::new(MemStorage::new());

@@ -253,6 +253,34 @@ fn every_listed_route_is_served() {
     });
 }
 
+#[test]
+fn metrics_answer_in_prometheus_text_format() {
+    with_daemon(&[], async |ctx| {
+        for (uri, content_type) in [
+            ("/metrics", "text/plain; version=0.0.4; charset=utf-8"),
+            (
+                "/metrics?format=text&x=1",
+                "text/plain; version=0.0.4; charset=utf-8",
+            ),
+            (
+                "/metrics?format=openmetrics",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ),
+        ] {
+            let req = Request::get(uri).body(Body::empty()).unwrap();
+            let res = super::router(ctx.clone()).oneshot(req).await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK, "{uri}");
+            assert_eq!(res.headers()["content-type"], content_type, "{uri}");
+        }
+        let req = Request::get("/metrics?format=xml")
+            .body(Body::empty())
+            .unwrap();
+        let (status, body) = send(&ctx, req).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body, br#"{"message":"INVALID_FORMAT"}"#);
+    });
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 

@@ -19,6 +19,7 @@ fn channel(name: &str, message_count: u64, depth: u64) -> ChannelStats {
         clients: None,
         paused: false,
         e2e_processing_latency: Latency::default(),
+        disk: Default::default(),
     }
 }
 
@@ -32,6 +33,7 @@ fn topic(name: &str, message_count: u64, channels: Vec<ChannelStats>) -> TopicSt
         message_bytes: message_count * 10,
         paused: false,
         e2e_processing_latency: Latency::default(),
+        disk: Default::default(),
     }
 }
 
