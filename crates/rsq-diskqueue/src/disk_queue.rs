@@ -613,6 +613,9 @@ impl Inner {
                     stats.record(started.elapsed(), target - synced);
                 }
             }
+            if result.is_ok() {
+                self.publish_synced();
+            }
             if let Err(e) = result {
                 error!(queue = %self.config.name, error = %e, "disk queue commit failed");
                 let error = match &e {
@@ -785,7 +788,11 @@ impl Inner {
                 ledger.meta_dirty = true;
             }
         }
-        self.publish_synced();
+        // The committer publishes a data sync itself, once it has counted
+        // the commit, so a put that returned is in the commit stats.
+        if kind != SyncKind::Data {
+            self.publish_synced();
+        }
         let Some(cleanup) = cleanup else {
             return Ok(());
         };

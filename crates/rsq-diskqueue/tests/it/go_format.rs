@@ -18,7 +18,7 @@ use rsq_diskqueue::{
     Storage,
 };
 
-use crate::{record, Rng};
+use crate::{record, Gated, Rng};
 
 /// nsqd's message header: timestamp, attempts, id.
 const MESSAGE_HEADER_LEN: usize = 26;
@@ -147,75 +147,19 @@ fn fixture_is_taken_over_exactly() {
     }
 }
 
-/// A storage that stops working after a set number of changes, as a
-/// process killed at that point would.
-#[derive(Debug)]
-struct Interrupted {
-    inner: Arc<MemStorage>,
-    changes_left: AtomicU64,
-}
-
-impl Interrupted {
-    fn new(inner: Arc<MemStorage>, changes: u64) -> Self {
-        Interrupted {
-            inner,
-            changes_left: AtomicU64::new(changes),
+/// A storage that stops working after `changes` changes, as a process
+/// killed at that point would, and the count of changes it has left.
+fn interrupted(inner: Arc<MemStorage>, changes: u64) -> (Arc<Gated>, Arc<AtomicU64>) {
+    let left = Arc::new(AtomicU64::new(changes));
+    let gate = {
+        let left = left.clone();
+        move || {
+            left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .map(drop)
+                .map_err(|_| std::io::Error::other("killed"))
         }
-    }
-
-    fn change(&self) -> std::io::Result<()> {
-        self.changes_left
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-            .map(drop)
-            .map_err(|_| std::io::Error::other("killed"))
-    }
-
-    fn tripped(&self) -> bool {
-        self.changes_left.load(Ordering::Relaxed) == 0
-    }
-}
-
-impl Storage for Interrupted {
-    fn dir(&self) -> &Path {
-        self.inner.dir()
-    }
-    fn list(&self) -> std::io::Result<Vec<String>> {
-        self.inner.list()
-    }
-    fn len(&self, name: &str) -> std::io::Result<Option<u64>> {
-        self.inner.len(name)
-    }
-    fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.inner.read_at(name, offset, buf)
-    }
-    fn append(&self, name: &str, data: &[u8]) -> std::io::Result<()> {
-        self.change()?;
-        self.inner.append(name, data)
-    }
-    fn write_at(&self, name: &str, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        self.change()?;
-        self.inner.write_at(name, offset, data)
-    }
-    fn sync(&self, name: &str) -> std::io::Result<()> {
-        self.change()?;
-        self.inner.sync(name)
-    }
-    fn truncate(&self, name: &str, len: u64) -> std::io::Result<()> {
-        self.change()?;
-        self.inner.truncate(name, len)
-    }
-    fn rename(&self, from: &str, to: &str) -> std::io::Result<()> {
-        self.change()?;
-        self.inner.rename(from, to)
-    }
-    fn remove(&self, name: &str) -> std::io::Result<()> {
-        self.change()?;
-        self.inner.remove(name)
-    }
-    fn write_atomic(&self, name: &str, data: &[u8]) -> std::io::Result<()> {
-        self.change()?;
-        self.inner.write_atomic(name, data)
-    }
+    };
+    (Arc::new(Gated::new(inner, gate)), left)
 }
 
 /// Runs `step` on a fresh copy of `start` interrupted after 0, 1, 2, ...
@@ -230,8 +174,8 @@ fn interrupt_at_every_change(
     let mut rng = Rng(7);
     for changes in 0..10_000 {
         let mem = Arc::new(start.crashed_copy(|_, _, len| len));
-        let storage = Arc::new(Interrupted::new(mem.clone(), changes));
-        let completed = step(storage.clone()) && !storage.tripped();
+        let (storage, left) = interrupted(mem.clone(), changes);
+        let completed = step(storage) && left.load(Ordering::Relaxed) > 0;
         if completed {
             return changes;
         }

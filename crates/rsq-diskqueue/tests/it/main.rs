@@ -77,3 +77,76 @@ impl Rng {
         self.next_u64() % n
     }
 }
+
+/// A storage over `inner` that asks `gate` before every change it forwards
+/// (reads pass straight through), so a test can count the changes a step
+/// makes, or fail every change from some point on as a killed process would.
+pub struct Gated {
+    /// The storage changes reach.
+    pub inner: Arc<MemStorage>,
+    gate: Box<dyn Fn() -> std::io::Result<()> + Send + Sync>,
+}
+
+impl Gated {
+    /// `inner`, with `gate` asked before each change.
+    pub fn new(
+        inner: Arc<MemStorage>,
+        gate: impl Fn() -> std::io::Result<()> + Send + Sync + 'static,
+    ) -> Gated {
+        Gated {
+            inner,
+            gate: Box::new(gate),
+        }
+    }
+}
+
+impl std::fmt::Debug for Gated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gated")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Storage for Gated {
+    fn dir(&self) -> &std::path::Path {
+        self.inner.dir()
+    }
+    fn list(&self) -> std::io::Result<Vec<String>> {
+        self.inner.list()
+    }
+    fn len(&self, name: &str) -> std::io::Result<Option<u64>> {
+        self.inner.len(name)
+    }
+    fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read_at(name, offset, buf)
+    }
+    fn append(&self, name: &str, data: &[u8]) -> std::io::Result<()> {
+        (self.gate)()?;
+        self.inner.append(name, data)
+    }
+    fn write_at(&self, name: &str, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        (self.gate)()?;
+        self.inner.write_at(name, offset, data)
+    }
+    fn sync(&self, name: &str) -> std::io::Result<()> {
+        (self.gate)()?;
+        self.inner.sync(name)
+    }
+    fn truncate(&self, name: &str, len: u64) -> std::io::Result<()> {
+        (self.gate)()?;
+        self.inner.truncate(name, len)
+    }
+    fn rename(&self, from: &str, to: &str) -> std::io::Result<()> {
+        (self.gate)()?;
+        self.inner.rename(from, to)
+    }
+    fn remove(&self, name: &str) -> std::io::Result<()> {
+        (self.gate)()?;
+        self.inner.remove(name)
+    }
+    fn write_atomic(&self, name: &str, data: &[u8]) -> std::io::Result<()> {
+        (self.gate)()?;
+        self.inner.write_atomic(name, data)
+    }
+}

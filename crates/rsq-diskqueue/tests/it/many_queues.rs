@@ -12,7 +12,7 @@ use rsq_diskqueue::{
     BackendQueue, DirIndex, DiskQueue, FsStorage, LazyDiskQueue, MemStorage, QueueError, Storage,
 };
 
-use crate::{config, drain, open_mem, record};
+use crate::{config, drain, open_mem, record, Gated};
 
 fn open_indexed(name: &str, index: &Arc<DirIndex>) -> DiskQueue {
     let mut c = config(index.dir());
@@ -82,62 +82,6 @@ async fn queues_sharing_an_index_keep_to_their_own_files() {
     }
 }
 
-/// Counts the changes made through it.
-#[derive(Debug)]
-struct Counting {
-    inner: Arc<MemStorage>,
-    changes: AtomicU64,
-}
-
-impl Counting {
-    fn change(&self) {
-        self.changes.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-impl Storage for Counting {
-    fn dir(&self) -> &Path {
-        self.inner.dir()
-    }
-    fn list(&self) -> std::io::Result<Vec<String>> {
-        self.inner.list()
-    }
-    fn len(&self, name: &str) -> std::io::Result<Option<u64>> {
-        self.inner.len(name)
-    }
-    fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.inner.read_at(name, offset, buf)
-    }
-    fn append(&self, name: &str, data: &[u8]) -> std::io::Result<()> {
-        self.change();
-        self.inner.append(name, data)
-    }
-    fn write_at(&self, name: &str, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        self.change();
-        self.inner.write_at(name, offset, data)
-    }
-    fn sync(&self, name: &str) -> std::io::Result<()> {
-        self.change();
-        self.inner.sync(name)
-    }
-    fn truncate(&self, name: &str, len: u64) -> std::io::Result<()> {
-        self.change();
-        self.inner.truncate(name, len)
-    }
-    fn rename(&self, from: &str, to: &str) -> std::io::Result<()> {
-        self.change();
-        self.inner.rename(from, to)
-    }
-    fn remove(&self, name: &str) -> std::io::Result<()> {
-        self.change();
-        self.inner.remove(name)
-    }
-    fn write_atomic(&self, name: &str, data: &[u8]) -> std::io::Result<()> {
-        self.change();
-        self.inner.write_atomic(name, data)
-    }
-}
-
 #[tokio::test]
 async fn an_unchanged_queue_reopens_and_closes_without_writing() {
     let mem = Arc::new(MemStorage::new());
@@ -151,14 +95,16 @@ async fn an_unchanged_queue_reopens_and_closes_without_writing() {
     }
     q.close().await.unwrap();
     for round in 0..3 {
-        let counting = Arc::new(Counting {
-            inner: mem.clone(),
-            changes: AtomicU64::new(0),
+        let changes = Arc::new(AtomicU64::new(0));
+        let counted = changes.clone();
+        let counting = Gated::new(mem.clone(), move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+            Ok(())
         });
-        let q = DiskQueue::open_with_storage(config(Path::new("mem")), counting.clone()).unwrap();
+        let q = DiskQueue::open_with_storage(config(Path::new("mem")), Arc::new(counting)).unwrap();
         assert_eq!(q.depth(), 10);
         q.close().await.unwrap();
-        assert_eq!(counting.changes.load(Ordering::Relaxed), 0, "round {round}");
+        assert_eq!(changes.load(Ordering::Relaxed), 0, "round {round}");
     }
     // A fresh queue that never held anything leaves no file at all.
     let empty = Arc::new(MemStorage::new());
