@@ -111,27 +111,12 @@ where
     rx
 }
 
-/// Resolves on SIGTERM or SIGINT. If a signal cannot be listened for, the
-/// failure is logged and it never resolves, rather than stopping the
-/// daemon at once.
+/// Resolves on the first SIGTERM or SIGINT ([`stop_signals`]'s first). If
+/// neither can be listened for, the failure is logged and it never
+/// resolves, rather than stopping the daemon at once.
 pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM");
-            return std::future::pending().await;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        r = tokio::signal::ctrl_c() => {
-            if let Err(e) = r {
-                tracing::error!(error = %e, "cannot listen for SIGINT");
-                std::future::pending::<()>().await;
-            }
-            tracing::info!("SIGINT received");
-        }
+    if stop_signals().recv().await.is_none() {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -171,39 +171,45 @@ pub fn load(data_path: &Path) -> Result<Metadata, MetadataError> {
     match read(data_path) {
         Ok(meta) => Ok(meta.unwrap_or_default()),
         Err(e @ MetadataError::CorruptJournal { .. }) => {
-            let path = journal::path_in(data_path);
-            let bad = path.with_extension("journal.bad");
-            tracing::error!(
-                path = %path.display(),
-                quarantined = %bad.display(),
-                error = %e,
-                "metadata journal is damaged; moved aside, starting from nsqd.dat alone (changes since its last whole write are forgotten)"
-            );
-            fs::rename(&path, &bad).map_err(|source| MetadataError::Io {
-                what: "cannot move the damaged journal aside",
-                path,
-                source,
-            })?;
+            quarantine(
+                &journal::path_in(data_path),
+                "journal.bad",
+                "cannot move the damaged journal aside",
+                &e,
+                "metadata journal is damaged; moved aside, starting from nsqd.dat alone (changes since its last whole write are forgotten)",
+            )?;
             load(data_path)
         }
         Err(e @ MetadataError::Corrupt { .. }) => {
-            let path = path_in(data_path);
-            let bad = path.with_extension("dat.bad");
-            tracing::error!(
-                path = %path.display(),
-                quarantined = %bad.display(),
-                error = %e,
-                "metadata is corrupt; moved aside, starting without it"
-            );
-            fs::rename(&path, &bad).map_err(|source| MetadataError::Io {
-                what: "cannot move corrupt metadata aside",
-                path,
-                source,
-            })?;
+            quarantine(
+                &path_in(data_path),
+                "dat.bad",
+                "cannot move corrupt metadata aside",
+                &e,
+                "metadata is corrupt; moved aside, starting without it",
+            )?;
             Ok(Metadata::default())
         }
         Err(e) => Err(e),
     }
+}
+
+/// Moves the unreadable file `path` aside under the extension `bad`,
+/// logging `why` at error level; `what` names a failed move.
+fn quarantine(
+    path: &Path,
+    bad: &str,
+    what: &'static str,
+    error: &MetadataError,
+    why: &'static str,
+) -> Result<(), MetadataError> {
+    let bad = path.with_extension(bad);
+    tracing::error!(path = %path.display(), quarantined = %bad.display(), %error, "{why}");
+    fs::rename(path, &bad).map_err(|source| MetadataError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Writes `nsqd.dat` atomically, in nsqd's shape, then starts an empty

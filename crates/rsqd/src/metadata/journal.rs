@@ -69,33 +69,28 @@ pub fn path_in(data_path: &Path) -> PathBuf {
 /// Applies `change` to `meta`, whose topics are sorted by name (as rsqd
 /// writes them), keeping them sorted.
 pub fn apply(meta: &mut Metadata, change: &Change) {
-    let name = match change {
-        Change::Topic { name, .. } | Change::DeleteTopic { name } => name,
-    };
-    let at = meta.topics.binary_search_by(|t| t.name.as_str().cmp(name));
-    match (change, at) {
-        (
-            Change::Topic {
-                name,
-                paused,
-                channels,
-            },
-            at,
-        ) => {
+    let at = |name: &str| meta.topics.binary_search_by(|t| t.name.as_str().cmp(name));
+    match change {
+        Change::Topic {
+            name,
+            paused,
+            channels,
+        } => {
             let entry = TopicMetadata {
                 name: name.clone(),
                 paused: *paused,
                 channels: channels.clone(),
             };
-            match at {
+            match at(name) {
                 Ok(i) => meta.topics[i] = entry,
                 Err(i) => meta.topics.insert(i, entry),
             }
         }
-        (Change::DeleteTopic { .. }, Ok(i)) => {
-            meta.topics.remove(i);
+        Change::DeleteTopic { name } => {
+            if let Ok(i) = at(name) {
+                meta.topics.remove(i);
+            }
         }
-        (Change::DeleteTopic { .. }, Err(_)) => {}
     }
 }
 
