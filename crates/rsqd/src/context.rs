@@ -607,7 +607,9 @@ impl Nsqd {
         }
         let want = self.metadata.requested.fetch_add(1, Ordering::SeqCst) + 1;
         let mut written = self.metadata.written.lock().await;
-        if written.upto >= want || written.closed {
+        // The shutdown's write is whole even when a journal append that
+        // began after it was counted already covers its changes.
+        if (written.upto >= want && !last) || written.closed {
             return Ok(());
         }
         // Every request counted so far changed state before counting, so

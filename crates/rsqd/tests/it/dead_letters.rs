@@ -182,8 +182,10 @@ fn a_channels_own_limit_is_checked_and_kept_across_restarts() {
 
 #[test]
 fn under_durable_a_dead_letter_survives_sigkill() {
-    let mut d = Daemon::start(&["--durable", "--max-attempts=1"]);
-    create(&d, "t", "c");
+    // The channel's own limit: after the SIGKILL it comes back from the
+    // journal (no whole nsqd.dat write happened).
+    let mut d = Daemon::start(&["--durable"]);
+    create(&d, "t", "c&max_attempts=1");
     let mut c = consumer(&d, "t", "c", 1);
     d.connect().publish("t", b"keep me");
     let m = c.expect_message();
@@ -203,6 +205,7 @@ fn under_durable_a_dead_letter_survives_sigkill() {
     drop(c);
     d.kill();
     d.restart();
+    assert_eq!(stat(&d, "t", "c", "max_attempts"), 1);
     let m = consumer(&d, "t.dead", "x", 1).expect_message();
     assert_eq!(&m.body[..], b"keep me");
     let mut again = consumer(&d, "t", "c", 1);
