@@ -6,7 +6,8 @@
 //! that frees a slot, delivers the next message at once. The driver only
 //! does what needs waiting: firing timeouts and deferred releases at
 //! `poll_timeout`, and reading the backend when a consumer is ready and
-//! memory is empty. No lock is held across an `.await`.
+//! memory is empty. No lock is held across an `.await`. The driver also
+//! hands dead letters to the channel's [`DeadLetterSink`] (`outbox.rs`).
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -22,7 +23,11 @@ use tokio::task::JoinHandle;
 
 use crate::backend_reads::BackendReads;
 use crate::state::{ChannelState, PutOutcome};
-use crate::{ChannelConfig, ChannelError, ChannelStats, ClientId, Clock, E2eLatencyWindow};
+use crate::{
+    ChannelConfig, ChannelError, ChannelStats, ClientId, Clock, DeadLetterSink, E2eLatencyWindow,
+};
+
+mod outbox;
 
 /// How long the driver waits before reading again after a backend read error.
 const BACKEND_RETRY_DELAY: Duration = Duration::from_millis(100);
@@ -85,6 +90,9 @@ struct Shared {
     clock: Arc<dyn Clock>,
     inner: Mutex<Inner>,
     wake: Notify,
+    /// Where messages past `max_attempts` go; `None` means the channel has
+    /// no limit (one without a sink would strand them).
+    dead_letters: Option<Arc<dyn DeadLetterSink>>,
 }
 
 struct Inner {
@@ -125,7 +133,9 @@ struct Armed {
 }
 
 impl Channel {
-    /// Builds a channel and spawns its driver task; call inside a tokio runtime.
+    /// Builds a channel and spawns its driver task; call inside a tokio
+    /// runtime. It has no dead-letter sink, so `config.max_attempts` is
+    /// ignored (see [`Channel::with_dead_letters`]).
     pub fn new(
         topic: &str,
         name: &str,
@@ -133,7 +143,25 @@ impl Channel {
         backend: Arc<dyn BackendQueue>,
         clock: Arc<dyn Clock>,
     ) -> Arc<Channel> {
+        Channel::with_dead_letters(topic, name, config, backend, clock, None)
+    }
+
+    /// [`Channel::new`] with a sink for messages past
+    /// `config.max_attempts`. Without a sink (`None`) the limit is off:
+    /// there would be nowhere to put what it takes out.
+    pub fn with_dead_letters(
+        topic: &str,
+        name: &str,
+        mut config: ChannelConfig,
+        backend: Arc<dyn BackendQueue>,
+        clock: Arc<dyn Clock>,
+        dead_letters: Option<Arc<dyn DeadLetterSink>>,
+    ) -> Arc<Channel> {
+        if dead_letters.is_none() {
+            config.max_attempts = 0;
+        }
         let shared = Arc::new(Shared {
+            dead_letters,
             topic: topic.to_owned(),
             name: name.to_owned(),
             backend,
@@ -171,6 +199,19 @@ impl Channel {
     /// Whether this is an ephemeral channel.
     pub fn is_ephemeral(&self) -> bool {
         self.shared.lock().state.config().ephemeral
+    }
+
+    /// Changes the attempt limit (`0`: none), from the next REQ or timeout
+    /// on. Ignored by a channel without a dead-letter sink.
+    pub fn set_max_attempts(&self, max_attempts: u16) {
+        if self.shared.dead_letters.is_some() {
+            self.shared.lock().state.set_max_attempts(max_attempts);
+        }
+    }
+
+    /// The attempt limit in force (`0`: none).
+    pub fn max_attempts(&self) -> u16 {
+        self.shared.lock().state.config().max_attempts
     }
 
     /// Puts a fresh message: into memory, or to the backend when memory is
@@ -587,7 +628,7 @@ impl Shared {
             (None, _) => false,
         };
         let backend = !armed.backend && self.wants_backend(inner);
-        if earlier || backend {
+        if earlier || backend || self.has_dead_letters(inner) {
             inner.armed = None;
             self.wake.notify_one();
         }
@@ -628,19 +669,32 @@ async fn drive(shared: Arc<Shared>) {
     // that never has one (no consumer, nothing deferred) carries none.
     let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
     loop {
-        let armed = {
+        let step = {
             let mut inner = shared.lock();
             if inner.exiting {
                 return;
             }
             inner.state.handle_timeout(shared.clock.now());
             shared.pump(&mut inner);
-            let armed = Armed {
-                deadline: inner.state.poll_timeout(),
-                backend: shared.wants_backend(&mut inner),
-            };
-            inner.armed = Some(armed);
-            armed
+            match shared.take_dead_letter(&mut inner) {
+                Some(msg) => Err(msg),
+                None => {
+                    let armed = Armed {
+                        deadline: inner.state.poll_timeout(),
+                        backend: shared.wants_backend(&mut inner),
+                    };
+                    inner.armed = Some(armed);
+                    Ok(armed)
+                }
+            }
+        };
+        let armed = match step {
+            Ok(armed) => armed,
+            Err(msg) => {
+                // Awake, not armed: nothing needs to wake it meanwhile.
+                shared.send_dead_letter(msg).await;
+                continue;
+            }
         };
         let sleep = async {
             match armed.deadline {

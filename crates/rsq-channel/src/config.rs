@@ -35,6 +35,11 @@ pub struct ChannelConfig {
     /// The span of finishes the percentiles cover: between half of it and
     /// all of it (`--e2e-processing-latency-window-time`).
     pub e2e_window: Duration,
+    /// Deliveries a message gets before a REQ or timeout of its last one
+    /// moves it to dead letters instead of requeueing it (`--max-attempts`,
+    /// or the channel's own `max_attempts`); `0`, the default, never does,
+    /// as nsqd.
+    pub max_attempts: u16,
 }
 
 impl Default for ChannelConfig {
@@ -49,6 +54,7 @@ impl Default for ChannelConfig {
             commit_backend_reads: false,
             e2e_percentiles: Vec::new(),
             e2e_window: Duration::from_secs(10 * 60),
+            max_attempts: 0,
         }
     }
 }

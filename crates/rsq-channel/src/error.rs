@@ -25,4 +25,8 @@ pub enum ChannelError {
     /// The backend queue failed.
     #[error("backend: {0}")]
     Backend(#[from] QueueError),
+    /// A [`crate::DeadLetterSink`] could not store a dead letter (its own
+    /// error, boxed: the sink is the caller's).
+    #[error("dead letter: {0}")]
+    DeadLetter(#[source] Box<dyn std::error::Error + Send + Sync>),
 }

@@ -6,13 +6,15 @@
 //! daemon with a backend, a [`Clock`] and one small driver task.
 //!
 //! Depends on rsq-codec for the message type and rsq-diskqueue for the
-//! backend a channel overflows into.
+//! backend a channel overflows into. Messages past their attempt limit go
+//! to a [`DeadLetterSink`] the owner provides.
 
 mod backend_reads;
 mod channel;
 mod clock;
 mod config;
 mod consumer;
+mod dead_letter;
 mod deferred;
 mod e2e_latency;
 mod error;
@@ -23,6 +25,7 @@ mod stats;
 pub use channel::{Channel, Consumer};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{ChannelConfig, ClientId};
+pub use dead_letter::DeadLetterSink;
 pub use e2e_latency::E2eLatencyWindow;
 pub use error::ChannelError;
 pub use state::{ChannelState, PutOutcome};

@@ -5,7 +5,10 @@
 //! `poll_timeout` (when the caller must next call `handle_timeout`).
 //! The backend is the caller's business: `handle_put` hands back a message
 //! that does not fit in memory, and the caller feeds records read back from
-//! the backend through `handle_backend_message`.
+//! the backend through `handle_backend_message`. Dead letters are the
+//! caller's business too: a message REQueued or timed out on its
+//! `max_attempts`-th delivery waits in an outbox until the caller takes it
+//! with `poll_dead_letter` (and publishes it wherever dead letters go).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -35,8 +38,8 @@ pub enum PutOutcome {
 /// One channel's messages and consumers.
 ///
 /// Every message the channel holds is in exactly one of: the memory queue,
-/// the in-flight table (owned by one consumer), or the deferred heap. The
-/// backend, kept by the caller, is the fourth place.
+/// the in-flight table (owned by one consumer), the deferred heap, or the
+/// dead-letter outbox. The backend, kept by the caller, is the fifth place.
 ///
 /// The memory queue holds at most `mem_queue_size` *fresh* messages; messages
 /// coming back from flight or deferral (requeue, timeout, disconnect, release)
@@ -56,6 +59,10 @@ pub struct ChannelState {
     message_count: u64,
     requeue_count: u64,
     timeout_count: u64,
+    /// Messages past their attempt limit, oldest first, until the caller
+    /// takes them ([`ChannelState::poll_dead_letter`]).
+    dead_letters: VecDeque<Message>,
+    dead_letter_count: u64,
     /// Publish-to-FIN latencies; `None` unless percentiles are configured
     /// (boxed: most channels have none, and it is two hundred bytes).
     e2e: Option<Box<E2eLatencyWindow>>,
@@ -82,6 +89,8 @@ impl ChannelState {
             message_count: 0,
             requeue_count: 0,
             timeout_count: 0,
+            dead_letters: VecDeque::new(),
+            dead_letter_count: 0,
         }
     }
 
@@ -196,7 +205,9 @@ impl ChannelState {
     }
 
     /// REQ: the message goes back, now (`delay` zero) or after `delay`,
-    /// which is clamped to `max_req_timeout`.
+    /// which is clamped to `max_req_timeout`; or, when this was its
+    /// `max_attempts`-th delivery, to the dead-letter outbox (at once,
+    /// whatever the delay). Counted in `requeue_count` either way.
     pub fn handle_req(
         &mut self,
         client: ClientId,
@@ -212,7 +223,9 @@ impl ChannelState {
         }
         self.requeue_count += 1;
         let delay = delay.min(self.config.max_req_timeout);
-        if delay.is_zero() {
+        if self.at_attempt_limit(&entry.msg) {
+            self.dead_letter(entry.msg);
+        } else if delay.is_zero() {
             self.memory.push_back(entry.msg);
         } else {
             self.deferred.push(entry.msg, now + delay);
@@ -307,7 +320,9 @@ impl ChannelState {
     }
 
     /// Requeues in-flight messages whose deadline is at or before `now`
-    /// (counted in `timeout_count`) and releases deferred messages that are due.
+    /// (counted in `timeout_count`; one on its `max_attempts`-th delivery
+    /// goes to the dead-letter outbox instead) and releases deferred
+    /// messages that are due.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(entry) = self.in_flight.pop_expired(now) {
             self.timeout_count += 1;
@@ -315,7 +330,11 @@ impl ChannelState {
                 consumer.in_flight -= 1;
             }
             self.mark_ready(entry.client);
-            self.memory.push_back(entry.msg);
+            if self.at_attempt_limit(&entry.msg) {
+                self.dead_letter(entry.msg);
+            } else {
+                self.memory.push_back(entry.msg);
+            }
         }
         while let Some(msg) = self.deferred.pop_due(now) {
             self.memory.push_back(msg);
@@ -339,13 +358,14 @@ impl ChannelState {
         false
     }
 
-    /// Drops every queued, in-flight and deferred message (the caller empties
-    /// the backend). Consumers stay, holding nothing; a later FIN for a
+    /// Drops every queued, in-flight, deferred and dead-lettered message
+    /// not yet taken (the caller empties the backend). Consumers stay, holding nothing; a later FIN for a
     /// dropped message fails with `NotInFlight`.
     pub fn handle_empty(&mut self) {
         self.memory.clear();
         self.in_flight.drain();
         self.deferred.clear();
+        self.dead_letters.clear();
         let clients: Vec<ClientId> = self.consumers.keys().copied().collect();
         for client in clients {
             if let Some(consumer) = self.consumers.get_mut(&client) {
@@ -356,11 +376,14 @@ impl ChannelState {
     }
 
     /// Takes every message out for a shutdown flush, in nsqd's order: memory,
-    /// then in flight (delivery order), then deferred (release order).
-    /// Consumers are unsubscribed.
+    /// then in flight (delivery order), then dead letters not yet taken
+    /// (kept with their attempts, so the first failure after a restart
+    /// dead-letters them), then deferred (release order). Consumers are
+    /// unsubscribed.
     pub fn drain(&mut self, now: Instant) -> Vec<Message> {
         let mut all: Vec<Message> = self.memory.drain(..).collect();
         all.extend(self.in_flight.drain().into_iter().map(|e| e.msg));
+        all.extend(self.dead_letters.drain(..));
         for msg in &mut all {
             msg.deferred = None;
         }
@@ -383,6 +406,11 @@ impl ChannelState {
     /// Messages deferred.
     pub fn deferred_count(&self) -> usize {
         self.deferred.len()
+    }
+
+    /// Dead letters waiting for the caller to take them.
+    pub fn dead_letter_depth(&self) -> usize {
+        self.dead_letters.len()
     }
 
     /// Consumers subscribed.
@@ -423,12 +451,46 @@ impl ChannelState {
             message_count: self.message_count,
             requeue_count: self.requeue_count,
             timeout_count: self.timeout_count,
+            dead_letter_count: self.dead_letter_count,
+            max_attempts: self.config.max_attempts,
             paused: self.paused,
             client_count: self.consumers.len() as u64,
             clients,
             e2e_processing_latency: None,
             backend: rsq_diskqueue::BackendStats::default(),
         }
+    }
+
+    /// The next dead letter, oldest first: a message that was REQueued or
+    /// timed out on its `max_attempts`-th delivery (its `attempts` says
+    /// how many it had). The caller now holds it and publishes it to dead
+    /// letters; if that fails it gives it back with
+    /// [`ChannelState::handle_dead_letter_failed`].
+    pub fn poll_dead_letter(&mut self) -> Option<Message> {
+        self.dead_letters.pop_front()
+    }
+
+    /// A dead letter taken with [`ChannelState::poll_dead_letter`] could
+    /// not be published: it is held again, first in line, not counted again.
+    pub fn handle_dead_letter_failed(&mut self, msg: Message) {
+        self.dead_letters.push_front(msg);
+    }
+
+    /// Changes the attempt limit (`0`: none). It applies from the next REQ
+    /// or timeout on; messages already waiting or deferred are not moved.
+    pub fn set_max_attempts(&mut self, max_attempts: u16) {
+        self.config.max_attempts = max_attempts;
+    }
+
+    /// Whether a message leaving flight by REQ or timeout has had all the
+    /// deliveries it may have.
+    fn at_attempt_limit(&self, msg: &Message) -> bool {
+        self.config.max_attempts > 0 && msg.attempts >= self.config.max_attempts
+    }
+
+    fn dead_letter(&mut self, msg: Message) {
+        self.dead_letter_count += 1;
+        self.dead_letters.push_back(msg);
     }
 
     fn check_owner(&self, client: ClientId, id: &MessageId) -> Result<(), ChannelError> {
@@ -457,6 +519,14 @@ impl ChannelState {
         for msg in self.memory.iter().chain(self.deferred.iter()) {
             assert!(seen.insert(msg.id), "{} held twice", msg.id);
         }
+        for msg in &self.dead_letters {
+            assert!(seen.insert(msg.id), "{} held twice", msg.id);
+            assert!(msg.attempts >= 1, "{} dead-lettered undelivered", msg.id);
+        }
+        assert!(
+            self.dead_letters.len() as u64 <= self.dead_letter_count,
+            "more dead letters held than were counted"
+        );
         assert_eq!(
             self.in_flight.rows().count(),
             self.in_flight.len(),

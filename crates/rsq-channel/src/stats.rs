@@ -23,6 +23,11 @@ pub struct ChannelStats {
     pub requeue_count: u64,
     /// Messages requeued because they stayed in flight past their deadline.
     pub timeout_count: u64,
+    /// Messages moved to dead letters: REQueued or timed out on their
+    /// `max_attempts`-th delivery.
+    pub dead_letter_count: u64,
+    /// The attempt limit in force (`0`: none).
+    pub max_attempts: u16,
     /// Whether delivery is paused.
     pub paused: bool,
     /// Consumers subscribed.

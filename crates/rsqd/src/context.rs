@@ -21,6 +21,7 @@ use rsq_topic::{
 
 use crate::auth::AuthClient;
 use crate::client::ClientInfo;
+use crate::dead_letter::{self, ChannelLimit};
 use crate::lookup::{LookupConfig, LookupPeers, PeerIdentity, Snapshot};
 use crate::metadata::{self, journal, ChannelMetadata, Metadata, TopicMetadata};
 use crate::options::{Options, VERSION};
@@ -28,8 +29,9 @@ use crate::options::{Options, VERSION};
 /// A topic as the daemon holds it.
 pub type DaemonTopic = Topic<ChannelHandle>;
 
-/// The real channel, as seen by a topic's pump.
-pub struct ChannelHandle(pub Arc<Channel>);
+/// The real channel, as seen by a topic's pump, with its own attempt
+/// limit if it was given one (see [`crate::dead_letter`]).
+pub struct ChannelHandle(pub Arc<Channel>, pub(crate) ChannelLimit);
 
 impl std::ops::Deref for ChannelHandle {
     type Target = Channel;
@@ -99,6 +101,8 @@ struct Factory {
     storage: Arc<FsStorage>,
     /// Every `--durable` queue's group commits, counted together.
     commit_stats: Arc<CommitStats>,
+    /// The daemon, for channels' dead-letter publishes (no cycle).
+    nsqd: Weak<Nsqd>,
 }
 
 impl Factory {
@@ -153,9 +157,19 @@ impl ChannelFactory<ChannelHandle> for Factory {
             commit_backend_reads: self.opts.durable && !ephemeral,
             e2e_percentiles: self.opts.e2e_processing_latency_percentile.clone(),
             e2e_window: self.opts.e2e_processing_latency_window_time,
+            max_attempts: self.opts.max_attempts,
         };
-        let chan = Channel::new(topic, channel, config, backend, self.clock.clone());
-        Ok(Arc::new(ChannelHandle(chan)))
+        // A dead-letter topic's channels have no sink, hence no limit.
+        let sink = (!dead_letter::is_dead_letter_topic(topic)).then(|| {
+            Arc::new(dead_letter::Publisher::new(
+                self.nsqd.clone(),
+                topic,
+                channel,
+            )) as Arc<dyn rsq_channel::DeadLetterSink>
+        });
+        let chan =
+            Channel::with_dead_letters(topic, channel, config, backend, self.clock.clone(), sink);
+        Ok(Arc::new(ChannelHandle(chan, ChannelLimit::default())))
     }
 }
 
@@ -286,6 +300,7 @@ fn durable_channels(topic: &DaemonTopic) -> Vec<ChannelMetadata> {
         .map(|(name, c)| ChannelMetadata {
             name,
             paused: c.is_paused(),
+            max_attempts: c.own_max_attempts(),
         })
         .collect()
 }
@@ -311,6 +326,7 @@ impl Nsqd {
                 clock: clock.clone(),
                 storage: Arc::new(FsStorage::with_index(files)),
                 commit_stats: Arc::new(CommitStats::new()),
+                nsqd: this.clone(),
             }),
             start_time: clock.unix_nanos() / 1_000_000_000,
             ids: IdGenerator::new(node_id),
@@ -553,8 +569,14 @@ impl Nsqd {
                     continue;
                 }
                 match topic.get_or_create_channel(&c.name) {
-                    Ok((chan, _)) if c.paused => chan.pause(),
-                    Ok(_) => {}
+                    Ok((chan, _)) => {
+                        if c.paused {
+                            chan.pause();
+                        }
+                        if let Some(max_attempts) = c.max_attempts {
+                            chan.set_max_attempts(max_attempts);
+                        }
+                    }
                     Err(e) => {
                         tracing::error!(topic = %t.name, channel = %c.name, error = %e, "cannot recreate channel")
                     }
@@ -585,7 +607,9 @@ impl Nsqd {
         }
         let want = self.metadata.requested.fetch_add(1, Ordering::SeqCst) + 1;
         let mut written = self.metadata.written.lock().await;
-        if written.upto >= want || written.closed {
+        // The shutdown's write is whole even when a journal append that
+        // began after it was counted already covers its changes.
+        if (written.upto >= want && !last) || written.closed {
             return Ok(());
         }
         // Every request counted so far changed state before counting, so

@@ -289,7 +289,7 @@ pub fn run(opts: &DowngradeOptions) -> Result<Summary, DowngradeError> {
     metadata::save(
         data_path,
         &Metadata {
-            topics: kept.topics,
+            topics: without_attempt_limits(kept.topics),
             version: NSQD_VERSION.to_string(),
         },
     )?;
@@ -404,6 +404,29 @@ fn queue_names_on_disk(dir: &Path) -> std::io::Result<BTreeSet<String>> {
     Ok(names)
 }
 
+/// The topics as Go nsqd writes them: Go has no attempt limit, so each
+/// channel's own `max_attempts` (rsq only) is dropped, with a warning.
+/// Go would ignore the key, but it rewrites `nsqd.dat` without it at its
+/// first start anyway, and the downgraded file is promised to be nsqd's
+/// own bytes. Dead-letter topics stay: to Go they are ordinary topics.
+fn without_attempt_limits(
+    mut topics: Vec<metadata::TopicMetadata>,
+) -> Vec<metadata::TopicMetadata> {
+    for topic in &mut topics {
+        for channel in &mut topic.channels {
+            if let Some(max_attempts) = channel.max_attempts.take() {
+                tracing::warn!(
+                    topic = %topic.name,
+                    channel = %channel.name,
+                    max_attempts,
+                    "DOWNGRADE: Go nsqd has no max_attempts; the channel's limit is dropped"
+                );
+            }
+        }
+    }
+    topics
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -459,14 +482,17 @@ mod tests {
                         ChannelMetadata {
                             name: "c".into(),
                             paused: false,
+                            max_attempts: None,
                         },
                         ChannelMetadata {
                             name: "../x".into(),
                             paused: false,
+                            max_attempts: None,
                         },
                         ChannelMetadata {
                             name: "e#ephemeral".into(),
                             paused: false,
+                            max_attempts: None,
                         },
                     ],
                 },
@@ -531,6 +557,25 @@ mod tests {
             Err(DowngradeError::NotADataDir { .. })
         ));
         assert!(!dir.path().join("nope").exists());
+        Ok(())
+    }
+
+    #[test]
+    fn channel_attempt_limits_are_dropped_for_go() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(
+            dir.path().join(metadata::METADATA_FILE),
+            r#"{"topics":[{"name":"t","paused":false,"channels":[{"name":"c","paused":true,"max_attempts":3}]},{"name":"t.dead","paused":false,"channels":null}],"version":"1.3.0+rsq.0.1.0"}"#,
+        )?;
+        let opts = DowngradeOptions::load_from([
+            "downgrade".into(),
+            format!("--data-path={}", dir.path().display()),
+        ])?;
+        run(&opts)?;
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(metadata::METADATA_FILE))?,
+            r#"{"topics":[{"name":"t","paused":false,"channels":[{"name":"c","paused":true}]},{"name":"t.dead","paused":false,"channels":null}],"version":"1.3.0"}"#
+        );
         Ok(())
     }
 }

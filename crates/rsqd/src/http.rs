@@ -383,15 +383,42 @@ async fn topic_unpause(State(ctx): Ctx, Query(params): Params) -> ApiResult {
     ok_empty()
 }
 
+/// `/channel/create`, with rsq's optional `max_attempts=N` (0 to 65535;
+/// 0 turns the limit off for the channel): the channel's own attempt limit
+/// in place of `--max-attempts`, applied to an existing channel too and
+/// persisted in `nsqd.dat`. Anything else, or a limit on a dead-letter
+/// topic's channel (they never dead-letter), is 400 `INVALID_MAX_ATTEMPTS`,
+/// and nothing is created.
 async fn channel_create(State(ctx): Ctx, Query(params): Params) -> ApiResult {
     let (topic, channel) = topic_and_channel(&params)?;
+    let max_attempts = max_attempts_param(&params, topic)?;
     if ctx.topic(topic).is_none() {
         return Err(ApiError(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"));
     }
-    ctx.get_or_create_channel(topic, channel)
+    let (topic, channel) = ctx
+        .get_or_create_channel(topic, channel)
         .await
         .map_err(context_error)?;
+    if let Some(max_attempts) = max_attempts {
+        ctx.set_max_attempts(&topic, &channel, max_attempts).await;
+    }
     ok_empty()
+}
+
+/// The `max_attempts` of `/channel/create`: digits only, within `u16`.
+fn max_attempts_param(params: &[(String, String)], topic: &str) -> Result<Option<u16>, ApiError> {
+    const INVALID: ApiError = ApiError(StatusCode::BAD_REQUEST, "INVALID_MAX_ATTEMPTS");
+    let Some(value) = param(params, "max_attempts") else {
+        return Ok(None);
+    };
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(INVALID);
+    }
+    let n: u16 = value.parse().map_err(|_| INVALID)?;
+    if n > 0 && crate::dead_letter::is_dead_letter_topic(topic) {
+        return Err(INVALID);
+    }
+    Ok(Some(n))
 }
 
 fn existing_channel(

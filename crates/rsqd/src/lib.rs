@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod client;
 pub mod context;
+pub mod dead_letter;
 pub mod dirlock;
 pub mod downgrade;
 pub mod http;

@@ -61,6 +61,11 @@ pub struct ChannelMetadata {
     pub name: String,
     /// Whether the channel is paused.
     pub paused: bool,
+    /// The channel's own attempt limit (rsq only, see
+    /// [`crate::dead_letter`]): written only when set, so a data dir that
+    /// never had one is byte for byte nsqd's; Go nsqd ignores the key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u16>,
 }
 
 /// Why `nsqd.dat` could not be read or written.
@@ -386,10 +391,28 @@ go_struct!(ChannelMetadata, "a channel object", |c, key, map| {
         scalar(map, &mut c.name)
     } else if names_field(key, "paused") {
         scalar(map, &mut c.paused)
+    } else if key == "max_attempts" {
+        // rsq's own key, matched exactly (Go never reads it): a value that
+        // is no attempt count is dropped, never a reason to call the file
+        // corrupt, since nsqd would load it.
+        let value = map.next_value::<IgnoredOr<u16>>()?;
+        c.max_attempts = value.0;
+        Ok(true)
     } else {
         Ok(false)
     }
 });
+
+/// A value that is `Some` when it parses as `T` and `None` otherwise
+/// (anything else, `null` included, is skipped whole).
+struct IgnoredOr<T>(Option<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for IgnoredOr<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(d)?;
+        Ok(IgnoredOr(T::deserialize(value).ok()))
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -402,6 +425,7 @@ mod tests {
         ChannelMetadata {
             name: name.into(),
             paused,
+            max_attempts: None,
         }
     }
 
@@ -503,6 +527,33 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn max_attempts_is_written_only_when_set_and_read_leniently() -> anyhow::Result<()> {
+        let mut meta = go_metadata();
+        meta.topics[0].channels[1].max_attempts = Some(5);
+        let json = String::from_utf8(to_json(&meta)?)?;
+        assert_eq!(
+            json,
+            GO_LINE.replace(
+                r#"{"name":"archive","paused":true}"#,
+                r#"{"name":"archive","paused":true,"max_attempts":5}"#
+            )
+        );
+        assert_eq!(parse(json.as_bytes())?, meta);
+        // Not an attempt count: dropped, the file still loads (as in Go).
+        for odd in ["-1", "70000", "\"5\"", "null", "[1]", "2.5"] {
+            let text = format!(
+                r#"{{"topics":[{{"name":"t","channels":[{{"name":"c","max_attempts":{odd}}}]}}]}}"#
+            );
+            assert_eq!(
+                parse(text.as_bytes())?.topics[0].channels[0],
+                channel("c", false),
+                "{odd}"
+            );
+        }
+        Ok(())
     }
 
     #[test]

@@ -420,6 +420,14 @@ impl Collector for Snapshot {
         )?;
         family(
             &mut e,
+            "nsq_channel_dead_letter",
+            "Messages moved to the topic's dead-letter topic after their last attempt (--max-attempts).",
+            None,
+            MetricType::Counter,
+            channels().map(|tc| (c2(tc), count(tc.1.dead_letter_count))),
+        )?;
+        family(
+            &mut e,
             "nsq_channel_disk_corrupt_records",
             "Records the channel's disk queue found corrupt at open and no longer serves.",
             None,

@@ -144,6 +144,13 @@ pub struct Options {
     /// Consumers allowed per channel; 0 means unlimited.
     #[arg(long, default_value_t = 0)]
     pub max_channel_consumers: usize,
+    /// Deliveries a message gets (rsq only): a message REQueued or timed
+    /// out on its N-th is published to its topic's dead-letter topic
+    /// (`<topic>.dead`) instead of being delivered again. 0 (the default)
+    /// never stops, as nsqd. A channel may set its own with
+    /// `/channel/create?max_attempts=N`.
+    #[arg(long, default_value_t = 0)]
+    pub max_attempts: u16,
     /// Answer a publish only once its message is fsynced (rsq only; off by
     /// default, as nsqd). Messages then skip the memory queues, every queue
     /// syncs each write (concurrent publishers share fsyncs), and a topic

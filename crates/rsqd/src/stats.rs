@@ -182,6 +182,11 @@ pub struct ChannelStats {
     pub requeue_count: u64,
     /// Messages requeued by timeout.
     pub timeout_count: u64,
+    /// Messages moved to the dead-letter topic after their last attempt
+    /// (rsq only; see [`crate::dead_letter`]).
+    pub dead_letter_count: u64,
+    /// The attempt limit in force, `0` for none (rsq only).
+    pub max_attempts: u16,
     /// Consumers.
     pub client_count: u64,
     /// Per-consumer stats; `null` when `include_clients=false`.
@@ -379,6 +384,8 @@ pub fn collect(ctx: &Nsqd, filter: &StatsFilter) -> Stats {
                             message_count: cs.message_count,
                             requeue_count: cs.requeue_count,
                             timeout_count: cs.timeout_count,
+                            dead_letter_count: cs.dead_letter_count,
+                            max_attempts: cs.max_attempts,
                             client_count: cs.client_count,
                             clients: client_list,
                             paused: cs.paused,

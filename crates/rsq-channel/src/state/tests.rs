@@ -564,6 +564,185 @@ fn latency_is_not_kept_unless_configured() {
     assert!(h.state.e2e_latency(h.now()).is_none());
 }
 
+fn limited(max_attempts: u16) -> Harness {
+    Harness::new(ChannelConfig {
+        max_attempts,
+        ..ChannelConfig::default()
+    })
+}
+
+/// Ids and attempts of every dead letter waiting, oldest first.
+fn take_dead_letters(h: &mut Harness) -> Vec<(u64, u16)> {
+    let out = std::iter::from_fn(|| h.state.poll_dead_letter())
+        .map(|m| (num(&m.id), m.attempts))
+        .collect();
+    h.state.check_invariants();
+    out
+}
+
+#[test]
+fn req_on_the_last_attempt_dead_letters_instead_of_requeueing() {
+    let mut h = limited(3);
+    h.put(1);
+    h.consumer(1, 1);
+    for attempt in 1..=3 {
+        check(&mut h, &[(1, 1, attempt)]);
+        assert!(take_dead_letters(&mut h).is_empty());
+        h.state
+            .handle_req(1, &id(1), Duration::ZERO, h.now())
+            .unwrap();
+        h.state.check_invariants();
+    }
+    check(&mut h, &[]);
+    assert_eq!(h.state.dead_letter_depth(), 1);
+    let s = h.state.stats();
+    assert_eq!((s.dead_letter_count, s.requeue_count, s.depth), (1, 3, 0));
+    assert_eq!(take_dead_letters(&mut h), vec![(1, 3)]);
+    assert_eq!(h.state.dead_letter_depth(), 0);
+    assert_eq!(
+        h.state.stats().dead_letter_count,
+        1,
+        "a counter, not a depth"
+    );
+}
+
+#[test]
+fn a_deferred_req_on_the_last_attempt_dead_letters_at_once() {
+    let mut h = limited(1);
+    h.put(1);
+    h.consumer(1, 1);
+    check(&mut h, &[(1, 1, 1)]);
+    h.state.handle_req(1, &id(1), 30 * SEC, h.now()).unwrap();
+    assert_eq!(h.state.deferred_count(), 0);
+    assert_eq!(take_dead_letters(&mut h), vec![(1, 1)]);
+    assert_eq!(h.state.poll_timeout(), None);
+}
+
+#[test]
+fn timeout_on_the_last_attempt_dead_letters() {
+    let mut h = limited(2);
+    h.put(1);
+    h.put(2);
+    h.consumer(1, 2);
+    check(&mut h, &[(1, 1, 1), (1, 2, 1)]);
+    h.advance(61 * SEC);
+    check(&mut h, &[(1, 1, 2), (1, 2, 2)]);
+    h.state
+        .handle_fin(1, &id(2), h.now(), h.clock.unix_nanos())
+        .unwrap();
+    h.advance(61 * SEC);
+    check(&mut h, &[]);
+    let s = h.state.stats();
+    assert_eq!((s.timeout_count, s.dead_letter_count), (3, 1));
+    assert_eq!(take_dead_letters(&mut h), vec![(1, 2)]);
+}
+
+#[test]
+fn a_disconnect_requeues_even_on_the_last_attempt() {
+    // The consumer went away; it did not fail the message. The next REQ
+    // or timeout (of attempt 2 here) dead-letters it.
+    let mut h = limited(1);
+    h.put(1);
+    h.consumer(1, 1);
+    check(&mut h, &[(1, 1, 1)]);
+    h.state.remove_consumer(1);
+    assert!(take_dead_letters(&mut h).is_empty());
+    h.consumer(2, 1);
+    check(&mut h, &[(2, 1, 2)]);
+    h.state
+        .handle_req(2, &id(1), Duration::ZERO, h.now())
+        .unwrap();
+    assert_eq!(take_dead_letters(&mut h), vec![(1, 2)]);
+}
+
+#[test]
+fn without_a_limit_nothing_is_dead_lettered() {
+    let mut h = limited(0);
+    h.put(1);
+    h.consumer(1, 1);
+    for attempt in 1..=300u16 {
+        check(&mut h, &[(1, 1, attempt)]);
+        h.state
+            .handle_req(1, &id(1), Duration::ZERO, h.now())
+            .unwrap();
+    }
+    assert!(take_dead_letters(&mut h).is_empty());
+    assert_eq!(h.state.stats().dead_letter_count, 0);
+}
+
+#[test]
+fn a_failed_dead_letter_is_held_again_first_and_not_counted_twice() {
+    let mut h = limited(1);
+    h.put(1);
+    h.put(2);
+    h.consumer(1, 2);
+    check(&mut h, &[(1, 1, 1), (1, 2, 1)]);
+    h.state
+        .handle_req(1, &id(1), Duration::ZERO, h.now())
+        .unwrap();
+    h.state
+        .handle_req(1, &id(2), Duration::ZERO, h.now())
+        .unwrap();
+    let first = h.state.poll_dead_letter().unwrap();
+    assert_eq!(num(&first.id), 1);
+    h.state.check_invariants();
+    h.state.handle_dead_letter_failed(first);
+    h.state.check_invariants();
+    assert_eq!(take_dead_letters(&mut h), vec![(1, 1), (2, 1)]);
+    assert_eq!(h.state.stats().dead_letter_count, 2);
+}
+
+#[test]
+fn drain_keeps_dead_letters_and_empty_drops_them() {
+    let mut h = limited(1);
+    for n in 1..=3 {
+        h.put(n);
+    }
+    h.consumer(1, 2);
+    check(&mut h, &[(1, 1, 1), (1, 2, 1)]);
+    h.state
+        .handle_req(1, &id(1), Duration::ZERO, h.now())
+        .unwrap();
+    let drained: Vec<(u64, u16)> = h
+        .state
+        .drain(h.now())
+        .iter()
+        .map(|m| (num(&m.id), m.attempts))
+        .collect();
+    // Memory, in flight, then the dead letter with its attempts.
+    assert_eq!(drained, vec![(3, 0), (2, 1), (1, 1)]);
+    h.state.check_invariants();
+
+    let mut h = limited(1);
+    h.put(1);
+    h.consumer(1, 1);
+    check(&mut h, &[(1, 1, 1)]);
+    h.state
+        .handle_req(1, &id(1), Duration::ZERO, h.now())
+        .unwrap();
+    h.state.handle_empty();
+    h.state.check_invariants();
+    assert!(take_dead_letters(&mut h).is_empty());
+}
+
+#[test]
+fn the_limit_can_change_and_applies_from_the_next_failure() {
+    let mut h = limited(0);
+    h.put(1);
+    h.consumer(1, 1);
+    check(&mut h, &[(1, 1, 1)]);
+    h.state
+        .handle_req(1, &id(1), Duration::ZERO, h.now())
+        .unwrap();
+    check(&mut h, &[(1, 1, 2)]);
+    h.state.set_max_attempts(2);
+    assert_eq!(h.state.stats().max_attempts, 2);
+    h.state
+        .handle_req(1, &id(1), Duration::ZERO, h.now())
+        .unwrap();
+    assert_eq!(take_dead_letters(&mut h), vec![(1, 2)]);
+}
+
 // ---------------------------------------------------------------------------
 // Model-based property test.
 
@@ -581,6 +760,10 @@ enum Op {
     Disconnect(u8),
     Pause,
     Unpause,
+    /// Take up to this many dead letters, as the channel's driver does.
+    TakeDeadLetters(u8),
+    /// Take one dead letter and give it back (its publish failed).
+    FailDeadLetter,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -598,6 +781,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<u8>().prop_map(Op::Disconnect),
         1 => Just(Op::Pause),
         1 => Just(Op::Unpause),
+        1 => (1u8..4).prop_map(Op::TakeDeadLetters),
+        1 => Just(Op::FailDeadLetter),
     ]
 }
 
@@ -634,9 +819,27 @@ struct Model {
     message_count: u64,
     requeue_count: u64,
     timeout_count: u64,
+    /// The attempt limit (0: none).
+    max_attempts: u16,
+    /// Past their limit, not yet taken by the caller.
+    dead_pending: HashSet<MessageId>,
+    /// Taken by the caller (published to dead letters), and how often.
+    dead_lettered: HashMap<MessageId, u32>,
+    dead_letter_count: u64,
 }
 
 impl Model {
+    /// Where a message leaving flight by REQ or timeout goes: `true` when
+    /// it had its last attempt (the dead-letter outbox).
+    fn at_limit(&self, id: &MessageId) -> bool {
+        self.max_attempts > 0 && self.attempts.get(id).copied().unwrap_or(0) >= self.max_attempts
+    }
+
+    fn dead_letter(&mut self, id: MessageId) {
+        self.dead_pending.insert(id);
+        self.dead_letter_count += 1;
+    }
+
     fn someone_ready(&self) -> bool {
         !self.paused
             && self
@@ -677,7 +880,7 @@ struct Sim {
 }
 
 impl Sim {
-    fn new() -> Self {
+    fn new(max_attempts: u16) -> Self {
         let config = ChannelConfig {
             mem_queue_size: 3,
             msg_timeout: 60 * SEC,
@@ -689,10 +892,14 @@ impl Sim {
             // Latency on, so random interleavings exercise its FIN path.
             e2e_percentiles: vec![1.0, 0.5],
             e2e_window: 60 * SEC,
+            max_attempts,
         };
         Sim {
             h: Harness::new(config.clone()),
-            m: Model::default(),
+            m: Model {
+                max_attempts,
+                ..Model::default()
+            },
             next_msg: 0,
             config,
         }
@@ -811,7 +1018,9 @@ impl Sim {
                     self.m.clients.get_mut(&client).unwrap().requeue_count += 1;
                     self.m.requeue_count += 1;
                     let delay = delay.min(self.config.max_req_timeout);
-                    if delay.is_zero() {
+                    if self.m.at_limit(&id) {
+                        self.m.dead_letter(id);
+                    } else if delay.is_zero() {
                         self.m.available.insert(id);
                     } else {
                         self.m.deferred.insert(id, now + delay);
@@ -862,6 +1071,17 @@ impl Sim {
                 self.h.state.unpause();
                 self.m.paused = false;
             }
+            Op::TakeDeadLetters(n) => {
+                for _ in 0..n {
+                    self.take_dead_letter();
+                }
+            }
+            Op::FailDeadLetter => {
+                if let Some(m) = self.h.state.poll_dead_letter() {
+                    assert!(self.m.dead_pending.contains(&m.id), "{} not dead", m.id);
+                    self.h.state.handle_dead_letter_failed(m);
+                }
+            }
         }
         self.h.state.check_invariants();
         self.compare();
@@ -879,7 +1099,11 @@ impl Sim {
             .collect();
         for id in expired {
             self.m.release(id);
-            self.m.available.insert(id);
+            if self.m.at_limit(&id) {
+                self.m.dead_letter(id);
+            } else {
+                self.m.available.insert(id);
+            }
             self.m.timeout_count += 1;
         }
         let due: Vec<MessageId> = self
@@ -895,8 +1119,32 @@ impl Sim {
         }
     }
 
+    /// Takes one dead letter as the driver does: it must be one the model
+    /// says is past its limit, with the attempts it was delivered with.
+    fn take_dead_letter(&mut self) -> bool {
+        let got = self.h.state.poll_dead_letter();
+        self.h.state.check_invariants();
+        assert_eq!(got.is_some(), !self.m.dead_pending.is_empty());
+        let Some(m) = got else { return false };
+        assert!(self.m.dead_pending.remove(&m.id), "{} not dead", m.id);
+        assert_eq!(Some(&m.attempts), self.m.attempts.get(&m.id));
+        assert!(m.attempts >= self.m.max_attempts && self.m.max_attempts > 0);
+        *self.m.dead_lettered.entry(m.id).or_default() += 1;
+        true
+    }
+
     fn compare(&mut self) {
         let s = self.h.state.stats();
+        assert_eq!(
+            s.dead_letter_count, self.m.dead_letter_count,
+            "dead letters"
+        );
+        assert_eq!(s.max_attempts, self.m.max_attempts);
+        assert_eq!(
+            self.h.state.dead_letter_depth(),
+            self.m.dead_pending.len(),
+            "dead letters held"
+        );
         assert_eq!(
             s.depth + self.h.backend.len() as u64,
             self.m.available.len() as u64,
@@ -951,6 +1199,7 @@ impl Sim {
             self.apply(Op::Rdy(i as u8, 3));
         }
         for _ in 0..100_000 {
+            while self.take_dead_letter() {}
             if self.m.available.is_empty() && self.m.held.is_empty() && self.m.deferred.is_empty() {
                 break;
             }
@@ -977,14 +1226,21 @@ impl Sim {
             }
             self.compare();
         }
+        // Every message left exactly once: finished, or dead-lettered.
         for id in &self.m.put {
+            let finished = self.m.finished.get(id).copied().unwrap_or(0);
+            let dead = self.m.dead_lettered.get(id).copied().unwrap_or(0);
             assert_eq!(
-                self.m.finished.get(id),
-                Some(&1),
-                "{id} not finished exactly once"
+                finished + dead,
+                1,
+                "{id} finished {finished} times, dead-lettered {dead} times"
             );
         }
-        assert_eq!(self.m.finished.len(), self.m.put.len());
+        assert_eq!(
+            self.m.finished.len() + self.m.dead_lettered.len(),
+            self.m.put.len()
+        );
+        assert_eq!(self.h.state.dead_letter_depth(), 0);
         assert_eq!(self.h.state.poll_timeout(), None);
     }
 }
@@ -993,8 +1249,11 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn no_message_is_lost_or_in_flight_twice(ops in proptest::collection::vec(op(), 1..200)) {
-        let mut sim = Sim::new();
+    fn no_message_is_lost_or_in_flight_twice(
+        ops in proptest::collection::vec(op(), 1..200),
+        max_attempts in prop_oneof![Just(0u16), 1u16..4],
+    ) {
+        let mut sim = Sim::new(max_attempts);
         sim.apply(Op::AddConsumer(0));
         for op in ops {
             sim.apply(op);

@@ -12,7 +12,7 @@ use rsq_diskqueue::{BackendQueue, DiskQueue, DiskQueueConfig};
 
 use crate::{msg, next, num, SEC};
 
-fn queue_config(dir: &Path) -> DiskQueueConfig {
+pub(crate) fn queue_config(dir: &Path) -> DiskQueueConfig {
     let mut cfg = DiskQueueConfig::new("t:c", dir);
     cfg.sync_every = 1;
     cfg.explicit_commit = true;
@@ -21,7 +21,7 @@ fn queue_config(dir: &Path) -> DiskQueueConfig {
 
 /// What a restart would read: the files as they are now, opened afresh in
 /// a copy of the directory (the live queue keeps running).
-fn replayed_after_crash(dir: &Path) -> BTreeSet<u64> {
+pub(crate) fn replayed_after_crash(dir: &Path) -> BTreeSet<u64> {
     let copy = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();

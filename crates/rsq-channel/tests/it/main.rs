@@ -1,6 +1,7 @@
 //! Integration tests of the async `Channel`, on tokio's paused clock.
 #![allow(clippy::unwrap_used)]
 
+mod dead_letters;
 mod delivery;
 mod durable;
 mod lifecycle;

@@ -15,6 +15,8 @@ fn channel(name: &str, message_count: u64, depth: u64) -> ChannelStats {
         message_count,
         requeue_count: 4,
         timeout_count: 5,
+        dead_letter_count: 0,
+        max_attempts: 0,
         client_count: 6,
         clients: None,
         paused: false,

@@ -9,6 +9,7 @@ mod auth;
 mod cluster;
 mod compression;
 mod crash;
+mod dead_letters;
 mod dirlock;
 mod drain;
 mod e2e_latency;

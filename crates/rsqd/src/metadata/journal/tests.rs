@@ -21,7 +21,11 @@ fn arb_change() -> impl Strategy<Value = Change> {
                 paused,
                 channels: channels
                     .into_iter()
-                    .map(|(name, paused)| ChannelMetadata { name, paused })
+                    .map(|(name, paused)| ChannelMetadata {
+                        name,
+                        paused,
+                        max_attempts: None,
+                    })
                     .collect(),
             }),
         name.prop_map(|name| Change::DeleteTopic { name }),
