@@ -1,28 +1,44 @@
-//! Messages delivered and not yet finished: a table by id plus a deadline heap.
+//! Messages delivered and not yet finished: a table by id plus deadline lanes.
 //!
-//! The heap is lazy: FIN and TOUCH do not search it, they leave the old heap
-//! entry behind, and an entry whose sequence number no longer matches its
-//! table row is skipped when it reaches the top. So that skipped entries
-//! cannot pile up (a busy channel finishes millions of messages long before
-//! their deadlines), the heap is rebuilt from the table once stale entries
-//! outnumber live ones; each rebuild is paid for by the removals that made
-//! it necessary, so every operation stays O(log n) amortized.
+//! Nearly every deadline is "now plus the consumer's timeout", and `now`
+//! only moves forward, so deadlines arrive almost sorted: one per distinct
+//! timeout in use. They are kept in a few FIFO lanes, each sorted by
+//! construction (a deadline joins the lane whose last deadline is the
+//! latest one not after it), so scheduling and expiring are O(1) queue
+//! operations instead of heap sifts. Only when more than [`MAX_LANES`]
+//! unrelated orders are in use at once does a deadline go to an overflow
+//! heap, which keeps every case correct.
+//!
+//! The lanes are lazy: FIN and TOUCH do not search them, they leave the old
+//! timer behind, and a timer whose sequence number no longer matches its
+//! table row is skipped when it reaches a lane's front. Because consumers
+//! mostly finish in delivery order, stale timers are mostly at the fronts
+//! and leave in O(1); so that the rest cannot pile up, the lanes are
+//! filtered once stale timers outnumber live ones, each filter paid for by
+//! the removals that made it necessary.
 //!
 //! The table is a slab of rows with a small id-to-slot index beside it. A
 //! hash map of whole rows would be several times larger: under the churn
 //! of delivery and FIN its tombstones make it grow to four times the rows
-//! in flight, and each bucket would hold a whole row.
+//! in flight, and each bucket would hold a whole row. The index hashes
+//! with foldhash rather than SipHash: ids are made by this server, not
+//! chosen by clients, and the lookup is on every FIN.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::Instant;
 
 use rsq_codec::{Message, MessageId};
 
 use crate::ClientId;
 
-/// Stale heap entries tolerated beyond the live count before a rebuild.
+/// Stale timers tolerated beyond the live count before the lanes are filtered.
 const STALE_SLACK: usize = 64;
+
+/// Sorted lanes kept before deadlines go to the overflow heap: enough for
+/// every consumer timeout a deployment uses at once, small enough that
+/// finding the earliest front is a short scan.
+const MAX_LANES: usize = 8;
 
 /// One message out with a consumer.
 #[derive(Debug, Clone)]
@@ -37,20 +53,47 @@ pub(crate) struct InFlightEntry {
     pub delivered_at: Instant,
     /// Delivery order, so requeues on disconnect and flushes on close keep it.
     order: u64,
-    /// Matches the heap entry that currently stands for this row.
+    /// Matches the timer that currently stands for this row.
     seq: u64,
+}
+
+/// A deadline for the row in `slot`, current while the row's `seq` matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Timer {
+    deadline: Instant,
+    seq: u64,
+    slot: u32,
 }
 
 /// The in-flight table of one channel.
 #[derive(Debug, Default)]
 pub(crate) struct InFlight {
     /// Where each message's row is in `slots`.
-    index: HashMap<MessageId, usize>,
+    index: HashMap<MessageId, u32, foldhash::fast::RandomState>,
     /// The rows; `None` for a free slot, listed in `free`.
     slots: Vec<Option<InFlightEntry>>,
-    free: Vec<usize>,
-    heap: BinaryHeap<Reverse<(Instant, u64, MessageId)>>,
+    free: Vec<u32>,
+    /// Each lane is sorted by deadline.
+    lanes: Vec<VecDeque<Timer>>,
+    /// Deadlines that fit no lane.
+    overflow: BinaryHeap<Reverse<Timer>>,
+    /// Timers in `lanes` and `overflow`, stale ones included.
+    timers: usize,
     next_seq: u64,
+}
+
+/// Where the earliest timer is.
+#[derive(Clone, Copy)]
+enum Source {
+    Lane(usize),
+    Overflow,
+}
+
+fn is_live(slots: &[Option<InFlightEntry>], t: &Timer) -> bool {
+    slots
+        .get(t.slot as usize)
+        .and_then(Option::as_ref)
+        .is_some_and(|e| e.seq == t.seq)
 }
 
 impl InFlight {
@@ -67,20 +110,15 @@ impl InFlight {
     /// The row for `id`, if in flight.
     pub fn get(&self, id: &MessageId) -> Option<&InFlightEntry> {
         let slot = *self.index.get(id)?;
-        self.slots.get(slot)?.as_ref()
+        self.slots.get(slot as usize)?.as_ref()
     }
 
-    fn get_mut(&mut self, id: &MessageId) -> Option<&mut InFlightEntry> {
-        let slot = *self.index.get(id)?;
-        self.slots.get_mut(slot)?.as_mut()
-    }
-
-    /// Takes the row for `id` out, freeing its slot.
-    fn take(&mut self, id: &MessageId) -> Option<InFlightEntry> {
-        let slot = self.index.remove(id)?;
-        let entry = self.slots.get_mut(slot)?.take();
+    /// Takes the row in `slot` out, freeing the slot.
+    fn take_slot(&mut self, slot: u32) -> Option<InFlightEntry> {
+        let entry = self.slots.get_mut(slot as usize)?.take()?;
+        self.index.remove(&entry.msg.id);
         self.free.push(slot);
-        entry
+        Some(entry)
     }
 
     /// Puts `msg` in flight with `client` until `deadline`. The caller has
@@ -88,7 +126,6 @@ impl InFlight {
     pub fn insert(&mut self, msg: Message, client: ClientId, now: Instant, deadline: Instant) {
         let seq = self.bump();
         let id = msg.id;
-        self.heap.push(Reverse((deadline, seq, id)));
         let entry = Some(InFlightEntry {
             msg,
             client,
@@ -99,62 +136,92 @@ impl InFlight {
         });
         let slot = match self.free.pop() {
             Some(slot) => {
-                self.slots[slot] = entry;
+                self.slots[slot as usize] = entry;
                 slot
             }
             None => {
+                // A channel holds at most `max_in_flight` summed over its
+                // consumers, each bounded by the RDY limit, far below 2^32.
+                let slot = u32::try_from(self.slots.len()).expect("in-flight slots fit in u32");
                 self.slots.push(entry);
-                self.slots.len() - 1
+                slot
             }
         };
+        self.schedule(Timer {
+            deadline,
+            seq,
+            slot,
+        });
         let previous = self.index.insert(id, slot);
         debug_assert!(previous.is_none(), "message {id} put in flight twice");
     }
 
-    /// Takes `id` out of flight; its heap entry goes stale.
+    /// Takes `id` out of flight; its timer goes stale.
     pub fn remove(&mut self, id: &MessageId) -> Option<InFlightEntry> {
-        let entry = self.take(id)?;
+        let slot = *self.index.get(id)?;
+        let entry = self.take_slot(slot)?;
         self.compact_if_stale();
         Some(entry)
     }
 
     /// Moves the deadline of `id` to `deadline`.
     pub fn reschedule(&mut self, id: &MessageId, deadline: Instant) {
+        let Some(&slot) = self.index.get(id) else {
+            return;
+        };
         let seq = self.bump();
-        let Some(entry) = self.get_mut(id) else {
+        let Some(entry) = self.slots.get_mut(slot as usize).and_then(Option::as_mut) else {
             return;
         };
         entry.deadline = deadline;
         entry.seq = seq;
-        self.heap.push(Reverse((deadline, seq, *id)));
+        self.schedule(Timer {
+            deadline,
+            seq,
+            slot,
+        });
         self.compact_if_stale();
     }
 
     /// The earliest deadline of a message in flight.
     pub fn next_deadline(&mut self) -> Option<Instant> {
-        self.drop_stale_top();
-        self.heap.peek().map(|Reverse((deadline, _, _))| *deadline)
+        self.earliest().map(|(t, _)| t.deadline)
     }
 
     /// Takes out one message whose deadline is at or before `now`.
     pub fn pop_expired(&mut self, now: Instant) -> Option<InFlightEntry> {
-        self.drop_stale_top();
-        let Reverse((deadline, _, id)) = *self.heap.peek()?;
-        if deadline > now {
+        let (timer, source) = self.earliest()?;
+        if timer.deadline > now {
             return None;
         }
-        self.heap.pop();
-        self.take(&id)
+        match source {
+            Source::Lane(i) => {
+                self.lanes[i].pop_front();
+            }
+            Source::Overflow => {
+                self.overflow.pop();
+            }
+        }
+        self.timers -= 1;
+        self.take_slot(timer.slot)
     }
 
     /// Takes out every message `client` holds, in delivery order.
     pub fn remove_client(&mut self, client: ClientId) -> Vec<InFlightEntry> {
-        let ids: Vec<MessageId> = self
-            .rows()
-            .filter(|e| e.client == client)
-            .map(|e| e.msg.id)
+        let slots: Vec<u32> = self
+            .index
+            .values()
+            .copied()
+            .filter(|&s| {
+                self.slots[s as usize]
+                    .as_ref()
+                    .is_some_and(|e| e.client == client)
+            })
             .collect();
-        let mut taken: Vec<InFlightEntry> = ids.iter().filter_map(|id| self.take(id)).collect();
+        let mut taken: Vec<InFlightEntry> = slots
+            .into_iter()
+            .filter_map(|s| self.take_slot(s))
+            .collect();
         taken.sort_by_key(|e| e.order);
         self.compact_if_stale();
         taken
@@ -166,31 +233,53 @@ impl InFlight {
         all.sort_by_key(|e| e.order);
         self.index.clear();
         self.free.clear();
-        self.heap.clear();
+        self.lanes.clear();
+        self.overflow.clear();
+        self.timers = 0;
         all
     }
 
     /// Iterates over the rows, in no particular order.
+    #[cfg(test)]
     pub fn rows(&self) -> impl Iterator<Item = &InFlightEntry> {
         self.slots.iter().flatten()
     }
 
-    /// Heap entries that still stand for a row; equals `len()` when consistent.
+    /// Asserts that every row has exactly one current timer, that each lane
+    /// is sorted, and that the timer count is right.
     #[cfg(test)]
-    pub fn live_heap_entries(&self) -> usize {
-        self.heap
+    pub fn check_timers(&self) {
+        let all: Vec<&Timer> = self
+            .lanes
             .iter()
-            .filter(|Reverse((d, seq, id))| {
-                self.get(id)
-                    .is_some_and(|e| e.seq == *seq && e.deadline == *d)
+            .flatten()
+            .chain(self.overflow.iter().map(|Reverse(t)| t))
+            .collect();
+        assert_eq!(all.len(), self.timers, "timer count");
+        for lane in &self.lanes {
+            assert!(
+                lane.iter()
+                    .zip(lane.iter().skip(1))
+                    .all(|(a, b)| a.deadline <= b.deadline),
+                "lane out of order"
+            );
+        }
+        let live = all
+            .iter()
+            .filter(|t| {
+                is_live(&self.slots, t)
+                    && self.slots[t.slot as usize]
+                        .as_ref()
+                        .is_some_and(|e| e.deadline == t.deadline)
             })
-            .count()
+            .count();
+        assert_eq!(live, self.len(), "rows without exactly one current timer");
     }
 
-    /// Entries in the deadline heap, stale ones included.
+    /// Timers held, stale ones included.
     #[cfg(test)]
-    pub fn heap_len(&self) -> usize {
-        self.heap.len()
+    pub fn timer_count(&self) -> usize {
+        self.timers
     }
 
     fn bump(&mut self) -> u64 {
@@ -198,27 +287,157 @@ impl InFlight {
         self.next_seq
     }
 
-    fn is_live(&self, seq: u64, id: &MessageId) -> bool {
-        self.get(id).is_some_and(|e| e.seq == seq)
-    }
-
-    fn drop_stale_top(&mut self) {
-        while let Some(Reverse((_, seq, id))) = self.heap.peek() {
-            if self.is_live(*seq, id) {
-                break;
+    /// Adds `t` to the lane whose last deadline is the latest not after it,
+    /// an empty or new lane if none fits, the overflow heap past `MAX_LANES`.
+    fn schedule(&mut self, t: Timer) {
+        self.timers += 1;
+        let mut best: Option<(usize, Instant)> = None;
+        let mut empty = None;
+        for (i, lane) in self.lanes.iter().enumerate() {
+            match lane.back() {
+                None => empty = empty.or(Some(i)),
+                Some(back) if back.deadline <= t.deadline => {
+                    if best.is_none_or(|(_, d)| back.deadline > d) {
+                        best = Some((i, back.deadline));
+                    }
+                }
+                Some(_) => {}
             }
-            self.heap.pop();
+        }
+        match best.map(|(i, _)| i).or(empty) {
+            Some(i) => self.lanes[i].push_back(t),
+            None if self.lanes.len() < MAX_LANES => self.lanes.push(VecDeque::from([t])),
+            None => self.overflow.push(Reverse(t)),
         }
     }
 
+    /// The earliest live timer and where it is, dropping stale ones met
+    /// at the fronts.
+    fn earliest(&mut self) -> Option<(Timer, Source)> {
+        let mut best: Option<(Timer, Source)> = None;
+        for (i, lane) in self.lanes.iter_mut().enumerate() {
+            while let Some(front) = lane.front() {
+                if is_live(&self.slots, front) {
+                    break;
+                }
+                lane.pop_front();
+                self.timers -= 1;
+            }
+            if let Some(&front) = lane.front() {
+                if best.is_none_or(|(b, _)| front < b) {
+                    best = Some((front, Source::Lane(i)));
+                }
+            }
+        }
+        while let Some(Reverse(top)) = self.overflow.peek() {
+            if is_live(&self.slots, top) {
+                if best.is_none_or(|(b, _)| *top < b) {
+                    best = Some((*top, Source::Overflow));
+                }
+                break;
+            }
+            self.overflow.pop();
+            self.timers -= 1;
+        }
+        best
+    }
+
     fn compact_if_stale(&mut self) {
-        if self.heap.len() > 2 * self.index.len() + STALE_SLACK {
-            self.heap = self
-                .slots
-                .iter()
-                .flatten()
-                .map(|e| Reverse((e.deadline, e.seq, e.msg.id)))
-                .collect();
+        if self.timers > 2 * self.index.len() + STALE_SLACK {
+            let slots = &self.slots;
+            for lane in &mut self.lanes {
+                lane.retain(|t| is_live(slots, t));
+            }
+            self.overflow.retain(|Reverse(t)| is_live(slots, t));
+            self.timers = self.lanes.iter().map(VecDeque::len).sum::<usize>() + self.overflow.len();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Put id in flight with a timeout of this many ms.
+        Insert(u8, u16),
+        Remove(u8),
+        Reschedule(u8, u16),
+        /// Advance the clock by this many ms and expire what is due.
+        Expire(u16),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        // Few distinct timeouts on most steps (the lanes' case), any on
+        // some (the overflow heap's).
+        let timeout = prop_oneof![
+            3 => prop::sample::select(vec![100u16, 250, 1000]),
+            1 => any::<u16>(),
+        ];
+        prop_oneof![
+            4 => (0u8..64, timeout.clone()).prop_map(|(i, t)| Op::Insert(i, t)),
+            2 => (0u8..64).prop_map(Op::Remove),
+            1 => (0u8..64, timeout).prop_map(|(i, t)| Op::Reschedule(i, t)),
+            1 => (0u16..600).prop_map(Op::Expire),
+        ]
+    }
+
+    proptest! {
+        /// Against a model that keeps each id's deadline: the same ids
+        /// expire, at the same instants, in deadline order.
+        #[test]
+        fn timers_match_a_sorted_model(ops in prop::collection::vec(op(), 1..400)) {
+            let start = Instant::now();
+            let mut now = start;
+            let mut table = InFlight::default();
+            let mut model: BTreeMap<u8, Instant> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Insert(i, ms) => {
+                        if model.contains_key(&i) {
+                            continue;
+                        }
+                        let deadline = now + Duration::from_millis(ms.into());
+                        let msg = Message::new(MessageId::from_u64(i.into()), 0, Bytes::new());
+                        table.insert(msg, 1, now, deadline);
+                        model.insert(i, deadline);
+                    }
+                    Op::Remove(i) => {
+                        let got = table.remove(&MessageId::from_u64(i.into())).is_some();
+                        prop_assert_eq!(got, model.remove(&i).is_some());
+                    }
+                    Op::Reschedule(i, ms) => {
+                        let deadline = now + Duration::from_millis(ms.into());
+                        table.reschedule(&MessageId::from_u64(i.into()), deadline);
+                        if let Some(d) = model.get_mut(&i) {
+                            *d = deadline;
+                        }
+                    }
+                    Op::Expire(ms) => {
+                        now += Duration::from_millis(ms.into());
+                        let mut last = start;
+                        while let Some(e) = table.pop_expired(now) {
+                            prop_assert!(e.deadline >= last, "expired out of order");
+                            last = e.deadline;
+                            let i = e.msg.id.to_u64().and_then(|v| u8::try_from(v).ok());
+                            let i = i.expect("test ids are small");
+                            prop_assert_eq!(model.remove(&i), Some(e.deadline));
+                        }
+                        prop_assert!(model.values().all(|&d| d > now), "a due timer was missed");
+                    }
+                }
+                table.check_timers();
+                prop_assert_eq!(table.len(), model.len());
+                prop_assert_eq!(table.next_deadline(), model.values().min().copied());
+                prop_assert!(table.timer_count() <= 2 * table.len() + STALE_SLACK + 1);
+            }
         }
     }
 }

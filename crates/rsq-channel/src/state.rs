@@ -511,7 +511,7 @@ impl ChannelState {
     }
 
     /// Asserts the structural invariants: each held message is in exactly
-    /// one place, consumer in-flight counts sum to the table, the heap agrees.
+    /// one place, consumer in-flight counts sum to the table, the timers agree.
     #[cfg(test)]
     pub(crate) fn check_invariants(&self) {
         use std::collections::HashSet;
@@ -546,11 +546,7 @@ impl ChannelState {
             self.in_flight.len() as u64,
             "consumer in-flight counts"
         );
-        assert_eq!(
-            self.in_flight.live_heap_entries(),
-            self.in_flight.len(),
-            "deadline heap"
-        );
+        self.in_flight.check_timers();
         for (id, c) in &self.consumers {
             if c.is_ready() {
                 assert!(
