@@ -197,10 +197,12 @@ impl ReadSide {
     /// Reads the record at `pos`, never past `limit`. Bytes before `limit`
     /// never change once written and file numbers are never reused, so the
     /// window stays valid.
+    /// The segment's name is formatted only when the window misses: most
+    /// records are read from memory.
     fn read(
         &mut self,
         storage: &dyn Storage,
-        name: &str,
+        names: &Names,
         pos: Pos,
         limit: u64,
         limits: Limits,
@@ -226,7 +228,7 @@ impl ReadSide {
             }
             let want = (needed.max(READ_CHUNK_BYTES) as u64).min(available) as usize;
             self.buf.resize(want, 0);
-            let n = match storage.read_at(name, pos.offset, &mut self.buf) {
+            let n = match storage.read_at(&names.segment(pos.file), pos.offset, &mut self.buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(DiskRead::Missing),
                 Err(e) => {
@@ -1016,28 +1018,32 @@ impl BackendQueue for DiskQueue {
         let inner = &*self.inner;
         let mut reader = inner.reader.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            let step = inner.ledger().next_read();
+            let step = {
+                let mut ledger = inner.ledger();
+                let step = ledger.next_read();
+                if let ReadStep::Ready(_) = step {
+                    self.after_read(&ledger);
+                }
+                step
+            };
             let (pos, limit, generation) = match step {
                 ReadStep::Empty => return Ok(None),
                 ReadStep::Closed => return Err(QueueError::Closed),
-                ReadStep::Ready(payload) => {
-                    self.after_read();
-                    return Ok(Some(payload));
-                }
+                ReadStep::Ready(payload) => return Ok(Some(payload)),
                 ReadStep::Disk {
                     pos,
                     limit,
                     generation,
                 } => (pos, limit, generation),
             };
-            let name = inner.names.segment(pos.file);
             let outcome = reader
-                .read(&*inner.storage, &name, pos, limit, inner.limits)
-                .map_err(|e| inner.io_error(&name, e))?;
+                .read(&*inner.storage, &inner.names, pos, limit, inner.limits)
+                .map_err(|e| inner.io_error(&inner.names.segment(pos.file), e))?;
             match outcome {
                 DiskRead::Record { payload, total } => {
-                    if inner.ledger().handle_disk_record(generation, pos, total) {
-                        self.after_read();
+                    let mut ledger = inner.ledger();
+                    if ledger.handle_disk_record(generation, pos, total) {
+                        self.after_read(&ledger);
                         return Ok(Some(payload));
                     }
                 }
@@ -1045,6 +1051,7 @@ impl BackendQueue for DiskQueue {
                     let dropped = inner
                         .ledger()
                         .handle_bad_segment(generation, pos.file, true);
+                    let name = inner.names.segment(pos.file);
                     error!(queue = %inner.config.name, file = %name, offset = pos.offset, %why, dropped, "corrupt record; quarantining the segment and skipping to the next");
                     inner.sync_wanted.notify_one();
                 }
@@ -1052,6 +1059,7 @@ impl BackendQueue for DiskQueue {
                     let dropped = inner
                         .ledger()
                         .handle_bad_segment(generation, pos.file, false);
+                    let name = inner.names.segment(pos.file);
                     error!(queue = %inner.config.name, file = %name, dropped, "segment file is missing; skipping to the next");
                     inner.sync_wanted.notify_one();
                 }
@@ -1173,13 +1181,15 @@ impl BackendQueue for DiskQueue {
 }
 
 impl DiskQueue {
-    fn after_read(&self) {
+    /// Asks for a sync once `sync_every` reads were taken; `ledger` is
+    /// held by the read that just moved the position.
+    fn after_read(&self, ledger: &Ledger) {
         let every = self.inner.config.sync_every;
         // With `sync_every = 1` only puts sync at once: the read position
         // waits for the sync task's timer. A stale read position after a
         // crash only replays records (at least once), while a metadata write
         // per read would cost three fsyncs each.
-        let wanted = every > 1 && self.inner.ledger().reads_since_sync >= every;
+        let wanted = every > 1 && ledger.reads_since_sync >= every;
         if wanted {
             self.inner.sync_wanted.notify_one();
         }
