@@ -341,18 +341,41 @@ impl Channel {
 
     /// FIN: `client` is done with message `id`.
     pub fn finish(&self, client: ClientId, id: &MessageId) -> Result<(), ChannelError> {
+        match self.finish_many(client, std::slice::from_ref(id)).pop() {
+            Some((_, e)) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// FIN for each of `ids` in order, under one lock and one clock read:
+    /// what a connection settles for the FINs that arrived in one read.
+    /// Returns the ones that failed, in order, with why.
+    pub fn finish_many(
+        &self,
+        client: ClientId,
+        ids: &[MessageId],
+    ) -> Vec<(MessageId, ChannelError)> {
         let mut inner = self.shared.lock();
         if inner.exiting {
-            return Err(ChannelError::Exiting);
+            return ids.iter().map(|id| (*id, ChannelError::Exiting)).collect();
         }
         let clock = &self.shared.clock;
-        inner
-            .state
-            .handle_fin(client, id, clock.now(), clock.unix_nanos())?;
-        self.shared.finished_reads(&mut inner, Some(id));
+        let (now, now_unix) = (clock.now(), clock.unix_nanos());
+        let mut failures = Vec::new();
+        for id in ids {
+            match inner.state.handle_fin(client, id, now, now_unix) {
+                Ok(_) => {
+                    if let Some(reads) = inner.reads.as_mut() {
+                        reads.finished(id);
+                    }
+                }
+                Err(e) => failures.push((*id, e)),
+            }
+        }
+        self.shared.finished_reads(&mut inner, None);
         self.shared.pump(&mut inner);
         self.shared.nudge(&mut inner);
-        Ok(())
+        failures
     }
 
     /// REQ: `client` gives message `id` back, for redelivery now (`delay`

@@ -50,6 +50,33 @@ async fn finishes_feed_the_configured_latency_percentiles() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn finish_many_settles_in_order_and_refills_the_window_once() {
+    let (ch, _) = channel(ChannelConfig::default());
+    let mut c = ch.add_consumer(1, 60 * SEC).unwrap();
+    ch.set_ready(1, 3);
+    for n in 1..=6 {
+        ch.put(msg(n)).await.unwrap();
+    }
+    assert_eq!(drain(&mut c).await, vec![1, 2, 3]);
+    let failures = ch.finish_many(1, &[id(1), id(9), id(2), id(1), id(3)]);
+    let failed: Vec<(u64, bool)> = failures
+        .iter()
+        .map(|(i, e)| (num(i), matches!(e, ChannelError::NotInFlight)))
+        .collect();
+    assert_eq!(
+        failed,
+        vec![(9, true), (1, true)],
+        "unknown, then already finished"
+    );
+    assert_eq!(
+        ch.stats().in_flight_count,
+        3,
+        "the freed slots were refilled"
+    );
+    assert_eq!(drain(&mut c).await, vec![4, 5, 6]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn rdy_window_limits_what_a_consumer_holds() {
     let (ch, _) = channel(ChannelConfig::default());
     let mut c = ch.add_consumer(1, 60 * SEC).unwrap();

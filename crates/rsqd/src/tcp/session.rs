@@ -242,9 +242,19 @@ impl Session {
                     channel.set_ready(self.info.id, count);
                 }
             }
-            Action::Finish(id) => {
-                let result = self.settle(&id, |c, client, id| c.finish(client, id));
-                conn.handle_done(result);
+            Action::Finish(ids) => {
+                let failures = match &self.channel {
+                    Some((_, channel)) => channel
+                        .finish_many(self.info.id, &ids)
+                        .into_iter()
+                        .map(|(id, e)| (id, e.to_string()))
+                        .collect(),
+                    None => ids
+                        .into_iter()
+                        .map(|id| (id, "not subscribed".to_string()))
+                        .collect(),
+                };
+                conn.handle_finished(failures);
             }
             Action::Requeue(id, delay) => {
                 let result = self.settle(&id, |c, client, id| c.requeue(client, id, delay));
@@ -338,7 +348,7 @@ impl Session {
         Ok(())
     }
 
-    /// FIN, REQ or TOUCH on the subscribed channel.
+    /// REQ or TOUCH on the subscribed channel.
     fn settle(
         &self,
         id: &MessageId,

@@ -186,7 +186,7 @@ fn id_of(id: &MessageId) -> u64 {
 /// of `answers` (cycled; `true` = success), and checks the invariants that
 /// hold whatever the input: one request at a time, nothing decoded while
 /// one waits, every frame whole and well-formed, only FIN/REQ/TOUCH
-/// failures non-fatal, nothing after `Close`.
+/// failures non-fatal, nothing after `Close` (which follows a fatal error).
 fn drive(opts: &Arc<Options>, chunks: &[Vec<u8>], answers: &[bool]) -> Vec<Seen> {
     let mut conn = Connection::new(opts.clone(), false);
     let mut seen = Vec::new();
@@ -199,11 +199,21 @@ fn drive(opts: &Arc<Options>, chunks: &[Vec<u8>], answers: &[bool]) -> Vec<Seen>
         conn.input().extend_from_slice(chunk);
         while let Some(action) = conn.poll_action(now) {
             assert!(seen.last() != Some(&Seen::Close), "action after Close");
+            if let Action::Finish(ids) = &action {
+                let mut failures = Vec::new();
+                for id in ids {
+                    seen.push(Seen::Finish(id_of(id)));
+                    if !answers.next().unwrap_or(true) {
+                        failures.push((*id, "no".to_string()));
+                    }
+                }
+                conn.handle_finished(failures);
+                continue;
+            }
             let request = matches!(
                 action,
                 Action::Publish { .. }
                     | Action::Subscribe { .. }
-                    | Action::Finish(_)
                     | Action::Requeue(..)
                     | Action::Touch(_)
                     | Action::StartTls { .. }
@@ -224,7 +234,6 @@ fn drive(opts: &Arc<Options>, chunks: &[Vec<u8>], answers: &[bool]) -> Vec<Seen>
                     assert!(*n <= opts.max_rdy_count);
                     Seen::Ready(*n)
                 }
-                Action::Finish(id) => Seen::Finish(id_of(id)),
                 Action::Requeue(id, delay) => {
                     assert!(*delay <= opts.max_req_timeout);
                     Seen::Requeue(id_of(id), *delay)
@@ -233,12 +242,10 @@ fn drive(opts: &Arc<Options>, chunks: &[Vec<u8>], answers: &[bool]) -> Vec<Seen>
                 Action::Close => Seen::Close,
                 other => Seen::Other(format!("{other:?}")),
             };
+            // A fatal error closes at once; a non-fatal one may still come
+            // out after (a FIN batch's, decided before the fatal command).
             if let Seen::Error(code) = &s {
-                assert_eq!(
-                    code.is_fatal(),
-                    conn.is_closed(),
-                    "fatal errors, and only they, close"
-                );
+                assert!(!code.is_fatal() || conn.is_closed(), "a fatal error closes");
             }
             seen.push(s);
             if request {
@@ -258,12 +265,37 @@ fn drive(opts: &Arc<Options>, chunks: &[Vec<u8>], answers: &[bool]) -> Vec<Seen>
         assert_eq!(i + 1, seen.len(), "Close is last");
         assert!(matches!(seen[i - 1], Seen::Error(c) if c.is_fatal()));
     }
-    seen
+    fins_before_their_errors(seen)
+}
+
+/// FINs in a row are settled as one batch, whose `E_FIN_FAILED` frames
+/// follow the batch: within each run of FINs and FIN errors, the FINs
+/// (which put nothing on the wire) come first. What the client sees, the
+/// frames in order, is the same either way.
+fn fins_before_their_errors(seen: Vec<Seen>) -> Vec<Seen> {
+    let mut out = Vec::with_capacity(seen.len());
+    let mut errors = Vec::new();
+    for s in seen {
+        match s {
+            Seen::Finish(_) => out.push(s),
+            Seen::Error(ErrorCode::FinFailed) => errors.push(s),
+            _ => {
+                out.append(&mut errors);
+                out.push(s);
+            }
+        }
+    }
+    out.append(&mut errors);
+    out
 }
 
 /// An independent model of nsqd's rules for well-formed commands, with no
 /// AUTH server and no TLS: what the client should see.
 fn model(ops: &[Op], answers: &[bool]) -> Vec<Seen> {
+    fins_before_their_errors(nsqd_rules(ops, answers))
+}
+
+fn nsqd_rules(ops: &[Op], answers: &[bool]) -> Vec<Seen> {
     let mut seen = Vec::new();
     let mut answers = answers.iter().copied().cycle();
     let mut state = ClientState::Init;
@@ -523,4 +555,46 @@ fn identify_upgrades_hand_over_the_unread_bytes() {
     assert!(
         matches!(conn.poll_action(now), Some(Action::Send(b)) if frame(&b) == Seen::Error(ErrorCode::IdentifyFailed))
     );
+}
+
+#[test]
+fn fins_in_one_read_are_one_batch_whose_errors_come_first() {
+    let mut conn = Connection::new(options(&[]), false);
+    conn.input().extend_from_slice(&stream(&[Op::Sub]));
+    let now = Instant::now();
+    while let Some(action) = conn.poll_action(now) {
+        if let Action::Subscribe { .. } = action {
+            conn.handle_done(Ok(()));
+        }
+    }
+    let ops = [Op::Fin(1), Op::Fin(2), Op::Fin(3), Op::Pub(1), Op::Fin(4)];
+    for op in &ops {
+        conn.input().extend_from_slice(&op.bytes());
+    }
+    let ids = |ids: &[u64]| {
+        ids.iter()
+            .map(|&i| MessageId::from_u64(i))
+            .collect::<Vec<_>>()
+    };
+    match conn.poll_action(now) {
+        Some(Action::Finish(got)) => assert_eq!(got, ids(&[1, 2, 3])),
+        other => panic!("expected one FIN batch, got {other:?}"),
+    }
+    conn.handle_finished(vec![(MessageId::from_u64(2), "gone".into())]);
+    let next = conn.poll_action(now);
+    let Some(Action::Send(error)) = next else {
+        panic!("expected the FIN error first, got {next:?}");
+    };
+    assert_eq!(frame(&error), Seen::Error(ErrorCode::FinFailed));
+    assert!(matches!(
+        conn.poll_action(now),
+        Some(Action::Publish { .. })
+    ));
+    assert!(conn.poll_action(now).is_none(), "PUB is a request");
+    conn.handle_done(Ok(()));
+    assert!(matches!(conn.poll_action(now), Some(Action::Send(_))));
+    match conn.poll_action(now) {
+        Some(Action::Finish(got)) => assert_eq!(got, ids(&[4])),
+        other => panic!("expected the last FIN, got {other:?}"),
+    }
 }
