@@ -25,12 +25,13 @@
 //! chosen by clients, and the lookup is on every FIN.
 
 use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::Instant;
 
 use rsq_codec::{Message, MessageId};
 
-use crate::ClientId;
+use crate::{ChannelError, ClientId};
 
 /// Stale timers tolerated beyond the live count before the lanes are filtered.
 const STALE_SLACK: usize = 64;
@@ -156,12 +157,30 @@ impl InFlight {
         debug_assert!(previous.is_none(), "message {id} put in flight twice");
     }
 
-    /// Takes `id` out of flight; its timer goes stale.
-    pub fn remove(&mut self, id: &MessageId) -> Option<InFlightEntry> {
-        let slot = *self.index.get(id)?;
-        let entry = self.take_slot(slot)?;
+    /// Takes `id` out of flight if `client` holds it, with one hash lookup
+    /// (FIN and REQ pay it per message); its timer goes stale.
+    pub fn remove_held(
+        &mut self,
+        client: ClientId,
+        id: &MessageId,
+    ) -> Result<InFlightEntry, ChannelError> {
+        let Entry::Occupied(row) = self.index.entry(*id) else {
+            return Err(ChannelError::NotInFlight);
+        };
+        let slot = *row.get();
+        let held = self.slots.get(slot as usize).and_then(Option::as_ref);
+        match held {
+            Some(entry) if entry.client == client => {}
+            Some(_) => return Err(ChannelError::NotOwner),
+            None => return Err(ChannelError::NotInFlight),
+        }
+        row.remove();
+        let entry = self.slots[slot as usize]
+            .take()
+            .ok_or(ChannelError::NotInFlight)?;
+        self.free.push(slot);
         self.compact_if_stale();
-        Some(entry)
+        Ok(entry)
     }
 
     /// Moves the deadline of `id` to `deadline`.

@@ -190,8 +190,7 @@ impl ChannelState {
         now: Instant,
         now_unix_ns: i64,
     ) -> Result<Message, ChannelError> {
-        self.check_owner(client, id)?;
-        let entry = self.in_flight.remove(id).ok_or(ChannelError::NotInFlight)?;
+        let entry = self.in_flight.remove_held(client, id)?;
         if let Some(e2e) = &mut self.e2e {
             let latency = now_unix_ns.saturating_sub(entry.msg.timestamp_ns);
             e2e.record(u64::try_from(latency).unwrap_or(0), now);
@@ -215,8 +214,7 @@ impl ChannelState {
         delay: Duration,
         now: Instant,
     ) -> Result<(), ChannelError> {
-        self.check_owner(client, id)?;
-        let entry = self.in_flight.remove(id).ok_or(ChannelError::NotInFlight)?;
+        let entry = self.in_flight.remove_held(client, id)?;
         if let Some(consumer) = self.consumers.get_mut(&client) {
             consumer.in_flight -= 1;
             consumer.requeue_count += 1;
