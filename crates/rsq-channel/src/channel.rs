@@ -9,16 +9,17 @@
 //! memory is empty. No lock is held across an `.await`. The driver also
 //! hands dead letters to the channel's [`DeadLetterSink`] (`outbox.rs`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rsq_codec::{Message, MessageId};
 use rsq_diskqueue::{BackendQueue, QueueError};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::backend_reads::BackendReads;
@@ -45,11 +46,26 @@ pub struct Channel {
 ///
 /// Each message [`Consumer::recv`] yields is already in flight for this
 /// consumer, attempts incremented; at most its RDY count are outstanding.
-#[derive(Debug)]
+/// Delivery appends to the consumer's outlet under the channel lock, which
+/// the channel holds anyway; the consumer takes everything queued there in
+/// one swap per wake-up, so a batch costs one lock and one wake, not one
+/// per message. Dropping it unsubscribes, requeueing what it holds.
 pub struct Consumer {
     client: ClientId,
-    rx: mpsc::UnboundedReceiver<Message>,
+    shared: Arc<Shared>,
+    /// Taken from the outlet in one go, handed out one by one.
+    taken: VecDeque<Message>,
     open: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("client", &self.client)
+            .field("channel", &self.shared.name)
+            .field("taken", &self.taken.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Consumer {
@@ -63,23 +79,39 @@ impl Consumer {
     ///
     /// Cancel-safe: dropping the future loses no message.
     pub async fn recv(&mut self) -> Option<Message> {
-        if !self.open.load(Ordering::Acquire) {
-            return None;
+        if self.taken.is_empty() {
+            let (shared, client, taken) = (&self.shared, self.client, &mut self.taken);
+            std::future::poll_fn(|cx| shared.poll_take(client, taken, Some(cx))).await?;
         }
-        let msg = self.rx.recv().await?;
-        // A message still queued here when the consumer was removed has
-        // already been requeued; handing it out would deliver it twice.
-        self.open.load(Ordering::Acquire).then_some(msg)
+        self.hand_out()
     }
 
     /// A message already delivered to this consumer, without waiting; lets
     /// the connection batch every queued message into one write.
     pub fn try_recv(&mut self) -> Option<Message> {
+        if self.taken.is_empty() {
+            let _ = self.shared.poll_take(self.client, &mut self.taken, None);
+        }
+        self.hand_out()
+    }
+
+    fn hand_out(&mut self) -> Option<Message> {
+        // What was taken before the consumer was removed has already been
+        // requeued; handing it out would deliver it twice.
         if !self.open.load(Ordering::Acquire) {
+            self.taken.clear();
             return None;
         }
-        let msg = self.rx.try_recv().ok()?;
-        self.open.load(Ordering::Acquire).then_some(msg)
+        self.taken.pop_front()
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        if self.open.load(Ordering::Acquire) {
+            let mut inner = self.shared.lock();
+            self.shared.remove_consumer(&mut inner, self.client);
+        }
     }
 }
 
@@ -97,7 +129,7 @@ struct Shared {
 
 struct Inner {
     state: ChannelState,
-    outlets: HashMap<ClientId, Outlet>,
+    outlets: HashMap<ClientId, Outlet, foldhash::fast::RandomState>,
     /// What the sleeping driver waits for; `None` while it is awake (it
     /// looks at the state again before sleeping, so no wake-up is needed).
     armed: Option<Armed>,
@@ -115,14 +147,28 @@ struct Inner {
     reads: Option<Box<BackendReads>>,
 }
 
+/// Where delivered messages wait for their consumer to take them; at most
+/// its RDY count, as each is in flight.
 struct Outlet {
-    tx: mpsc::UnboundedSender<Message>,
+    queue: VecDeque<Message>,
+    /// The consumer waiting for the queue to fill, if it is.
+    waker: Option<Waker>,
     open: Arc<AtomicBool>,
 }
 
 impl Outlet {
+    fn push(&mut self, msg: Message) {
+        self.queue.push_back(msg);
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+
     fn close(self) {
         self.open.store(false, Ordering::Release);
+        if let Some(waker) = self.waker {
+            waker.wake();
+        }
     }
 }
 
@@ -171,7 +217,7 @@ impl Channel {
                     .commit_backend_reads
                     .then(|| Box::new(BackendReads::default())),
                 state: ChannelState::new(config),
-                outlets: HashMap::new(),
+                outlets: HashMap::default(),
                 armed: None,
                 backend_turn: false,
                 backend_closed: false,
@@ -315,16 +361,21 @@ impl Channel {
             return Err(ChannelError::Exiting);
         }
         inner.state.add_consumer(client, msg_timeout)?;
-        let (tx, rx) = mpsc::unbounded_channel();
         let open = Arc::new(AtomicBool::new(true));
         inner.outlets.insert(
             client,
             Outlet {
-                tx,
+                queue: VecDeque::new(),
+                waker: None,
                 open: Arc::clone(&open),
             },
         );
-        Ok(Consumer { client, rx, open })
+        Ok(Consumer {
+            client,
+            shared: Arc::clone(&self.shared),
+            taken: VecDeque::new(),
+            open,
+        })
     }
 
     /// Sets `client`'s RDY count (clamped to `max_rdy_count`): the most
@@ -416,14 +467,7 @@ impl Channel {
     /// owner then deletes it.
     pub fn remove_consumer(&self, client: ClientId) -> bool {
         let mut inner = self.shared.lock();
-        if let Some(outlet) = inner.outlets.remove(&client) {
-            outlet.close();
-        }
-        inner.state.remove_consumer(client);
-        if !inner.exiting {
-            self.shared.pump(&mut inner);
-            self.shared.nudge(&mut inner);
-        }
+        self.shared.remove_consumer(&mut inner, client);
         inner.state.config().ephemeral && inner.state.consumer_count() == 0
     }
 
@@ -578,20 +622,61 @@ impl Shared {
             let Some((client, msg)) = inner.state.poll_deliver(now) else {
                 break;
             };
-            let sent = inner
-                .outlets
-                .get(&client)
-                .is_some_and(|outlet| outlet.tx.send(msg).is_ok());
-            if !sent {
-                // The consumer dropped its receiver without unsubscribing:
-                // treat it as gone, which requeues this message too.
-                tracing::debug!(channel = %self.name, client, "consumer gone; requeueing its messages");
-                if let Some(outlet) = inner.outlets.remove(&client) {
-                    outlet.close();
+            match inner.outlets.get_mut(&client) {
+                Some(outlet) => outlet.push(msg),
+                None => {
+                    // Consumers and outlets come and go together.
+                    debug_assert!(false, "consumer {client} has no outlet");
+                    inner.state.remove_consumer(client);
                 }
-                inner.state.remove_consumer(client);
             }
         }
+    }
+
+    /// Unsubscribes `client`, requeueing what it holds (its outlet's queue
+    /// included: those messages are in flight for it).
+    fn remove_consumer(&self, inner: &mut Inner, client: ClientId) {
+        if let Some(outlet) = inner.outlets.remove(&client) {
+            outlet.close();
+        }
+        inner.state.remove_consumer(client);
+        if !inner.exiting {
+            self.pump(inner);
+            self.nudge(inner);
+        }
+    }
+
+    /// Moves everything queued for `client` into `taken` (empty on entry).
+    /// `Pending` (with `cx`'s waker kept) when nothing is queued; `None`
+    /// once the consumer is gone.
+    fn poll_take(
+        &self,
+        client: ClientId,
+        taken: &mut VecDeque<Message>,
+        cx: Option<&mut Context<'_>>,
+    ) -> Poll<Option<()>> {
+        debug_assert!(
+            taken.is_empty(),
+            "taken before the last batch was handed out"
+        );
+        let mut inner = self.lock();
+        let Some(outlet) = inner.outlets.get_mut(&client) else {
+            return Poll::Ready(None);
+        };
+        if outlet.queue.is_empty() {
+            if let Some(cx) = cx {
+                if !outlet
+                    .waker
+                    .as_ref()
+                    .is_some_and(|w| w.will_wake(cx.waker()))
+                {
+                    outlet.waker = Some(cx.waker().clone());
+                }
+            }
+            return Poll::Pending;
+        }
+        std::mem::swap(&mut outlet.queue, taken);
+        Poll::Ready(Some(()))
     }
 
     /// Tells a committing backend how many of its oldest reads are finished

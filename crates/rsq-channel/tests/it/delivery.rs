@@ -175,15 +175,18 @@ async fn eight_consumers_share_the_stream() {
                 ch.finish(client, &m.id).unwrap();
                 got.push(num(&m.id));
             }
-            got
+            // Kept subscribed until the counts are read.
+            (got, c)
         }));
     }
     for n in 0..1000 {
         ch.put(msg(n)).await.unwrap();
     }
     let mut all = Vec::new();
+    let mut consumers = Vec::new();
     for t in tasks {
-        let got = t.await.unwrap();
+        let (got, c) = t.await.unwrap();
+        consumers.push(c);
         assert!(!got.is_empty(), "every consumer got a share");
         all.extend(got);
     }

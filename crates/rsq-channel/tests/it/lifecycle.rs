@@ -40,6 +40,11 @@ async fn dropped_consumer_handle_gives_its_messages_back() {
     let a = ch.add_consumer(1, 60 * SEC).unwrap();
     let mut b = ch.add_consumer(2, 60 * SEC).unwrap();
     drop(a);
+    assert_eq!(
+        ch.stats().client_count,
+        1,
+        "dropping a consumer unsubscribes it"
+    );
     ch.set_ready(1, 10);
     ch.set_ready(2, 10);
     ch.put(msg(1)).await.unwrap();
@@ -47,6 +52,29 @@ async fn dropped_consumer_handle_gives_its_messages_back() {
     let mut got = drain(&mut b).await;
     got.sort();
     assert_eq!(got, vec![1, 2]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_a_consumer_requeues_what_it_took_and_what_waits_for_it() {
+    let (ch, _) = channel(ChannelConfig::default());
+    let mut a = ch.add_consumer(1, 60 * SEC).unwrap();
+    ch.set_ready(1, 3);
+    for n in 1..=3 {
+        ch.put(msg(n)).await.unwrap();
+    }
+    // One handed out and finished, one taken but not handed out, and one
+    // put after the take, still in the outlet.
+    let m = a.recv().await.unwrap();
+    ch.finish(1, &m.id).unwrap();
+    ch.put(msg(4)).await.unwrap();
+    assert_eq!(ch.stats().in_flight_count, 3);
+    drop(a);
+    assert_eq!(ch.stats().in_flight_count, 0);
+    let mut b = ch.add_consumer(2, 60 * SEC).unwrap();
+    ch.set_ready(2, 10);
+    let mut got = drain(&mut b).await;
+    got.sort();
+    assert_eq!(got, vec![2, 3, 4]);
 }
 
 #[tokio::test(start_paused = true)]
