@@ -1,6 +1,6 @@
 //! rsq-compress: snappy and deflate as sans-IO transforms of a protocol V2
 //! connection's bytes, shared by the daemon (rsqd) and the load generator
-//! (rsq-bench). Depends on `snap`, `flate2` and `bytes`; does no IO.
+//! (rsq-bench). Depends on `snap`, `flate2` (zlib-rs backend), `crc32c` and `bytes`; does no IO.
 //!
 //! A [`Compressor`] turns a batch of plain frames into bytes for the wire,
 //! flushed so the peer can decode every frame of the batch at once (snappy
@@ -99,21 +99,28 @@ impl Compressor {
 
 fn snappy_chunk(raw: &mut snap::raw::Encoder, chunk: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
     let crc = masked_crc32c(chunk);
-    let mut compressed = vec![0; snap::raw::max_compress_len(chunk.len())];
+    // Compressed straight into `out`, after room for the chunk header.
+    let header_at = out.len();
+    let data_at = header_at + 8;
+    out.resize(data_at + snap::raw::max_compress_len(chunk.len()), 0);
     let n = raw
-        .compress(chunk, &mut compressed)
+        .compress(chunk, &mut out[data_at..])
         .map_err(|e| io::Error::other(e.to_string()))?;
     // As the reference encoder: store chunks that do not shrink by 1/8.
-    let (kind, data) = if n >= chunk.len() - chunk.len() / 8 {
-        (0x01, chunk)
+    let kind = if n >= chunk.len() - chunk.len() / 8 {
+        out.truncate(data_at);
+        out.extend_from_slice(chunk);
+        0x01
     } else {
-        (0x00, &compressed[..n])
+        out.truncate(data_at + n);
+        0x00
     };
-    let len = u32::try_from(data.len() + 4).map_err(|_| corrupt("snappy chunk too long"))?;
-    out.push(kind);
-    out.extend_from_slice(&len.to_le_bytes()[..3]);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(data);
+    let len =
+        u32::try_from(out.len() - data_at + 4).map_err(|_| corrupt("snappy chunk too long"))?;
+    let header = &mut out[header_at..data_at];
+    header[0] = kind;
+    header[1..4].copy_from_slice(&len.to_le_bytes()[..3]);
+    header[4..8].copy_from_slice(&crc.to_le_bytes());
     Ok(())
 }
 
@@ -159,17 +166,20 @@ impl Decompressor {
                     if *ended && !input.is_empty() {
                         return Err(corrupt("data after the end of the deflate stream"));
                     }
-                    let mut chunk = vec![0u8; (input.len() * 4).clamp(4096, 256 * 1024)];
+                    // Inflated in place, into room made at the end of `out`.
+                    let room = (input.len() * 4).clamp(4096, 256 * 1024);
+                    let at = out.len();
+                    out.resize(at + room, 0);
                     let (before_in, before_out) = (inner.total_in(), inner.total_out());
                     let status = inner
-                        .decompress(input, &mut chunk, FlushDecompress::None)
+                        .decompress(input, &mut out[at..], FlushDecompress::None)
                         .map_err(|e| corrupt(&format!("deflate: {e}")))?;
                     let used = usize::try_from(inner.total_in() - before_in).unwrap_or(0);
                     let made = usize::try_from(inner.total_out() - before_out).unwrap_or(0);
                     input.advance(used.min(input.len()));
-                    out.extend_from_slice(&chunk[..made.min(chunk.len())]);
+                    out.truncate(at + made.min(room));
                     // A full output chunk may leave more output inside.
-                    *pending = made == chunk.len();
+                    *pending = made == room;
                     if status == Status::StreamEnd {
                         *ended = true;
                     }
@@ -238,38 +248,9 @@ fn snappy_decode(
     Ok(())
 }
 
-/// CRC-32C (Castagnoli), one table, as the snappy framing format needs.
-const CRC32C_TABLE: [u32; 256] = {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut crc = i as u32;
-        let mut bit = 0;
-        while bit < 8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0x82f6_3b78
-            } else {
-                crc >> 1
-            };
-            bit += 1;
-        }
-        table[i] = crc;
-        i += 1;
-    }
-    table
-};
-
-fn crc32c(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc = CRC32C_TABLE[usize::from((crc as u8) ^ b)] ^ (crc >> 8);
-    }
-    !crc
-}
-
 /// The framing format's masked checksum.
 fn masked_crc32c(data: &[u8]) -> u32 {
-    let crc = crc32c(data);
+    let crc = crc32c::crc32c(data);
     (crc.rotate_right(15)).wrapping_add(0xa282_ead8)
 }
 
@@ -307,7 +288,7 @@ mod tests {
 
     #[test]
     fn crc32c_known_answer() {
-        assert_eq!(crc32c(b"123456789"), 0xe306_9283);
+        assert_eq!(crc32c::crc32c(b"123456789"), 0xe306_9283);
     }
 
     #[test]
@@ -354,5 +335,53 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(plain.len() < 2 * MAX_DECODE_STEP, "{}", plain.len());
         assert!(!wire.is_empty());
+    }
+
+    /// Bodies that compress (repeats) and that do not (a byte ramp mixed
+    /// with the seed), across the 64 KiB chunk boundary.
+    fn batch() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        (0usize..150_000, any::<u8>(), any::<bool>()).prop_map(|(len, seed, repeat)| {
+            (0..len)
+                .map(|i| match repeat {
+                    true => seed.wrapping_add((i % 13) as u8),
+                    false => (i as u8).wrapping_mul(31) ^ seed ^ (i >> 8) as u8,
+                })
+                .collect()
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+        /// Our streams decode with the `snap` and `flate2` crates' own
+        /// stream readers, as any other client's implementation would.
+        #[test]
+        fn streams_decode_with_reference_readers(
+            batches in proptest::collection::vec(batch(), 1..5),
+        ) {
+            use std::io::Read;
+            let expected = batches.concat();
+            for kind in [Compression::Snappy, Compression::Deflate(6)] {
+                let mut c = Compressor::new(kind);
+                let mut wire = Vec::new();
+                for b in &batches {
+                    c.compress(b, &mut wire).unwrap_or_else(|e| panic!("{e}"));
+                }
+                // A connection's deflate stream never ends, so read exactly
+                // what was sent rather than to the end.
+                let mut plain = vec![0; expected.len()];
+                let read = match kind {
+                    Compression::Snappy => {
+                        snap::read::FrameDecoder::new(&wire[..]).read_exact(&mut plain)
+                    }
+                    Compression::Deflate(_) => {
+                        flate2::read::DeflateDecoder::new(&wire[..]).read_exact(&mut plain)
+                    }
+                };
+                read.unwrap_or_else(|e| panic!("{e}"));
+                proptest::prop_assert_eq!(&plain, &expected);
+            }
+        }
     }
 }
