@@ -5,9 +5,12 @@
 //! lock, in the caller's task: a PUB that finds a ready consumer, or a FIN
 //! that frees a slot, delivers the next message at once. The driver only
 //! does what needs waiting: firing timeouts and deferred releases at
-//! `poll_timeout`, and reading the backend when a consumer is ready and
-//! memory is empty. No lock is held across an `.await`. The driver also
-//! hands dead letters to the channel's [`DeadLetterSink`] (`outbox.rs`).
+//! `poll_timeout`, and reading the backend when the state has room for
+//! records read back (`ChannelState::backend_room`). Only the driver reads
+//! the backend, a batch at a time, and never under the lock: records reach
+//! the state in the order they were read, and a FIN never waits on a disk
+//! read. No lock is held across an `.await` either. The driver also hands
+//! dead letters to the channel's [`DeadLetterSink`] (`outbox.rs`).
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
@@ -133,9 +136,6 @@ struct Inner {
     /// What the sleeping driver waits for; `None` while it is awake (it
     /// looks at the state again before sleeping, so no wake-up is needed).
     armed: Option<Armed>,
-    /// Memory and backend alternate while both hold messages, so neither
-    /// starves the other (nsqd picks between them at random).
-    backend_turn: bool,
     backend_closed: bool,
     exiting: bool,
     driver: Option<JoinHandle<()>>,
@@ -175,7 +175,9 @@ impl Outlet {
 #[derive(Debug, Clone, Copy)]
 struct Armed {
     deadline: Option<Instant>,
-    backend: bool,
+    /// How many records it reads once the backend has one; 0: it does not
+    /// wait on the backend.
+    backend_room: usize,
 }
 
 impl Channel {
@@ -219,7 +221,6 @@ impl Channel {
                 state: ChannelState::new(config),
                 outlets: HashMap::default(),
                 armed: None,
-                backend_turn: false,
                 backend_closed: false,
                 exiting: false,
                 driver: None,
@@ -604,24 +605,7 @@ impl Shared {
     /// Delivers to ready consumers while there is something to deliver.
     fn pump(&self, inner: &mut Inner) {
         let now = self.clock.now();
-        while inner.state.wants_message() {
-            let from_backend = inner.state.memory_depth() == 0 || inner.backend_turn;
-            if from_backend && !inner.backend_closed {
-                inner.backend_turn = false;
-                match self.backend.try_read() {
-                    Ok(Some(record)) => self.accept_record(inner, record),
-                    Ok(None) => {}
-                    Err(QueueError::Closed) => inner.backend_closed = true,
-                    Err(e) => {
-                        tracing::warn!(channel = %self.name, error = %e, "backend read failed")
-                    }
-                }
-            } else {
-                inner.backend_turn = true;
-            }
-            let Some((client, msg)) = inner.state.poll_deliver(now) else {
-                break;
-            };
+        while let Some((client, msg)) = inner.state.poll_deliver(now) {
             match inner.outlets.get_mut(&client) {
                 Some(outlet) => outlet.push(msg),
                 None => {
@@ -629,6 +613,43 @@ impl Shared {
                     debug_assert!(false, "consumer {client} has no outlet");
                     inner.state.remove_consumer(client);
                 }
+            }
+        }
+    }
+
+    /// Reads up to `room` records, `first` (what the driver waited for)
+    /// and then whatever the backend has ready, outside the lock; then
+    /// feeds them to the state in order and delivers. Returns whether a
+    /// read failed in a way worth retrying later.
+    fn read_batch(&self, first: Result<Bytes, QueueError>, room: usize) -> bool {
+        let mut records = Vec::new();
+        let mut end = first.map(|record| records.push(record)).err();
+        while end.is_none() && records.len() < room {
+            match self.backend.try_read() {
+                Ok(Some(record)) => records.push(record),
+                Ok(None) => break,
+                Err(e) => end = Some(e),
+            }
+        }
+        let mut inner = self.lock();
+        inner.armed = None;
+        if inner.exiting {
+            inner.orphans.extend(records);
+        } else {
+            for record in records {
+                self.accept_record(&mut inner, record);
+            }
+            self.pump(&mut inner);
+        }
+        match end {
+            None => false,
+            Some(QueueError::Closed) => {
+                inner.backend_closed = true;
+                false
+            }
+            Some(e) => {
+                tracing::warn!(channel = %self.name, error = %e, "backend read failed");
+                true
             }
         }
     }
@@ -735,15 +756,19 @@ impl Shared {
             (Some(_), None) => true,
             (None, _) => false,
         };
-        let backend = !armed.backend && self.wants_backend(inner);
+        let backend = armed.backend_room == 0 && self.backend_room(inner) > 0;
         if earlier || backend || self.has_dead_letters(inner) {
             inner.armed = None;
             self.wake.notify_one();
         }
     }
 
-    fn wants_backend(&self, inner: &mut Inner) -> bool {
-        !inner.backend_closed && inner.state.memory_depth() == 0 && inner.state.wants_message()
+    /// How many records the driver may read from the backend now.
+    fn backend_room(&self, inner: &Inner) -> usize {
+        match inner.backend_closed {
+            true => 0,
+            false => inner.state.backend_room(),
+        }
     }
 
     /// Marks the channel exiting, closes consumers, waits for the driver and
@@ -789,7 +814,7 @@ async fn drive(shared: Arc<Shared>) {
                 None => {
                     let armed = Armed {
                         deadline: inner.state.poll_timeout(),
-                        backend: shared.wants_backend(&mut inner),
+                        backend_room: shared.backend_room(&inner),
                     };
                     inner.armed = Some(armed);
                     Ok(armed)
@@ -818,30 +843,8 @@ async fn drive(shared: Arc<Shared>) {
         tokio::select! {
             _ = shared.wake.notified() => {}
             _ = sleep => {}
-            read = shared.backend.read(), if armed.backend => {
-                let retry = {
-                    let mut inner = shared.lock();
-                    inner.armed = None;
-                    match read {
-                        Ok(record) if inner.exiting => {
-                            inner.orphans.push(record);
-                            false
-                        }
-                        Ok(record) => {
-                            shared.accept_record(&mut inner, record);
-                            false
-                        }
-                        Err(QueueError::Closed) => {
-                            inner.backend_closed = true;
-                            false
-                        }
-                        Err(e) => {
-                            tracing::warn!(channel = %shared.name, error = %e, "backend read failed");
-                            true
-                        }
-                    }
-                };
-                if retry {
+            read = shared.backend.read(), if armed.backend_room > 0 => {
+                if shared.read_batch(read, armed.backend_room) {
                     // Boxed: rare, and not worth a timer in every idle task.
                     Box::pin(tokio::time::sleep(BACKEND_RETRY_DELAY)).await;
                 }

@@ -5,7 +5,8 @@
 //! `poll_timeout` (when the caller must next call `handle_timeout`).
 //! The backend is the caller's business: `handle_put` hands back a message
 //! that does not fit in memory, and the caller feeds records read back from
-//! the backend through `handle_backend_message`. Dead letters are the
+//! the backend through `handle_backend_message`, as many at a time as
+//! `backend_room` allows. Dead letters are the
 //! caller's business too: a message REQueued or timed out on its
 //! `max_attempts`-th delivery waits in an outbox until the caller takes it
 //! with `poll_dead_letter` (and publishes it wherever dead letters go).
@@ -24,6 +25,11 @@ use crate::{ChannelConfig, ChannelError, ChannelStats, ClientId, ConsumerStats};
 #[cfg(test)]
 mod tests;
 
+/// Most records read back from the backend and not yet delivered: the
+/// batch the caller reads outside its lock. A few hundred keeps one read
+/// per batch of deliveries while holding little memory per channel.
+pub const READ_AHEAD: usize = 256;
+
 /// Where [`ChannelState::handle_put`] left a message.
 #[derive(Debug, PartialEq, Eq)]
 #[must_use]
@@ -38,17 +44,30 @@ pub enum PutOutcome {
 /// One channel's messages and consumers.
 ///
 /// Every message the channel holds is in exactly one of: the memory queue,
-/// the in-flight table (owned by one consumer), the deferred heap, or the
-/// dead-letter outbox. The backend, kept by the caller, is the fifth place.
+/// the read-back queue, the in-flight table (owned by one consumer), the
+/// deferred heap, or the dead-letter outbox. The backend, kept by the
+/// caller, is the sixth place.
 ///
 /// The memory queue holds at most `mem_queue_size` *fresh* messages; messages
 /// coming back from flight or deferral (requeue, timeout, disconnect, release)
-/// and records read back from the backend join it regardless of that bound,
-/// because they were already held in memory and moving them costs nothing.
+/// join it regardless of that bound, because they were already held in
+/// memory and moving them costs nothing. Records read back from the backend
+/// wait in the read-back queue, at most [`READ_AHEAD`], so the caller can
+/// read them in batches outside its lock; delivery alternates between the
+/// two queues while both hold messages, so neither starves the other (nsqd
+/// picks between them at random).
 #[derive(Debug)]
 pub struct ChannelState {
     config: ChannelConfig,
     memory: VecDeque<Message>,
+    /// Records read back from the backend, oldest first, not yet delivered.
+    read_back: VecDeque<Message>,
+    /// The next delivery comes from `read_back` if it holds any.
+    read_back_turn: bool,
+    /// Consumers with RDY above zero: while there are some, records are
+    /// read back ahead of their readiness, so a consumer made ready again
+    /// by each FIN still gets its turn at the backend.
+    rdy_consumers: usize,
     in_flight: InFlight,
     deferred: Deferred,
     consumers: HashMap<ClientId, ConsumerState>,
@@ -81,6 +100,9 @@ impl ChannelState {
             e2e,
             config,
             memory: VecDeque::new(),
+            read_back: VecDeque::new(),
+            read_back_turn: false,
+            rdy_consumers: 0,
             in_flight: InFlight::default(),
             deferred: Deferred::default(),
             consumers: HashMap::new(),
@@ -136,9 +158,25 @@ impl ChannelState {
         self.deferred.push(msg, now + delay);
     }
 
-    /// Takes a message read back from the backend; it is delivered next.
+    /// Takes a message read back from the backend, after those read before
+    /// it. The caller reads no more than [`ChannelState::backend_room`].
     pub fn handle_backend_message(&mut self, msg: Message) {
-        self.memory.push_front(msg);
+        debug_assert!(
+            self.read_back.len() < READ_AHEAD,
+            "read back past the read-ahead bound"
+        );
+        self.read_back.push_back(msg);
+    }
+
+    /// How many records the caller may read from the backend now: none
+    /// while paused, while no consumer has RDY above zero or while the
+    /// read-back queue is more than half full; else enough to fill it to
+    /// [`READ_AHEAD`].
+    pub fn backend_room(&self) -> usize {
+        if self.paused || self.rdy_consumers == 0 || self.read_back.len() > READ_AHEAD / 2 {
+            return 0;
+        }
+        READ_AHEAD - self.read_back.len()
     }
 
     /// Subscribes a consumer with its in-flight timeout. It receives nothing
@@ -159,8 +197,11 @@ impl ChannelState {
     /// Unsubscribes a consumer; what it held in flight is requeued at once
     /// (and counted in `requeue_count`). Returns whether it was subscribed.
     pub fn remove_consumer(&mut self, client: ClientId) -> bool {
-        if self.consumers.remove(&client).is_none() {
+        let Some(consumer) = self.consumers.remove(&client) else {
             return false;
+        };
+        if consumer.rdy > 0 {
+            self.rdy_consumers -= 1;
         }
         self.ready.retain(|c| *c != client);
         for entry in self.in_flight.remove_client(client) {
@@ -174,6 +215,11 @@ impl ChannelState {
     pub fn handle_rdy(&mut self, client: ClientId, count: u64) {
         let count = count.min(self.config.max_rdy_count);
         if let Some(consumer) = self.consumers.get_mut(&client) {
+            match (consumer.rdy > 0, count > 0) {
+                (false, true) => self.rdy_consumers += 1,
+                (true, false) => self.rdy_consumers -= 1,
+                _ => {}
+            }
             consumer.rdy = count;
             self.mark_ready(client);
         }
@@ -274,7 +320,7 @@ impl ChannelState {
         if self.paused {
             return None;
         }
-        while !self.memory.is_empty() {
+        while !self.memory.is_empty() || !self.read_back.is_empty() {
             let client = self.ready.pop_front()?;
             let Some(consumer) = self.consumers.get_mut(&client) else {
                 continue;
@@ -283,7 +329,11 @@ impl ChannelState {
             if !consumer.is_ready() {
                 continue;
             }
-            while let Some(mut msg) = self.memory.pop_front() {
+            while let Some(mut msg) = next_queued(
+                &mut self.memory,
+                &mut self.read_back,
+                &mut self.read_back_turn,
+            ) {
                 if self.in_flight.contains(&msg.id) {
                     // Ids are unique per topic; a duplicate is a publisher
                     // bug, and two rows for one id cannot be told apart.
@@ -298,7 +348,7 @@ impl ChannelState {
                 self.mark_ready(client);
                 return Some((client, msg));
             }
-            // Memory ran out while skipping duplicates; keep the consumer's turn.
+            // The queues ran out while skipping duplicates; keep the consumer's turn.
             self.ready.push_front(client);
             if let Some(consumer) = self.consumers.get_mut(&client) {
                 consumer.queued = true;
@@ -340,7 +390,6 @@ impl ChannelState {
     }
 
     /// Whether a consumer could take a message now (not paused, someone ready).
-    /// The caller reads the backend only while this holds and memory is empty.
     pub fn wants_message(&mut self) -> bool {
         if self.paused {
             return false;
@@ -361,6 +410,7 @@ impl ChannelState {
     /// dropped message fails with `NotInFlight`.
     pub fn handle_empty(&mut self) {
         self.memory.clear();
+        self.read_back.clear();
         self.in_flight.drain();
         self.deferred.clear();
         self.dead_letters.clear();
@@ -373,13 +423,14 @@ impl ChannelState {
         }
     }
 
-    /// Takes every message out for a shutdown flush, in nsqd's order: memory,
-    /// then in flight (delivery order), then dead letters not yet taken
+    /// Takes every message out for a shutdown flush, in nsqd's order: memory
+    /// (records read back first, as the oldest), then in flight (delivery order), then dead letters not yet taken
     /// (kept with their attempts, so the first failure after a restart
     /// dead-letters them), then deferred (release order). Consumers are
     /// unsubscribed.
     pub fn drain(&mut self, now: Instant) -> Vec<Message> {
-        let mut all: Vec<Message> = self.memory.drain(..).collect();
+        let mut all: Vec<Message> = self.read_back.drain(..).collect();
+        all.extend(self.memory.drain(..));
         all.extend(self.in_flight.drain().into_iter().map(|e| e.msg));
         all.extend(self.dead_letters.drain(..));
         for msg in &mut all {
@@ -388,12 +439,14 @@ impl ChannelState {
         all.extend(self.deferred.drain(now));
         self.consumers.clear();
         self.ready.clear();
+        self.rdy_consumers = 0;
         all
     }
 
-    /// Messages in the memory queue.
-    pub fn memory_depth(&self) -> usize {
-        self.memory.len()
+    /// Messages queued for delivery: the memory queue and records read
+    /// back from the backend.
+    pub fn queued_depth(&self) -> usize {
+        self.memory.len() + self.read_back.len()
     }
 
     /// Messages in flight.
@@ -424,7 +477,8 @@ impl ChannelState {
         Some(e2e)
     }
 
-    /// Counters, with `depth` counting memory only and no name or latency;
+    /// Counters, with `depth` counting the queues in memory only
+    /// ([`ChannelState::queued_depth`]) and no name or latency;
     /// the caller adds the backend's depth and [`ChannelState::e2e_latency`].
     pub fn stats(&self) -> ChannelStats {
         let mut clients: Vec<ConsumerStats> = self
@@ -442,7 +496,7 @@ impl ChannelState {
         clients.sort_by_key(|c| c.client_id);
         ChannelStats {
             channel_name: String::new(),
-            depth: self.memory.len() as u64,
+            depth: self.queued_depth() as u64,
             backend_depth: 0,
             in_flight_count: self.in_flight.len() as u64,
             deferred_count: self.deferred.len() as u64,
@@ -514,7 +568,12 @@ impl ChannelState {
     pub(crate) fn check_invariants(&self) {
         use std::collections::HashSet;
         let mut seen = HashSet::new();
-        for msg in self.memory.iter().chain(self.deferred.iter()) {
+        assert!(
+            self.read_back.len() <= READ_AHEAD,
+            "read back past the bound"
+        );
+        let queued = self.memory.iter().chain(&self.read_back);
+        for msg in queued.chain(self.deferred.iter()) {
             assert!(seen.insert(msg.id), "{} held twice", msg.id);
         }
         for msg in &self.dead_letters {
@@ -538,6 +597,11 @@ impl ChannelState {
                 "orphan in flight"
             );
         }
+        assert_eq!(
+            self.consumers.values().filter(|c| c.rdy > 0).count(),
+            self.rdy_consumers,
+            "consumers with RDY"
+        );
         let sum: u64 = self.consumers.values().map(|c| c.in_flight).sum();
         assert_eq!(
             sum,
@@ -553,5 +617,21 @@ impl ChannelState {
                 );
             }
         }
+    }
+}
+
+/// The next queued message: alternately from the read-back queue and
+/// memory while both hold some (a free function: the caller holds a
+/// consumer borrowed from the state).
+fn next_queued(
+    memory: &mut VecDeque<Message>,
+    read_back: &mut VecDeque<Message>,
+    read_back_turn: &mut bool,
+) -> Option<Message> {
+    let from_read_back = !read_back.is_empty() && (memory.is_empty() || *read_back_turn);
+    *read_back_turn = !from_read_back;
+    match from_read_back {
+        true => read_back.pop_front(),
+        false => memory.pop_front(),
     }
 }

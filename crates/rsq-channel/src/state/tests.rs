@@ -54,13 +54,15 @@ impl Harness {
         self.state.handle_rdy(client, rdy);
     }
 
-    /// One delivery, reading the backend as the wrapper does.
+    /// One delivery, reading the backend as the wrapper does: as many
+    /// records as the state has room for.
     fn deliver(&mut self) -> Option<(ClientId, Message)> {
-        if self.state.memory_depth() == 0 && self.state.wants_message() {
-            if let Some(record) = self.backend.pop_front() {
-                self.state
-                    .handle_backend_message(Message::decode(record).unwrap());
-            }
+        for _ in 0..self.state.backend_room() {
+            let Some(record) = self.backend.pop_front() else {
+                break;
+            };
+            self.state
+                .handle_backend_message(Message::decode(record).unwrap());
         }
         let out = self.state.poll_deliver(self.now());
         self.state.check_invariants();
