@@ -71,6 +71,7 @@ async fn fan_out(channels: usize, messages: u64) -> Duration {
     for c in 0..channels {
         topic
             .get_or_create_channel(&format!("c{c}"))
+            .await
             .expect("channel");
     }
     topic.start();

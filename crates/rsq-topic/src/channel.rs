@@ -48,20 +48,27 @@ pub trait TopicChannel: Send + Sync + 'static {
 /// Creates channels for a topic (the daemon opens the channel's backend and
 /// wires it to its clients here).
 ///
-/// Called synchronously while the topic holds its channel-map lock, so it
-/// must not block for long and must not call back into the topic.
+/// Called with no topic lock held, one creation at a time per topic (so
+/// two creators never open the same files), and only before the topic
+/// begins to close: it may wait for IO, and should keep blocking file IO
+/// off the runtime's threads (the daemon opens queues on tokio's blocking
+/// pool). It must not call back into the topic.
+#[async_trait]
 pub trait ChannelFactory<C>: Send + Sync + 'static {
     /// A new channel `channel` of topic `topic`. Failures are reported as
     /// [`TopicError::ChannelCreate`] (or [`TopicError::Backend`] when opening
     /// the channel's queue failed).
-    fn create(&self, topic: &str, channel: &str) -> Result<Arc<C>, TopicError>;
+    async fn create(&self, topic: &str, channel: &str) -> Result<Arc<C>, TopicError>;
 }
 
+/// A plain function is a factory that creates without waiting.
+#[async_trait]
 impl<C, F> ChannelFactory<C> for F
 where
+    C: Send + Sync + 'static,
     F: Fn(&str, &str) -> Result<Arc<C>, TopicError> + Send + Sync + 'static,
 {
-    fn create(&self, topic: &str, channel: &str) -> Result<Arc<C>, TopicError> {
+    async fn create(&self, topic: &str, channel: &str) -> Result<Arc<C>, TopicError> {
         self(topic, channel)
     }
 }

@@ -81,6 +81,10 @@ pub struct Topic<C: TopicChannel> {
     /// Puts hold it shared; close and delete take it exclusively to set
     /// `exiting`, so no put is half done when the memory queue is flushed.
     gate: RwLock<()>,
+    /// Held by a channel's creation while the factory opens it (outside the
+    /// channel-map lock), and by close and delete to set `exiting`: one
+    /// creator at a time, and none half done once the topic exits.
+    creating: tokio::sync::Mutex<()>,
     exiting: AtomicBool,
     message_count: AtomicU64,
     message_bytes: AtomicU64,
@@ -113,6 +117,7 @@ impl<C: TopicChannel> Topic<C> {
             control,
             applied,
             gate: RwLock::new(()),
+            creating: tokio::sync::Mutex::new(()),
             exiting: AtomicBool::new(false),
             message_count: AtomicU64::new(0),
             message_bytes: AtomicU64::new(0),
@@ -212,17 +217,23 @@ impl<C: TopicChannel> Topic<C> {
     /// says whether it was created. Creation tells the pump, which delivers
     /// to the new channel from its next message on. Creating fails with
     /// [`TopicError::Exiting`] once close or delete has begun.
-    pub fn get_or_create_channel(&self, name: &str) -> Result<(Arc<C>, bool), TopicError> {
-        let mut set = self.shared.lock_channels();
-        if let Some(channel) = set.get(name) {
-            return Ok((channel.clone(), false));
+    ///
+    /// Two phases: the factory opens the channel with no lock held but
+    /// `creating` (so a slow open blocks neither the pump nor lookups of
+    /// other channels), then it is inserted under the channel-map lock.
+    pub async fn get_or_create_channel(&self, name: &str) -> Result<(Arc<C>, bool), TopicError> {
+        if let Some(channel) = self.channel(name) {
+            return Ok((channel, false));
+        }
+        let _creating = self.creating.lock().await;
+        if let Some(channel) = self.channel(name) {
+            return Ok((channel, false));
         }
         if self.exiting.load(Ordering::Acquire) {
             return Err(TopicError::Exiting);
         }
-        let channel = self.factory.create(&self.shared.name, name)?;
-        set.insert(name, channel.clone());
-        drop(set);
+        let channel = self.factory.create(&self.shared.name, name).await?;
+        self.shared.lock_channels().insert(name, channel.clone());
         self.control.send_modify(|_| ());
         Ok((channel, true))
     }
@@ -353,6 +364,7 @@ impl<C: TopicChannel> Topic<C> {
 
     /// Marks the topic exiting once no put is in progress, and tells the pump.
     async fn begin_exit(&self) -> Result<(), TopicError> {
+        let _no_creation = self.creating.lock().await;
         let _closed = self.gate.write().await;
         if self.exiting.swap(true, Ordering::AcqRel) {
             return Err(TopicError::Exiting);

@@ -92,6 +92,7 @@ pub fn disk_queue_config(
 }
 
 /// Opens topic and channel queues.
+#[derive(Clone)]
 struct Factory {
     opts: Arc<Options>,
     clock: Arc<dyn Clock>,
@@ -136,13 +137,37 @@ impl Factory {
         // Lazy: a queue that never overflows memory costs no open queue.
         Ok(Arc::new(LazyDiskQueue::open(config, self.storage.clone())?))
     }
+
+    /// [`Factory::open_backend`] on tokio's blocking pool: opening a queue
+    /// that has files recovers them (reads and may rewrite metadata), which
+    /// must not hold a runtime thread.
+    async fn open_backend_off_runtime(
+        &self,
+        queue_name: String,
+        ephemeral: bool,
+    ) -> Result<Arc<dyn BackendQueue>, rsq_diskqueue::QueueError> {
+        if ephemeral {
+            // A discarding memory queue: no IO to move.
+            return self.open_backend(&queue_name, true);
+        }
+        let factory = self.clone();
+        let path = self.opts.data_path.clone();
+        tokio::task::spawn_blocking(move || factory.open_backend(&queue_name, ephemeral))
+            .await
+            .map_err(|e| rsq_diskqueue::QueueError::Io {
+                path,
+                source: std::io::Error::other(e),
+            })?
+    }
 }
 
+#[async_trait::async_trait]
 impl ChannelFactory<ChannelHandle> for Factory {
-    fn create(&self, topic: &str, channel: &str) -> Result<Arc<ChannelHandle>, TopicError> {
+    async fn create(&self, topic: &str, channel: &str) -> Result<Arc<ChannelHandle>, TopicError> {
         let ephemeral = is_ephemeral(channel);
         let backend = self
-            .open_backend(&format!("{topic}:{channel}"), ephemeral)
+            .open_backend_off_runtime(format!("{topic}:{channel}"), ephemeral)
+            .await
             .map_err(|e| TopicError::ChannelCreate {
                 channel: channel.to_string(),
                 source: SinkError::new(e),
@@ -568,7 +593,7 @@ impl Nsqd {
                     tracing::warn!(channel = %c.name, "skipping channel with invalid name in metadata");
                     continue;
                 }
-                match topic.get_or_create_channel(&c.name) {
+                match topic.get_or_create_channel(&c.name).await {
                     Ok((chan, _)) => {
                         if c.paused {
                             chan.pause();
@@ -746,7 +771,10 @@ impl Nsqd {
         if let Some(topic) = self.topic(name) {
             return Ok(topic);
         }
-        let backend = self.factory.open_backend(name, is_ephemeral(name))?;
+        let backend = self
+            .factory
+            .open_backend_off_runtime(name.to_owned(), is_ephemeral(name))
+            .await?;
         let topic = Topic::new(
             name,
             TopicConfig {
@@ -776,7 +804,7 @@ impl Nsqd {
         channel_name: &str,
     ) -> Result<(Arc<DaemonTopic>, Arc<ChannelHandle>), ContextError> {
         let topic = self.get_or_create_topic(topic_name).await?;
-        let (channel, created) = topic.get_or_create_channel(channel_name)?;
+        let (channel, created) = topic.get_or_create_channel(channel_name).await?;
         if created {
             tracing::info!(
                 topic = topic_name,

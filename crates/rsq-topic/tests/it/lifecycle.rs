@@ -12,7 +12,7 @@ use crate::support::{id, msg, settle, topic, topic_over, LogCapture};
 async fn close_flushes_memory_and_a_reopened_topic_delivers_it() {
     let backend = Arc::new(MemoryQueue::unbounded());
     let (topic, _) = topic_over("t", 3, backend.clone());
-    let ch = topic.get_or_create_channel("c").unwrap().0;
+    let ch = topic.get_or_create_channel("c").await.unwrap().0;
     topic.start();
     topic.pause();
     for n in 0..5 {
@@ -27,7 +27,7 @@ async fn close_flushes_memory_and_a_reopened_topic_delivers_it() {
     drop(topic);
 
     let (reopened, _) = topic_over("t", 3, backend.clone());
-    let ch = reopened.get_or_create_channel("c").unwrap().0;
+    let ch = reopened.get_or_create_channel("c").await.unwrap().0;
     reopened.start();
     settle().await;
     let mut got = ch.ids();
@@ -39,8 +39,8 @@ async fn close_flushes_memory_and_a_reopened_topic_delivers_it() {
 #[tokio::test(start_paused = true)]
 async fn delete_removes_channels_and_backend() {
     let (topic, backend, _) = topic(2);
-    let a = topic.get_or_create_channel("a").unwrap().0;
-    let b = topic.get_or_create_channel("b").unwrap().0;
+    let a = topic.get_or_create_channel("a").await.unwrap().0;
+    let b = topic.get_or_create_channel("b").await.unwrap().0;
     for n in 0..4 {
         topic.put(msg(n)).await.unwrap();
     }
@@ -63,7 +63,7 @@ async fn empty_drops_waiting_messages() {
     }
     topic.empty().await.unwrap();
     assert_eq!(topic.stats().depth, 0);
-    let ch = topic.get_or_create_channel("c").unwrap().0;
+    let ch = topic.get_or_create_channel("c").await.unwrap().0;
     topic.start();
     topic.put(msg(10)).await.unwrap();
     settle().await;
@@ -73,12 +73,12 @@ async fn empty_drops_waiting_messages() {
 #[tokio::test(start_paused = true)]
 async fn channels_are_got_created_listed_and_deleted() {
     let (topic, _backend, recorder) = topic(2);
-    let (b, created) = topic.get_or_create_channel("b").unwrap();
+    let (b, created) = topic.get_or_create_channel("b").await.unwrap();
     assert!(created);
-    let (b2, created) = topic.get_or_create_channel("b").unwrap();
+    let (b2, created) = topic.get_or_create_channel("b").await.unwrap();
     assert!(!created);
     assert!(Arc::ptr_eq(&b, &b2));
-    topic.get_or_create_channel("a").unwrap();
+    topic.get_or_create_channel("a").await.unwrap();
     let names: Vec<_> = topic.channels().into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["a", "b"]);
     assert!(topic.channel("a").is_some());
@@ -87,7 +87,7 @@ async fn channels_are_got_created_listed_and_deleted() {
 
     recorder.refuse.lock().unwrap().push("bad".into());
     assert!(matches!(
-        topic.get_or_create_channel("bad"),
+        topic.get_or_create_channel("bad").await,
         Err(TopicError::ChannelCreate { .. })
     ));
     assert_eq!(topic.channels().len(), 2);
@@ -105,8 +105,8 @@ async fn channels_are_got_created_listed_and_deleted() {
 async fn ephemeral_topic_reports_its_last_channel_gone() {
     let (topic, _) = topic_over("e#ephemeral", 2, Arc::new(MemoryQueue::discarding(0)));
     topic.start();
-    topic.get_or_create_channel("a").unwrap();
-    topic.get_or_create_channel("b").unwrap();
+    topic.get_or_create_channel("a").await.unwrap();
+    topic.get_or_create_channel("b").await.unwrap();
     assert!(!topic.delete_channel("a").await.unwrap());
     assert!(topic.delete_channel("b").await.unwrap());
 }
@@ -125,7 +125,7 @@ async fn pause_state_is_reported() {
 #[tokio::test(start_paused = true)]
 async fn close_waits_for_a_taken_message_to_reach_channels() {
     let (topic, backend, _) = topic(10);
-    let ch = topic.get_or_create_channel("c").unwrap().0;
+    let ch = topic.get_or_create_channel("c").await.unwrap().0;
     topic.start();
     for n in 0..10 {
         topic.put(msg(n)).await.unwrap();
@@ -159,7 +159,7 @@ async fn dropping_the_topic_stops_its_pump() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_racing_publishers_loses_nothing() {
     let (topic, backend, _) = topic(16);
-    let ch = topic.get_or_create_channel("c").unwrap().0;
+    let ch = topic.get_or_create_channel("c").await.unwrap().0;
     topic.start();
     let publishers: Vec<_> = (0..4u32)
         .map(|p| {
@@ -195,4 +195,45 @@ async fn close_racing_publishers_loses_nothing() {
     landed.sort();
     assert_eq!(accepted.len(), landed.len());
     assert!(accepted == landed, "accepted and landed sets differ");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_creation_blocks_neither_lookups_nor_the_pump_and_close_waits_for_it() {
+    let (topic, _backend, recorder) = topic(100);
+    let a = topic.get_or_create_channel("a").await.unwrap().0;
+    topic.start();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    *recorder.gate.lock().unwrap() = Some(gate.clone());
+    let creating = tokio::spawn({
+        let topic = topic.clone();
+        async move { topic.get_or_create_channel("b").await }
+    });
+    settle().await;
+    // The factory is opening "b": the topic keeps serving.
+    assert!(topic.channel("a").is_some());
+    assert!(topic.channel("b").is_none());
+    topic.put(msg(1)).await.unwrap();
+    settle().await;
+    assert_eq!(a.ids(), vec![id(1)]);
+    let closing = tokio::spawn({
+        let topic = topic.clone();
+        async move { topic.close().await }
+    });
+    settle().await;
+    assert!(
+        !closing.is_finished(),
+        "close waits for the creation in progress"
+    );
+    gate.add_permits(1);
+    let (b, created) = creating.await.unwrap().unwrap();
+    assert!(created);
+    closing.await.unwrap().unwrap();
+    assert!(
+        b.closed.load(Ordering::SeqCst),
+        "a channel created as close began is closed with the rest"
+    );
+    assert!(matches!(
+        topic.get_or_create_channel("c").await,
+        Err(TopicError::Exiting)
+    ));
 }

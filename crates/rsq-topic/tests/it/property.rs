@@ -93,7 +93,7 @@ async fn run(mem_queue_size: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 next += u32::from(n);
             }
             Op::Add(c) => {
-                let (ch, created) = topic.get_or_create_channel(&format!("c{c}")).unwrap();
+                let (ch, created) = topic.get_or_create_channel(&format!("c{c}")).await.unwrap();
                 prop_assert_eq!(created, !model.present.contains_key(&c));
                 model.present.insert(c, ch.serial);
             }

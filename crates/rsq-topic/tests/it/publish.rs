@@ -45,7 +45,7 @@ async fn put_many_goes_to_memory_when_the_whole_batch_fits() {
 #[tokio::test(start_paused = true)]
 async fn put_many_delivers_every_message_once() {
     let (topic, _backend, _) = topic(8);
-    let ch = topic.get_or_create_channel("c").unwrap().0;
+    let ch = topic.get_or_create_channel("c").await.unwrap().0;
     topic.start();
     topic.put_many((0..5).map(msg).collect()).await.unwrap();
     topic.put_many((5..20).map(msg).collect()).await.unwrap();
@@ -70,7 +70,7 @@ async fn puts_after_close_or_delete_are_refused() {
             Err(TopicError::Exiting)
         ));
         assert!(matches!(
-            topic.get_or_create_channel("c"),
+            topic.get_or_create_channel("c").await,
             Err(TopicError::Exiting)
         ));
         assert_eq!(topic.stats().message_count, 0);
@@ -112,7 +112,7 @@ async fn ephemeral_topic_drops_overflow_silently() {
     let stats = topic.stats();
     assert_eq!(stats.depth, 2);
     assert_eq!(stats.message_count, 7);
-    let ch = topic.get_or_create_channel("c").unwrap().0;
+    let ch = topic.get_or_create_channel("c").await.unwrap().0;
     topic.start();
     settle().await;
     assert_eq!(ch.ids(), vec![id(0), id(1)]);
@@ -121,7 +121,7 @@ async fn ephemeral_topic_drops_overflow_silently() {
 #[tokio::test(start_paused = true)]
 async fn ephemeral_topic_with_zero_mem_queue_hands_to_a_waiting_pump() {
     let (topic, _) = topic_over("t#ephemeral", 0, Arc::new(MemoryQueue::discarding(0)));
-    let ch = topic.get_or_create_channel("c").unwrap().0;
+    let ch = topic.get_or_create_channel("c").await.unwrap().0;
     topic.start();
     settle().await;
     topic.put(msg(1)).await.unwrap();

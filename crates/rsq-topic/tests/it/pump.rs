@@ -12,7 +12,7 @@ use crate::support::{deferred, id, msg, settle, topic, LogCapture};
 #[tokio::test(start_paused = true)]
 async fn no_delivery_before_start() {
     let (topic, _backend, _) = topic(2);
-    let (ch, created) = topic.get_or_create_channel("c").unwrap();
+    let (ch, created) = topic.get_or_create_channel("c").await.unwrap();
     assert!(created);
     for n in 0..5 {
         topic.put(msg(n)).await.unwrap();
@@ -34,7 +34,7 @@ async fn signals_do_not_block_before_start() {
     let before_start = async {
         for round in 0..100 {
             let name = format!("c{}", round % 7);
-            topic.get_or_create_channel(&name).unwrap();
+            topic.get_or_create_channel(&name).await.unwrap();
             topic.pause();
             topic.unpause();
             if round % 3 == 0 {
@@ -47,7 +47,7 @@ async fn signals_do_not_block_before_start() {
         .expect("channel-update and pause signals must not wait for a stopped pump");
     assert!(!topic.is_paused());
 
-    let (ch, _) = topic.get_or_create_channel("late").unwrap();
+    let (ch, _) = topic.get_or_create_channel("late").await.unwrap();
     topic.put(msg(1)).await.unwrap();
     topic.start();
     settle().await;
@@ -58,7 +58,7 @@ async fn signals_do_not_block_before_start() {
 async fn exits_before_start() {
     let (logs, _guard) = LogCapture::install();
     let (topic, backend, _) = topic(10);
-    let (ch, _) = topic.get_or_create_channel("c").unwrap();
+    let (ch, _) = topic.get_or_create_channel("c").await.unwrap();
     topic.put(msg(1)).await.unwrap();
     tokio::time::timeout(Duration::from_secs(1), topic.close())
         .await
@@ -85,7 +85,7 @@ async fn reads_nothing_without_channels_until_one_appears() {
     );
     assert_eq!(backend.depth(), 2);
 
-    let (ch, _) = topic.get_or_create_channel("c").unwrap();
+    let (ch, _) = topic.get_or_create_channel("c").await.unwrap();
     settle().await;
     let mut got = ch.ids();
     got.sort();
@@ -96,7 +96,7 @@ async fn reads_nothing_without_channels_until_one_appears() {
 #[tokio::test(start_paused = true)]
 async fn reads_nothing_while_paused_until_unpaused() {
     let (topic, _backend, _) = topic(2);
-    let (ch, _) = topic.get_or_create_channel("c").unwrap();
+    let (ch, _) = topic.get_or_create_channel("c").await.unwrap();
     topic.start();
     topic.put(msg(0)).await.unwrap();
     settle().await;
@@ -124,9 +124,16 @@ async fn reads_nothing_while_paused_until_unpaused() {
 async fn fan_out_reaches_every_channel_and_shares_the_body() {
     for channels in [1usize, 2, 50] {
         let (topic, _backend, _) = topic(100);
-        let chans: Vec<_> = (0..channels)
-            .map(|i| topic.get_or_create_channel(&format!("c{i:02}")).unwrap().0)
-            .collect();
+        let mut chans = Vec::new();
+        for i in 0..channels {
+            chans.push(
+                topic
+                    .get_or_create_channel(&format!("c{i:02}"))
+                    .await
+                    .unwrap()
+                    .0,
+            );
+        }
         topic.start();
         for n in 0..20 {
             topic.put(msg(n)).await.unwrap();
@@ -154,8 +161,8 @@ async fn backend_messages_fan_out_with_shared_bodies() {
     let (topic, backend, _) = topic(0);
     topic.put(msg(7)).await.unwrap();
     assert_eq!(backend.depth(), 1);
-    let a = topic.get_or_create_channel("a").unwrap().0;
-    let b = topic.get_or_create_channel("b").unwrap().0;
+    let a = topic.get_or_create_channel("a").await.unwrap().0;
+    let b = topic.get_or_create_channel("b").await.unwrap().0;
     topic.start();
     settle().await;
     let (da, db) = (a.deliveries(), b.deliveries());
@@ -166,8 +173,8 @@ async fn backend_messages_fan_out_with_shared_bodies() {
 #[tokio::test(start_paused = true)]
 async fn deferred_messages_go_to_deferred_put() {
     let (topic, _backend, _) = topic(10);
-    let a = topic.get_or_create_channel("a").unwrap().0;
-    let b = topic.get_or_create_channel("b").unwrap().0;
+    let a = topic.get_or_create_channel("a").await.unwrap().0;
+    let b = topic.get_or_create_channel("b").await.unwrap().0;
     topic.start();
     topic
         .put(deferred(1, Duration::from_secs(5)))
@@ -189,7 +196,7 @@ async fn deferred_messages_go_to_deferred_put() {
 #[tokio::test(start_paused = true)]
 async fn zero_mem_queue_hands_deferred_to_a_waiting_pump_only() {
     let (topic, backend, _) = topic(0);
-    let ch = topic.get_or_create_channel("c").unwrap().0;
+    let ch = topic.get_or_create_channel("c").await.unwrap().0;
     topic.start();
     settle().await;
 
@@ -239,7 +246,7 @@ async fn corrupt_backend_record_is_skipped_and_logged() {
     backend.put(msg(1).to_bytes()).await.unwrap();
     backend.put(Bytes::from_static(b"too short")).await.unwrap();
     backend.put(msg(2).to_bytes()).await.unwrap();
-    let ch = topic.get_or_create_channel("c").unwrap().0;
+    let ch = topic.get_or_create_channel("c").await.unwrap().0;
     topic.start();
     settle().await;
     backend.put(msg(3).to_bytes()).await.unwrap();
@@ -256,8 +263,8 @@ async fn corrupt_backend_record_is_skipped_and_logged() {
 async fn failed_channel_put_is_logged_and_not_fatal() {
     let (logs, _guard) = LogCapture::install();
     let (topic, _backend, _) = topic(10);
-    let bad = topic.get_or_create_channel("a").unwrap().0;
-    let good = topic.get_or_create_channel("b").unwrap().0;
+    let bad = topic.get_or_create_channel("a").await.unwrap().0;
+    let good = topic.get_or_create_channel("b").await.unwrap().0;
     bad.failing.store(true, Ordering::SeqCst);
     topic.start();
     topic.put(msg(1)).await.unwrap();
@@ -274,8 +281,8 @@ async fn failed_channel_put_is_logged_and_not_fatal() {
 #[tokio::test(start_paused = true)]
 async fn deleted_channel_gets_no_more_puts() {
     let (topic, _backend, _) = topic(10);
-    let a = topic.get_or_create_channel("a").unwrap().0;
-    let b = topic.get_or_create_channel("b").unwrap().0;
+    let a = topic.get_or_create_channel("a").await.unwrap().0;
+    let b = topic.get_or_create_channel("b").await.unwrap().0;
     topic.start();
     topic.put(msg(1)).await.unwrap();
     settle().await;

@@ -83,10 +83,21 @@ pub struct Recorder {
     pub created: Mutex<Vec<Arc<RecordingChannel>>>,
     /// Channel names the factory refuses.
     pub refuse: Mutex<Vec<String>>,
+    /// When set, each creation first waits for a permit: a slow open.
+    pub gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
 }
 
+#[async_trait::async_trait]
 impl ChannelFactory<RecordingChannel> for Recorder {
-    fn create(&self, _topic: &str, channel: &str) -> Result<Arc<RecordingChannel>, TopicError> {
+    async fn create(
+        &self,
+        _topic: &str,
+        channel: &str,
+    ) -> Result<Arc<RecordingChannel>, TopicError> {
+        let gate = self.gate.lock().unwrap().clone();
+        if let Some(gate) = gate {
+            gate.acquire().await.unwrap().forget();
+        }
         if self.refuse.lock().unwrap().iter().any(|n| n == channel) {
             return Err(TopicError::ChannelCreate {
                 channel: channel.to_owned(),
