@@ -39,6 +39,21 @@ impl LazyDiskQueue {
         config: DiskQueueConfig,
         storage: Arc<dyn Storage>,
     ) -> Result<LazyDiskQueue, QueueError> {
+        let (lazy, has_files) = LazyDiskQueue::prepare(config, storage)?;
+        if has_files {
+            lazy.open_now()?;
+        }
+        Ok(lazy)
+    }
+
+    /// The queue `config.name` in `storage`, not opened, and whether it has
+    /// files: then the caller should [`LazyDiskQueue::open_now`] before
+    /// serving it, maybe on another thread, since that recovers the files.
+    /// Looking costs no IO with a storage that keeps an index of names.
+    pub fn prepare(
+        config: DiskQueueConfig,
+        storage: Arc<dyn Storage>,
+    ) -> Result<(LazyDiskQueue, bool), QueueError> {
         config.validate()?;
         let names = Names::new(&config.name);
         let has_files = !storage
@@ -55,10 +70,13 @@ impl LazyDiskQueue {
             closed: Mutex::new(false),
             changed: Notify::new(),
         };
-        if has_files {
-            lazy.opened()?;
-        }
-        Ok(lazy)
+        Ok((lazy, has_files))
+    }
+
+    /// Opens the real queue now, recovering its files, unless it is open
+    /// already. Blocking file IO.
+    pub fn open_now(&self) -> Result<(), QueueError> {
+        self.opened().map(|_| ())
     }
 
     /// Whether the real queue has been opened.

@@ -92,7 +92,6 @@ pub fn disk_queue_config(
 }
 
 /// Opens topic and channel queues.
-#[derive(Clone)]
 struct Factory {
     opts: Arc<Options>,
     clock: Arc<dyn Clock>,
@@ -109,7 +108,10 @@ struct Factory {
 impl Factory {
     /// Opens the backend for a topic or channel queue: a disk queue named
     /// as nsqd names it, or a discarding memory queue for ephemeral ones.
-    fn open_backend(
+    /// A disk queue that has files is recovered on tokio's blocking pool,
+    /// since that reads (and may rewrite) them; one without is only
+    /// prepared, which costs no IO (the storage's index says it has none).
+    async fn open_backend(
         &self,
         queue_name: &str,
         ephemeral: bool,
@@ -135,29 +137,18 @@ impl Factory {
             config.commit_stats = Some(self.commit_stats.clone());
         }
         // Lazy: a queue that never overflows memory costs no open queue.
-        Ok(Arc::new(LazyDiskQueue::open(config, self.storage.clone())?))
-    }
-
-    /// [`Factory::open_backend`] on tokio's blocking pool: opening a queue
-    /// that has files recovers them (reads and may rewrite metadata), which
-    /// must not hold a runtime thread.
-    async fn open_backend_off_runtime(
-        &self,
-        queue_name: String,
-        ephemeral: bool,
-    ) -> Result<Arc<dyn BackendQueue>, rsq_diskqueue::QueueError> {
-        if ephemeral {
-            // A discarding memory queue: no IO to move.
-            return self.open_backend(&queue_name, true);
+        let (queue, has_files) = LazyDiskQueue::prepare(config, self.storage.clone())?;
+        if !has_files {
+            return Ok(Arc::new(queue));
         }
-        let factory = self.clone();
-        let path = self.opts.data_path.clone();
-        tokio::task::spawn_blocking(move || factory.open_backend(&queue_name, ephemeral))
+        let path = opts.data_path.clone();
+        let queue = tokio::task::spawn_blocking(move || queue.open_now().map(|()| queue))
             .await
             .map_err(|e| rsq_diskqueue::QueueError::Io {
                 path,
                 source: std::io::Error::other(e),
-            })?
+            })??;
+        Ok(Arc::new(queue))
     }
 }
 
@@ -166,7 +157,7 @@ impl ChannelFactory<ChannelHandle> for Factory {
     async fn create(&self, topic: &str, channel: &str) -> Result<Arc<ChannelHandle>, TopicError> {
         let ephemeral = is_ephemeral(channel);
         let backend = self
-            .open_backend_off_runtime(format!("{topic}:{channel}"), ephemeral)
+            .open_backend(&format!("{topic}:{channel}"), ephemeral)
             .await
             .map_err(|e| TopicError::ChannelCreate {
                 channel: channel.to_string(),
@@ -771,10 +762,7 @@ impl Nsqd {
         if let Some(topic) = self.topic(name) {
             return Ok(topic);
         }
-        let backend = self
-            .factory
-            .open_backend_off_runtime(name.to_owned(), is_ephemeral(name))
-            .await?;
+        let backend = self.factory.open_backend(name, is_ephemeral(name)).await?;
         let topic = Topic::new(
             name,
             TopicConfig {
