@@ -37,7 +37,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use serde::Deserialize;
 use tokio::net::TcpStream;
 
-use crate::options::{Options, VERSION};
+use crate::options::{AuthMethod, Options, TlsMinVersion, VERSION};
 
 /// Why AUTH failed (clients only ever see a generic `E_AUTH_FAILED`; this
 /// is logged), or why the auth client could not be set up at start.
@@ -211,15 +211,15 @@ impl AuthClient {
                     path: file.clone(),
                     reason,
                 })?;
-                Some(tls_config(roots, &opts.tls_min_version))
+                Some(tls_config(roots, opts.tls_min_version))
             }
             (true, None) => {
-                Some(system_roots().and_then(|roots| tls_config(roots, &opts.tls_min_version)))
+                Some(system_roots().and_then(|roots| tls_config(roots, opts.tls_min_version)))
             }
         };
         Ok(AuthClient {
             servers: opts.auth_http_addresses.clone(),
-            post: opts.auth_http_request_method == "post",
+            post: opts.auth_http_request_method == AuthMethod::Post,
             limit: usize::try_from(opts.max_body_size).unwrap_or(usize::MAX),
             connect_timeout: opts.http_client_connect_timeout,
             request_timeout: opts.http_client_request_timeout,
@@ -433,13 +433,9 @@ fn system_roots() -> Result<rustls::RootCertStore, String> {
 /// `--tls-min-version` (`tls1.3`, or anything else for 1.2 and 1.3).
 fn tls_config(
     roots: rustls::RootCertStore,
-    min_version: &str,
+    min_version: TlsMinVersion,
 ) -> Result<Arc<rustls::ClientConfig>, String> {
-    let versions: &[&rustls::SupportedProtocolVersion] = if min_version == "tls1.3" {
-        &[&rustls::version::TLS13]
-    } else {
-        &[&rustls::version::TLS12, &rustls::version::TLS13]
-    };
+    let versions = min_version.rustls_versions();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)

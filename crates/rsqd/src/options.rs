@@ -37,6 +37,74 @@ pub enum SigtermMode {
     Drain,
 }
 
+/// `--tls-required`, nsqd's three levels (ordered: each requires more).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsRequired {
+    /// Plain connections are fine (`false`, `0`).
+    No = 0,
+    /// TCP clients must upgrade; plain HTTP is still served (`tcp-https`, `1`).
+    ExceptHttp = 1,
+    /// TCP clients must upgrade and plain HTTP answers 403 `TLS_REQUIRED`
+    /// (`true`, `2`).
+    Yes = 2,
+}
+
+impl serde::Serialize for TlsRequired {
+    /// As nsqd's `/config/tls_required`: the number.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(*self as u8)
+    }
+}
+
+/// `--tls-min-version`: the oldest TLS version accepted. rustls speaks 1.2
+/// and 1.3 only, so anything below 1.3 means 1.2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, serde::Serialize)]
+pub enum TlsMinVersion {
+    /// `ssl3.0`.
+    #[value(name = "ssl3.0")]
+    #[serde(rename = "ssl3.0")]
+    Ssl30,
+    /// `tls1.0`, nsqd's default.
+    #[value(name = "tls1.0")]
+    #[serde(rename = "tls1.0")]
+    Tls10,
+    /// `tls1.1`.
+    #[value(name = "tls1.1")]
+    #[serde(rename = "tls1.1")]
+    Tls11,
+    /// `tls1.2`.
+    #[value(name = "tls1.2")]
+    #[serde(rename = "tls1.2")]
+    Tls12,
+    /// `tls1.3`.
+    #[value(name = "tls1.3")]
+    #[serde(rename = "tls1.3")]
+    Tls13,
+}
+
+impl TlsMinVersion {
+    /// The protocol versions rustls may negotiate at this minimum.
+    pub fn rustls_versions(self) -> &'static [&'static rustls::SupportedProtocolVersion] {
+        static TLS13_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+        static TLS12_UP: [&rustls::SupportedProtocolVersion; 2] =
+            [&rustls::version::TLS12, &rustls::version::TLS13];
+        match self {
+            TlsMinVersion::Tls13 => &TLS13_ONLY,
+            _ => &TLS12_UP,
+        }
+    }
+}
+
+/// `--auth-http-request-method`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMethod {
+    /// Parameters in the query string, nsqd's default.
+    Get,
+    /// Parameters as a form body.
+    Post,
+}
+
 /// Every option rsqd understands. Field names are nsqd's flag names with `-`
 /// turned into `_`, which are also the keys of the TOML config file.
 #[derive(Debug, Clone, Parser, serde::Serialize)]
@@ -222,10 +290,10 @@ pub struct Options {
     /// TLS required: `false`/`0`, `tcp-https`/`1` (TCP and HTTPS, plain HTTP allowed)
     /// or `true`/`2` (everywhere).
     #[arg(long, default_value = "false", value_parser = parse_tls_required)]
-    pub tls_required: u8,
+    pub tls_required: TlsRequired,
     /// Oldest TLS version accepted: `tls1.0` to `tls1.3` (rustls speaks 1.2 and 1.3 only).
-    #[arg(long, default_value = "tls1.0", value_parser = ["ssl3.0", "tls1.0", "tls1.1", "tls1.2", "tls1.3"])]
-    pub tls_min_version: String,
+    #[arg(long, value_enum, default_value_t = TlsMinVersion::Tls10)]
+    pub tls_min_version: TlsMinVersion,
     /// `<addr>:<port>` or a unix socket path for HTTPS, served only when TLS
     /// is configured.
     #[arg(long, default_value = "0.0.0.0:4152")]
@@ -235,8 +303,8 @@ pub struct Options {
     #[serde(rename = "auth_http_addresses")]
     pub auth_http_addresses: Vec<String>,
     /// HTTP method for auth requests: `get` or `post`.
-    #[arg(long, default_value = "get", value_parser = ["get", "post"])]
-    pub auth_http_request_method: String,
+    #[arg(long, value_enum, default_value_t = AuthMethod::Get)]
+    pub auth_http_request_method: AuthMethod,
     /// Connect timeout of the daemon's HTTP client (auth requests).
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     #[serde(with = "duration_ns")]
@@ -381,11 +449,11 @@ fn parse_percentile(s: &str) -> Result<f64, String> {
 }
 
 /// `--tls-required`: nsqd's `false`/`tcp-https`/`true`, or its numbers 0/1/2.
-fn parse_tls_required(s: &str) -> Result<u8, String> {
+fn parse_tls_required(s: &str) -> Result<TlsRequired, String> {
     match s {
-        "false" | "0" => Ok(0),
-        "tcp-https" | "1" => Ok(1),
-        "true" | "2" => Ok(2),
+        "false" | "0" => Ok(TlsRequired::No),
+        "tcp-https" | "1" => Ok(TlsRequired::ExceptHttp),
+        "true" | "2" => Ok(TlsRequired::Yes),
         _ => Err(format!(
             "invalid --tls-required {s:?}: use false, tcp-https or true"
         )),
@@ -404,6 +472,38 @@ mod duration_ns {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn string_options_load_as_enums_and_show_as_nsqd_does() -> anyhow::Result<()> {
+        let o = Options::load_from(["rsqd"])?;
+        assert_eq!(o.tls_required, TlsRequired::No);
+        assert_eq!(o.tls_min_version, TlsMinVersion::Tls10);
+        assert_eq!(o.auth_http_request_method, AuthMethod::Get);
+        let o = Options::load_from([
+            "rsqd",
+            "--tls-required=tcp-https",
+            "--tls-min-version=tls1.3",
+            "--auth-http-request-method=post",
+        ])?;
+        assert_eq!(o.tls_required, TlsRequired::ExceptHttp);
+        assert_eq!(o.tls_min_version.rustls_versions().len(), 1);
+        let config = serde_json::to_value(&o)?;
+        assert_eq!(config["tls_required"], 1);
+        assert_eq!(config["tls_min_version"], "tls1.3");
+        assert_eq!(config["auth_http_request_method"], "post");
+        assert_eq!(
+            Options::load_from(["rsqd", "--tls-required=2"])?.tls_required,
+            TlsRequired::Yes
+        );
+        for bad in [
+            "--tls-required=yes",
+            "--tls-min-version=tls2",
+            "--auth-http-request-method=put",
+        ] {
+            assert!(Options::load_from(["rsqd", bad]).is_err(), "{bad} accepted");
+        }
+        Ok(())
+    }
 
     #[test]
     fn defaults_are_nsqds() -> anyhow::Result<()> {

@@ -25,25 +25,13 @@ use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 
 use crate::options::Options;
-
-/// nsqd's `--tls-required` levels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum TlsRequired {
-    /// Plain connections are fine.
-    No = 0,
-    /// TCP clients must upgrade; plain HTTP is still served.
-    ExceptHttp = 1,
-    /// TCP clients must upgrade and plain HTTP answers 403 `TLS_REQUIRED`.
-    Yes = 2,
-}
+pub use crate::options::TlsRequired;
 
 /// The effective `--tls-required`: a client-auth policy forces it on.
 pub fn tls_required(opts: &Options) -> TlsRequired {
     match opts.tls_required {
-        0 if !opts.tls_client_auth_policy.is_empty() => TlsRequired::Yes,
-        0 => TlsRequired::No,
-        1 => TlsRequired::ExceptHttp,
-        _ => TlsRequired::Yes,
+        TlsRequired::No if !opts.tls_client_auth_policy.is_empty() => TlsRequired::Yes,
+        level => level,
     }
 }
 
@@ -51,7 +39,7 @@ pub fn tls_required(opts: &Options) -> TlsRequired {
 /// Errors (unreadable or invalid files) are startup errors.
 pub fn server_config(opts: &Options) -> anyhow::Result<Option<Arc<ServerConfig>>> {
     let (Some(cert), Some(key)) = (&opts.tls_cert, &opts.tls_key) else {
-        if !opts.tls_client_auth_policy.is_empty() || opts.tls_required > 0 {
+        if !opts.tls_client_auth_policy.is_empty() || opts.tls_required > TlsRequired::No {
             bail!("--tls-required and --tls-client-auth-policy need --tls-cert and --tls-key");
         }
         return Ok(None);
@@ -65,11 +53,7 @@ pub fn server_config(opts: &Options) -> anyhow::Result<Option<Arc<ServerConfig>>
     let key = PrivateKeyDer::from_pem_file(key)
         .with_context(|| format!("cannot read --tls-key {}", key.display()))?;
     let provider = Arc::new(ring::default_provider());
-    let versions: &[&rustls::SupportedProtocolVersion] = if opts.tls_min_version == "tls1.3" {
-        &[&rustls::version::TLS13]
-    } else {
-        &[&rustls::version::TLS12, &rustls::version::TLS13]
-    };
+    let versions = opts.tls_min_version.rustls_versions();
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
         .context("TLS protocol versions")?;
