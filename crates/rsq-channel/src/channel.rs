@@ -147,6 +147,31 @@ struct Inner {
     reads: Option<Box<BackendReads>>,
 }
 
+/// The channel lock held; releasing it checks the state's invariants in
+/// debug builds (`ChannelState::debug_check`), so every operation is
+/// checked whichever path it took.
+struct Locked<'a>(MutexGuard<'a, Inner>);
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        &mut self.0
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        self.0.state.debug_check();
+    }
+}
+
 /// Where delivered messages wait for their consumer to take them; at most
 /// its RDY count, as each is in flight.
 struct Outlet {
@@ -596,10 +621,10 @@ impl std::fmt::Debug for Channel {
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    fn lock(&self) -> Locked<'_> {
         // Every critical section leaves the state consistent between calls
         // into ChannelState, which itself never panics on input; recover.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        Locked(self.inner.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Delivers to ready consumers while there is something to deliver.

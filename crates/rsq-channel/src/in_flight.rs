@@ -259,14 +259,12 @@ impl InFlight {
     }
 
     /// Iterates over the rows, in no particular order.
-    #[cfg(test)]
     pub fn rows(&self) -> impl Iterator<Item = &InFlightEntry> {
         self.slots.iter().flatten()
     }
 
     /// Asserts that every row has exactly one current timer, that each lane
     /// is sorted, and that the timer count is right.
-    #[cfg(test)]
     pub fn check_timers(&self) {
         let all: Vec<&Timer> = self
             .lanes

@@ -30,6 +30,11 @@ mod tests;
 /// per batch of deliveries while holding little memory per channel.
 pub const READ_AHEAD: usize = 256;
 
+/// Most messages held for which debug builds check every invariant after
+/// each operation ([`ChannelState::debug_check`]): the check is linear in
+/// what is held, and tests with big backlogs would crawl.
+pub const DEBUG_CHECK_LIMIT: usize = 256;
+
 /// Where [`ChannelState::handle_put`] left a message.
 #[derive(Debug, PartialEq, Eq)]
 #[must_use]
@@ -562,22 +567,38 @@ impl ChannelState {
         }
     }
 
-    /// Asserts the structural invariants: each held message is in exactly
-    /// one place, consumer in-flight counts sum to the table, the timers agree.
-    #[cfg(test)]
-    pub(crate) fn check_invariants(&self) {
-        use std::collections::HashSet;
-        let mut seen = HashSet::new();
+    /// Messages the channel holds (queued, in flight, deferred, dead
+    /// letters not yet taken); the backend's are not counted.
+    pub fn held(&self) -> usize {
+        self.queued_depth() + self.in_flight.len() + self.deferred.len() + self.dead_letters.len()
+    }
+
+    /// In debug builds, [`ChannelState::check_invariants`] while at most
+    /// [`DEBUG_CHECK_LIMIT`] messages are held; nothing in release builds.
+    /// The daemon's channel runs it each time it releases its lock.
+    pub fn debug_check(&self) {
+        if cfg!(debug_assertions) && self.held() <= DEBUG_CHECK_LIMIT {
+            self.check_invariants();
+        }
+    }
+
+    /// Panics unless the structural invariants hold: the read-back queue
+    /// within its bound, each in-flight row indexed once and owned by a
+    /// subscribed consumer, consumer in-flight and RDY counts agree with
+    /// the table, the timers agree, and every ready consumer is queued.
+    /// Linear in what is held.
+    ///
+    /// It does not require ids to be unique across places: a backend
+    /// replaying records (after damaged metadata, or a crash under
+    /// at-least-once) can queue a copy of a message held elsewhere, which
+    /// delivery drops while the original is in flight. Tests that never
+    /// replay check that too (`check_unique_ids`).
+    pub fn check_invariants(&self) {
         assert!(
             self.read_back.len() <= READ_AHEAD,
             "read back past the bound"
         );
-        let queued = self.memory.iter().chain(&self.read_back);
-        for msg in queued.chain(self.deferred.iter()) {
-            assert!(seen.insert(msg.id), "{} held twice", msg.id);
-        }
         for msg in &self.dead_letters {
-            assert!(seen.insert(msg.id), "{} held twice", msg.id);
             assert!(msg.attempts >= 1, "{} dead-lettered undelivered", msg.id);
         }
         assert!(
@@ -590,7 +611,6 @@ impl ChannelState {
             "in-flight slots and index disagree"
         );
         for entry in self.in_flight.rows() {
-            assert!(seen.insert(entry.msg.id), "{} held twice", entry.msg.id);
             assert!(self.in_flight.contains(&entry.msg.id), "row not indexed");
             assert!(
                 self.consumers.contains_key(&entry.client),
@@ -616,6 +636,24 @@ impl ChannelState {
                     "ready consumer {id} not queued"
                 );
             }
+        }
+    }
+}
+
+#[cfg(test)]
+impl ChannelState {
+    /// [`ChannelState::check_invariants`], and each held message in exactly
+    /// one place: for tests whose backend never replays a record.
+    pub(crate) fn check_unique_ids(&self) {
+        self.check_invariants();
+        let mut seen = std::collections::HashSet::new();
+        let queued = self.memory.iter().chain(&self.read_back);
+        let held = queued
+            .chain(self.deferred.iter())
+            .chain(&self.dead_letters)
+            .chain(self.in_flight.rows().map(|e| &e.msg));
+        for msg in held {
+            assert!(seen.insert(msg.id), "{} held twice", msg.id);
         }
     }
 }

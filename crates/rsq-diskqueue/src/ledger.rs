@@ -6,7 +6,9 @@
 //! to do (`next_read`, `pending_snapshot`, `meta_snapshot`), does the IO
 //! without holding it, and reports back (`handle_*`). Positions are the
 //! truth about what is left to read; counts and depth are derived stats that
-//! recovery and quarantine keep exact.
+//! recovery and quarantine keep exact. `check_invariants` says what
+//! "consistent" means and runs after every change in debug builds; counter
+//! arithmetic that cannot underflow is asserted, not saturated.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -204,6 +206,7 @@ impl Ledger {
         *self.counts.entry(self.write.file).or_default() += 1;
         self.depth += 1;
         self.writes_since_sync += 1;
+        self.debug_check();
         self.put_seq
     }
 
@@ -222,12 +225,14 @@ impl Ledger {
         }
         self.flushed = self.flushed.max(end);
         self.flushed_seq = self.flushed_seq.max(seq);
+        self.debug_check();
     }
 
     /// Everything up to put `seq` is synced.
     pub fn handle_synced(&mut self, seq: u64) {
+        assert!(seq <= self.put_seq, "synced put {seq} was never made");
         self.synced_seq = self.synced_seq.max(seq);
-        self.writes_since_sync = self.put_seq.saturating_sub(self.synced_seq);
+        self.writes_since_sync = self.put_seq - self.synced_seq;
     }
 
     /// Decides the next read step, serving from memory when the record has
@@ -328,12 +333,20 @@ impl Ledger {
             self.uncommitted.push_back(self.read);
         }
         self.read.offset += total;
-        if let Some(count) = self.counts.get_mut(&self.read.file) {
-            *count = count.saturating_sub(1);
+        match self.counts.get_mut(&self.read.file) {
+            Some(count) if *count > 0 => {
+                *count -= 1;
+                // depth is the sum of the counts, so at least this one.
+                self.depth -= 1;
+            }
+            _ => warn!(
+                file = self.read.file,
+                "read a record its segment had not counted; depth unchanged"
+            ),
         }
-        self.depth = self.depth.saturating_sub(1);
         self.reads_since_sync += 1;
         self.meta_dirty = true;
+        self.debug_check();
     }
 
     fn finish_file(&mut self) {
@@ -343,7 +356,7 @@ impl Ledger {
                 file,
                 left, "segment ended with records still counted; correcting depth"
             );
-            self.depth = self.depth.saturating_sub(left);
+            self.depth -= left;
         }
         self.ends.remove(&file);
         self.cleanup.delete.push(file);
@@ -370,7 +383,7 @@ impl Ledger {
             return 0;
         }
         let dropped = self.counts.remove(&file).unwrap_or(0);
-        self.depth = self.depth.saturating_sub(dropped);
+        self.depth -= dropped;
         self.corrupt_records += dropped;
         if file == self.write.file {
             // The writer is still appending here: move it on so the damaged
@@ -387,6 +400,7 @@ impl Ledger {
         }
         self.read = Pos::new(self.next_file(file), 0);
         self.meta_dirty = true;
+        self.debug_check();
         dropped
     }
 
@@ -407,10 +421,13 @@ impl Ledger {
             .iter()
             .filter(|(&file, _)| file >= read.file && file <= write.file)
             .map(|(&file, &count)| {
-                (
-                    file,
-                    count.saturating_sub(unread_pending.get(&file).copied().unwrap_or(0)),
-                )
+                // A pending record is counted from its put until it is read.
+                let pending = unread_pending.get(&file).copied().unwrap_or(0);
+                assert!(
+                    pending <= count,
+                    "segment {file}: {pending} pending of {count} counted"
+                );
+                (file, count - pending)
             })
             .collect();
         // Handed out but not committed: still unread as far as disk knows.
@@ -443,6 +460,80 @@ impl Ledger {
         }
         if count > 0 {
             self.meta_dirty = true;
+        }
+        self.debug_check();
+    }
+
+    /// In debug builds, [`Ledger::check_invariants`]; nothing in release.
+    /// Run after each change, so the disk queue's tests and fuzz targets
+    /// check every step.
+    fn debug_check(&self) {
+        if cfg!(debug_assertions) {
+            self.check_invariants();
+        }
+    }
+
+    /// Panics unless the bookkeeping is consistent: positions ordered,
+    /// depth the sum of the per-segment counts, counts only for segments
+    /// still to read, sequence numbers ordered, and (when short enough to
+    /// look at) pending records and handed-out reads in order.
+    pub fn check_invariants(&self) {
+        assert!(
+            self.read <= self.write,
+            "read {:?} past write {:?}",
+            self.read,
+            self.write
+        );
+        assert!(self.flushed <= self.write, "flushed past write");
+        assert_eq!(
+            self.depth,
+            self.counts.values().sum::<u64>(),
+            "depth is not the sum of counts"
+        );
+        if let (Some((&first, _)), Some((&last, _))) =
+            (self.counts.first_key_value(), self.counts.last_key_value())
+        {
+            assert!(
+                first >= self.read.file,
+                "counts for segment {first}, read before"
+            );
+            assert!(
+                last <= self.write.file,
+                "counts for segment {last}, past the write file"
+            );
+        }
+        assert!(self.synced_seq <= self.put_seq, "synced a put never made");
+        assert!(self.flushed_seq <= self.put_seq, "flushed a put never made");
+        assert!(
+            self.explicit_commit || self.uncommitted.is_empty(),
+            "uncommitted reads without explicit commit"
+        );
+        if let Some(last) = self.uncommitted.back() {
+            assert!(
+                *last < self.read,
+                "a read handed out at {last:?} is not behind the reader"
+            );
+        }
+        const LOOK: usize = 256;
+        if self.pending.len() <= LOOK {
+            let bytes: usize = self.pending.iter().map(Pending::len).sum();
+            assert_eq!(bytes, self.pending_bytes, "pending bytes");
+            assert!(
+                self.pending
+                    .iter()
+                    .zip(self.pending.iter().skip(1))
+                    .all(|(a, b)| a.pos < b.pos && a.seq < b.seq),
+                "pending records out of order"
+            );
+        }
+        if self.uncommitted.len() <= LOOK {
+            assert!(
+                self.uncommitted
+                    .iter()
+                    .zip(self.uncommitted.iter().skip(1))
+                    .all(|(a, b)| a < b),
+                "handed-out reads out of order"
+            );
         }
     }
 
@@ -483,6 +574,7 @@ impl Ledger {
         self.synced_seq = self.put_seq;
         self.generation += 1;
         self.meta_dirty = true;
+        self.debug_check();
     }
 }
 

@@ -65,7 +65,7 @@ impl Harness {
                 .handle_backend_message(Message::decode(record).unwrap());
         }
         let out = self.state.poll_deliver(self.now());
-        self.state.check_invariants();
+        self.state.check_unique_ids();
         out
     }
 
@@ -78,7 +78,7 @@ impl Harness {
     fn advance(&mut self, by: Duration) {
         self.clock.advance(by);
         self.state.handle_timeout(self.now());
-        self.state.check_invariants();
+        self.state.check_unique_ids();
     }
 }
 
@@ -389,7 +389,7 @@ fn empty_drops_queued_in_flight_and_deferred() {
     check(&mut h, &[(1, 1, 1)]);
     h.state.handle_put_deferred(msg(3), SEC, h.now());
     h.state.handle_empty();
-    h.state.check_invariants();
+    h.state.check_unique_ids();
     let stats = h.state.stats();
     assert_eq!(
         (
@@ -578,7 +578,7 @@ fn take_dead_letters(h: &mut Harness) -> Vec<(u64, u16)> {
     let out = std::iter::from_fn(|| h.state.poll_dead_letter())
         .map(|m| (num(&m.id), m.attempts))
         .collect();
-    h.state.check_invariants();
+    h.state.check_unique_ids();
     out
 }
 
@@ -593,7 +593,7 @@ fn req_on_the_last_attempt_dead_letters_instead_of_requeueing() {
         h.state
             .handle_req(1, &id(1), Duration::ZERO, h.now())
             .unwrap();
-        h.state.check_invariants();
+        h.state.check_unique_ids();
     }
     check(&mut h, &[]);
     assert_eq!(h.state.dead_letter_depth(), 1);
@@ -687,9 +687,9 @@ fn a_failed_dead_letter_is_held_again_first_and_not_counted_twice() {
         .unwrap();
     let first = h.state.poll_dead_letter().unwrap();
     assert_eq!(num(&first.id), 1);
-    h.state.check_invariants();
+    h.state.check_unique_ids();
     h.state.handle_dead_letter_failed(first);
-    h.state.check_invariants();
+    h.state.check_unique_ids();
     assert_eq!(take_dead_letters(&mut h), vec![(1, 1), (2, 1)]);
     assert_eq!(h.state.stats().dead_letter_count, 2);
 }
@@ -713,7 +713,7 @@ fn drain_keeps_dead_letters_and_empty_drops_them() {
         .collect();
     // Memory, in flight, then the dead letter with its attempts.
     assert_eq!(drained, vec![(3, 0), (2, 1), (1, 1)]);
-    h.state.check_invariants();
+    h.state.check_unique_ids();
 
     let mut h = limited(1);
     h.put(1);
@@ -723,7 +723,7 @@ fn drain_keeps_dead_letters_and_empty_drops_them() {
         .handle_req(1, &id(1), Duration::ZERO, h.now())
         .unwrap();
     h.state.handle_empty();
-    h.state.check_invariants();
+    h.state.check_unique_ids();
     assert!(take_dead_letters(&mut h).is_empty());
 }
 
@@ -1085,7 +1085,7 @@ impl Sim {
                 }
             }
         }
-        self.h.state.check_invariants();
+        self.h.state.check_unique_ids();
         self.compare();
     }
 
@@ -1125,7 +1125,7 @@ impl Sim {
     /// says is past its limit, with the attempts it was delivered with.
     fn take_dead_letter(&mut self) -> bool {
         let got = self.h.state.poll_dead_letter();
-        self.h.state.check_invariants();
+        self.h.state.check_unique_ids();
         assert_eq!(got.is_some(), !self.m.dead_pending.is_empty());
         let Some(m) = got else { return false };
         assert!(self.m.dead_pending.remove(&m.id), "{} not dead", m.id);
@@ -1262,4 +1262,19 @@ proptest! {
         }
         sim.finish_everything();
     }
+}
+
+#[test]
+fn a_replayed_copy_of_a_message_in_flight_is_dropped_and_breaks_no_invariant() {
+    let mut h = Harness::new(ChannelConfig::default());
+    h.put(1);
+    h.consumer(1, 5);
+    check(&mut h, &[(1, 1, 1)]);
+    // A backend replaying its records (damaged metadata, a crash) hands
+    // back a message the channel already holds.
+    h.state.handle_backend_message(msg(1));
+    h.state.check_invariants();
+    assert_eq!(h.state.poll_deliver(h.now()), None);
+    h.state.check_invariants();
+    assert_eq!(h.state.in_flight_count(), 1);
 }
