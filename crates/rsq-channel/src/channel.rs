@@ -278,7 +278,11 @@ impl Channel {
             }
         };
         if let Some(msg) = overflow {
-            self.shared.backend.put(msg.to_record()).await?;
+            self.shared
+                .backend
+                .put(msg.to_record())
+                .await
+                .map_err(|e| unstored(e, vec![msg]))?;
         }
         Ok(())
     }
@@ -287,7 +291,7 @@ impl Channel {
     /// backend as one `put_many` (one fsync when the backend syncs every
     /// put), which is what lets a durable topic's pump keep up.
     pub async fn put_many(&self, msgs: Vec<Message>) -> Result<(), ChannelError> {
-        let overflow: Vec<bytes::Bytes> = {
+        let overflow: Vec<Message> = {
             let mut inner = self.shared.lock();
             if inner.exiting {
                 return Err(ChannelError::Exiting);
@@ -297,7 +301,7 @@ impl Channel {
             for msg in msgs {
                 match inner.state.handle_put(msg) {
                     PutOutcome::Queued => queued = true,
-                    PutOutcome::Overflow(msg) => overflow.push(msg.to_record()),
+                    PutOutcome::Overflow(msg) => overflow.push(msg),
                 }
             }
             if queued {
@@ -307,7 +311,13 @@ impl Channel {
             overflow
         };
         if !overflow.is_empty() {
-            self.shared.backend.put_many(overflow).await?;
+            let records = overflow.iter().map(Message::to_record).collect();
+            // A disk queue's `put_many` stores all or, when full, nothing.
+            self.shared
+                .backend
+                .put_many(records)
+                .await
+                .map_err(|e| unstored(e, overflow))?;
         }
         Ok(())
     }
@@ -319,7 +329,7 @@ impl Channel {
         if delay.is_zero() {
             return self.put(msg).await;
         }
-        let record = {
+        let stored = {
             let mut inner = self.shared.lock();
             if inner.exiting {
                 return Err(ChannelError::Exiting);
@@ -328,13 +338,10 @@ impl Channel {
                 // Durable: stored (with its delay) before this returns, and
                 // held once read back, until finished.
                 inner.state.count_put();
-                Some(
-                    Message {
-                        deferred: Some(delay),
-                        ..msg
-                    }
-                    .to_record(),
-                )
+                Some(Message {
+                    deferred: Some(delay),
+                    ..msg
+                })
             } else {
                 let now = self.shared.clock.now();
                 inner.state.handle_put_deferred(msg, delay, now);
@@ -342,8 +349,12 @@ impl Channel {
                 None
             }
         };
-        if let Some(record) = record {
-            self.shared.backend.put(record).await?;
+        if let Some(msg) = stored {
+            self.shared
+                .backend
+                .put(msg.to_record())
+                .await
+                .map_err(|e| unstored(e, vec![msg]))?;
         }
         Ok(())
     }
@@ -848,5 +859,18 @@ async fn drive(shared: Arc<Shared>) {
             }
         }
         shared.lock().armed = None;
+    }
+}
+
+/// The error for a backend put that failed: when the disk is full the
+/// messages were not stored and go back to the caller, to put again later.
+fn unstored(error: rsq_diskqueue::QueueError, msgs: Vec<Message>) -> ChannelError {
+    if error.is_disk_full() {
+        ChannelError::DiskFull {
+            unstored: msgs,
+            source: error,
+        }
+    } else {
+        ChannelError::Backend(error)
     }
 }
