@@ -395,6 +395,7 @@ impl DiskQueue {
             })?;
         let mut ledger = recovered.ledger;
         ledger.explicit_commit = config.explicit_commit;
+        ledger.drop_read_pending = !config.explicit_commit && config.sync_every != 1;
         if let Some(budget) = &config.disk_budget {
             // What recovery left on disk counts, whatever the bound says.
             let names_found = storage.list_prefix(&names.prefix).map_err(|source| QueueError::Io {

@@ -134,6 +134,10 @@ pub(crate) struct Ledger {
     /// so the read one is removed (its bytes given back) instead of staying
     /// until it fills up to `max_bytes_per_file`.
     pub roll_when_drained: bool,
+    /// Records read before they reached their file need not be written
+    /// when the queue rolls drained (no explicit commit, no put waiting for
+    /// its fsync), so a full file system does not keep them in memory.
+    pub drop_read_pending: bool,
 }
 
 impl Ledger {
@@ -335,6 +339,12 @@ impl Ledger {
         let file = self.write.file;
         self.ends.insert(file, self.write.offset);
         self.write = Pos::new(file + 1, 0);
+        if self.drop_read_pending && !self.pending.is_empty() {
+            // Every pending record was read: none has to reach its file.
+            self.pending.clear();
+            self.pending_bytes = 0;
+            self.flushed_seq = self.put_seq;
+        }
         if self.pending.is_empty() {
             self.flushed = self.flushed.max(self.write);
         }
