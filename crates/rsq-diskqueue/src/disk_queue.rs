@@ -398,10 +398,13 @@ impl DiskQueue {
         ledger.drop_read_pending = !config.explicit_commit && config.sync_every != 1;
         if let Some(budget) = &config.disk_budget {
             // What recovery left on disk counts, whatever the bound says.
-            let names_found = storage.list_prefix(&names.prefix).map_err(|source| QueueError::Io {
-                path: storage.dir().to_path_buf(),
-                source,
-            })?;
+            let names_found =
+                storage
+                    .list_prefix(&names.prefix)
+                    .map_err(|source| QueueError::Io {
+                        path: storage.dir().to_path_buf(),
+                        source,
+                    })?;
             let mut found = 0;
             for name in names_found {
                 let Some(file) = names.parse_segment(&name) else {
@@ -799,8 +802,8 @@ impl Inner {
     }
 
     fn sync_blocking(&self, ws: &mut WriteSide, kind: SyncKind) -> Result<(), QueueError> {
-        let (entries, cleanup) = {
-            let mut ledger = self.ledger();
+        let entries = {
+            let ledger = self.ledger();
             // Nothing changed since the metadata file was written: a full
             // sync (the periodic one, or close's) would write the same
             // bytes again. Closing still cuts zeros written ahead.
@@ -808,18 +811,27 @@ impl Inner {
             if kind == SyncKind::Full && !ledger.needs_sync() && !zeros_ahead {
                 return Ok(());
             }
-            let cleanup = (kind == SyncKind::Full).then(|| ledger.take_cleanup());
-            (ledger.pending_snapshot(), cleanup)
+            ledger.pending_snapshot()
         };
         self.write_entries(ws, &entries)?;
         if kind == SyncKind::Flush {
             return Ok(());
         }
-        let (seq, closed) = {
+        let (seq, closed, rolled_past) = {
             let ledger = self.ledger();
-            (ledger.flushed_seq, ledger.closed)
+            // A queue that rolled drained moved past the segment last
+            // written without writing to it again: everything in it was
+            // read (and, without explicit commit, consumed), so it needs no
+            // fsync, and one may fail for good on a full file system.
+            let rolled_past =
+                ledger.drop_read_pending && ws.open_file.is_some_and(|f| f < ledger.flushed.file);
+            (ledger.flushed_seq, ledger.closed, rolled_past)
         };
-        if let Some(file) = ws.open_file {
+        if rolled_past {
+            ws.open_file = None;
+            ws.end = 0;
+            ws.allocated = 0;
+        } else if let Some(file) = ws.open_file {
             if closed {
                 // A cleanly closed queue leaves no zeros written ahead.
                 self.finish_segment(ws, file)?;
@@ -839,14 +851,17 @@ impl Inner {
         if kind != SyncKind::Data {
             self.publish_synced();
         }
-        let Some(cleanup) = cleanup else {
+        if kind != SyncKind::Full {
             return Ok(());
-        };
-        let (version, meta) = {
+        }
+        // Taken only now: a write or fsync that failed above leaves the
+        // cleanup owed for the next sync instead of forgetting it.
+        let (version, meta, cleanup) = {
             let mut ledger = self.ledger();
             ledger.reads_since_sync = 0;
             ledger.meta_dirty = false;
-            (self.meta_version(), ledger.meta_snapshot())
+            let cleanup = ledger.take_cleanup();
+            (self.meta_version(), ledger.meta_snapshot(), cleanup)
         };
         if let Err(e) = self.store_meta(version, &meta) {
             let mut ledger = self.ledger();
@@ -1015,6 +1030,7 @@ impl BackendQueue for DiskQueue {
             return Ok(());
         };
         let bytes: u64 = records.iter().map(|r| (HEADER_LEN + r.len()) as u64).sum();
+
         if let Some(budget) = &inner.config.disk_budget {
             // All or nothing: a refused batch stores no record.
             if !budget.try_reserve(bytes) {
@@ -1072,7 +1088,16 @@ impl BackendQueue for DiskQueue {
             return inner.commit(seq).await;
         }
         if let Some(kind) = action {
-            inner.clone().sync(kind, Some(seq)).await?;
+            match inner.clone().sync(kind, Some(seq)).await {
+                // The records are accepted (pending, served from memory)
+                // and a later sync writes them; the budget now refuses
+                // further puts. Failing here would make the caller put
+                // them again: a copy per retry.
+                Err(e) if kind == SyncKind::Flush && e.is_disk_full() => {
+                    debug!(queue = %inner.config.name, error = %e, "write buffer not flushed: file system full");
+                }
+                other => other?,
+            }
         }
         Ok(())
     }
@@ -1083,7 +1108,11 @@ impl BackendQueue for DiskQueue {
         loop {
             let step = {
                 let mut ledger = inner.ledger();
-                let pressure = inner.config.disk_budget.as_ref().is_some_and(|b| b.under_pressure());
+                let pressure = inner
+                    .config
+                    .disk_budget
+                    .as_ref()
+                    .is_some_and(|b| b.under_pressure());
                 ledger.roll_when_drained = pressure;
                 let step = ledger.next_read();
                 if let ReadStep::Ready(_) = step {

@@ -69,7 +69,11 @@ async fn run(ops: Vec<Op>, limit: u64, max_bytes_per_file: u64) -> Result<(), Te
             Op::PutMany(lens) => {
                 let ids: Vec<u64> = (next_id..next_id + lens.len() as u64).collect();
                 next_id += lens.len() as u64;
-                let records = ids.iter().zip(&lens).map(|(&id, &len)| record(id, len)).collect();
+                let records = ids
+                    .iter()
+                    .zip(&lens)
+                    .map(|(&id, &len)| record(id, len))
+                    .collect();
                 match q.put_many(records).await {
                     Ok(()) => model.extend(ids),
                     Err(e) => prop_assert!(matches!(e, QueueError::Full { .. }), "{e}"),

@@ -306,10 +306,7 @@ async fn a_full_channel_disk_holds_messages_at_the_pump_until_it_has_room() {
     for n in 0..3 {
         topic.put(msg(n)).await.unwrap();
     }
-    topic
-        .put_many((3..10).map(msg).collect())
-        .await
-        .unwrap();
+    topic.put_many((3..10).map(msg).collect()).await.unwrap();
     settle().await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(b.ids().is_empty());
@@ -353,6 +350,9 @@ async fn closing_while_a_channel_disk_is_full_keeps_the_messages_in_the_topic_ba
         .expect("close must not wait for a full disk")
         .unwrap();
     assert!(b.ids().is_empty());
-    let record = backend.try_read().unwrap().expect("the refused message is kept");
+    let record = backend
+        .try_read()
+        .unwrap()
+        .expect("the refused message is kept");
     assert_eq!(rsq_codec::Message::from_record(record).unwrap().id, id(0));
 }
