@@ -118,11 +118,11 @@ impl DiskBudget {
         if self.enospc_at.load(Ordering::Acquire) > 0 {
             return false;
         }
-        let limit = if self.is_bounded() {
-            self.limit
-        } else {
-            u64::MAX
-        };
+        if !self.is_bounded() {
+            self.used.fetch_add(bytes, Ordering::AcqRel);
+            return true;
+        }
+        let limit = self.limit;
         let reserved = self
             .used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {

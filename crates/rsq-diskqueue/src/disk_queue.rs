@@ -1179,9 +1179,16 @@ impl BackendQueue for DiskQueue {
             notified.as_mut().enable();
             // A budget turning full wakes drained readers too, so an idle
             // queue gives back the segment it read (`roll_when_drained`).
-            let budget = self.inner.config.disk_budget.clone();
+            // Only under a bound: unbounded, only `ENOSPC` fills it, and
+            // the shared notifier would be one more lock per wait.
+            let budget = self
+                .inner
+                .config
+                .disk_budget
+                .as_ref()
+                .filter(|b| b.is_bounded());
             let pressure = async {
-                match &budget {
+                match budget {
                     Some(budget) => {
                         let changed = budget.changed();
                         tokio::pin!(changed);
