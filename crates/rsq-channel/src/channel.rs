@@ -282,7 +282,7 @@ impl Channel {
                 .backend
                 .put(msg.to_record())
                 .await
-                .map_err(|e| unstored(e, vec![msg]))?;
+                .map_err(|e| self.refused(e, vec![msg]))?;
         }
         Ok(())
     }
@@ -317,7 +317,7 @@ impl Channel {
                 .backend
                 .put_many(records)
                 .await
-                .map_err(|e| unstored(e, overflow))?;
+                .map_err(|e| self.refused(e, overflow))?;
         }
         Ok(())
     }
@@ -354,7 +354,7 @@ impl Channel {
                 .backend
                 .put(msg.to_record())
                 .await
-                .map_err(|e| unstored(e, vec![msg]))?;
+                .map_err(|e| self.refused(e, vec![msg]))?;
         }
         Ok(())
     }
@@ -862,15 +862,18 @@ async fn drive(shared: Arc<Shared>) {
     }
 }
 
-/// The error for a backend put that failed: when the disk is full the
-/// messages were not stored and go back to the caller, to put again later.
-fn unstored(error: rsq_diskqueue::QueueError, msgs: Vec<Message>) -> ChannelError {
-    if error.is_disk_full() {
+impl Channel {
+    /// The error for a backend put that failed: when the disk is full the
+    /// messages were not stored and go back to the caller, to put again
+    /// later (uncounted, so the put that stores them counts them once).
+    fn refused(&self, error: rsq_diskqueue::QueueError, msgs: Vec<Message>) -> ChannelError {
+        if !error.is_disk_full() {
+            return ChannelError::Backend(error);
+        }
+        self.shared.lock().state.uncount_puts(msgs.len() as u64);
         ChannelError::DiskFull {
             unstored: msgs,
             source: error,
         }
-    } else {
-        ChannelError::Backend(error)
     }
 }

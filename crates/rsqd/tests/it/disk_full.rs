@@ -177,7 +177,11 @@ fn the_disk_bound_refuses_publishes_loses_nothing_and_recovers_by_itself() {
 
     // Under the low-water mark publishing resumes without anyone's help.
     wait_ping_ok(&d, Duration::from_secs(15));
-    assert_eq!(d.stats()["disk_full"], false);
+    let stats = d.stats();
+    assert_eq!(stats["disk_full"], false);
+    // Puts the disk refused and the pump made again count once.
+    let channel = crate::harness::channel_stats(&stats, "t", "c").unwrap();
+    assert_eq!(channel["message_count"], accepted as u64, "{stats}");
     assert_eq!(metric(&d, "nsq_disk_full"), 0.0);
     let (status, _) = d.http("POST", "/pub?topic=t", &body(0, 10));
     assert_eq!(status, 200);
