@@ -148,12 +148,20 @@ fn metric(d: &Daemon, name: &str) -> f64 {
 
 #[test]
 fn the_disk_bound_refuses_publishes_loses_nothing_and_recovers_by_itself() {
+    bound_refuses_and_recovers(&[]);
+}
+
+#[test]
+fn under_durable_the_disk_bound_refuses_publishes_loses_nothing_and_recovers() {
+    bound_refuses_and_recovers(&["--durable"]);
+}
+
+fn bound_refuses_and_recovers(extra: &[&str]) {
     const BOUND: u64 = 200_000;
-    let d = Daemon::start(&[
-        &format!("--max-disk-bytes={BOUND}"),
-        "--mem-queue-size=10",
-        "--max-bytes-per-file=50000",
-    ]);
+    let bound = format!("--max-disk-bytes={BOUND}");
+    let mut args = vec![&*bound, "--mem-queue-size=10", "--max-bytes-per-file=50000"];
+    args.extend_from_slice(extra);
+    let d = Daemon::start(&args);
     create(&d, "t", "c");
     let accepted = fill(&d, 1000, 1000);
     assert!(
