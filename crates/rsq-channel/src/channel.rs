@@ -304,7 +304,11 @@ impl Channel {
             }
         };
         if let Some(msg) = overflow {
-            self.shared.backend.put(msg.to_record()).await?;
+            self.shared
+                .backend
+                .put(msg.to_record())
+                .await
+                .map_err(|e| self.refused(e, vec![msg]))?;
         }
         Ok(())
     }
@@ -313,7 +317,7 @@ impl Channel {
     /// backend as one `put_many` (one fsync when the backend syncs every
     /// put), which is what lets a durable topic's pump keep up.
     pub async fn put_many(&self, msgs: Vec<Message>) -> Result<(), ChannelError> {
-        let overflow: Vec<bytes::Bytes> = {
+        let overflow: Vec<Message> = {
             let mut inner = self.shared.lock();
             if inner.exiting {
                 return Err(ChannelError::Exiting);
@@ -323,7 +327,7 @@ impl Channel {
             for msg in msgs {
                 match inner.state.handle_put(msg) {
                     PutOutcome::Queued => queued = true,
-                    PutOutcome::Overflow(msg) => overflow.push(msg.to_record()),
+                    PutOutcome::Overflow(msg) => overflow.push(msg),
                 }
             }
             if queued {
@@ -333,7 +337,13 @@ impl Channel {
             overflow
         };
         if !overflow.is_empty() {
-            self.shared.backend.put_many(overflow).await?;
+            let records = overflow.iter().map(Message::to_record).collect();
+            // A disk queue's `put_many` stores all or, when full, nothing.
+            self.shared
+                .backend
+                .put_many(records)
+                .await
+                .map_err(|e| self.refused(e, overflow))?;
         }
         Ok(())
     }
@@ -345,7 +355,7 @@ impl Channel {
         if delay.is_zero() {
             return self.put(msg).await;
         }
-        let record = {
+        let stored = {
             let mut inner = self.shared.lock();
             if inner.exiting {
                 return Err(ChannelError::Exiting);
@@ -354,13 +364,10 @@ impl Channel {
                 // Durable: stored (with its delay) before this returns, and
                 // held once read back, until finished.
                 inner.state.count_put();
-                Some(
-                    Message {
-                        deferred: Some(delay),
-                        ..msg
-                    }
-                    .to_record(),
-                )
+                Some(Message {
+                    deferred: Some(delay),
+                    ..msg
+                })
             } else {
                 let now = self.shared.clock.now();
                 inner.state.handle_put_deferred(msg, delay, now);
@@ -368,8 +375,12 @@ impl Channel {
                 None
             }
         };
-        if let Some(record) = record {
-            self.shared.backend.put(record).await?;
+        if let Some(msg) = stored {
+            self.shared
+                .backend
+                .put(msg.to_record())
+                .await
+                .map_err(|e| self.refused(e, vec![msg]))?;
         }
         Ok(())
     }
@@ -876,5 +887,21 @@ async fn drive(shared: Arc<Shared>) {
             }
         }
         shared.lock().armed = None;
+    }
+}
+
+impl Channel {
+    /// The error for a backend put that failed: when the disk is full the
+    /// messages were not stored and go back to the caller, to put again
+    /// later (uncounted, so the put that stores them counts them once).
+    fn refused(&self, error: rsq_diskqueue::QueueError, msgs: Vec<Message>) -> ChannelError {
+        if !error.is_disk_full() {
+            return ChannelError::Backend(error);
+        }
+        self.shared.lock().state.uncount_puts(msgs.len() as u64);
+        ChannelError::DiskFull {
+            unstored: msgs,
+            source: error,
+        }
     }
 }

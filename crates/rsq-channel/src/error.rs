@@ -25,6 +25,17 @@ pub enum ChannelError {
     /// The backend queue failed.
     #[error("backend: {0}")]
     Backend(#[from] QueueError),
+    /// The backend's disk is full (`QueueError::is_disk_full`): `unstored`
+    /// were not stored anywhere (the rest of a batch went to memory). The
+    /// caller keeps them and puts them again later; nothing is lost.
+    #[error("backend: {source}")]
+    DiskFull {
+        /// The messages the channel did not take.
+        unstored: Vec<rsq_codec::Message>,
+        /// What the backend said.
+        #[source]
+        source: QueueError,
+    },
     /// A [`crate::DeadLetterSink`] could not store a dead letter (its own
     /// error, boxed: the sink is the caller's).
     #[error("dead letter: {0}")]

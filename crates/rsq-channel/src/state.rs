@@ -151,6 +151,13 @@ impl ChannelState {
         self.message_count += 1;
     }
 
+    /// Takes back the count of `n` fresh messages handed back as overflow
+    /// (or counted with [`ChannelState::count_put`]) that the backend then
+    /// refused: the caller puts them again, so they must not count twice.
+    pub fn uncount_puts(&mut self, n: u64) {
+        self.message_count = self.message_count.saturating_sub(n);
+    }
+
     /// Accepts a fresh message that becomes deliverable `delay` after `now`.
     pub fn handle_put_deferred(&mut self, msg: Message, delay: Duration, now: Instant) {
         self.message_count += 1;

@@ -36,6 +36,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tracing::{debug, error};
 
+use crate::budget::DiskBudget;
 use crate::commit_stats::CommitStats;
 use crate::ledger::{Ledger, Pending, Pos, ReadStep};
 use crate::metadata::Metadata;
@@ -101,6 +102,11 @@ pub struct DiskQueueConfig {
     /// records covered); shared by the queues of one daemon. `None` counts
     /// nothing.
     pub commit_stats: Option<Arc<CommitStats>>,
+    /// The byte budget shared by every queue of the data dir
+    /// (`--max-disk-bytes`): a put that does not fit is refused with
+    /// [`QueueError::Full`], and removed segments give their bytes back.
+    /// `None` counts nothing.
+    pub disk_budget: Option<Arc<DiskBudget>>,
 }
 
 impl DiskQueueConfig {
@@ -118,6 +124,7 @@ impl DiskQueueConfig {
             sync_timeout: Duration::from_secs(2),
             explicit_commit: false,
             commit_stats: None,
+            disk_budget: None,
         }
     }
 
@@ -388,6 +395,28 @@ impl DiskQueue {
             })?;
         let mut ledger = recovered.ledger;
         ledger.explicit_commit = config.explicit_commit;
+        ledger.drop_read_pending = !config.explicit_commit && config.sync_every != 1;
+        if let Some(budget) = &config.disk_budget {
+            // What recovery left on disk counts, whatever the bound says.
+            let names_found =
+                storage
+                    .list_prefix(&names.prefix)
+                    .map_err(|source| QueueError::Io {
+                        path: storage.dir().to_path_buf(),
+                        source,
+                    })?;
+            let mut found = 0;
+            for name in names_found {
+                let Some(file) = names.parse_segment(&name) else {
+                    continue;
+                };
+                if let Ok(Some(len)) = storage.len(&name) {
+                    ledger.set_file_size(file, len);
+                    found += len;
+                }
+            }
+            budget.count_existing(found);
+        }
         let mut write_side = WriteSide::default();
         let write_name = names.segment(ledger.write.file);
         if let Ok(Some(len)) = storage.len(&write_name) {
@@ -435,6 +464,12 @@ impl DiskQueue {
     /// The queue's name.
     pub fn name(&self) -> &str {
         &self.inner.config.name
+    }
+
+    /// Bytes this queue's segment files are counted for in its
+    /// [`DiskBudget`] (records written or accepted and not yet written).
+    pub fn counted_bytes(&self) -> u64 {
+        self.inner.ledger().counted_bytes()
     }
 
     /// Writes pending records, fsyncs them and writes metadata now, whatever
@@ -713,7 +748,19 @@ impl Inner {
         }
     }
 
+    /// Gives `bytes` of removed segments back to the disk budget.
+    fn give_back(&self, bytes: u64) {
+        if let Some(budget) = &self.config.disk_budget {
+            budget.release(bytes);
+        }
+    }
+
     fn io_error(&self, name: &str, source: io::Error) -> QueueError {
+        if crate::budget::is_out_of_space(&source) {
+            if let Some(budget) = &self.config.disk_budget {
+                budget.note_enospc();
+            }
+        }
         QueueError::Io {
             path: self.storage.dir().join(name),
             source,
@@ -755,8 +802,8 @@ impl Inner {
     }
 
     fn sync_blocking(&self, ws: &mut WriteSide, kind: SyncKind) -> Result<(), QueueError> {
-        let (entries, cleanup) = {
-            let mut ledger = self.ledger();
+        let entries = {
+            let ledger = self.ledger();
             // Nothing changed since the metadata file was written: a full
             // sync (the periodic one, or close's) would write the same
             // bytes again. Closing still cuts zeros written ahead.
@@ -764,18 +811,27 @@ impl Inner {
             if kind == SyncKind::Full && !ledger.needs_sync() && !zeros_ahead {
                 return Ok(());
             }
-            let cleanup = (kind == SyncKind::Full).then(|| ledger.take_cleanup());
-            (ledger.pending_snapshot(), cleanup)
+            ledger.pending_snapshot()
         };
         self.write_entries(ws, &entries)?;
         if kind == SyncKind::Flush {
             return Ok(());
         }
-        let (seq, closed) = {
+        let (seq, closed, rolled_past) = {
             let ledger = self.ledger();
-            (ledger.flushed_seq, ledger.closed)
+            // A queue that rolled drained moved past the segment last
+            // written without writing to it again: everything in it was
+            // read (and, without explicit commit, consumed), so it needs no
+            // fsync, and one may fail for good on a full file system.
+            let rolled_past =
+                ledger.drop_read_pending && ws.open_file.is_some_and(|f| f < ledger.flushed.file);
+            (ledger.flushed_seq, ledger.closed, rolled_past)
         };
-        if let Some(file) = ws.open_file {
+        if rolled_past {
+            ws.open_file = None;
+            ws.end = 0;
+            ws.allocated = 0;
+        } else if let Some(file) = ws.open_file {
             if closed {
                 // A cleanly closed queue leaves no zeros written ahead.
                 self.finish_segment(ws, file)?;
@@ -795,14 +851,17 @@ impl Inner {
         if kind != SyncKind::Data {
             self.publish_synced();
         }
-        let Some(cleanup) = cleanup else {
+        if kind != SyncKind::Full {
             return Ok(());
-        };
-        let (version, meta) = {
+        }
+        // Taken only now: a write or fsync that failed above leaves the
+        // cleanup owed for the next sync instead of forgetting it.
+        let (version, meta, cleanup) = {
             let mut ledger = self.ledger();
             ledger.reads_since_sync = 0;
             ledger.meta_dirty = false;
-            (self.meta_version(), ledger.meta_snapshot())
+            let cleanup = ledger.take_cleanup();
+            (self.meta_version(), ledger.meta_snapshot(), cleanup)
         };
         if let Err(e) = self.store_meta(version, &meta) {
             let mut ledger = self.ledger();
@@ -822,6 +881,8 @@ impl Inner {
             self.storage
                 .remove(&name)
                 .map_err(|e| self.io_error(&name, e))?;
+            let freed = self.ledger().forget_file(file);
+            self.give_back(freed);
         }
         for file in cleanup.quarantine {
             let (name, bad) = (self.names.segment(file), self.names.bad(file));
@@ -832,6 +893,9 @@ impl Inner {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(self.io_error(&name, e)),
             }
+            // A `.bad` file is no queue file any more: not counted.
+            let freed = self.ledger().forget_file(file);
+            self.give_back(freed);
         }
         Ok(())
     }
@@ -965,10 +1029,25 @@ impl BackendQueue for DiskQueue {
         let Some(last) = records.len().checked_sub(1) else {
             return Ok(());
         };
+        let bytes: u64 = records.iter().map(|r| (HEADER_LEN + r.len()) as u64).sum();
+
+        if let Some(budget) = &inner.config.disk_budget {
+            // All or nothing: a refused batch stores no record.
+            if !budget.try_reserve(bytes) {
+                return Err(QueueError::Full {
+                    bytes,
+                    used: budget.used(),
+                    limit: budget.limit(),
+                });
+            }
+        }
         let headers: Vec<[u8; HEADER_LEN]> = records.iter().map(|r| record::header(r)).collect();
         let (seq, action, wake_sync_task) = {
             let mut ledger = inner.ledger();
             if ledger.closed {
+                if let Some(budget) = &inner.config.disk_budget {
+                    budget.release(bytes);
+                }
                 return Err(QueueError::Closed);
             }
             let mut seq = 0;
@@ -1009,7 +1088,16 @@ impl BackendQueue for DiskQueue {
             return inner.commit(seq).await;
         }
         if let Some(kind) = action {
-            inner.clone().sync(kind, Some(seq)).await?;
+            match inner.clone().sync(kind, Some(seq)).await {
+                // The records are accepted (pending, served from memory)
+                // and a later sync writes them; the budget now refuses
+                // further puts. Failing here would make the caller put
+                // them again: a copy per retry.
+                Err(e) if kind == SyncKind::Flush && e.is_disk_full() => {
+                    debug!(queue = %inner.config.name, error = %e, "write buffer not flushed: file system full");
+                }
+                other => other?,
+            }
         }
         Ok(())
     }
@@ -1020,9 +1108,20 @@ impl BackendQueue for DiskQueue {
         loop {
             let step = {
                 let mut ledger = inner.ledger();
+                let pressure = inner
+                    .config
+                    .disk_budget
+                    .as_ref()
+                    .is_some_and(|b| b.under_pressure());
+                ledger.roll_when_drained = pressure;
                 let step = ledger.next_read();
                 if let ReadStep::Ready(_) = step {
                     self.after_read(&ledger);
+                }
+                if pressure && ledger.owes_cleanup() {
+                    // Give fully read segments back to the budget now, not
+                    // at the next timer.
+                    inner.sync_wanted.notify_one();
                 }
                 step
             };
@@ -1056,9 +1155,12 @@ impl BackendQueue for DiskQueue {
                     inner.sync_wanted.notify_one();
                 }
                 DiskRead::Missing => {
-                    let dropped = inner
-                        .ledger()
-                        .handle_bad_segment(generation, pos.file, false);
+                    let (dropped, freed) = {
+                        let mut ledger = inner.ledger();
+                        let dropped = ledger.handle_bad_segment(generation, pos.file, false);
+                        (dropped, ledger.forget_file(pos.file))
+                    };
+                    inner.give_back(freed);
                     let name = inner.names.segment(pos.file);
                     error!(queue = %inner.config.name, file = %name, dropped, "segment file is missing; skipping to the next");
                     inner.sync_wanted.notify_one();
@@ -1075,10 +1177,34 @@ impl BackendQueue for DiskQueue {
             let notified = self.inner.readable.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            // A budget turning full wakes drained readers too, so an idle
+            // queue gives back the segment it read (`roll_when_drained`).
+            // Only under a bound: unbounded, only `ENOSPC` fills it, and
+            // the shared notifier would be one more lock per wait.
+            let budget = self
+                .inner
+                .config
+                .disk_budget
+                .as_ref()
+                .filter(|b| b.is_bounded());
+            let pressure = async {
+                match budget {
+                    Some(budget) => {
+                        let changed = budget.changed();
+                        tokio::pin!(changed);
+                        changed.as_mut().enable();
+                        changed.await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             if let Some(record) = self.try_read()? {
                 return Ok(record);
             }
-            notified.await;
+            tokio::select! {
+                _ = notified => {}
+                _ = pressure => {}
+            }
         }
     }
 
@@ -1157,6 +1283,8 @@ impl BackendQueue for DiskQueue {
                         .map_err(|e| worker.io_error(&name, e))?;
                 }
             }
+            let freed = worker.ledger().forget_all_files();
+            worker.give_back(freed);
             Ok(())
         })
         .await

@@ -23,6 +23,18 @@ pub enum QueueError {
         /// What is wrong.
         reason: String,
     },
+    /// The shared [`crate::DiskBudget`] has no room for the records
+    /// (`--max-disk-bytes`), or the file system is full: nothing was
+    /// stored. A refusal, not a failure: retry once space is freed.
+    #[error("disk full: {bytes} bytes do not fit (disk budget {used} of {limit} bytes used; 0 = unbounded)")]
+    Full {
+        /// Bytes the refused records take in their segment.
+        bytes: u64,
+        /// Bytes the budget counted when it refused.
+        used: u64,
+        /// The budget's bound (`0`: none, the file system filled).
+        limit: u64,
+    },
     /// The file system failed.
     #[error("io error on {path}: {source}")]
     Io {
@@ -32,4 +44,17 @@ pub enum QueueError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl QueueError {
+    /// Whether this is a full disk: the budget refused ([`QueueError::Full`])
+    /// or a write met `ENOSPC`. Callers treat it as "retry later", never as
+    /// a reason to drop a record.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            QueueError::Full { .. } => true,
+            QueueError::Io { source, .. } => crate::budget::is_out_of_space(source),
+            _ => false,
+        }
+    }
 }

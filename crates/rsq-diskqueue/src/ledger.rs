@@ -128,6 +128,18 @@ pub(crate) struct Ledger {
     /// commit starts. Metadata never claims them read, so a crash replays
     /// them (at least once) instead of losing them.
     uncommitted: VecDeque<Pos>,
+    /// Bytes each segment file takes (records written or pending), as the
+    /// shared disk budget counts them; an entry goes when its file does.
+    sizes: BTreeMap<u64, u64>,
+    /// Set by the queue while its disk budget is under pressure: a reader
+    /// that catches up with the writer moves the writer to a fresh segment,
+    /// so the read one is removed (its bytes given back) instead of staying
+    /// until it fills up to `max_bytes_per_file`.
+    pub roll_when_drained: bool,
+    /// Records read before they reached their file need not be written
+    /// when the queue rolls drained (no explicit commit, no put waiting for
+    /// its fsync), so a full file system does not keep them in memory.
+    pub drop_read_pending: bool,
 }
 
 impl Ledger {
@@ -202,6 +214,7 @@ impl Ledger {
             seq: self.put_seq,
         });
         self.pending_bytes += len as usize;
+        *self.sizes.entry(self.write.file).or_default() += len;
         self.write.offset += len;
         *self.counts.entry(self.write.file).or_default() += 1;
         self.depth += 1;
@@ -224,6 +237,11 @@ impl Ledger {
             }
         }
         self.flushed = self.flushed.max(end);
+        if self.pending.is_empty() {
+            // Everything accepted is in its file: after a roll when drained
+            // the write position is a fresh segment nothing was written to.
+            self.flushed = self.flushed.max(self.write);
+        }
         self.flushed_seq = self.flushed_seq.max(seq);
         self.debug_check();
     }
@@ -251,6 +269,9 @@ impl Ledger {
                     );
                     self.depth = 0;
                     self.counts.clear();
+                }
+                if self.roll_when_drained && self.write.offset > 0 && self.read == self.write {
+                    self.roll_drained();
                 }
                 return ReadStep::Empty;
             }
@@ -315,6 +336,50 @@ impl Ledger {
         files.sort_unstable();
         files.dedup();
         files
+    }
+
+    /// Everything written was read: the writer moves to a fresh segment
+    /// and the read one is owed for deletion, like any fully read segment.
+    fn roll_drained(&mut self) {
+        let file = self.write.file;
+        self.ends.insert(file, self.write.offset);
+        self.write = Pos::new(file + 1, 0);
+        if self.drop_read_pending && !self.pending.is_empty() {
+            // Every pending record was read: none has to reach its file.
+            self.pending.clear();
+            self.pending_bytes = 0;
+            self.flushed_seq = self.put_seq;
+        }
+        if self.pending.is_empty() {
+            self.flushed = self.flushed.max(self.write);
+        }
+        self.finish_file();
+    }
+
+    /// Records the size of segment `file` as found at open.
+    pub fn set_file_size(&mut self, file: u64, len: u64) {
+        self.sizes.insert(file, len);
+    }
+
+    /// Segment `file` is gone (removed, moved aside or missing): the bytes
+    /// it was counted for, to give back to the budget.
+    pub fn forget_file(&mut self, file: u64) -> u64 {
+        self.sizes.remove(&file).unwrap_or(0)
+    }
+
+    /// Every segment is gone (the queue was deleted): the bytes to give back.
+    pub fn forget_all_files(&mut self) -> u64 {
+        std::mem::take(&mut self.sizes).into_values().sum()
+    }
+
+    /// Bytes counted for every segment the queue has.
+    pub fn counted_bytes(&self) -> u64 {
+        self.sizes.values().sum()
+    }
+
+    /// Whether the next full sync owes file cleanup.
+    pub fn owes_cleanup(&self) -> bool {
+        !self.cleanup.delete.is_empty() || !self.cleanup.quarantine.is_empty()
     }
 
     fn jump_read_to_write(&mut self) {

@@ -13,6 +13,7 @@
 
 mod audit;
 mod backend;
+mod budget;
 mod commit_stats;
 mod disk_queue;
 mod error;
@@ -27,6 +28,7 @@ mod storage;
 
 pub use audit::check_recovery_kept_records;
 pub use backend::{BackendQueue, BackendStats};
+pub use budget::{DiskBudget, LOW_WATER_PERCENT};
 pub use commit_stats::{
     CommitSnapshot, CommitStats, COMMIT_LATENCY_BOUNDS_MICROS, COMMIT_RECORDS_BOUNDS,
 };

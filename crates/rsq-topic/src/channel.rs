@@ -26,9 +26,15 @@ pub trait TopicChannel: Send + Sync + 'static {
     /// Accepts a batch for immediate delivery, in order. The pump hands
     /// over what it read from the backend in one go, so a channel that
     /// stores to disk can do it with one write; by default, one put each.
+    ///
+    /// When the disk is full the error must carry every message not stored
+    /// ([`ChannelError::disk_full`]), so the pump can put them again.
     async fn put_many(&self, msgs: Vec<Message>) -> Result<(), ChannelError> {
-        for msg in msgs {
-            self.put(msg).await?;
+        let mut msgs = msgs.into_iter();
+        while let Some(msg) = msgs.next() {
+            if let Err(error) = self.put(msg).await {
+                return Err(error.and_unstored(msgs));
+            }
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use rsq_codec::Message;
 use rsq_diskqueue::QueueError;
 
 /// Why a channel refused a put, close or delete.
@@ -10,12 +11,47 @@ use rsq_diskqueue::QueueError;
 /// the implementor's own error is: build it with [`ChannelError::new`] from
 /// any `std::error::Error + Send + Sync` value, a `String` or a `&str`. It
 /// displays as the wrapped error and forwards its `source`.
-pub struct ChannelError(Box<dyn std::error::Error + Send + Sync + 'static>);
+pub struct ChannelError(
+    Box<dyn std::error::Error + Send + Sync + 'static>,
+    /// With [`ChannelError::disk_full`]: the messages the channel did not
+    /// store, which the pump keeps and puts again.
+    Option<Vec<Message>>,
+);
 
 impl ChannelError {
     /// Wraps an implementor's error (or a message string).
     pub fn new(error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
-        ChannelError(error.into())
+        ChannelError(error.into(), None)
+    }
+
+    /// The channel's disk is full: it stored none of `unstored` (of a
+    /// batch, the others went to memory). The pump keeps them and puts them
+    /// to this channel again after a back-off, never dropping them.
+    pub fn disk_full(
+        error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+        unstored: Vec<Message>,
+    ) -> Self {
+        ChannelError(error.into(), Some(unstored))
+    }
+
+    /// Whether this is a full disk ([`ChannelError::disk_full`]).
+    pub fn is_disk_full(&self) -> bool {
+        self.1.is_some()
+    }
+
+    /// Adds `more` to the messages a full disk refused (a batch put that
+    /// stopped at the refusal did not store the rest either); other errors
+    /// are returned as they are.
+    pub fn and_unstored(mut self, more: impl IntoIterator<Item = Message>) -> Self {
+        if let Some(unstored) = &mut self.1 {
+            unstored.extend(more);
+        }
+        self
+    }
+
+    /// Takes the messages a full disk refused (empty for other errors).
+    pub fn take_unstored(&mut self) -> Vec<Message> {
+        self.1.take().unwrap_or_default()
     }
 
     /// The wrapped error, for an implementor that wants its own type back
@@ -27,7 +63,10 @@ impl ChannelError {
 
 impl fmt::Debug for ChannelError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("ChannelError").field(&self.0).finish()
+        f.debug_tuple("ChannelError")
+            .field(&self.0)
+            .field(&self.1.as_ref().map(Vec::len))
+            .finish()
     }
 }
 

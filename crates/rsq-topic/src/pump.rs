@@ -24,6 +24,29 @@ const BACKEND_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// Most records the pump takes from the backend in one turn.
 const BACKEND_BATCH_MAX: usize = 128;
 
+/// The pump's first wait before putting again messages a channel's full
+/// disk refused; each refusal in a row doubles it, up to
+/// [`DISK_FULL_RETRY_MAX`].
+const DISK_FULL_RETRY_MIN: Duration = Duration::from_millis(10);
+
+/// The longest wait between two puts of messages a full disk refused.
+const DISK_FULL_RETRY_MAX: Duration = Duration::from_millis(500);
+
+/// Messages one channel's full disk refused: the pump holds them (they are
+/// in no queue) and puts them to that channel again until it takes them.
+struct Refused<C> {
+    name: Arc<str>,
+    channel: Arc<C>,
+    msgs: Vec<Message>,
+}
+
+/// The pump's signals, lent to the retry of refused puts so it can follow
+/// channel changes and exit while it waits.
+struct Signals<'a> {
+    control: &'a mut signal::Receiver<Control>,
+    applied: &'a signal::Sender<u64>,
+}
+
 /// The switches the topic flips and the pump obeys. Channel changes are
 /// signalled through the same signal without changing a field.
 #[derive(Debug, Clone, Copy, Default)]
@@ -204,35 +227,58 @@ async fn pump<C: TopicChannel>(
         backend_first = !backend_first;
         // `biased` so a signal that arrived together with a message wins:
         // a paused pump takes nothing more.
-        tokio::select! {
+        let next = tokio::select! {
             biased;
             changed = control.changed() => {
                 if changed.is_err() {
                     return;
                 }
                 refresh = true;
+                None
+            }
+            record = shared.backend.read(), if reading && backend_open && backend_first => {
+                Some(Err(record))
+            }
+            msg = shared.memory.pop(), if reading => Some(Ok(msg)),
+            record = shared.backend.read(), if reading && backend_open && !backend_first => {
+                Some(Err(record))
+            }
+        };
+        let mut signals = Signals {
+            control: &mut *control,
+            applied,
+        };
+        match next {
+            None => {}
+            Some(Ok(msg)) => {
+                let refused = deliver(&shared.name, &channels, msg).await;
+                if !refused.is_empty() {
+                    Box::pin(retry_refused(shared, &mut signals, refused)).await;
+                    // The retry may have taken signals: look at them again.
+                    refresh = true;
+                }
             }
             // Boxed, so the kilobyte a backend batch's delivery needs is not
             // part of every idle topic's task.
-            record = shared.backend.read(), if reading && backend_open && backend_first => {
-                backend_open = Box::pin(on_record(shared, &channels, record)).await;
-            }
-            msg = shared.memory.pop(), if reading => {
-                deliver(&shared.name, &channels, msg).await;
-            }
-            record = shared.backend.read(), if reading && backend_open && !backend_first => {
-                backend_open = Box::pin(on_record(shared, &channels, record)).await;
+            Some(Err(record)) => {
+                let (open, retried) =
+                    Box::pin(on_record(shared, &channels, record, &mut signals)).await;
+                backend_open = open;
+                refresh |= retried;
             }
         }
     }
 }
 
-/// Handles one backend read; returns whether the backend is still open.
+/// Handles one backend read; returns whether the backend is still open,
+/// and whether refused puts were retried (the retry takes signals).
 async fn on_record<C: TopicChannel>(
     shared: &Shared<C>,
     channels: &[(Arc<str>, Arc<C>)],
     record: Result<bytes::Bytes, QueueError>,
-) -> bool {
+    signals: &mut Signals<'_>,
+) -> (bool, bool) {
+    let mut retried = false;
     match record {
         Ok(bytes) => {
             // Take what else is ready now too (bounded), so channels that
@@ -251,7 +297,11 @@ async fn on_record<C: TopicChannel>(
                     next = shared.backend.try_read().ok().flatten();
                 }
             }
-            deliver_batch(&shared.name, channels, batch).await;
+            let refused = deliver_batch(&shared.name, channels, batch).await;
+            if !refused.is_empty() {
+                retry_refused(shared, signals, refused).await;
+                retried = true;
+            }
             // Every channel now holds the batch (or a record was skipped):
             // only now may the backend forget it, so a crash in between
             // replays it rather than losing it (a no-op for backends that
@@ -260,28 +310,144 @@ async fn on_record<C: TopicChannel>(
         }
         Err(QueueError::Closed) => {
             tracing::debug!(topic = %shared.name, "topic backend closed; reading memory only");
-            return false;
+            return (false, retried);
         }
         Err(error) => {
             tracing::error!(topic = %shared.name, %error, "topic backend read failed");
             tokio::time::sleep(BACKEND_ERROR_BACKOFF).await;
         }
     }
-    true
+    (true, retried)
+}
+
+/// Puts messages that full disks refused to their channels again, waiting
+/// between tries (doubling from [`DISK_FULL_RETRY_MIN`] to
+/// [`DISK_FULL_RETRY_MAX`]), until every channel took its share. Nothing is
+/// dropped: a channel deleted meanwhile no longer needs its share, and when
+/// the topic exits (close lifts the daemon's disk bound first) a last try
+/// is made and what is still refused goes back to the topic's backend.
+async fn retry_refused<C: TopicChannel>(
+    shared: &Shared<C>,
+    signals: &mut Signals<'_>,
+    mut refused: Vec<Refused<C>>,
+) {
+    let held: usize = refused.iter().map(|r| r.msgs.len()).sum();
+    tracing::warn!(
+        topic = %shared.name,
+        messages = held,
+        "channel disk full: holding messages at the topic until the channel takes them"
+    );
+    let mut wait = DISK_FULL_RETRY_MIN;
+    let mut exiting = false;
+    while !refused.is_empty() {
+        if !exiting {
+            tokio::select! {
+                changed = signals.control.changed() => {
+                    exiting = changed.is_err() || signals.control.borrow_and_update().exiting;
+                    // Follow channel changes, so a deleter is not kept
+                    // waiting: a deleted channel's share is dropped with it.
+                    let (version, snapshot) = shared.snapshot();
+                    refused.retain(|r| snapshot.iter().any(|(_, c)| Arc::ptr_eq(c, &r.channel)));
+                    signals.applied.send_replace(version);
+                    if !exiting {
+                        continue;
+                    }
+                }
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        let mut still = Vec::new();
+        for r in refused {
+            let Refused {
+                name,
+                channel,
+                msgs,
+            } = r;
+            let msgs = put_again(&shared.name, &name, &channel, msgs).await;
+            if !msgs.is_empty() {
+                still.push(Refused {
+                    name,
+                    channel,
+                    msgs,
+                });
+            }
+        }
+        refused = still;
+        if exiting {
+            break;
+        }
+        wait = (wait * 2).min(DISK_FULL_RETRY_MAX);
+    }
+    if refused.is_empty() {
+        tracing::info!(topic = %shared.name, messages = held, "channel disk has room again: held messages delivered");
+        return;
+    }
+    // Exiting with a disk still full: back to the topic's queue (a restart
+    // delivers them again, to every channel: at least once).
+    let records: Vec<bytes::Bytes> = refused
+        .iter()
+        .flat_map(|r| r.msgs.iter().map(Message::to_record))
+        .collect();
+    let count = records.len();
+    if let Err(error) = shared.backend.put_many(records).await {
+        tracing::error!(topic = %shared.name, messages = count, %error, "cannot keep messages a full disk refused at exit; they are lost");
+    }
+}
+
+/// Puts refused messages to `channel` again (deferred ones with their
+/// delay); returns those a full disk refused again.
+async fn put_again<C: TopicChannel>(
+    topic: &str,
+    name: &str,
+    channel: &Arc<C>,
+    msgs: Vec<Message>,
+) -> Vec<Message> {
+    let mut left = Vec::new();
+    if msgs.iter().all(|m| m.deferred.is_none()) {
+        match channel.put_many(msgs).await {
+            Ok(()) => {}
+            Err(mut error) if error.is_disk_full() => left = error.take_unstored(),
+            Err(error) => tracing::error!(topic, channel = name, %error, "channel put failed"),
+        }
+        return left;
+    }
+    let mut msgs = msgs.into_iter();
+    while let Some(msg) = msgs.next() {
+        let result = match msg.deferred {
+            Some(delay) => channel.put_deferred(msg, delay).await,
+            None => channel.put(msg).await,
+        };
+        match result {
+            Ok(()) => {}
+            Err(mut error) if error.is_disk_full() => {
+                left.extend(error.take_unstored());
+                left.extend(msgs);
+                break;
+            }
+            Err(error) => tracing::error!(topic, channel = name, %error, "channel put failed"),
+        }
+    }
+    left
 }
 
 /// Puts `msg` into every channel: the first gets the message itself, the
-/// others clones sharing its body bytes.
-async fn deliver<C: TopicChannel>(topic: &str, channels: &[(Arc<str>, Arc<C>)], msg: Message) {
+/// others clones sharing its body bytes. Returns what full disks refused.
+async fn deliver<C: TopicChannel>(
+    topic: &str,
+    channels: &[(Arc<str>, Arc<C>)],
+    msg: Message,
+) -> Vec<Refused<C>> {
+    let mut refused = Vec::new();
     let Some((first, rest)) = channels.split_first() else {
         // Unreachable: the pump reads only while it has channels.
         tracing::error!(topic, id = %msg.id, "message taken with no channel; dropped");
-        return;
+        return refused;
     };
     for (name, channel) in rest {
-        put_one(topic, name, channel, msg.clone()).await;
+        refused.extend(put_one(topic, name, channel, msg.clone()).await);
     }
-    put_one(topic, &first.0, &first.1, msg).await;
+    refused.extend(put_one(topic, &first.0, &first.1, msg).await);
+    refused
 }
 
 /// Puts a batch read from the backend into every channel, as [`deliver`]
@@ -291,17 +457,18 @@ async fn deliver_batch<C: TopicChannel>(
     topic: &str,
     channels: &[(Arc<str>, Arc<C>)],
     batch: Vec<Message>,
-) {
+) -> Vec<Refused<C>> {
     let (deferred, batch): (Vec<Message>, Vec<Message>) =
         batch.into_iter().partition(|m| m.deferred.is_some());
+    let mut refused = Vec::new();
     for msg in deferred {
-        deliver(topic, channels, msg).await;
+        refused.extend(deliver(topic, channels, msg).await);
     }
     if batch.len() <= 1 {
         if let Some(msg) = batch.into_iter().next() {
-            deliver(topic, channels, msg).await;
+            refused.extend(deliver(topic, channels, msg).await);
         }
-        return;
+        return refused;
     }
     let Some((first, rest)) = channels.split_first() else {
         tracing::error!(
@@ -309,25 +476,51 @@ async fn deliver_batch<C: TopicChannel>(
             count = batch.len(),
             "messages taken with no channel; dropped"
         );
-        return;
+        return refused;
     };
     for (name, channel) in rest {
-        if let Err(error) = channel.put_many(batch.clone()).await {
-            tracing::error!(topic, channel = &**name, %error, "channel put failed");
-        }
+        let result = channel.put_many(batch.clone()).await;
+        refused.extend(refusal(topic, name, channel, result));
     }
-    if let Err(error) = first.1.put_many(batch).await {
-        tracing::error!(topic, channel = &*first.0, %error, "channel put failed");
-    }
+    let result = first.1.put_many(batch).await;
+    refused.extend(refusal(topic, &first.0, &first.1, result));
+    refused
 }
 
-async fn put_one<C: TopicChannel>(topic: &str, name: &str, channel: &Arc<C>, msg: Message) {
-    let id = msg.id;
+async fn put_one<C: TopicChannel>(
+    topic: &str,
+    name: &Arc<str>,
+    channel: &Arc<C>,
+    msg: Message,
+) -> Option<Refused<C>> {
     let result = match msg.deferred {
         Some(delay) => channel.put_deferred(msg, delay).await,
         None => channel.put(msg).await,
     };
-    if let Err(error) = result {
-        tracing::error!(topic, channel = name, %id, %error, "channel put failed");
+    refusal(topic, name, channel, result)
+}
+
+/// What a put's failure leaves the pump to hold: the messages a full disk
+/// refused; any other failure is logged (the channel is closing or broken).
+fn refusal<C>(
+    topic: &str,
+    name: &Arc<str>,
+    channel: &Arc<C>,
+    result: Result<(), crate::ChannelError>,
+) -> Option<Refused<C>> {
+    match result {
+        Ok(()) => None,
+        Err(mut error) if error.is_disk_full() => {
+            let msgs = error.take_unstored();
+            (!msgs.is_empty()).then(|| Refused {
+                name: name.clone(),
+                channel: channel.clone(),
+                msgs,
+            })
+        }
+        Err(error) => {
+            tracing::error!(topic, channel = &**name, %error, "channel put failed");
+            None
+        }
     }
 }

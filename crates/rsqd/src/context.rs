@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use rsq_channel::{Channel, ChannelConfig, Clock};
 use rsq_codec::{is_ephemeral, IdGenerator, Message, MessageId};
 use rsq_diskqueue::{
-    BackendQueue, CommitSnapshot, CommitStats, DirIndex, DiskQueueConfig, FsStorage, LazyDiskQueue,
-    MemoryQueue,
+    BackendQueue, CommitSnapshot, CommitStats, DirIndex, DiskBudget, DiskQueueConfig, FsStorage,
+    LazyDiskQueue, MemoryQueue, LOW_WATER_PERCENT,
 };
 use rsq_topic::{
     ChannelError as SinkError, ChannelFactory, Topic, TopicChannel, TopicConfig, TopicError,
@@ -43,11 +43,11 @@ impl std::ops::Deref for ChannelHandle {
 #[async_trait]
 impl TopicChannel for ChannelHandle {
     async fn put(&self, msg: Message) -> Result<(), SinkError> {
-        self.0.put(msg).await.map_err(SinkError::new)
+        self.0.put(msg).await.map_err(sink_error)
     }
 
     async fn put_many(&self, msgs: Vec<Message>) -> Result<(), SinkError> {
-        self.0.put_many(msgs).await.map_err(SinkError::new)
+        self.0.put_many(msgs).await.map_err(sink_error)
     }
 
     async fn put_deferred(
@@ -55,10 +55,7 @@ impl TopicChannel for ChannelHandle {
         msg: Message,
         delay: std::time::Duration,
     ) -> Result<(), SinkError> {
-        self.0
-            .put_deferred(msg, delay)
-            .await
-            .map_err(SinkError::new)
+        self.0.put_deferred(msg, delay).await.map_err(sink_error)
     }
 
     async fn close(&self) -> Result<(), SinkError> {
@@ -67,6 +64,17 @@ impl TopicChannel for ChannelHandle {
 
     async fn delete(&self) -> Result<(), SinkError> {
         self.0.delete().await.map_err(SinkError::new)
+    }
+}
+
+/// A channel's error as its topic's pump sees it: a full disk hands back
+/// the messages it did not store, for the pump to put again.
+fn sink_error(error: rsq_channel::ChannelError) -> SinkError {
+    match error {
+        rsq_channel::ChannelError::DiskFull { unstored, source } => {
+            SinkError::disk_full(source, unstored)
+        }
+        other => SinkError::new(other),
     }
 }
 
@@ -101,6 +109,8 @@ struct Factory {
     storage: Arc<FsStorage>,
     /// Every `--durable` queue's group commits, counted together.
     commit_stats: Arc<CommitStats>,
+    /// The bytes of every queue's segment files (`--max-disk-bytes`).
+    budget: Arc<DiskBudget>,
     /// The daemon, for channels' dead-letter publishes (no cycle).
     nsqd: Weak<Nsqd>,
 }
@@ -128,6 +138,7 @@ impl Factory {
         );
         config.sync_every = opts.sync_every;
         config.sync_timeout = opts.sync_timeout;
+        config.disk_budget = Some(self.budget.clone());
         if opts.durable {
             config.sync_every = 1;
             // The topic's pump commits after its channels stored a batch; a
@@ -212,13 +223,19 @@ pub enum ContextError {
     /// publish elsewhere, and its connection stays open.
     #[error("DRAINING: this node is being drained and accepts no new messages")]
     Draining,
+    /// The disk queues reached `--max-disk-bytes`, or the file system is
+    /// full: nothing of the publish was stored. A refusal like
+    /// [`ContextError::Draining`]: publishing resumes by itself once
+    /// consumers bring usage down to the low-water mark.
+    #[error("DISK_FULL: {0}")]
+    DiskFull(String),
 }
 
 impl ContextError {
-    /// Whether the daemon refused the request for now (draining) rather
-    /// than failing it: the client's connection stays usable.
+    /// Whether the daemon refused the request for now (draining, disk
+    /// full) rather than failing it: the client's connection stays usable.
     pub fn is_refusal(&self) -> bool {
-        matches!(self, ContextError::Draining)
+        matches!(self, ContextError::Draining | ContextError::DiskFull(_))
     }
 }
 
@@ -342,6 +359,7 @@ impl Nsqd {
                 clock: clock.clone(),
                 storage: Arc::new(FsStorage::with_index(files)),
                 commit_stats: Arc::new(CommitStats::new()),
+                budget: Arc::new(DiskBudget::new(opts.max_disk_bytes)),
                 nsqd: this.clone(),
             }),
             start_time: clock.unix_nanos() / 1_000_000_000,
@@ -454,6 +472,9 @@ impl Nsqd {
         if self.is_draining() {
             return Err(ContextError::Draining);
         }
+        if let Some(why) = self.disk_full() {
+            return Err(ContextError::DiskFull(why));
+        }
         let topic = self.get_or_create_topic(topic_name).await?;
         let result = match msgs.len() {
             1 => match msgs.pop() {
@@ -467,6 +488,12 @@ impl Nsqd {
                 self.set_health(None);
                 Ok(())
             }
+            Err(TopicError::Backend(e)) if e.is_disk_full() => {
+                tracing::debug!(topic = topic_name, error = %e, "publish refused: disk full");
+                Err(ContextError::DiskFull(
+                    self.disk_full().unwrap_or_else(|| e.to_string()),
+                ))
+            }
             Err(e @ TopicError::Backend(_)) => {
                 tracing::error!(topic = topic_name, error = %e, "publish failed");
                 self.set_health(Some(e.to_string()));
@@ -474,6 +501,31 @@ impl Nsqd {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The shared byte count of every queue's segment files, with the
+    /// `--max-disk-bytes` bound.
+    pub fn disk_budget(&self) -> &DiskBudget {
+        &self.factory.budget
+    }
+
+    /// `Some(why)` while publishes are refused for a full disk: the bound
+    /// was reached (or a write met `ENOSPC`) and usage has not yet fallen to
+    /// [`LOW_WATER_PERCENT`] of it.
+    pub fn disk_full(&self) -> Option<String> {
+        let budget = self.disk_budget();
+        if !budget.is_full() {
+            return None;
+        }
+        let used = budget.used();
+        Some(if budget.is_bounded() {
+            format!(
+                "disk queues hold {used} bytes of --max-disk-bytes={}; publishing resumes below {LOW_WATER_PERCENT}%",
+                budget.limit()
+            )
+        } else {
+            format!("the file system is full (disk queues hold {used} bytes)")
+        })
     }
 
     /// Whether drain mode is on.
@@ -876,6 +928,8 @@ impl Nsqd {
     /// in-flight and deferred messages to disk), write metadata.
     pub async fn shutdown(&self) {
         self.exiting.store(true, Ordering::SeqCst);
+        // What memory holds must reach disk whatever the bound says.
+        self.disk_budget().lift();
         if let Err(e) = self.write_metadata(true).await {
             tracing::error!(error = %e, "cannot write metadata at shutdown");
         }

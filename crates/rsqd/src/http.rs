@@ -146,6 +146,14 @@ async fn ping(State(ctx): Ctx) -> Response {
         // Load balancers move publishers away from a draining node.
         return (StatusCode::SERVICE_UNAVAILABLE, "NOK - draining").into_response();
     }
+    if let Some(why) = ctx.disk_full() {
+        // Publishes are refused until usage falls to the low-water mark.
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("NOK - disk full: {why}"),
+        )
+            .into_response();
+    }
     match ctx.health() {
         None => "OK".into_response(),
         Some(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("NOK - {e}")).into_response(),
@@ -231,6 +239,9 @@ async fn put_messages(ctx: &Nsqd, topic_name: &str, msgs: Vec<rsq_codec::Message
             Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "EXITING"))
         }
         Err(ContextError::Draining) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "DRAINING")),
+        Err(ContextError::DiskFull(_)) => {
+            Err(ApiError(StatusCode::INSUFFICIENT_STORAGE, "DISK_FULL"))
+        }
         Err(e) => Err(context_error(e)),
     }
 }

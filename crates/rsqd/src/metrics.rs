@@ -256,6 +256,20 @@ impl Collector for Snapshot {
         )?;
         gauge(
             &mut e,
+            "nsq_disk",
+            "Bytes of every topic's and channel's queue segment files (--max-disk-bytes bounds them).",
+            Some(&Unit::Bytes),
+            signed(s.disk_bytes),
+        )?;
+        gauge(
+            &mut e,
+            "nsq_disk_full",
+            "1 while publishes are refused for a full disk (DISK_FULL).",
+            None,
+            i64::from(s.disk_full),
+        )?;
+        gauge(
+            &mut e,
             "nsq_connections",
             "Connected TCP clients.",
             None,

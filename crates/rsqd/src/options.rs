@@ -168,6 +168,12 @@ pub struct Options {
     /// Bytes per disk queue segment file before rolling to the next.
     #[arg(long, default_value_t = DEFAULT_MAX_BYTES_PER_FILE)]
     pub max_bytes_per_file: u64,
+    /// Most bytes all topic and channel queue segment files under
+    /// `--data-path` may take together (rsq only); 0 (the default) is
+    /// unbounded. At the bound publishes are refused (`DISK_FULL`) until
+    /// consumers bring usage down to `LOW_WATER_PERCENT` of it.
+    #[arg(long, default_value_t = 0)]
+    pub max_disk_bytes: u64,
     /// Disk queue writes and reads between fsyncs.
     #[arg(long, default_value_t = 2500)]
     pub sync_every: u64,
@@ -540,6 +546,19 @@ mod tests {
         assert_eq!(o.max_rdy_count, 20);
         assert_eq!(o.node_id, Some(3));
         assert_eq!(o.max_msg_size, 1048576);
+        assert_eq!(o.max_disk_bytes, 0, "unbounded by default");
+        Ok(())
+    }
+
+    #[test]
+    fn max_disk_bytes_comes_from_the_flag_or_the_config_file() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("rsqd.toml");
+        std::fs::write(&path, "max_disk_bytes = 1048576\n")?;
+        let o = Options::load_from(["rsqd".to_string(), format!("--config={}", path.display())])?;
+        assert_eq!(o.max_disk_bytes, 1 << 20);
+        let o = Options::load_from(["rsqd", "--max-disk-bytes=5000"])?;
+        assert_eq!(o.max_disk_bytes, 5000);
         Ok(())
     }
 

@@ -32,6 +32,12 @@ pub struct Stats {
     pub start_time: i64,
     /// Drain mode is on (rsq only: publishes are refused).
     pub draining: bool,
+    /// Bytes of every topic's and channel's queue segment files (rsq only;
+    /// records accepted and not yet written included).
+    pub disk_bytes: u64,
+    /// Publishes are refused for a full disk (rsq only: `--max-disk-bytes`
+    /// reached, or `ENOSPC`, until usage falls to the low-water mark).
+    pub disk_full: bool,
     /// Topics sorted by name; `null` when the topic filter matches nothing.
     pub topics: Option<Vec<TopicStats>>,
     /// Process memory; omitted when `include_mem=false`.
@@ -437,6 +443,8 @@ pub fn collect(ctx: &Nsqd, filter: &StatsFilter) -> Stats {
         },
         start_time: ctx.start_time,
         draining: ctx.is_draining(),
+        disk_bytes: ctx.disk_budget().used(),
+        disk_full: ctx.disk_budget().is_full(),
         topics,
         memory: filter.include_mem.then(|| MemoryStats {
             heap_in_use_bytes: resident_bytes(),
@@ -462,6 +470,13 @@ pub fn render_text(stats: &Stats, now_unix: i64) -> String {
     let _ = writeln!(s, "\nHealth: {}", stats.health);
     if stats.draining {
         let _ = writeln!(s, "Draining: publishes are refused");
+    }
+    if stats.disk_full {
+        let _ = writeln!(
+            s,
+            "Disk full: publishes are refused ({} bytes in queue files)",
+            stats.disk_bytes
+        );
     }
     if let Some(m) = &stats.memory {
         let _ = writeln!(s, "\nMemory:\n   [resident bytes] {}", m.heap_in_use_bytes);

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
 mod api;
+mod budget;
 mod corruption;
 mod crash;
 mod go_format;

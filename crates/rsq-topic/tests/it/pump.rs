@@ -294,3 +294,72 @@ async fn deleted_channel_gets_no_more_puts() {
     assert_eq!(b.ids(), vec![id(1), id(2)]);
     assert_eq!(a.puts_after_delete.load(Ordering::SeqCst), 0);
 }
+
+/// Each id in `ids` exactly once.
+fn once_each(ids: &[rsq_codec::MessageId], n: u32) -> bool {
+    let mut sorted = ids.to_vec();
+    sorted.sort();
+    sorted == (0..n).map(id).collect::<Vec<_>>()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_channel_disk_holds_messages_at_the_pump_until_it_has_room() {
+    let (topic, backend, _) = topic(2);
+    let (a, _) = topic.get_or_create_channel("a").await.unwrap();
+    let (b, _) = topic.get_or_create_channel("b").await.unwrap();
+    b.full.store(true, Ordering::SeqCst);
+    topic.start();
+    // Through memory and, past 2, through the backend (batches).
+    for n in 0..3 {
+        topic.put(msg(n)).await.unwrap();
+    }
+    topic.put_many((3..10).map(msg).collect()).await.unwrap();
+    settle().await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(b.ids().is_empty());
+    // The pump holds a refused message and goes no further meanwhile.
+    assert!(a.ids().len() < 10);
+    b.full.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(once_each(&a.ids(), 10), "a got {:?}", a.ids());
+    assert!(once_each(&b.ids(), 10), "b got {:?}", b.ids());
+    assert_eq!(backend.depth(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn deleting_a_full_channel_does_not_wait_for_its_disk() {
+    let (topic, _backend, _) = topic(10);
+    let (a, _) = topic.get_or_create_channel("a").await.unwrap();
+    let (b, _) = topic.get_or_create_channel("b").await.unwrap();
+    b.full.store(true, Ordering::SeqCst);
+    topic.start();
+    topic.put(msg(0)).await.unwrap();
+    topic.put(msg(1)).await.unwrap();
+    settle().await;
+    tokio::time::timeout(Duration::from_secs(1), topic.delete_channel("b"))
+        .await
+        .expect("delete must not wait for a full disk")
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(once_each(&a.ids(), 2), "a got {:?}", a.ids());
+}
+
+#[tokio::test(start_paused = true)]
+async fn closing_while_a_channel_disk_is_full_keeps_the_messages_in_the_topic_backend() {
+    let (topic, backend, _) = topic(10);
+    let (b, _) = topic.get_or_create_channel("b").await.unwrap();
+    b.full.store(true, Ordering::SeqCst);
+    topic.start();
+    topic.put(msg(0)).await.unwrap();
+    settle().await;
+    tokio::time::timeout(Duration::from_secs(1), topic.close())
+        .await
+        .expect("close must not wait for a full disk")
+        .unwrap();
+    assert!(b.ids().is_empty());
+    let record = backend
+        .try_read()
+        .unwrap()
+        .expect("the refused message is kept");
+    assert_eq!(rsq_codec::Message::from_record(record).unwrap().id, id(0));
+}

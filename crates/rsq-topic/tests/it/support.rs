@@ -30,6 +30,8 @@ pub struct RecordingChannel {
     pub deleted: AtomicBool,
     pub puts_after_delete: AtomicUsize,
     pub failing: AtomicBool,
+    /// Refuses puts as a channel whose disk is full does.
+    pub full: AtomicBool,
 }
 
 impl RecordingChannel {
@@ -47,6 +49,9 @@ impl RecordingChannel {
         }
         if self.failing.load(Ordering::SeqCst) {
             return Err(ChannelError::new("refusing on purpose"));
+        }
+        if self.full.load(Ordering::SeqCst) {
+            return Err(ChannelError::disk_full("disk full on purpose", vec![msg]));
         }
         self.deliveries
             .lock()

@@ -64,6 +64,8 @@ fn snapshot(durable: bool) -> Stats {
         memory: None,
         producers: None,
         draining: false,
+        disk_bytes: 4096,
+        disk_full: false,
         daemon: DaemonStats {
             connections: 2,
             topic_count: 1,
@@ -89,6 +91,8 @@ fn the_exposition_has_nsq_exporters_names_and_prometheus_conventions() {
         "nsq_start_time_seconds 1000",
         "nsq_connections 2",
         "nsq_draining 0",
+        "nsq_disk_bytes 4096",
+        "nsq_disk_full 0",
         "nsq_topics 1",
         "nsq_channels 1",
         "nsq_topic_depth{topic=\"t\",paused=\"false\"} 20",

@@ -11,6 +11,7 @@ mod compression;
 mod crash;
 mod dead_letters;
 mod dirlock;
+mod disk_full;
 mod drain;
 mod e2e_latency;
 mod harness;
