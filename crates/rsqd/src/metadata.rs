@@ -125,6 +125,20 @@ pub(crate) fn to_json(meta: &Metadata) -> Result<Vec<u8>, MetadataError> {
 /// Reads `nsqd.dat` and applies its journal: `Ok(None)` when there is no
 /// `nsqd.dat`, an error when it cannot be read, is not nsqd's JSON, or its
 /// journal is damaged. Changes nothing on disk.
+///
+/// ```
+/// let dir = std::env::temp_dir().join(format!("rsqd-metadata-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// assert_eq!(rsqd::metadata::read(&dir).unwrap(), None);
+///
+/// // nsqd.dat as Go nsqd v1.3.0 writes it.
+/// let go = r#"{"topics":[{"channels":[{"name":"billing","paused":true}],"name":"orders","paused":false}],"version":"1.3.0"}"#;
+/// std::fs::write(dir.join("nsqd.dat"), go).unwrap();
+/// let meta = rsqd::metadata::read(&dir).unwrap().expect("nsqd.dat exists");
+/// assert_eq!(meta.topics[0].name, "orders");
+/// assert!(meta.topics[0].channels[0].paused);
+/// std::fs::remove_dir_all(&dir).unwrap();
+/// ```
 pub fn read(data_path: &Path) -> Result<Option<Metadata>, MetadataError> {
     let Some((bytes, mut meta)) = read_whole(data_path)? else {
         return Ok(None);
