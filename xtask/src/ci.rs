@@ -1,7 +1,9 @@
 //! `cargo xtask ci`: the checks that decide whether a change lands.
 //!
 //! Each step prints its name and how long it took; the first failure stops
-//! the run with a non-zero exit.
+//! the run with a non-zero exit. The steps: fmt, the MSRV check
+//! (`msrv.rs`), clippy, docs, a compile check of the fuzz targets,
+//! doctests, then every other test.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,6 +15,9 @@ pub fn run(long: bool) -> Result<(), String> {
     let root = project_root();
     let started = Instant::now();
     step("fmt", || cargo(&root, &["fmt", "--all", "--check"], &[]))?;
+    // Cheap, and a failure here names the dependency to blame, so it runs
+    // before anything is compiled.
+    step("msrv", || crate::msrv::run(&root))?;
     step("clippy", || {
         cargo(
             &root,
@@ -60,11 +65,14 @@ pub fn run(long: bool) -> Result<(), String> {
             crate::fuzz::run(&["--seconds".to_string(), "60".to_string()])
         })?;
     }
+    // The crates' examples (each README is its crate's documentation, so
+    // its example runs here too). Nextest does not run doctests, and plain
+    // `cargo test` below is told to skip them, so they run exactly once.
+    step("doctest", || {
+        cargo(&root, &["test", "--workspace", "--doc"], env)
+    })?;
     // The full suite runs last, so its summary is the run's closing line.
     if has_nextest() {
-        step("doctest", || {
-            cargo(&root, &["test", "--workspace", "--doc"], env)
-        })?;
         step("test (nextest)", || {
             cargo(
                 &root,
@@ -73,7 +81,13 @@ pub fn run(long: bool) -> Result<(), String> {
             )
         })?;
     } else {
-        step("test", || cargo(&root, &["test", "--workspace"], env))?;
+        step("test", || {
+            cargo(
+                &root,
+                &["test", "--workspace", "--lib", "--bins", "--tests"],
+                env,
+            )
+        })?;
     }
     println!("ci: all steps passed in {:.1?}", started.elapsed());
     Ok(())

@@ -4,8 +4,8 @@
 pub const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  ci [--long]      fmt, clippy, tests, docs; --long adds soak and crash runs and
-                   60 s of each fuzz target
+  ci [--long]      fmt, the MSRV check, clippy, docs, doctests, tests; --long adds
+                   soak and crash runs and 60 s of each fuzz target
   bench [NAME..] [daemon [ARGS..]]
                    run the benchmarks in release mode and print their figures: all, or
                    the named ones (codec, diskqueue, channel, topic, daemon). `daemon` is

@@ -9,6 +9,7 @@ mod bench;
 mod ci;
 mod flags;
 mod fuzz;
+mod msrv;
 #[cfg(test)]
 mod tidy;
 

@@ -35,6 +35,18 @@ impl Clock for SystemClock {
 
 /// A clock that only moves when told to: tests advance it past a deadline
 /// and observe exactly what fires, without sleeping.
+///
+/// ```
+/// use std::time::Duration;
+/// use rsq_channel::{Clock, ManualClock};
+///
+/// let clock = ManualClock::new();
+/// let (start, start_ns) = (clock.now(), clock.unix_nanos());
+/// assert_eq!(clock.now(), start, "it stands still");
+/// clock.advance(Duration::from_millis(1500));
+/// assert_eq!(clock.now() - start, Duration::from_millis(1500));
+/// assert_eq!(clock.unix_nanos() - start_ns, 1_500_000_000);
+/// ```
 #[derive(Debug)]
 pub struct ManualClock {
     start: Instant,

@@ -1,5 +1,9 @@
 //! rsq-channel: one named stream of a topic's messages, shared by consumers.
 //!
+#![doc = include_str!("../README.md")]
+//!
+//! ## What is in it
+//!
 //! Each message goes to one consumer and comes back if it is not finished
 //! in time. [`ChannelState`] is the whole behaviour as a plain state machine
 //! that never reads the clock and does no IO; [`Channel`] wraps it for the

@@ -130,6 +130,25 @@ enum Step {
 }
 
 /// Incremental server-side decoder for one connection.
+///
+/// A body's declared size is checked against [`Limits`] from its 4-byte
+/// header, before any of the body is buffered:
+///
+/// ```
+/// use bytes::BytesMut;
+/// use rsq_codec::{Command, CommandDecoder, ErrorCode, Limits};
+///
+/// let limits = Limits { max_msg_size: 16, ..Limits::default() };
+/// let mut decoder = CommandDecoder::without_magic(limits);
+///
+/// let mut buf = BytesMut::from(&b"RDY 10\nPUB orders\n"[..]);
+/// buf.extend_from_slice(&1_000_000u32.to_be_bytes());
+/// assert_eq!(decoder.decode(&mut buf).unwrap(), Some(Command::Rdy(10)));
+///
+/// let err = decoder.decode(&mut buf).unwrap_err();
+/// assert_eq!(err.code, ErrorCode::BadMessage);
+/// assert!(err.is_fatal());
+/// ```
 #[derive(Debug)]
 pub struct CommandDecoder {
     limits: Limits,

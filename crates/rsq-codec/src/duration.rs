@@ -8,6 +8,16 @@ use crate::CodecError;
 /// Parses a duration as Go's `time.ParseDuration` does: a sequence of
 /// decimal numbers with units `ns`, `us`, `µs`, `ms`, `s`, `m`, `h`
 /// (`60s`, `15m`, `1h30m`, `1.5s`); a bare `0` is zero.
+///
+/// ```
+/// use std::time::Duration;
+/// use rsq_codec::parse_duration;
+///
+/// assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(90 * 60));
+/// assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+/// assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+/// assert!(parse_duration("10 parsecs").is_err());
+/// ```
 pub fn parse_duration(s: &str) -> Result<Duration, CodecError> {
     let err = || CodecError::InvalidDuration(s.to_string());
     let s = s.trim();

@@ -1,5 +1,9 @@
 //! rsq-codec: the bytes of NSQ, and nothing else.
 //!
+#![doc = include_str!("../README.md")]
+//!
+//! ## What is in it
+//!
 //! This crate turns bytes into values and values into bytes for nsqd's TCP
 //! protocol V2, its disk format and nsqlookupd's producer protocol V1:
 //!

@@ -105,6 +105,25 @@ impl Request {
 
 /// Incremental decoder of a producer's requests (after the magic), for
 /// lookupd.
+///
+/// What a producer encodes, lookupd decodes, however the bytes arrive:
+///
+/// ```
+/// use bytes::BytesMut;
+/// use rsq_codec::lookup::{Request, RequestDecoder};
+///
+/// let mut wire = BytesMut::new();
+/// Request::Ping.encode(&mut wire);
+/// Request::register("orders", Some("billing")).encode(&mut wire);
+///
+/// let mut decoder = RequestDecoder::new();
+/// assert_eq!(decoder.decode(&mut wire).unwrap(), Some(Request::Ping));
+/// assert_eq!(
+///     decoder.decode(&mut wire).unwrap(),
+///     Some(Request::register("orders", Some("billing")))
+/// );
+/// assert_eq!(decoder.decode(&mut wire).unwrap(), None);
+/// ```
 #[derive(Debug, Default)]
 pub struct RequestDecoder {
     /// Set while waiting for an IDENTIFY body: the header is consumed.

@@ -130,6 +130,24 @@ impl Message {
     /// The message as a disk record: nsqd's layout, or, when it is deferred,
     /// [`DEFERRED_RECORD_TAG`] and the deferral in milliseconds (u64, big
     /// endian) before it.
+    ///
+    /// A deferred message keeps its delay through a record; the wire
+    /// layout ([`Message::to_bytes`]) has no room for it:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use bytes::Bytes;
+    /// use rsq_codec::{Message, MessageId};
+    ///
+    /// let mut msg = Message::new(MessageId::from_u64(7), 1_000, Bytes::from_static(b"later"));
+    /// msg.deferred = Some(Duration::from_secs(5));
+    ///
+    /// let back = Message::from_record(msg.to_record()).unwrap();
+    /// assert_eq!(back, msg);
+    ///
+    /// let wire = Message::decode(msg.to_bytes()).unwrap();
+    /// assert_eq!((wire.body, wire.deferred), (msg.body, None));
+    /// ```
     pub fn to_record(&self) -> Bytes {
         let Some(delay) = self.deferred else {
             return self.to_bytes();

@@ -12,6 +12,16 @@ pub const MAX_NAME_LEN: usize = 64;
 pub const EPHEMERAL_SUFFIX: &str = "#ephemeral";
 
 /// Whether `name` is a valid topic or channel name.
+///
+/// ```
+/// use rsq_codec::is_valid_name;
+///
+/// assert!(is_valid_name("orders"));
+/// assert!(is_valid_name("clicks.v2#ephemeral"));
+/// assert!(!is_valid_name("has space"));
+/// assert!(!is_valid_name("#ephemeral"));
+/// assert!(!is_valid_name(&"x".repeat(65)));
+/// ```
 pub fn is_valid_name(name: &str) -> bool {
     if name.is_empty() || name.len() > MAX_NAME_LEN {
         return false;

@@ -2,6 +2,10 @@
 //! connection's bytes, shared by the daemon (rsqd) and the load generator
 //! (rsq-bench). Depends on `snap`, `flate2` (zlib-rs backend), `crc32c` and `bytes`; does no IO.
 //!
+#![doc = include_str!("../README.md")]
+//!
+//! ## How it is used
+//!
 //! A [`Compressor`] turns a batch of plain frames into bytes for the wire,
 //! flushed so the peer can decode every frame of the batch at once (snappy
 //! framing chunks; raw DEFLATE ended by a sync flush, as Go's
@@ -125,6 +129,37 @@ fn snappy_chunk(raw: &mut snap::raw::Encoder, chunk: &[u8], out: &mut Vec<u8>) -
 }
 
 /// The receiving side of a compressed connection.
+///
+/// A few KiB of DEFLATE can say "megabytes of zeros"; one call stops after
+/// about [`MAX_DECODE_STEP`] of them, and the caller comes back for more:
+///
+/// ```
+/// use bytes::BytesMut;
+/// use rsq_compress::{Compression, Compressor, Decompressor, MAX_DECODE_STEP};
+///
+/// let zeros = vec![0u8; 3 * MAX_DECODE_STEP];
+/// let mut wire = Vec::new();
+/// Compressor::new(Compression::Deflate(9)).compress(&zeros, &mut wire).unwrap();
+/// assert!(wire.len() < 16 * 1024);
+///
+/// let mut decoder = Decompressor::new(Compression::Deflate(9));
+/// let mut input = BytesMut::from(&wire[..]);
+/// let mut plain = BytesMut::new();
+/// decoder.decompress(&mut input, &mut plain).unwrap();
+/// assert!(plain.len() < 2 * MAX_DECODE_STEP);
+///
+/// let mut calls = 1;
+/// loop {
+///     let before = plain.len();
+///     decoder.decompress(&mut input, &mut plain).unwrap();
+///     if plain.len() == before {
+///         break;
+///     }
+///     calls += 1;
+/// }
+/// assert_eq!(plain.len(), zeros.len());
+/// assert!(calls >= 3);
+/// ```
 pub struct Decompressor(Decoder);
 
 enum Decoder {

@@ -1,5 +1,9 @@
 //! rsq-diskqueue: where a topic or channel keeps what does not fit in memory.
 //!
+#![doc = include_str!("../README.md")]
+//!
+//! ## What is in it
+//!
 //! [`BackendQueue`] is the interface topics and channels use; [`MemoryQueue`]
 //! is the implementation for ephemeral topics and channels, which never touch
 //! disk; [`DiskQueue`] is nsqd's diskqueue: segment files of CRC32-checked

@@ -15,6 +15,21 @@ use crate::{BackendQueue, BackendStats, QueueError};
 /// nsqd treats ephemeral topics and channels (overflow past the memory queue
 /// is dropped silently). Without one it keeps everything, which tests use as
 /// a model of a perfect disk.
+///
+/// ```
+/// use bytes::Bytes;
+/// use rsq_diskqueue::{BackendQueue, MemoryQueue};
+///
+/// let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// runtime.block_on(async {
+///     let ephemeral = MemoryQueue::discarding(1);
+///     ephemeral.put(Bytes::from_static(b"kept")).await.unwrap();
+///     ephemeral.put(Bytes::from_static(b"dropped")).await.unwrap();
+///     assert_eq!(ephemeral.depth(), 1);
+///     assert_eq!(ephemeral.stats().discarded_records, 1);
+///     assert_eq!(ephemeral.read().await.unwrap(), "kept");
+/// });
+/// ```
 #[derive(Debug)]
 pub struct MemoryQueue {
     state: Mutex<State>,

@@ -2,6 +2,10 @@
 //! topics and channels over TCP; consumers and tools ask over HTTP where a
 //! topic is produced.
 //!
+#![doc = include_str!("../README.md")]
+//!
+//! ## What is in it
+//!
 //! - [`registry`]: the registration database as plain data (no IO, time
 //!   passed in as `now`);
 //! - [`session`]: one producer connection's protocol state, applied to the
@@ -67,6 +71,46 @@ impl Lookupd {
 
 /// Runs lookupd on bound listeners until `shutdown` resolves, then stops
 /// accepting and closes every producer connection.
+///
+/// A lookupd on ports the system picks, answering a producer's `PING`,
+/// then stopped:
+///
+/// ```
+/// use rsq_codec::lookup::{Request, ResponseDecoder, MAGIC_V1};
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// use tokio::net::{TcpListener, TcpStream};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+/// runtime.block_on(async {
+///     let tcp = TcpListener::bind("127.0.0.1:0").await?;
+///     let http = TcpListener::bind("127.0.0.1:0").await?;
+///     let tcp_addr = tcp.local_addr()?;
+///     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+///     let daemon = tokio::spawn(rsq_lookupd::run(tcp, http, Default::default(), async {
+///         let _ = stopped.await;
+///     }));
+///
+///     let mut producer = TcpStream::connect(tcp_addr).await?;
+///     let mut out = bytes::BytesMut::from(&MAGIC_V1[..]);
+///     Request::Ping.encode(&mut out);
+///     producer.write_all(&out).await?;
+///     let mut replies = ResponseDecoder::new(1024);
+///     let mut input = bytes::BytesMut::new();
+///     let reply = loop {
+///         if let Some(reply) = replies.decode(&mut input)? {
+///             break reply;
+///         }
+///         assert!(producer.read_buf(&mut input).await? > 0, "lookupd closed");
+///     };
+///     assert_eq!(reply, "OK");
+///
+///     let _ = stop.send(());
+///     daemon.await??;
+///     Ok::<(), Box<dyn std::error::Error>>(())
+/// })
+/// # }
+/// ```
 pub async fn run(
     tcp: TcpListener,
     http: TcpListener,

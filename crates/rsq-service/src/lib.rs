@@ -1,6 +1,10 @@
 //! rsq-service: what every rsq daemon (rsqd, rsq-lookupd) shares at its
 //! edges, so the two binaries differ only in what they serve.
 //!
+#![doc = include_str!("../README.md")]
+//!
+//! ## What is in it
+//!
 //! - [`http`]: the shapes of NSQ's HTTP API answers: `{"message": CODE}`
 //!   errors ([`ApiError`]), JSON bodies, query parameters, the 404/405
 //!   fallbacks and the `X-NSQ-Content-Type` header;

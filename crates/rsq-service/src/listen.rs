@@ -30,6 +30,20 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use crate::ServiceError;
 
 /// An address to listen on.
+///
+/// Parsed as nsqd tells them apart:
+///
+/// ```
+/// use rsq_service::ListenAddr;
+///
+/// let tcp: ListenAddr = "127.0.0.1:4150".parse().unwrap();
+/// assert_eq!(tcp, ListenAddr::Tcp("127.0.0.1:4150".parse().unwrap()));
+/// assert_eq!(tcp.port(), Some(4150));
+/// let host: ListenAddr = "localhost:4151".parse().unwrap();
+/// assert_eq!(host, ListenAddr::Host { host: "localhost".into(), port: 4151 });
+/// let unix: ListenAddr = "/run/nsq:1/tcp.sock".parse().unwrap();
+/// assert!(unix.is_unix() && unix.port().is_none());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ListenAddr {
     /// A TCP address given as `ip:port` (`[v6]:port` for IPv6).

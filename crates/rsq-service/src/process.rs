@@ -74,6 +74,16 @@ pub fn announce(what: &str, addr: impl Display) {
 
 /// Reads a line [`announce`] logged, as the formatter printed it: the
 /// listener's name and address, or `None` for any other line.
+///
+/// ```
+/// use rsq_service::parse_announcement;
+///
+/// let text = "2026-01-01T00:00:00Z  INFO rsq::listen: TCP: listening on 127.0.0.1:4150";
+/// assert_eq!(parse_announcement(text), Some(("TCP", "127.0.0.1:4150".parse().unwrap())));
+/// let json = r#"{"fields":{"message":"HTTP: listening on [::1]:4151"}}"#;
+/// assert_eq!(parse_announcement(json), Some(("HTTP", "[::1]:4151".parse().unwrap())));
+/// assert_eq!(parse_announcement("INFO rsqd: serving"), None);
+/// ```
 pub fn parse_announcement(line: &str) -> Option<(&str, SocketAddr)> {
     let (head, addr) = line.split_once(": listening on ")?;
     // In a JSON line the name follows the message's opening quote.

@@ -11,6 +11,18 @@ use rsq_diskqueue::QueueError;
 /// the implementor's own error is: build it with [`ChannelError::new`] from
 /// any `std::error::Error + Send + Sync` value, a `String` or a `&str`. It
 /// displays as the wrapped error and forwards its `source`.
+///
+/// ```
+/// use rsq_topic::ChannelError;
+///
+/// let io = std::io::Error::new(std::io::ErrorKind::StorageFull, "disk full");
+/// let err = ChannelError::new(io);
+/// assert_eq!(err.to_string(), "disk full");
+/// // The implementor gets its own error back.
+/// let back = err.into_inner().downcast::<std::io::Error>().unwrap();
+/// assert_eq!(back.kind(), std::io::ErrorKind::StorageFull);
+/// assert_eq!(ChannelError::new("closed").to_string(), "closed");
+/// ```
 pub struct ChannelError(
     Box<dyn std::error::Error + Send + Sync + 'static>,
     /// With [`ChannelError::disk_full`]: the messages the channel did not

@@ -1,6 +1,10 @@
 //! rsq-topic: a topic receives published messages and its pump copies each
 //! one into every channel.
 //!
+#![doc = include_str!("../README.md")]
+//!
+//! ## What is in it
+//!
 //! Depends on rsq-codec for messages and rsq-diskqueue for the backend it
 //! overflows into; it reaches channels only through the [`TopicChannel`]
 //! trait, so it does not depend on rsq-channel. The daemon implements that

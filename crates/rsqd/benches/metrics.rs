@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use rsq_channel::SystemClock;
-use rsqd::context::Nsqd;
-use rsqd::options::Options;
+use rsqd::{Nsqd, Options};
 use tower::ServiceExt;
 
 const TOPICS: usize = 10_000;

@@ -154,12 +154,4 @@ impl ClientInfo {
     pub fn auth(&self) -> Option<AuthIdentity> {
         self.auth.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
-
-    /// The topic and channel this client consumes, if subscribed.
-    pub fn subscription(&self) -> Option<(String, Arc<Channel>)> {
-        self.subscription
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
 }

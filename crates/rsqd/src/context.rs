@@ -30,7 +30,7 @@ use crate::options::{Options, VERSION};
 pub type DaemonTopic = Topic<ChannelHandle>;
 
 /// The real channel, as seen by a topic's pump, with its own attempt
-/// limit if it was given one (see [`crate::dead_letter`]).
+/// limit if it was given one (see `dead_letter.rs`).
 pub struct ChannelHandle(pub Arc<Channel>, pub(crate) ChannelLimit);
 
 impl std::ops::Deref for ChannelHandle {
@@ -268,11 +268,11 @@ impl DrainLeft {
 /// The daemon.
 pub struct Nsqd {
     /// The options it was started with.
-    pub opts: Arc<Options>,
+    pub(crate) opts: Arc<Options>,
     /// All time is read here.
-    pub clock: Arc<dyn Clock>,
+    pub(crate) clock: Arc<dyn Clock>,
     /// Start time, seconds since the epoch.
-    pub start_time: i64,
+    pub(crate) start_time: i64,
     ids: IdGenerator,
     topics: Mutex<BTreeMap<String, Arc<DaemonTopic>>>,
     clients: Mutex<HashMap<u64, Arc<ClientInfo>>>,
@@ -293,7 +293,7 @@ pub struct Nsqd {
     /// The lookupd connections, set by [`Nsqd::start_lookup`].
     lookup: OnceLock<LookupPeers>,
     /// The client of the auth servers, for AUTH.
-    pub auth: AuthClient,
+    pub(crate) auth: AuthClient,
     /// This daemon, for the lookupd snapshot closure (no cycle).
     this: Weak<Nsqd>,
 }
@@ -407,12 +407,12 @@ impl Nsqd {
     }
 
     /// The lookupd peers, once started.
-    pub fn lookup(&self) -> Option<&LookupPeers> {
+    pub(crate) fn lookup(&self) -> Option<&LookupPeers> {
         self.lookup.get()
     }
 
     /// Closes the lookupd connections (they then forget this daemon).
-    pub async fn stop_lookup(&self) {
+    pub(crate) async fn stop_lookup(&self) {
         if let Some(peers) = self.lookup.get() {
             peers.shutdown().await;
         }
@@ -430,22 +430,22 @@ impl Nsqd {
     }
 
     /// A new message id.
-    pub fn new_id(&self) -> MessageId {
+    pub(crate) fn new_id(&self) -> MessageId {
         self.ids.next(self.clock.unix_nanos())
     }
 
     /// A new message stamped now.
-    pub fn new_message(&self, body: bytes::Bytes) -> Message {
+    pub(crate) fn new_message(&self, body: bytes::Bytes) -> Message {
         Message::new(self.new_id(), self.clock.unix_nanos(), body)
     }
 
     /// Whether shutdown has begun.
-    pub fn is_exiting(&self) -> bool {
+    pub(crate) fn is_exiting(&self) -> bool {
         self.exiting.load(Ordering::SeqCst)
     }
 
     /// `None` when healthy, else the last storage error.
-    pub fn health(&self) -> Option<String> {
+    pub(crate) fn health(&self) -> Option<String> {
         lock(&self.health).clone()
     }
 
@@ -464,7 +464,7 @@ impl Nsqd {
     /// Publishes messages to a topic, creating it if needed: one message
     /// with `Topic::put`, more as one all-or-nothing `Topic::put_many`. A
     /// storage failure marks the daemon unhealthy; the next success clears it.
-    pub async fn publish(
+    pub(crate) async fn publish(
         &self,
         topic_name: &str,
         mut msgs: Vec<Message>,
@@ -536,7 +536,7 @@ impl Nsqd {
     /// Turns drain mode on or off. While on, every publish is refused
     /// ([`ContextError::Draining`]) and consumers are served as usual;
     /// [`Nsqd::drained`] resolves once nothing is left to deliver.
-    pub fn set_draining(&self, on: bool) {
+    pub(crate) fn set_draining(&self, on: bool) {
         if self.draining.swap(on, Ordering::AcqRel) != on {
             tracing::warn!(
                 draining = on,
@@ -553,7 +553,7 @@ impl Nsqd {
 
     /// What is left to deliver (see [`DrainLeft`]); topics without channels
     /// do not count, as they have nowhere to drain to.
-    pub fn drain_left(&self) -> DrainLeft {
+    pub(crate) fn drain_left(&self) -> DrainLeft {
         let mut left = DrainLeft::default();
         for topic in self.topics() {
             let channels = topic.channels();
@@ -573,7 +573,7 @@ impl Nsqd {
     /// turning drain mode off meanwhile starts the wait over. Then logs,
     /// at warn level, every topic without channels that still holds
     /// messages (they stay on disk).
-    pub async fn drained(&self) {
+    pub(crate) async fn drained(&self) {
         loop {
             let changed = self.drain_changed.notified();
             tokio::pin!(changed);
@@ -665,7 +665,7 @@ impl Nsqd {
     /// next one, which covers them all, so N concurrent changes cost one or
     /// two writes, not N. After the shutdown's final write, nothing is
     /// written (the topic map is being emptied).
-    pub async fn persist_metadata(&self) -> anyhow::Result<()> {
+    pub(crate) async fn persist_metadata(&self) -> anyhow::Result<()> {
         self.write_metadata(false).await
     }
 
@@ -726,7 +726,7 @@ impl Nsqd {
 
     /// Records that topic `topic`'s entry (its pause, its channels and
     /// theirs) changed, before the change is written.
-    pub fn mark_changed(&self, topic: &str) {
+    pub(crate) fn mark_changed(&self, topic: &str) {
         // An ephemeral topic is never in `nsqd.dat`.
         if !is_ephemeral(topic) {
             lock(&self.metadata.dirty).insert(topic.to_string());
@@ -742,7 +742,7 @@ impl Nsqd {
     /// channel's queue files stay on disk and are served again once it is
     /// created again. A failed write is logged and never fails the request,
     /// which already took effect.
-    pub async fn metadata_changed(&self) {
+    pub(crate) async fn metadata_changed(&self) {
         if self.opts.durable {
             return self.persist_metadata_logged().await;
         }
@@ -755,7 +755,7 @@ impl Nsqd {
     /// Writes `nsqd.dat` and waits, logging instead of failing: a pause or
     /// unpause is persisted before it is acknowledged, as nsqd does, so a
     /// crash never (un)pauses a topic behind the operator's back.
-    pub async fn persist_metadata_logged(&self) {
+    pub(crate) async fn persist_metadata_logged(&self) {
         if let Err(e) = self.persist_metadata().await {
             tracing::error!(error = %e, "cannot write metadata");
         }
@@ -779,29 +779,32 @@ impl Nsqd {
     }
 
     /// All topics, sorted by name.
-    pub fn topics(&self) -> Vec<Arc<DaemonTopic>> {
+    pub(crate) fn topics(&self) -> Vec<Arc<DaemonTopic>> {
         lock(&self.topics).values().cloned().collect()
     }
 
     /// The group commits of every `--durable` queue, counted together
     /// (all zero without `--durable`).
-    pub fn commit_stats(&self) -> CommitSnapshot {
+    pub(crate) fn commit_stats(&self) -> CommitSnapshot {
         self.factory.commit_stats.snapshot()
     }
 
     /// How many topics exist.
-    pub fn topic_count(&self) -> u64 {
+    pub(crate) fn topic_count(&self) -> u64 {
         lock(&self.topics).len() as u64
     }
 
     /// The topic named `name`, if it exists.
-    pub fn topic(&self, name: &str) -> Option<Arc<DaemonTopic>> {
+    pub(crate) fn topic(&self, name: &str) -> Option<Arc<DaemonTopic>> {
         lock(&self.topics).get(name).cloned()
     }
 
     /// Finds or creates a topic; a new one is started at once unless
     /// metadata is still loading, and metadata is written.
-    pub async fn get_or_create_topic(&self, name: &str) -> Result<Arc<DaemonTopic>, ContextError> {
+    pub(crate) async fn get_or_create_topic(
+        &self,
+        name: &str,
+    ) -> Result<Arc<DaemonTopic>, ContextError> {
         if let Some(topic) = self.topic(name) {
             return Ok(topic);
         }
@@ -861,7 +864,7 @@ impl Nsqd {
     }
 
     /// Deletes a topic with its channels and files.
-    pub async fn delete_topic(&self, name: &str) -> Result<(), ContextError> {
+    pub(crate) async fn delete_topic(&self, name: &str) -> Result<(), ContextError> {
         let topic = lock(&self.topics)
             .remove(name)
             .ok_or(ContextError::TopicNotFound)?;
@@ -879,7 +882,7 @@ impl Nsqd {
     }
 
     /// Deletes one channel; an ephemeral topic left without channels goes too.
-    pub async fn delete_channel(
+    pub(crate) async fn delete_channel(
         &self,
         topic_name: &str,
         channel: &str,
@@ -903,22 +906,22 @@ impl Nsqd {
     }
 
     /// A new TCP client's id and registration for stats.
-    pub fn register_client(&self, info: Arc<ClientInfo>) {
+    pub(crate) fn register_client(&self, info: Arc<ClientInfo>) {
         lock(&self.clients).insert(info.id, info);
     }
 
     /// The next client id.
-    pub fn next_client_id(&self) -> u64 {
+    pub(crate) fn next_client_id(&self) -> u64 {
         self.next_client_id.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Forgets a disconnected client.
-    pub fn unregister_client(&self, id: u64) {
+    pub(crate) fn unregister_client(&self, id: u64) {
         lock(&self.clients).remove(&id);
     }
 
     /// Every connected client.
-    pub fn clients(&self) -> Vec<Arc<ClientInfo>> {
+    pub(crate) fn clients(&self) -> Vec<Arc<ClientInfo>> {
         let mut clients: Vec<_> = lock(&self.clients).values().cloned().collect();
         clients.sort_by_key(|c| c.id);
         clients

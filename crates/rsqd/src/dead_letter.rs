@@ -163,13 +163,13 @@ impl ChannelLimit {
 impl ChannelHandle {
     /// Gives the channel its own attempt limit (from `/channel/create` or
     /// `nsqd.dat`); returns whether it differs from what it had.
-    pub fn set_max_attempts(&self, max_attempts: u16) -> bool {
+    pub(crate) fn set_max_attempts(&self, max_attempts: u16) -> bool {
         self.0.set_max_attempts(max_attempts);
         self.1.set(max_attempts)
     }
 
     /// The channel's own attempt limit, if it was given one.
-    pub fn own_max_attempts(&self) -> Option<u16> {
+    pub(crate) fn own_max_attempts(&self) -> Option<u16> {
         self.1.get()
     }
 }
@@ -177,7 +177,7 @@ impl ChannelHandle {
 impl Nsqd {
     /// Sets channel `channel` of `topic`'s own attempt limit and persists
     /// it, when it changed (under `--durable`, before returning).
-    pub async fn set_max_attempts(
+    pub(crate) async fn set_max_attempts(
         &self,
         topic: &DaemonTopic,
         channel: &Arc<ChannelHandle>,

@@ -6,7 +6,7 @@
 //! stopped: it locks the directory as the daemon does (so it refuses to run
 //! beside an rsqd or an nsqd), reads `nsqd.dat`, converts every topic's and
 //! every channel's queue with [`rsq_diskqueue::downgrade`] under the same
-//! configuration the daemon opens it with ([`disk_queue_config`]), and
+//! configuration the daemon opens it with (`disk_queue_config` in `context.rs`), and
 //! finally rewrites `nsqd.dat` in Go nsqd v1.3.0's exact JSON. Each queue's
 //! conversion is crash-safe and a queue already in Go's format is only
 //! settled, so an interrupted or failed run is finished by running it again
@@ -211,7 +211,7 @@ impl fmt::Display for Summary {
 /// Removes rsq's deferral tag from a disk record, giving the plain nsqd
 /// message Go nsqd reads, and says whether there was one. A record that
 /// does not decode as a message is returned unchanged.
-pub fn strip_deferral(record: Bytes) -> (Bytes, bool) {
+pub(crate) fn strip_deferral(record: Bytes) -> (Bytes, bool) {
     match Message::from_record(record.clone()) {
         Ok(mut msg) if msg.deferred.is_some() => {
             msg.deferred = None;

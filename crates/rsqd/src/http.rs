@@ -95,7 +95,7 @@ pub fn router(ctx: Arc<Nsqd>) -> Router {
 
 /// Serves the HTTP API on `listener` (TCP or unix socket) until `shutdown`
 /// resolves.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: Listener,
     ctx: Arc<Nsqd>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -130,7 +130,7 @@ fn info_port(addr: &rsq_service::ListenAddr) -> i32 {
 }
 
 /// Serves the HTTP API over TLS (`--https-address`) until `shutdown` resolves.
-pub async fn serve_tls(
+pub(crate) async fn serve_tls(
     listener: Listener,
     config: Arc<rustls::ServerConfig>,
     ctx: Arc<Nsqd>,

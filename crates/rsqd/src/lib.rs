@@ -1,23 +1,30 @@
 //! rsqd: the daemon. Flags, the TCP (protocol V2) and HTTP servers, the
 //! metadata file, stats and shutdown, composed from the rsq crates.
 //!
+#![doc = include_str!("../README.md")]
+//!
+//! ## What is in it
+//!
 //! The binary (`main.rs`) parses options, binds the listeners and calls
 //! [`run`]; tests start the real binary. This crate is the only one that
 //! maps library errors to nsqd's protocol and HTTP error codes.
 
-pub mod auth;
-pub mod client;
-pub mod context;
-pub mod dead_letter;
-pub mod dirlock;
+// The public modules are the pieces the integration tests, benchmarks
+// and fuzz targets drive directly; each keeps only those items public.
+// Everything else is the daemon's own.
+pub(crate) mod auth;
+pub(crate) mod client;
+pub(crate) mod context;
+pub(crate) mod dead_letter;
+pub(crate) mod dirlock;
 pub mod downgrade;
 pub mod http;
 pub mod lookup;
 pub mod metadata;
-pub mod metrics;
-pub mod options;
-pub mod stats;
-pub mod statsd;
+pub(crate) mod metrics;
+pub(crate) mod options;
+pub(crate) mod stats;
+pub(crate) mod statsd;
 pub mod tcp;
 
 use std::sync::Arc;
@@ -26,8 +33,10 @@ use rsq_channel::SystemClock;
 use rsq_service::{Listener, StopSignal};
 use tokio::sync::watch;
 
-pub use context::Nsqd;
-pub use dirlock::DirLock;
+// `Nsqd` is what the benchmarks and the HTTP fuzz target build a daemon
+// from; `get_or_create_channel` answers with the other three.
+pub use context::{ChannelHandle, ContextError, DaemonTopic, Nsqd};
+pub use dirlock::{DirLock, DirLockError};
 pub use options::{Options, SigtermMode};
 
 /// Runs the daemon on bound listeners (TCP or unix socket) until a stop

@@ -56,7 +56,7 @@ pub struct PeerIdentity {
 
 /// What a lookupd says about itself in reply to IDENTIFY.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
-pub struct LookupdInfo {
+pub(crate) struct LookupdInfo {
     /// Its producer TCP port.
     #[serde(default)]
     pub tcp_port: u16,
@@ -113,7 +113,7 @@ impl Default for LookupConfig {
 
 impl PeerIdentity {
     /// The IDENTIFY request carrying this identity as its JSON body.
-    pub fn identify(&self) -> Request {
+    pub(crate) fn identify(&self) -> Request {
         // Serializing plain strings and integers cannot fail.
         let body = serde_json::to_vec(self).unwrap_or_default();
         Request::Identify {
@@ -124,7 +124,7 @@ impl PeerIdentity {
 
 /// The REGISTERs that announce `snapshot`: one per channel, or one
 /// topic-only REGISTER for a topic without channels (as nsqd sends them).
-pub fn registrations(snapshot: Vec<(String, Vec<String>)>) -> Vec<Request> {
+pub(crate) fn registrations(snapshot: Vec<(String, Vec<String>)>) -> Vec<Request> {
     let mut commands = Vec::new();
     for (topic, channels) in snapshot {
         if channels.is_empty() {
@@ -140,7 +140,7 @@ pub fn registrations(snapshot: Vec<(String, Vec<String>)>) -> Vec<Request> {
 
 /// Exponential backoff between reconnection attempts.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     min: Duration,
     max: Duration,
     next: Duration,
@@ -171,7 +171,7 @@ impl Backoff {
 
 /// Why a lookupd connection failed or ended.
 #[derive(Debug, thiserror::Error)]
-pub enum LookupError {
+pub(crate) enum LookupError {
     /// The socket failed or lookupd closed it.
     #[error("lookupd connection: {0}")]
     Io(#[from] std::io::Error),

@@ -26,11 +26,11 @@ use journal::Replay;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The file name inside the data path.
-pub const METADATA_FILE: &str = "nsqd.dat";
+pub(crate) const METADATA_FILE: &str = "nsqd.dat";
 
 /// The version Go nsqd v1.3.0 writes in `nsqd.dat`, which `rsqd downgrade`
 /// writes back (rsqd itself writes [`crate::options::VERSION`]).
-pub const NSQD_VERSION: &str = "1.3.0";
+pub(crate) const NSQD_VERSION: &str = "1.3.0";
 
 /// The whole file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -62,7 +62,7 @@ pub struct ChannelMetadata {
     /// Whether the channel is paused.
     pub paused: bool,
     /// The channel's own attempt limit (rsq only, see
-    /// [`crate::dead_letter`]): written only when set, so a data dir that
+    /// `--max-attempts` and `dead_letter.rs`): written only when set, so a data dir that
     /// never had one is byte for byte nsqd's; Go nsqd ignores the key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u16>,
@@ -103,13 +103,13 @@ pub enum MetadataError {
 }
 
 /// The path of `nsqd.dat` in `data_path`.
-pub fn path_in(data_path: &Path) -> PathBuf {
+pub(crate) fn path_in(data_path: &Path) -> PathBuf {
     data_path.join(METADATA_FILE)
 }
 
 /// Parses the bytes of an `nsqd.dat` as nsqd reads them (see the module
 /// docs): `Err` only for a file nsqd would refuse too.
-pub fn parse(bytes: &[u8]) -> Result<Metadata, serde_json::Error> {
+pub(crate) fn parse(bytes: &[u8]) -> Result<Metadata, serde_json::Error> {
     // Go replaces invalid UTF-8 with U+FFFD instead of failing; valid
     // input is borrowed, not copied.
     let text = String::from_utf8_lossy(bytes);
@@ -118,13 +118,27 @@ pub fn parse(bytes: &[u8]) -> Result<Metadata, serde_json::Error> {
 }
 
 /// Encodes metadata in nsqd's exact shape (see the module docs).
-pub fn to_json(meta: &Metadata) -> Result<Vec<u8>, MetadataError> {
+pub(crate) fn to_json(meta: &Metadata) -> Result<Vec<u8>, MetadataError> {
     serde_json::to_vec(meta).map_err(MetadataError::Encode)
 }
 
 /// Reads `nsqd.dat` and applies its journal: `Ok(None)` when there is no
 /// `nsqd.dat`, an error when it cannot be read, is not nsqd's JSON, or its
 /// journal is damaged. Changes nothing on disk.
+///
+/// ```
+/// let dir = std::env::temp_dir().join(format!("rsqd-metadata-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// assert_eq!(rsqd::metadata::read(&dir).unwrap(), None);
+///
+/// // nsqd.dat as Go nsqd v1.3.0 writes it.
+/// let go = r#"{"topics":[{"channels":[{"name":"billing","paused":true}],"name":"orders","paused":false}],"version":"1.3.0"}"#;
+/// std::fs::write(dir.join("nsqd.dat"), go).unwrap();
+/// let meta = rsqd::metadata::read(&dir).unwrap().expect("nsqd.dat exists");
+/// assert_eq!(meta.topics[0].name, "orders");
+/// assert!(meta.topics[0].channels[0].paused);
+/// std::fs::remove_dir_all(&dir).unwrap();
+/// ```
 pub fn read(data_path: &Path) -> Result<Option<Metadata>, MetadataError> {
     let Some((bytes, mut meta)) = read_whole(data_path)? else {
         return Ok(None);
@@ -172,7 +186,7 @@ fn read_whole(data_path: &Path) -> Result<Option<(Vec<u8>, Metadata)>, MetadataE
 /// and serves what its queues hold. A file that cannot be read, or a
 /// corrupt one that cannot be moved aside, is an error: starting without it
 /// would write a new `nsqd.dat` over the only list of the topics.
-pub fn load(data_path: &Path) -> Result<Metadata, MetadataError> {
+pub(crate) fn load(data_path: &Path) -> Result<Metadata, MetadataError> {
     match read(data_path) {
         Ok(meta) => Ok(meta.unwrap_or_default()),
         Err(e @ MetadataError::CorruptJournal { .. }) => {
@@ -219,7 +233,7 @@ fn quarantine(
 
 /// Writes `nsqd.dat` atomically, in nsqd's shape, then starts an empty
 /// journal for it.
-pub fn save(data_path: &Path, meta: &Metadata) -> Result<(), MetadataError> {
+pub(crate) fn save(data_path: &Path, meta: &Metadata) -> Result<(), MetadataError> {
     let json = save_whole(data_path, meta)?;
     journal::start(data_path, &json)
 }

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::{ChannelMetadata, Metadata, MetadataError, TopicMetadata};
 
 /// The journal's file name inside the data path.
-pub const JOURNAL_FILE: &str = "nsqd.dat.journal";
+pub(crate) const JOURNAL_FILE: &str = "nsqd.dat.journal";
 
 /// Changes journaled before `nsqd.dat` is written whole again.
 pub const COMPACT_AFTER: usize = 1024;
@@ -38,7 +38,7 @@ pub const COMPACT_AFTER: usize = 1024;
 /// happened in between (a delete and a create with other channels, say).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
-pub enum Change {
+pub(crate) enum Change {
     /// The topic exists, with exactly these channels.
     Topic {
         /// Topic name.
@@ -62,13 +62,13 @@ struct Header {
 }
 
 /// The journal's path in `data_path`.
-pub fn path_in(data_path: &Path) -> PathBuf {
+pub(crate) fn path_in(data_path: &Path) -> PathBuf {
     data_path.join(JOURNAL_FILE)
 }
 
 /// Applies `change` to `meta`, whose topics are sorted by name (as rsqd
 /// writes them), keeping them sorted.
-pub fn apply(meta: &mut Metadata, change: &Change) {
+pub(crate) fn apply(meta: &mut Metadata, change: &Change) {
     let at = |name: &str| meta.topics.binary_search_by(|t| t.name.as_str().cmp(name));
     match change {
         Change::Topic {
@@ -101,7 +101,7 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Metadat
 
 /// Starts an empty journal for the `nsqd.dat` whose bytes are `base`,
 /// replacing any older one atomically.
-pub fn start(data_path: &Path, base: &[u8]) -> Result<(), MetadataError> {
+pub(crate) fn start(data_path: &Path, base: &[u8]) -> Result<(), MetadataError> {
     let path = path_in(data_path);
     let tmp = data_path.join(format!("{JOURNAL_FILE}.{}.tmp", std::process::id()));
     let mut header = serde_json::to_vec(&Header {
@@ -121,7 +121,7 @@ pub fn start(data_path: &Path, base: &[u8]) -> Result<(), MetadataError> {
 }
 
 /// Appends `changes` and fdatasyncs them: durable when it returns.
-pub fn append(data_path: &Path, changes: &[Change]) -> Result<(), MetadataError> {
+pub(crate) fn append(data_path: &Path, changes: &[Change]) -> Result<(), MetadataError> {
     let path = path_in(data_path);
     let mut lines = Vec::new();
     for change in changes {
@@ -138,7 +138,7 @@ pub fn append(data_path: &Path, changes: &[Change]) -> Result<(), MetadataError>
 }
 
 /// Removes the journal (after `rsqd downgrade` wrote `nsqd.dat` for Go).
-pub fn remove(data_path: &Path) -> Result<(), MetadataError> {
+pub(crate) fn remove(data_path: &Path) -> Result<(), MetadataError> {
     let path = path_in(data_path);
     match fs::remove_file(&path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("cannot remove", &path)(e)),
@@ -148,7 +148,7 @@ pub fn remove(data_path: &Path) -> Result<(), MetadataError> {
 
 /// What reading the journal found.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Replay {
+pub(crate) enum Replay {
     /// No journal, or one for another `nsqd.dat`: nothing applies.
     None,
     /// These changes apply, in order.
@@ -159,7 +159,7 @@ pub enum Replay {
 
 /// Reads the journal for the `nsqd.dat` whose bytes are `base`. Changes
 /// nothing on disk.
-pub fn read(data_path: &Path, base: &[u8]) -> Result<Replay, MetadataError> {
+pub(crate) fn read(data_path: &Path, base: &[u8]) -> Result<Replay, MetadataError> {
     let path = path_in(data_path);
     match fs::read(&path) {
         Ok(bytes) => Ok(parse(&bytes, crc32fast::hash(base))),
@@ -169,7 +169,7 @@ pub fn read(data_path: &Path, base: &[u8]) -> Result<Replay, MetadataError> {
 }
 
 /// Parses journal bytes for a base with CRC32 `base_crc32`.
-pub fn parse(bytes: &[u8], base_crc32: u32) -> Replay {
+pub(crate) fn parse(bytes: &[u8], base_crc32: u32) -> Replay {
     let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
     // After the last newline: nothing, or a line a crash tore, which was
     // never acknowledged.

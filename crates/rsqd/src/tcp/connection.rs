@@ -205,7 +205,7 @@ impl Connection {
     }
 
     /// The settings the connection runs with now.
-    pub fn settings(&self) -> &Negotiated {
+    pub(crate) fn settings(&self) -> &Negotiated {
         &self.settings
     }
 
@@ -330,7 +330,7 @@ impl Connection {
     /// than fails: the error is the one a failed publish gets
     /// (`E_PUB_FAILED` and friends, with `reason`), but the connection stays
     /// open, so the client can go on consuming or publish again later.
-    pub fn handle_refused(&mut self, reason: &str) {
+    pub(crate) fn handle_refused(&mut self, reason: &str) {
         let Some(Pending::Publish(verb)) = self.pending else {
             // Only publishes are refused; anything else is answered as a failure.
             self.handle_done(Err(reason.to_string()));

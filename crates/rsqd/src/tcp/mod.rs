@@ -16,7 +16,7 @@ mod connection;
 mod identify;
 mod session;
 mod stream;
-pub mod tls;
+pub(crate) mod tls;
 mod writer;
 
 use std::sync::Arc;
@@ -28,17 +28,17 @@ use tokio::task::JoinSet;
 use crate::context::Nsqd;
 
 pub use connection::{Action, Connection};
-pub use identify::{negotiate, IdentifyRequest, Negotiated};
+pub(crate) use identify::{IdentifyRequest, Negotiated};
 
 /// The TLS server configuration, when `--tls-cert` and `--tls-key` are set
 /// (built by [`tls::server_config`]).
-pub type TlsConfig = Option<Arc<rustls::ServerConfig>>;
+pub(crate) type TlsConfig = Option<Arc<rustls::ServerConfig>>;
 
 /// Accepts clients on `listener` (TCP or unix socket) until `shutdown`
 /// turns true, then closes every connection and returns once they are all
 /// gone (dropping the listener removes its socket file). `tls` is offered
 /// to clients that ask `tls_v1` in IDENTIFY.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: Listener,
     ctx: Arc<Nsqd>,
     tls: TlsConfig,
