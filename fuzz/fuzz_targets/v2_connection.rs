@@ -1,5 +1,5 @@
 //! Fuzz target: rsqd's protocol V2 connection state machine
-//! (`rsqd::tcp::Connection`), which does no IO, driven with arbitrary client
+//! (`rsq_protocol::Connection`), which does no IO, driven with arbitrary client
 //! bytes and a scripted daemon.
 //!
 //! Input layout: byte 0 picks the daemon's options (defaults, AUTH
@@ -19,42 +19,45 @@
 #![no_main]
 
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use rsq_codec::{Frame, FrameDecoder, ProtocolError, MAGIC_V2};
-use rsqd::tcp::{Action, Connection};
-use rsqd::Options;
+use rsq_protocol::{Action, Connection, ProtocolConfig};
 
-fn presets() -> &'static [Arc<Options>; 4] {
-    static PRESETS: OnceLock<[Arc<Options>; 4]> = OnceLock::new();
+fn presets() -> &'static [ProtocolConfig; 4] {
+    static PRESETS: OnceLock<[ProtocolConfig; 4]> = OnceLock::new();
     PRESETS.get_or_init(|| {
-        let load = |flags: &[&str]| {
-            let mut args = vec!["rsqd"];
-            args.extend_from_slice(flags);
-            Arc::new(Options::load_from(args).expect("preset options"))
-        };
+        let base = ProtocolConfig::default;
         [
-            load(&[]),
-            load(&["--auth-http-address=127.0.0.1:1"]),
-            load(&[
-                "--max-rdy-count=3",
-                "--max-msg-size=8",
-                "--max-body-size=32",
-                "--max-req-timeout=1s",
-            ]),
-            load(&[
-                "--max-heartbeat-interval=2s",
-                "--max-output-buffer-size=100",
-            ]),
+            base(),
+            ProtocolConfig {
+                auth_required: true,
+                ..base()
+            },
+            ProtocolConfig {
+                max_rdy_count: 3,
+                max_msg_size: 8,
+                max_body_size: 32,
+                max_req_timeout: Duration::from_secs(1),
+                ..base()
+            },
+            ProtocolConfig {
+                max_heartbeat_interval: Duration::from_secs(2),
+                max_output_buffer_size: 100,
+                ..base()
+            },
         ]
     })
 }
 
 /// Runs the machine over `chunks` and returns what it did, as text.
-fn drive(opts: &Arc<Options>, tls: bool, answers: u8, chunks: &[&[u8]]) -> Vec<String> {
-    let mut conn = Connection::new(opts.clone(), tls);
+fn drive(opts: &ProtocolConfig, tls: bool, answers: u8, chunks: &[&[u8]]) -> Vec<String> {
+    let mut conn = Connection::new(Arc::new(ProtocolConfig {
+        tls_available: tls,
+        ..opts.clone()
+    }));
     conn.input().extend_from_slice(MAGIC_V2);
     let now = Instant::now();
     let mut seen = Vec::new();

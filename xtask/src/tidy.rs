@@ -102,8 +102,9 @@ fn codec_does_no_io() {
 #[test]
 fn state_machines_do_no_io() {
     for file in [
-        "crates/rsqd/src/tcp/connection.rs",
-        "crates/rsqd/src/tcp/identify.rs",
+        "crates/rsq-protocol/src/connection.rs",
+        "crates/rsq-protocol/src/identify.rs",
+        "crates/rsq-protocol/src/auth.rs",
         "crates/rsq-channel/src/state.rs",
         "crates/rsq-channel/src/in_flight.rs",
         "crates/rsq-channel/src/deferred.rs",
@@ -125,6 +126,36 @@ fn state_machines_do_no_io() {
                 "{file} uses {forbidden}: a state machine does no IO and never reads the clock"
             );
         }
+    }
+}
+
+/// The V2 connection machine's crate cannot do IO: it depends on no
+/// runtime, network, TLS or HTTP crate and on no crate of the daemon, so
+/// the compiler, not this text search, keeps it sans-IO.
+#[test]
+fn protocol_depends_on_nothing_that_does_io() {
+    let manifest = read(&project_root().join("crates/rsq-protocol/Cargo.toml"));
+    let deps = manifest
+        .split("[dependencies]")
+        .nth(1)
+        .and_then(|rest| rest.split("\n[").next())
+        .unwrap_or("");
+    for forbidden in [
+        "tokio",
+        "mio",
+        "hyper",
+        "axum",
+        "rustls",
+        "rsqd",
+        "rsq-service",
+        "rsq-diskqueue",
+        "rsq-channel",
+        "rsq-topic",
+    ] {
+        assert!(
+            !deps.lines().any(|l| l.trim_start().starts_with(forbidden)),
+            "rsq-protocol depends on {forbidden}: it must stay free of IO"
+        );
     }
 }
 

@@ -6,8 +6,8 @@
 //! or `https://` URL is used as given), trying the configured servers in
 //! random order until one answers 200. The JSON answer grants `authorizations`: a topic
 //! regex, channel regexes and `subscribe`/`publish` permissions, valid for
-//! `ttl` seconds. [`AuthState`] holds a parsed answer and answers
-//! [`AuthState::is_allowed`] as nsqd does: regexes match anywhere (Go's
+//! `ttl` seconds. rsq-protocol's `AuthState` holds a parsed answer and answers
+//! `AuthState::is_allowed` as nsqd does: regexes match anywhere (Go's
 //! `MatchString`), a publish is checked against channel `""`. The session
 //! re-asks with the same secret once the TTL has passed.
 //!
@@ -31,11 +31,11 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_util::rt::TokioIo;
 use rand::seq::SliceRandom;
-use regex::Regex;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use serde::Deserialize;
 use tokio::net::TcpStream;
+
+use rsq_protocol::{AuthState, BadAuthResponse};
 
 use crate::options::{AuthMethod, Options, TlsMinVersion, VERSION};
 
@@ -55,118 +55,8 @@ pub enum AuthError {
     #[error("auth server request failed: {0}")]
     Request(String),
     /// The answer was not a valid authorization document.
-    #[error("invalid auth server response: {0}")]
-    Response(String),
-}
-
-/// One grant of the auth server's answer.
-#[derive(Debug, Clone)]
-pub struct Authorization {
-    topic: Regex,
-    channels: Vec<Regex>,
-    subscribe: bool,
-    publish: bool,
-}
-
-impl Authorization {
-    /// nsqd's rule: `channel == ""` is a publish and needs `publish`,
-    /// otherwise `subscribe`; the topic regex and one channel regex must match.
-    pub fn is_allowed(&self, topic: &str, channel: &str) -> bool {
-        let permitted = if channel.is_empty() {
-            self.publish
-        } else {
-            self.subscribe
-        };
-        permitted && self.topic.is_match(topic) && self.channels.iter().any(|c| c.is_match(channel))
-    }
-}
-
-/// A client's authorizations as last fetched.
-#[derive(Debug, Clone)]
-pub struct AuthState {
-    /// Who the auth server says the client is.
-    pub identity: String,
-    /// A URL about that identity.
-    pub identity_url: String,
-    /// The grants.
-    pub authorizations: Vec<Authorization>,
-    /// When to ask again.
-    pub expires: Instant,
-}
-
-#[derive(Deserialize)]
-struct RawState {
-    ttl: i64,
-    #[serde(default)]
-    identity: String,
-    #[serde(default)]
-    identity_url: String,
-    #[serde(default)]
-    authorizations: Vec<RawAuthorization>,
-}
-
-#[derive(Deserialize)]
-struct RawAuthorization {
-    topic: String,
-    #[serde(default)]
-    channels: Vec<String>,
-    #[serde(default)]
-    permissions: Vec<String>,
-}
-
-impl AuthState {
-    /// Parses an auth server's JSON answer received at `now`.
-    pub fn parse(body: &[u8], now: Instant) -> Result<AuthState, AuthError> {
-        let raw: RawState =
-            serde_json::from_slice(body).map_err(|e| AuthError::Response(e.to_string()))?;
-        if raw.ttl <= 0 {
-            return Err(AuthError::Response(format!("invalid ttl {}", raw.ttl)));
-        }
-        let regex = |s: &str| {
-            Regex::new(s).map_err(|e| AuthError::Response(format!("bad regex {s:?}: {e}")))
-        };
-        let mut authorizations = Vec::with_capacity(raw.authorizations.len());
-        for a in raw.authorizations {
-            let (mut subscribe, mut publish) = (false, false);
-            for p in &a.permissions {
-                match p.as_str() {
-                    "subscribe" => subscribe = true,
-                    "publish" => publish = true,
-                    other => {
-                        return Err(AuthError::Response(format!("unknown permission {other:?}")))
-                    }
-                }
-            }
-            authorizations.push(Authorization {
-                topic: regex(&a.topic)?,
-                channels: a
-                    .channels
-                    .iter()
-                    .map(|c| regex(c))
-                    .collect::<Result<_, _>>()?,
-                subscribe,
-                publish,
-            });
-        }
-        Ok(AuthState {
-            identity: raw.identity,
-            identity_url: raw.identity_url,
-            authorizations,
-            expires: now + Duration::from_secs(u64::try_from(raw.ttl).unwrap_or(1)),
-        })
-    }
-
-    /// Whether some grant allows `channel` of `topic` (`""`: publishing).
-    pub fn is_allowed(&self, topic: &str, channel: &str) -> bool {
-        self.authorizations
-            .iter()
-            .any(|a| a.is_allowed(topic, channel))
-    }
-
-    /// Whether the TTL has passed.
-    pub fn is_expired(&self, now: Instant) -> bool {
-        now >= self.expires
-    }
+    #[error(transparent)]
+    Response(#[from] BadAuthResponse),
 }
 
 /// What the auth server is told about the client.
@@ -243,7 +133,7 @@ impl AuthClient {
             match tokio::time::timeout(self.request_timeout, request).await {
                 Ok(Ok(body)) => match AuthState::parse(&body, Instant::now()) {
                     Ok(state) => return Ok(state),
-                    Err(e) => last = e,
+                    Err(e) => last = e.into(),
                 },
                 Ok(Err(e)) => last = e,
                 Err(_) => last = AuthError::Request(format!("{server}: timed out")),
@@ -491,7 +381,7 @@ where
 mod tests {
     use super::*;
 
-    fn state(json: &str) -> Result<AuthState, AuthError> {
+    fn state(json: &str) -> Result<AuthState, BadAuthResponse> {
         AuthState::parse(json.as_bytes(), Instant::now())
     }
 

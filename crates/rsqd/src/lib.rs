@@ -25,7 +25,7 @@ pub(crate) mod metrics;
 pub(crate) mod options;
 pub(crate) mod stats;
 pub(crate) mod statsd;
-pub mod tcp;
+pub(crate) mod tcp;
 
 use std::sync::Arc;
 

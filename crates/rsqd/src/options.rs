@@ -37,24 +37,7 @@ pub enum SigtermMode {
     Drain,
 }
 
-/// `--tls-required`, nsqd's three levels (ordered: each requires more).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum TlsRequired {
-    /// Plain connections are fine (`false`, `0`).
-    No = 0,
-    /// TCP clients must upgrade; plain HTTP is still served (`tcp-https`, `1`).
-    ExceptHttp = 1,
-    /// TCP clients must upgrade and plain HTTP answers 403 `TLS_REQUIRED`
-    /// (`true`, `2`).
-    Yes = 2,
-}
-
-impl serde::Serialize for TlsRequired {
-    /// As nsqd's `/config/tls_required`: the number.
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u8(*self as u8)
-    }
-}
+pub use rsq_protocol::TlsRequired;
 
 /// `--tls-min-version`: the oldest TLS version accepted. rustls speaks 1.2
 /// and 1.3 only, so anything below 1.3 means 1.2.

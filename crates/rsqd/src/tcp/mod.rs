@@ -3,7 +3,7 @@
 //!
 //! `serve` accepts connections until shutdown; each connection is a reader
 //! task (`session.rs`) driving the V2 protocol's state machine, which does
-//! no IO (`connection.rs`), and a writer task
+//! no IO (the rsq-protocol crate, configured by [`protocol_config`]), and a writer task
 //! that owns the socket's write half, batches message frames and sends
 //! heartbeats (`writer.rs`). The bytes between them and the socket pass
 //! through the layers of `stream.rs`: TLS (`tls.rs`) and snappy or deflate
@@ -12,8 +12,6 @@
 //! for an unnamed unix peer), its default client id and hostname are empty
 //! and the auth server gets an empty `remote_ip`, as with nsqd.
 
-mod connection;
-mod identify;
 mod session;
 mod stream;
 pub(crate) mod tls;
@@ -27,8 +25,35 @@ use tokio::task::JoinSet;
 
 use crate::context::Nsqd;
 
-pub use connection::{Action, Connection};
-pub(crate) use identify::{IdentifyRequest, Negotiated};
+pub(crate) use rsq_protocol::{IdentifyRequest, Negotiated};
+
+use crate::options::{Options, VERSION};
+
+/// What the V2 state machine needs of the options, once per listener:
+/// limits, defaults, the upgrades offered (`tls_available` says whether a
+/// TLS configuration exists), the AUTH and TLS-required gates.
+pub(crate) fn protocol_config(opts: &Options, tls_available: bool) -> rsq_protocol::ProtocolConfig {
+    rsq_protocol::ProtocolConfig {
+        max_msg_size: opts.max_msg_size,
+        max_body_size: opts.max_body_size,
+        max_rdy_count: opts.max_rdy_count,
+        max_req_timeout: opts.max_req_timeout,
+        msg_timeout: opts.msg_timeout,
+        max_msg_timeout: opts.max_msg_timeout,
+        max_heartbeat_interval: opts.max_heartbeat_interval,
+        max_output_buffer_size: opts.max_output_buffer_size,
+        output_buffer_timeout: opts.output_buffer_timeout,
+        min_output_buffer_timeout: opts.min_output_buffer_timeout,
+        max_output_buffer_timeout: opts.max_output_buffer_timeout,
+        snappy: opts.snappy,
+        deflate: opts.deflate,
+        max_deflate_level: opts.max_deflate_level,
+        auth_required: !opts.auth_http_addresses.is_empty(),
+        tls_required: tls::tls_required(opts),
+        tls_available,
+        version: VERSION,
+    }
+}
 
 /// The TLS server configuration, when `--tls-cert` and `--tls-key` are set
 /// (built by [`tls::server_config`]).
@@ -44,6 +69,7 @@ pub(crate) async fn serve(
     tls: TlsConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let protocol = Arc::new(protocol_config(&ctx.opts, tls.is_some()));
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -56,7 +82,14 @@ pub(crate) async fn serve(
                     }
                     let ctx = ctx.clone();
                     let shutdown = shutdown.clone();
-                    connections.spawn(session::run(stream, addr, ctx, tls.clone(), shutdown));
+                    connections.spawn(session::run(
+                        stream,
+                        addr,
+                        ctx,
+                        protocol.clone(),
+                        tls.clone(),
+                        shutdown,
+                    ));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: log, back off a
@@ -71,4 +104,17 @@ pub(crate) async fn serve(
     }
     tracing::info!("TCP: closing {} connections", connections.len());
     while connections.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_protocol_defaults_are_the_options_defaults() -> anyhow::Result<()> {
+        let from_options = protocol_config(&Options::load_from(["rsqd"])?, false);
+        let defaults = rsq_protocol::ProtocolConfig::default();
+        assert_eq!(from_options, defaults);
+        Ok(())
+    }
 }

@@ -1,5 +1,5 @@
 //! The reading half of a connection: the thin driver around the V2 state
-//! machine (`connection.rs`). It reads bytes into the machine, carries out
+//! machine (`rsq_protocol::Connection`). It reads bytes into the machine, carries out
 //! the machine's requests against the daemon (publish, subscribe, FIN, the
 //! auth server, the TLS handshake) and hands frames to the writer.
 //!
@@ -21,13 +21,13 @@ use rsq_compress::Compression;
 use rsq_service::{PeerAddr, Stream};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::connection::{Action, Connection};
 use super::stream::{self, Source};
 use super::writer::{self, Outbound};
 use super::{Negotiated, TlsConfig};
 use crate::auth::AuthRequest;
 use crate::client::{AuthIdentity, ClientInfo, ClientState};
 use crate::context::Nsqd;
+use rsq_protocol::{Action, Connection, ProtocolConfig};
 
 /// The daemon side of one connection.
 struct Session {
@@ -54,6 +54,7 @@ pub async fn run(
     stream: Stream,
     addr: PeerAddr,
     ctx: Arc<Nsqd>,
+    protocol: Arc<ProtocolConfig>,
     tls_config: TlsConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -67,7 +68,7 @@ pub async fn run(
     tracing::debug!(client = id, %addr, "TCP: new client");
 
     let (mut reader, write_half) = stream::split(stream);
-    let mut conn = Connection::new(ctx.opts.clone(), tls_config.is_some());
+    let mut conn = Connection::new(protocol);
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (done_tx, mut done_rx) = watch::channel(false);
     let busy = Arc::new(AtomicBool::new(false));

@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 
 use crate::options::Options;
-pub use crate::options::TlsRequired;
+pub use rsq_protocol::TlsRequired;
 
 /// The effective `--tls-required`: a client-auth policy forces it on.
 pub fn tls_required(opts: &Options) -> TlsRequired {

@@ -13,13 +13,36 @@ use proptest::prelude::*;
 use rsq_codec::{Command, ErrorCode, Frame, FrameDecoder, MessageId, ProtocolError};
 
 use super::{Action, Connection};
-use crate::client::ClientState;
-use crate::options::Options;
+use crate::{ClientState, ProtocolConfig};
 
-fn options(extra: &[&str]) -> Arc<Options> {
-    let mut args = vec!["rsqd"];
-    args.extend_from_slice(extra);
-    Arc::new(Options::load_from(args).unwrap())
+/// The daemon's settings as the tests vary them.
+#[derive(Debug, Clone, Copy)]
+enum Preset {
+    Defaults,
+    Auth,
+    SmallLimits,
+    ShortReq,
+}
+
+fn config(preset: Preset) -> Arc<ProtocolConfig> {
+    let base = ProtocolConfig::default();
+    Arc::new(match preset {
+        Preset::Defaults => base,
+        Preset::Auth => ProtocolConfig {
+            auth_required: true,
+            ..base
+        },
+        Preset::SmallLimits => ProtocolConfig {
+            max_rdy_count: 10,
+            max_msg_size: 16,
+            max_body_size: 64,
+            ..base
+        },
+        Preset::ShortReq => ProtocolConfig {
+            max_req_timeout: Duration::from_secs(1),
+            ..base
+        },
+    })
 }
 
 /// One client command, as the tests generate it.
@@ -187,8 +210,8 @@ fn id_of(id: &MessageId) -> u64 {
 /// hold whatever the input: one request at a time, nothing decoded while
 /// one waits, every frame whole and well-formed, only FIN/REQ/TOUCH
 /// failures non-fatal, nothing after `Close` (which follows a fatal error).
-fn drive(opts: &Arc<Options>, chunks: &[Vec<u8>], answers: &[bool]) -> Vec<Seen> {
-    let mut conn = Connection::new(opts.clone(), false);
+fn drive(opts: &Arc<ProtocolConfig>, chunks: &[Vec<u8>], answers: &[bool]) -> Vec<Seen> {
+    let mut conn = Connection::new(opts.clone());
     let mut seen = Vec::new();
     let mut answers = answers.iter().copied().cycle();
     let now = Instant::now();
@@ -413,7 +436,7 @@ proptest! {
         answers in proptest::collection::vec(any::<bool>(), 1..8),
         cuts in proptest::collection::vec(any::<usize>(), 0..6),
     ) {
-        let opts = options(&[]);
+        let opts = config(Preset::Defaults);
         let bytes = stream(&ops);
         let seen = drive(&opts, &split(&bytes, &cuts), &answers);
         prop_assert_eq!(seen, model(&ops, &answers));
@@ -427,14 +450,14 @@ proptest! {
         ops in proptest::collection::vec(any_op(), 0..30),
         answers in proptest::collection::vec(any::<bool>(), 1..8),
         cuts in proptest::collection::vec(any::<usize>(), 0..8),
-        flags in proptest::sample::select(vec![
-            &[][..],
-            &["--auth-http-address=127.0.0.1:1"],
-            &["--max-rdy-count=10", "--max-msg-size=16", "--max-body-size=64"],
-            &["--max-req-timeout=1s"],
+        preset in proptest::sample::select(vec![
+            Preset::Defaults,
+            Preset::Auth,
+            Preset::SmallLimits,
+            Preset::ShortReq,
         ]),
     ) {
-        let opts = options(flags);
+        let opts = config(preset);
         let bytes = stream(&ops);
         let whole = drive(&opts, std::slice::from_ref(&bytes), &answers);
         let pieces = drive(&opts, &split(&bytes, &cuts), &answers);
@@ -444,8 +467,7 @@ proptest! {
 
 #[test]
 fn auth_gates_publishing_and_refreshes_when_expired() {
-    let opts = options(&["--auth-http-address=127.0.0.1:1"]);
-    let mut conn = Connection::new(opts, false);
+    let mut conn = Connection::new(config(Preset::Auth));
     conn.input().extend_from_slice(rsq_codec::MAGIC_V2);
     let now = Instant::now();
     conn.input().extend_from_slice(
@@ -464,7 +486,7 @@ fn auth_gates_publishing_and_refreshes_when_expired() {
         Seen::Error(ErrorCode::AuthFirst)
     );
 
-    let mut conn = Connection::new(options(&["--auth-http-address=127.0.0.1:1"]), false);
+    let mut conn = Connection::new(config(Preset::Auth));
     conn.input().extend_from_slice(rsq_codec::MAGIC_V2);
     conn.input()
         .extend_from_slice(&Command::Auth(Bytes::from_static(b"s")).to_bytes());
@@ -473,7 +495,7 @@ fn auth_gates_publishing_and_refreshes_when_expired() {
     );
     assert!(conn.poll_action(now).is_none());
     let grant = br#"{"ttl":1,"identity":"me","identity_url":"","authorizations":[{"permissions":["publish"],"topic":"t","channels":[".*"]}]}"#;
-    let state = crate::auth::AuthState::parse(grant, now).unwrap();
+    let state = crate::AuthState::parse(grant, now).unwrap();
     conn.handle_auth(Ok(state), now);
     assert!(
         matches!(conn.poll_action(now), Some(Action::Authorized { identity, .. }) if identity == "me")
@@ -493,7 +515,7 @@ fn auth_gates_publishing_and_refreshes_when_expired() {
         conn.poll_action(later),
         Some(Action::Authenticate { .. })
     ));
-    let state = crate::auth::AuthState::parse(grant, later).unwrap();
+    let state = crate::AuthState::parse(grant, later).unwrap();
     conn.handle_auth(Ok(state), later);
     assert!(matches!(
         conn.poll_action(later),
@@ -520,8 +542,11 @@ fn auth_gates_publishing_and_refreshes_when_expired() {
 
 #[test]
 fn identify_upgrades_hand_over_the_unread_bytes() {
-    let opts = options(&["--snappy=true"]);
-    let mut conn = Connection::new(opts, true);
+    let mut conn = Connection::new(Arc::new(ProtocolConfig {
+        snappy: true,
+        tls_available: true,
+        ..ProtocolConfig::default()
+    }));
     conn.input().extend_from_slice(rsq_codec::MAGIC_V2);
     let now = Instant::now();
     let identify = Command::Identify(Bytes::from_static(
@@ -559,7 +584,7 @@ fn identify_upgrades_hand_over_the_unread_bytes() {
 
 #[test]
 fn fins_in_one_read_are_one_batch_whose_errors_come_first() {
-    let mut conn = Connection::new(options(&[]), false);
+    let mut conn = Connection::new(config(Preset::Defaults));
     conn.input().extend_from_slice(&stream(&[Op::Sub]));
     let now = Instant::now();
     while let Some(action) = conn.poll_action(now) {

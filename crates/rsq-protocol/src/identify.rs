@@ -6,7 +6,7 @@ use std::time::Duration;
 use rsq_codec::{ErrorCode, ProtocolError};
 use serde::{Deserialize, Serialize};
 
-use crate::options::{Options, VERSION};
+use crate::ProtocolConfig;
 
 /// nsqd's default heartbeat: half its 60 s client timeout.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
@@ -63,7 +63,7 @@ pub struct Negotiated {
 
 impl Negotiated {
     /// The settings of a client that never sent IDENTIFY.
-    pub fn defaults(opts: &Options) -> Self {
+    pub fn defaults(opts: &ProtocolConfig) -> Self {
         Negotiated {
             heartbeat_interval: Some(DEFAULT_HEARTBEAT),
             output_buffer_size: DEFAULT_OUTPUT_BUFFER_SIZE,
@@ -124,12 +124,10 @@ fn as_ms(d: Duration) -> u64 {
 /// Validates an IDENTIFY body against the daemon's limits. On success gives
 /// the connection settings, the identity fields and, if the client asked for
 /// feature negotiation, the JSON answer (whose `tls_v1`, `snappy` and
-/// `deflate` are the upgrades granted; `tls_available` says whether TLS is
-/// configured); on failure nsqd's error.
+/// `deflate` are the upgrades granted); on failure nsqd's error.
 pub fn negotiate(
     body: &[u8],
-    opts: &Options,
-    tls_available: bool,
+    opts: &ProtocolConfig,
 ) -> Result<(IdentifyRequest, Negotiated, Option<IdentifyResponse>), ProtocolError> {
     let req: IdentifyRequest = serde_json::from_slice(body)
         .map_err(|_| bad_body("IDENTIFY failed to decode JSON body".to_string()))?;
@@ -193,7 +191,7 @@ pub fn negotiate(
         msg_timeout,
         sample_rate: i32::try_from(sample_rate).unwrap_or(0),
     };
-    let tls_v1 = req.tls_v1.unwrap_or(false) && tls_available;
+    let tls_v1 = req.tls_v1.unwrap_or(false) && opts.tls_available;
     let snappy = req.snappy.unwrap_or(false) && opts.snappy;
     let deflate = req.deflate.unwrap_or(false) && opts.deflate;
     if snappy && deflate {
@@ -212,7 +210,7 @@ pub fn negotiate(
         .unwrap_or(false)
         .then(|| IdentifyResponse {
             max_rdy_count: opts.max_rdy_count,
-            version: VERSION,
+            version: opts.version,
             max_msg_timeout: as_ms(opts.max_msg_timeout),
             msg_timeout: as_ms(negotiated.msg_timeout),
             tls_v1,
@@ -221,7 +219,7 @@ pub fn negotiate(
             max_deflate_level: opts.max_deflate_level,
             snappy,
             sample_rate: negotiated.sample_rate,
-            auth_required: !opts.auth_http_addresses.is_empty(),
+            auth_required: opts.auth_required,
             output_buffer_size: negotiated.output_buffer_size,
             output_buffer_timeout: negotiated.output_buffer_timeout.map_or(0, as_ms),
         });
@@ -232,13 +230,13 @@ pub fn negotiate(
 mod tests {
     use super::*;
 
-    fn opts() -> Options {
-        Options::load_from(["rsqd"]).unwrap_or_else(|e| panic!("default options: {e}"))
+    fn opts() -> ProtocolConfig {
+        ProtocolConfig::default()
     }
 
     #[track_caller]
     fn check_err(json: &str, expected: &str) {
-        match negotiate(json.as_bytes(), &opts(), false) {
+        match negotiate(json.as_bytes(), &opts()) {
             Ok(_) => panic!("{json} was accepted"),
             Err(e) => assert_eq!(e.to_string(), expected),
         }
@@ -275,7 +273,7 @@ mod tests {
 
     #[test]
     fn defaults_and_overrides() {
-        let (_, n, resp) = negotiate(br#"{"feature_negotiation": true}"#, &opts(), false)
+        let (_, n, resp) = negotiate(br#"{"feature_negotiation": true}"#, &opts())
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(n, Negotiated::defaults(&opts()));
         let resp = resp.unwrap_or_else(|| panic!("no negotiation response"));
@@ -286,7 +284,6 @@ mod tests {
         let (_, n, resp) = negotiate(
             br#"{"heartbeat_interval": -1, "output_buffer_size": -1, "msg_timeout": 5000}"#,
             &opts(),
-            false,
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert!(resp.is_none());

@@ -1,6 +1,6 @@
 //! Protocol V2 for one TCP connection, as a state machine with no IO.
 //!
-//! The driver (`session.rs`) puts the bytes it reads into [`Connection::input`]
+//! The driver (rsqd's `tcp/session.rs`) puts the bytes it reads into [`Connection::input`]
 //! and takes [`Action`]s from [`Connection::poll_action`]: frames to send,
 //! and requests (publish, subscribe, FIN, AUTH, TLS...) that need the daemon
 //! or the network. A request is answered with [`Connection::handle_done`] or
@@ -31,11 +31,8 @@ use rsq_codec::{
 };
 use rsq_compress::Compression;
 
-use super::identify::{negotiate, IdentifyRequest, Negotiated};
-use super::tls::{tls_required, TlsRequired};
-use crate::auth::AuthState;
-use crate::client::ClientState;
-use crate::options::Options;
+use crate::identify::{negotiate, IdentifyRequest, Negotiated};
+use crate::{AuthState, ClientState, ProtocolConfig, TlsRequired};
 
 /// What the connection asks of its driver, in the order it must happen.
 #[derive(Debug)]
@@ -150,8 +147,7 @@ enum Gate {
 
 /// One V2 connection's protocol state.
 pub struct Connection {
-    opts: Arc<Options>,
-    tls_available: bool,
+    config: Arc<ProtocolConfig>,
     decoder: CommandDecoder,
     input: BytesMut,
     state: ClientState,
@@ -174,19 +170,18 @@ const READ_BUFFER: usize = 16 * 1024;
 const MAX_FIN_BATCH: usize = 1024;
 
 impl Connection {
-    /// A connection that was just accepted, under the daemon's options;
-    /// `tls_available` says whether a TLS configuration exists.
-    pub fn new(opts: Arc<Options>, tls_available: bool) -> Self {
+    /// A connection that was just accepted, under the daemon's settings.
+    pub fn new(config: Arc<ProtocolConfig>) -> Self {
         let limits = Limits {
-            max_msg_size: opts.max_msg_size,
-            max_body_size: opts.max_body_size,
-            max_rdy_count: opts.max_rdy_count,
-            max_req_timeout_ms: u64::try_from(opts.max_req_timeout.as_millis()).unwrap_or(u64::MAX),
+            max_msg_size: config.max_msg_size,
+            max_body_size: config.max_body_size,
+            max_rdy_count: config.max_rdy_count,
+            max_req_timeout_ms: u64::try_from(config.max_req_timeout.as_millis())
+                .unwrap_or(u64::MAX),
         };
         Connection {
-            settings: Negotiated::defaults(&opts),
-            opts,
-            tls_available,
+            settings: Negotiated::defaults(&config),
+            config,
             decoder: CommandDecoder::new(limits),
             input: BytesMut::with_capacity(READ_BUFFER),
             state: ClientState::Init,
@@ -205,7 +200,7 @@ impl Connection {
     }
 
     /// The settings the connection runs with now.
-    pub(crate) fn settings(&self) -> &Negotiated {
+    pub fn settings(&self) -> &Negotiated {
         &self.settings
     }
 
@@ -330,7 +325,7 @@ impl Connection {
     /// than fails: the error is the one a failed publish gets
     /// (`E_PUB_FAILED` and friends, with `reason`), but the connection stays
     /// open, so the client can go on consuming or publish again later.
-    pub(crate) fn handle_refused(&mut self, reason: &str) {
+    pub fn handle_refused(&mut self, reason: &str) {
         let Some(Pending::Publish(verb)) = self.pending else {
             // Only publishes are refused; anything else is answered as a failure.
             self.handle_done(Err(reason.to_string()));
@@ -473,7 +468,7 @@ impl Connection {
         refreshed: bool,
     ) -> Result<(), ProtocolError> {
         let verb = cmd.verb();
-        if verb != Verb::Identify && !self.tls && tls_required(&self.opts) > TlsRequired::No {
+        if verb != Verb::Identify && !self.tls && self.config.tls_required > TlsRequired::No {
             return Err(state_error(verb, " (TLS required)"));
         }
         if !self.check_state(verb)? {
@@ -539,7 +534,7 @@ impl Connection {
                 _ => self.actions.push_back(Action::Finish(vec![id])),
             },
             Command::Req { id, timeout_ms } => {
-                let max = self.opts.max_req_timeout;
+                let max = self.config.max_req_timeout;
                 let mut delay = Duration::from_millis(timeout_ms);
                 if delay > max {
                     tracing::info!(requested = ?delay, ?max, "REQ timeout clamped");
@@ -574,7 +569,7 @@ impl Connection {
     }
 
     fn identify(&mut self, body: &[u8]) -> Result<(), ProtocolError> {
-        let (request, settings, response) = negotiate(body, &self.opts, self.tls_available)?;
+        let (request, settings, response) = negotiate(body, &self.config)?;
         let (tls, compression) = match &response {
             Some(r) => (
                 r.tls_v1,
@@ -632,7 +627,7 @@ impl Connection {
                 "AUTH already set".to_string(),
             ));
         }
-        if self.opts.auth_http_addresses.is_empty() {
+        if !self.config.auth_required {
             return Err(ProtocolError::new(
                 ErrorCode::AuthDisabled,
                 "AUTH disabled".to_string(),
@@ -660,7 +655,7 @@ impl Connection {
         now: Instant,
         refreshed: bool,
     ) -> Result<Gate, ProtocolError> {
-        if self.opts.auth_http_addresses.is_empty() {
+        if !self.config.auth_required {
             return Ok(Gate::Open);
         }
         let cmd = verb.as_str();

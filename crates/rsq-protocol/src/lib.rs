@@ -1,0 +1,31 @@
+//! rsq-protocol: NSQ protocol V2 for one connection, with no IO.
+//!
+#![doc = include_str!("../README.md")]
+//!
+//! ## What is in it
+//!
+//! - [`Connection`]: the state machine; [`Action`] is what it asks of its
+//!   driver.
+//! - [`ProtocolConfig`]: the daemon's limits and offers, the only thing the
+//!   machine knows of the daemon ([`TlsRequired`] among them).
+//! - IDENTIFY negotiation ([`IdentifyRequest`], [`Negotiated`]) and the
+//!   auth server's answer ([`AuthState`]) as the AUTH gate uses it.
+//! - [`ClientState`]: the client states nsqd reports in `/stats`.
+//!
+//! Depends on rsq-codec (commands and frames), rsq-compress (for the
+//! compression kinds IDENTIFY negotiates), serde and regex; not on tokio.
+
+mod auth;
+mod client_state;
+mod config;
+mod connection;
+mod identify;
+
+pub use auth::{AuthState, Authorization, BadAuthResponse};
+pub use client_state::ClientState;
+pub use config::{ProtocolConfig, TlsRequired};
+pub use connection::{Action, Connection};
+pub use identify::{
+    negotiate, IdentifyRequest, IdentifyResponse, Negotiated, DEFAULT_HEARTBEAT,
+    DEFAULT_OUTPUT_BUFFER_SIZE,
+};
