@@ -215,6 +215,56 @@ impl Connection {
     /// A FIN batch is held back while it is the last action, so the FINs
     /// that follow it in the input join it.
     pub fn poll_action(&mut self, now: Instant) -> Option<Action> {
+        let action = self.next_action(now);
+        if cfg!(debug_assertions) {
+            self.check_invariants();
+        }
+        action
+    }
+
+    /// Panics unless the machine is consistent: a closed connection waits
+    /// for no answer and queues nothing after its `Close`; at most one
+    /// `Close` is queued, and last; FIN batches are non-empty and bounded;
+    /// the client state is one the machine sets. Runs after every
+    /// [`Connection::poll_action`] in debug builds (so in the property
+    /// tests and the fuzz target).
+    pub fn check_invariants(&self) {
+        if self.closed {
+            assert!(self.pending.is_none(), "closed with a request open");
+        }
+        let closes = self
+            .actions
+            .iter()
+            .filter(|a| matches!(a, Action::Close))
+            .count();
+        assert!(closes <= 1, "{closes} closes queued");
+        if closes == 1 {
+            assert!(self.closed, "Close queued on an open connection");
+            assert!(
+                matches!(self.actions.back(), Some(Action::Close)),
+                "an action after Close"
+            );
+        }
+        for action in &self.actions {
+            if let Action::Finish(ids) = action {
+                assert!(
+                    !ids.is_empty() && ids.len() <= MAX_FIN_BATCH,
+                    "FIN batch of {}",
+                    ids.len()
+                );
+            }
+        }
+        assert!(
+            matches!(
+                self.state,
+                ClientState::Init | ClientState::Subscribed | ClientState::Closing
+            ),
+            "state {:?} is not one the machine sets",
+            self.state
+        );
+    }
+
+    fn next_action(&mut self, now: Instant) -> Option<Action> {
         loop {
             if !self.gathering_fins() {
                 if let Some(action) = self.actions.pop_front() {
@@ -259,6 +309,7 @@ impl Connection {
     /// daemon's reason, which goes into nsqd's error for that command.
     pub fn handle_done(&mut self, result: Result<(), String>) {
         let Some(pending) = self.pending.take() else {
+            debug_assert!(false, "the driver answered no request");
             tracing::warn!("V2: answer without a request");
             return;
         };
@@ -311,6 +362,7 @@ impl Connection {
             },
             Pending::Auth(wait) => {
                 // A request mix-up in the driver; keep waiting.
+                debug_assert!(false, "the driver answered AUTH with handle_done");
                 tracing::warn!("V2: AUTH answered as a plain request");
                 self.pending = Some(Pending::Auth(wait));
                 return;
@@ -349,6 +401,10 @@ impl Connection {
         let wait = match self.pending.take() {
             Some(Pending::Auth(wait)) => wait,
             other => {
+                debug_assert!(
+                    false,
+                    "the driver answered a non-AUTH request with handle_auth"
+                );
                 tracing::warn!("V2: AUTH answer without an AUTH request");
                 self.pending = other;
                 return;
