@@ -183,31 +183,6 @@ fn sigterm_drains_in_drain_mode_and_a_second_one_flushes() {
     consume(&mut c, 4);
 }
 
-const PYNSQ_PRODUCER: &str = r#"
-import sys
-import tornado.ioloop
-import nsq
-
-tcp = sys.argv[1]
-errors = []
-loop = tornado.ioloop.IOLoop.current()
-
-def on_pub(conn, data):
-    if not isinstance(data, nsq.Error):
-        print("accepted", data); sys.exit(2)
-    errors.append(str(data))
-    if len(errors) == 2:
-        print("errors", errors)
-        loop.stop()
-    else:
-        writer.pub("t", b"again", callback=on_pub)
-
-writer = nsq.Writer([tcp])
-loop.call_later(1.0, lambda: writer.pub("t", b"x", callback=on_pub))
-loop.call_later(20.0, lambda: (print("timeout", errors), sys.exit(3)))
-loop.start()
-"#;
-
 #[test]
 fn a_pynsq_producer_sees_e_pub_failed_while_draining() {
     let python = crate::pynsq::python();
@@ -215,18 +190,6 @@ fn a_pynsq_producer_sees_e_pub_failed_while_draining() {
     create(&d, "t", "c");
     publish(&d, "t", 1);
     assert_eq!(d.http("PUT", "/config/drain", b"true").0, 200);
-    let out = std::process::Command::new(python)
-        .arg("-c")
-        .arg(PYNSQ_PRODUCER)
-        .arg(d.tcp.to_string())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(stdout.matches("E_PUB_FAILED").count(), 2, "{stdout}");
+    let stdout = crate::pynsq::publish_refused_twice(&python, d.tcp);
     assert!(stdout.contains("DRAINING"), "{stdout}");
 }

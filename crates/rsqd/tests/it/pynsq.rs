@@ -150,3 +150,50 @@ fn pynsq_reader_and_writer() {
     let ch = crate::harness::channel_stats(&s, "py", "py").unwrap();
     assert_eq!(ch["requeue_count"], 1);
 }
+
+/// A pynsq `Writer` that publishes to `t` and expects a refusal, twice on
+/// the same connection; it prints the errors, and fails if a publish is
+/// accepted or 20 s pass.
+const REFUSED_PRODUCER: &str = r#"
+import sys
+import tornado.ioloop
+import nsq
+
+tcp = sys.argv[1]
+errors = []
+loop = tornado.ioloop.IOLoop.current()
+
+def on_pub(conn, data):
+    if not isinstance(data, nsq.Error):
+        print("accepted", data); sys.exit(2)
+    errors.append(str(data))
+    if len(errors) == 2:
+        print("errors", errors)
+        loop.stop()
+    else:
+        writer.pub("t", b"again", callback=on_pub)
+
+writer = nsq.Writer([tcp])
+loop.call_later(1.0, lambda: writer.pub("t", b"x", callback=on_pub))
+loop.call_later(20.0, lambda: (print("timeout", errors), sys.exit(3)))
+loop.start()
+"#;
+
+/// Runs [`REFUSED_PRODUCER`] against `tcp` and returns what it printed,
+/// after checking it saw `E_PUB_FAILED` twice.
+pub fn publish_refused_twice(python: &std::path::Path, tcp: std::net::SocketAddr) -> String {
+    let out = std::process::Command::new(python)
+        .arg("-c")
+        .arg(REFUSED_PRODUCER)
+        .arg(tcp.to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.matches("E_PUB_FAILED").count(), 2, "{stdout}");
+    stdout
+}
