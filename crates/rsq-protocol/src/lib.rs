@@ -11,6 +11,8 @@
 //! - IDENTIFY negotiation ([`IdentifyRequest`], [`Negotiated`]) and the
 //!   auth server's answer ([`AuthState`]) as the AUTH gate uses it.
 //! - [`ClientState`]: the client states nsqd reports in `/stats`.
+//! - [`Sampler`]: IDENTIFY's `sample_rate` as nsqd applies it, with a
+//!   seeded random source.
 //!
 //! Depends on rsq-codec (commands and frames), rsq-compress (for the
 //! compression kinds IDENTIFY negotiates), serde and regex; not on tokio.
@@ -20,6 +22,7 @@ mod client_state;
 mod config;
 mod connection;
 mod identify;
+mod sampling;
 
 pub use auth::{AuthState, Authorization, BadAuthResponse};
 pub use client_state::ClientState;
@@ -29,3 +32,4 @@ pub use identify::{
     negotiate, IdentifyRequest, IdentifyResponse, Negotiated, DEFAULT_HEARTBEAT,
     DEFAULT_OUTPUT_BUFFER_SIZE,
 };
+pub use sampling::Sampler;

@@ -22,7 +22,8 @@
 //! in flight for this client, so the writer finishes it on the client's
 //! behalf instead of sending it: it leaves the channel as nsqd's does, and
 //! it counts in the client's `message_count` and `finish_count`, which
-//! nsqd's does not.
+//! nsqd's does not. Which messages are kept is rsq-protocol's `Sampler`,
+//! seeded at random per subscription.
 //!
 //! Bytes leave through a [`Sink`], which compresses and encrypts once the
 //! connection is upgraded; [`Outbound::Handoff`] lends the transport to the
@@ -33,9 +34,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use rand::Rng;
 use rsq_channel::{Channel, Consumer};
 use rsq_codec::{encode_message_frame, encode_response, HEARTBEAT};
+use rsq_protocol::Sampler;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, Instant};
 
@@ -78,6 +79,8 @@ struct Subscription {
     channel: Arc<Channel>,
     client: u64,
     consumer: Consumer,
+    /// The client's `sample_rate`, seeded at random per subscription.
+    sampler: Sampler,
 }
 
 /// Runs until the session says Close, the socket fails, or the channel the
@@ -110,7 +113,8 @@ pub async fn run(
                     Ok(true)
                 }
                 Some(Outbound::Subscribe { channel, client, consumer }) => {
-                    sub = Some(Subscription { channel, client, consumer });
+                    let sampler = Sampler::new(settings.sample_rate, rand::random());
+                    sub = Some(Subscription { channel, client, consumer, sampler });
                     Ok(true)
                 }
                 Some(Outbound::Handoff { give, take }) => {
@@ -136,7 +140,7 @@ pub async fn run(
                 Some(Outbound::Flush) => {
                     let mut written = Ok(true);
                     if let Some(s) = sub.as_mut() {
-                        drain(s, &mut out, settings.output_buffer_size, settings.sample_rate);
+                        drain(s, &mut out, settings.output_buffer_size);
                         written = decide(&mut socket, &mut out, &settings, false, &mut flush_at).await;
                     }
                     written
@@ -145,10 +149,10 @@ pub async fn run(
             },
             msg = recv(&mut sub) => match (msg, sub.as_mut()) {
                 (Some(msg), Some(s)) => {
-                    if s.sampled_in(&msg, settings.sample_rate) {
+                    if s.sampled_in(&msg) {
                         encode_message_frame(&msg, &mut out);
                     }
-                    drain(s, &mut out, settings.output_buffer_size, settings.sample_rate);
+                    drain(s, &mut out, settings.output_buffer_size);
                     let busy = session_busy.load(Ordering::Acquire);
                     decide(&mut socket, &mut out, &settings, busy, &mut flush_at).await
                 }
@@ -189,10 +193,10 @@ async fn recv(sub: &mut Option<Subscription>) -> Option<rsq_codec::Message> {
 
 /// Moves every message already delivered to this consumer into `out`,
 /// up to about one buffer's worth, so they leave in one write.
-fn drain(sub: &mut Subscription, out: &mut BytesMut, limit: usize, sample_rate: i32) {
+fn drain(sub: &mut Subscription, out: &mut BytesMut, limit: usize) {
     while out.len() < limit {
         match sub.consumer.try_recv() {
-            Some(msg) if sub.sampled_in(&msg, sample_rate) => encode_message_frame(&msg, out),
+            Some(msg) if sub.sampled_in(&msg) => encode_message_frame(&msg, out),
             Some(_) => {}
             None => break,
         }
@@ -200,11 +204,10 @@ fn drain(sub: &mut Subscription, out: &mut BytesMut, limit: usize, sample_rate: 
 }
 
 impl Subscription {
-    /// nsqd's rule: with a sample rate `r` in 1..=99, a message is dropped
-    /// when a uniform draw from 0..100 exceeds `r` (so `r + 1` percent are
-    /// kept). A dropped message is finished for the client (module doc).
-    fn sampled_in(&self, msg: &rsq_codec::Message, sample_rate: i32) -> bool {
-        if sample_rate <= 0 || rand::thread_rng().gen_range(0..100) <= sample_rate {
+    /// Whether the client's sample rate keeps `msg` ([`Sampler`]); a
+    /// dropped message is finished for the client (module doc).
+    fn sampled_in(&mut self, msg: &rsq_codec::Message) -> bool {
+        if self.sampler.keep() {
             return true;
         }
         if let Err(e) = self.channel.finish(self.client, &msg.id) {
