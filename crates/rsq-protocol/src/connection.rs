@@ -159,6 +159,9 @@ pub struct Connection {
     pending: Option<Pending>,
     actions: VecDeque<Action>,
     closed: bool,
+    /// When the driver last read from the socket; the read deadline runs
+    /// from here.
+    last_read: Option<Instant>,
 }
 
 /// Largest command line, as nsqd's 16 KiB read buffer.
@@ -191,6 +194,7 @@ impl Connection {
             pending: None,
             actions: VecDeque::new(),
             closed: false,
+            last_read: None,
         }
     }
 
@@ -202,6 +206,35 @@ impl Connection {
     /// The settings the connection runs with now.
     pub fn settings(&self) -> &Negotiated {
         &self.settings
+    }
+
+    /// The driver read from the socket at `now` (call it once at accept
+    /// too): the read deadline starts again.
+    pub fn handle_read(&mut self, now: Instant) {
+        self.last_read = Some(now);
+    }
+
+    /// When [`Connection::handle_timeout`] must be called: nsqd's read
+    /// deadline, two heartbeat intervals after the last read. `None` while
+    /// heartbeats are off, before the first read, or once closed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let interval = self.settings.heartbeat_interval?;
+        match self.closed {
+            true => None,
+            false => self.last_read.map(|at| at + interval * 2),
+        }
+    }
+
+    /// The clock reached `now`: a client that sent nothing for two
+    /// heartbeat intervals is gone, so the connection closes ([`Action::Close`],
+    /// with no error frame, as nsqd closes on a read timeout).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.poll_timeout().is_some_and(|deadline| now >= deadline) {
+            tracing::info!("V2: client missed heartbeats; closing");
+            self.pending = None;
+            self.closed = true;
+            self.actions.push_back(Action::Close);
+        }
     }
 
     /// Whether a fatal error closed the connection.

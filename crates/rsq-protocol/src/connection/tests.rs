@@ -623,3 +623,39 @@ fn fins_in_one_read_are_one_batch_whose_errors_come_first() {
         other => panic!("expected the last FIN, got {other:?}"),
     }
 }
+
+#[test]
+fn the_read_deadline_is_two_heartbeats_after_the_last_read() {
+    let mut conn = Connection::new(config(Preset::Defaults));
+    let t0 = Instant::now();
+    assert_eq!(
+        conn.poll_timeout(),
+        None,
+        "no deadline before the first read"
+    );
+    conn.handle_read(t0);
+    let deadline = t0 + Duration::from_secs(60);
+    assert_eq!(conn.poll_timeout(), Some(deadline));
+    conn.handle_timeout(deadline - Duration::from_millis(1));
+    assert!(!conn.is_closed());
+    conn.handle_read(t0 + Duration::from_secs(10));
+    assert_eq!(
+        conn.poll_timeout(),
+        Some(deadline + Duration::from_secs(10))
+    );
+    conn.handle_timeout(deadline + Duration::from_secs(10));
+    assert!(conn.is_closed());
+    assert!(matches!(conn.poll_action(t0), Some(Action::Close)));
+    assert!(conn.poll_action(t0).is_none());
+    assert_eq!(conn.poll_timeout(), None);
+
+    // IDENTIFY can turn heartbeats, and so the deadline, off.
+    let mut conn = Connection::new(config(Preset::Defaults));
+    conn.handle_read(t0);
+    conn.input().extend_from_slice(rsq_codec::MAGIC_V2);
+    conn.input().extend_from_slice(
+        &Command::Identify(Bytes::from_static(br#"{"heartbeat_interval": -1}"#)).to_bytes(),
+    );
+    while conn.poll_action(t0).is_some() {}
+    assert_eq!(conn.poll_timeout(), None);
+}

@@ -3,9 +3,10 @@
 //! the machine's requests against the daemon (publish, subscribe, FIN, the
 //! auth server, the TLS handshake) and hands frames to the writer.
 //!
-//! The protocol rules live in the machine; what lives here is IO and the
-//! daemon's shared state: the read deadline (two missed heartbeats), the
-//! subscription's channel and consumer, the client's `/stats` record, and
+//! The protocol rules live in the machine, the read deadline among them
+//! (`poll_timeout`/`handle_timeout`: two missed heartbeats); what lives
+//! here is IO, sleeping until that deadline, and the daemon's shared
+//! state: the subscription's channel and consumer, the client's `/stats` record, and
 //! leaving the channel when the connection ends. Whatever one client sends,
 //! other clients are unaffected: a session owns nothing shared but its own
 //! subscription.
@@ -69,6 +70,7 @@ pub async fn run(
 
     let (mut reader, write_half) = stream::split(stream);
     let mut conn = Connection::new(protocol);
+    conn.handle_read(Instant::now());
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (done_tx, mut done_rx) = watch::channel(false);
     let busy = Arc::new(AtomicBool::new(false));
@@ -97,28 +99,27 @@ pub async fn run(
         }
         busy.store(false, Ordering::Release);
         let _ = session.out.send(Outbound::Flush);
-        // nsqd's read deadline: a client that sends nothing for two
-        // heartbeat intervals is gone.
-        let deadline = conn.settings().heartbeat_interval.map(|d| d * 2);
+        // The machine owns nsqd's read deadline; this only sleeps until it.
+        let deadline = conn.poll_timeout();
         let read = async {
             let buf = conn.input();
             match deadline {
-                Some(d) => tokio::time::timeout(d, reader.read_buf(buf)).await,
+                Some(at) => {
+                    let at = tokio::time::Instant::from_std(at);
+                    tokio::time::timeout_at(at, reader.read_buf(buf)).await
+                }
                 None => Ok(reader.read_buf(buf).await),
             }
         };
         tokio::select! {
             r = read => match r {
                 Ok(Ok(0)) => break,
-                Ok(Ok(_)) => {}
+                Ok(Ok(_)) => conn.handle_read(Instant::now()),
                 Ok(Err(e)) => {
                     tracing::debug!(client = id, error = %e, "TCP: read failed");
                     break;
                 }
-                Err(_) => {
-                    tracing::info!(client = id, "TCP: client missed heartbeats; closing");
-                    break;
-                }
+                Err(_) => conn.handle_timeout(Instant::now()),
             },
             _ = done_rx.changed() => break,
             _ = shutdown.changed() => break,
