@@ -177,7 +177,9 @@ fn bound_refuses_and_recovers(extra: &[&str]) {
 
     // Consumers are served meanwhile, every accepted message exactly once.
     let mut c = d.connect();
-    c.identify(r#"{"heartbeat_interval": 1000}"#);
+    // The test client answers no heartbeat, and it sits silent while it
+    // waits for recovery: a long interval keeps the read deadline away.
+    c.identify(r#"{"heartbeat_interval": 20000}"#);
     c.subscribe("t", "c");
     let (seen, deliveries) = consume_all(&mut c, accepted, Duration::from_secs(60));
     assert_eq!((seen.len(), deliveries), (accepted, accepted));
@@ -212,7 +214,9 @@ fn the_disk_bound_holds_across_a_restart() {
     d.restart();
     assert_refuses_publishes(&d);
     let mut c = d.connect();
-    c.identify(r#"{"heartbeat_interval": 1000}"#);
+    // The test client answers no heartbeat, and it sits silent while it
+    // waits for recovery: a long interval keeps the read deadline away.
+    c.identify(r#"{"heartbeat_interval": 20000}"#);
     c.subscribe("t", "c");
     let (seen, _) = consume_all(&mut c, accepted, Duration::from_secs(60));
     assert_eq!(seen.len(), accepted);
@@ -307,7 +311,9 @@ fn a_full_file_system_is_a_refusal_not_a_crash_nor_a_corrupt_segment() {
     // Consumers are served: everything accepted arrives (a publish refused
     // by a failed write may also have been kept: at least once).
     let mut c = d.connect();
-    c.identify(r#"{"heartbeat_interval": 1000}"#);
+    // The test client answers no heartbeat, and it sits silent while it
+    // waits for recovery: a long interval keeps the read deadline away.
+    c.identify(r#"{"heartbeat_interval": 20000}"#);
     c.subscribe("t", "c");
     let (seen, _) = consume_all(&mut c, accepted, Duration::from_secs(60));
     assert_eq!(seen.len(), accepted);
@@ -327,7 +333,9 @@ fn a_full_file_system_is_a_refusal_not_a_crash_nor_a_corrupt_segment() {
         0.0
     );
     let mut c = d.connect();
-    c.identify(r#"{"heartbeat_interval": 1000}"#);
+    // The test client answers no heartbeat, and it sits silent while it
+    // waits for recovery: a long interval keeps the read deadline away.
+    c.identify(r#"{"heartbeat_interval": 20000}"#);
     c.subscribe("t", "c");
     c.send(Command::Rdy(100));
     // Reads consumed while the metadata could not be written may come
