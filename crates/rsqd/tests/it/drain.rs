@@ -36,7 +36,9 @@ fn publish(d: &Daemon, topic: &str, n: usize) {
 /// A consumer of `topic`/`channel` with RDY 0.
 fn consumer(d: &Daemon, topic: &str, channel: &str) -> V2 {
     let mut c = d.connect();
-    c.identify(r#"{"heartbeat_interval": 1000}"#);
+    // The test client answers no heartbeat and is silent between steps:
+    // a long interval keeps the read deadline away on a loaded machine.
+    c.identify(r#"{"heartbeat_interval": 20000}"#);
     c.subscribe(topic, channel);
     c
 }
