@@ -8,7 +8,6 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use rsq_codec::Command;
 
 use crate::harness::{Daemon, V2};
@@ -50,51 +49,6 @@ fn fill(d: &Daemon, len: usize, limit: usize) -> usize {
         }
     }
     panic!("{limit} publishes and no DISK_FULL");
-}
-
-fn assert_refuses_publishes(d: &Daemon) {
-    let (status, answer) = d.http("POST", "/pub?topic=t", b"late");
-    assert_eq!(
-        (status, answer.as_str()),
-        (507, r#"{"message":"DISK_FULL"}"#)
-    );
-    let (status, answer) = d.http("POST", "/mpub?topic=t", b"a\nb");
-    assert_eq!(
-        (status, answer.as_str()),
-        (507, r#"{"message":"DISK_FULL"}"#)
-    );
-    let (status, answer) = d.http("GET", "/ping", b"");
-    assert_eq!(status, 503, "/ping while full: {answer}");
-    assert!(answer.starts_with("NOK - disk full"), "{answer}");
-    // Over TCP: a publish failure with the reason, on a connection that
-    // stays usable.
-    let mut p = d.connect();
-    for _ in 0..2 {
-        p.send(Command::Pub {
-            topic: "t".into(),
-            body: Bytes::from_static(b"late"),
-        });
-        let e = p.expect_error();
-        assert!(e.starts_with("E_PUB_FAILED PUB failed DISK_FULL"), "{e}");
-    }
-    p.send(Command::Mpub {
-        topic: "t".into(),
-        bodies: vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")],
-    });
-    let e = p.expect_error();
-    assert!(e.starts_with("E_MPUB_FAILED MPUB failed DISK_FULL"), "{e}");
-    p.send(Command::Dpub {
-        topic: "t".into(),
-        defer_ms: 100,
-        body: Bytes::from_static(b"later"),
-    });
-    let e = p.expect_error();
-    assert!(e.starts_with("E_DPUB_FAILED DPUB failed DISK_FULL"), "{e}");
-    p.send(Command::Nop);
-    assert!(
-        p.quiet_for(Duration::from_millis(100)),
-        "connection still open and quiet"
-    );
 }
 
 /// Receives (and finishes) messages until every index in `0..n` was seen,
@@ -168,7 +122,7 @@ fn bound_refuses_and_recovers(extra: &[&str]) {
         accepted > 150,
         "only {accepted} accepted under a bound of {BOUND}"
     );
-    assert_refuses_publishes(&d);
+    d.assert_publishes_refused(507, "DISK_FULL", "NOK - disk full");
     let stats = d.stats();
     assert_eq!(stats["disk_full"], true);
     assert!(stats["disk_bytes"].as_u64().unwrap() <= BOUND, "{stats}");
@@ -212,7 +166,7 @@ fn the_disk_bound_holds_across_a_restart() {
     // accepted is dropped, and the restarted node counts it and is full.
     assert_eq!(d.terminate(), Some(0));
     d.restart();
-    assert_refuses_publishes(&d);
+    d.assert_publishes_refused(507, "DISK_FULL", "NOK - disk full");
     let mut c = d.connect();
     // The test client answers no heartbeat, and it sits silent while it
     // waits for recovery: a long interval keeps the read deadline away.
@@ -305,7 +259,7 @@ fn a_full_file_system_is_a_refusal_not_a_crash_nor_a_corrupt_segment() {
     // No bound: the file system itself fills.
     let accepted = fill(&d, 4000, 2000);
     assert!(accepted > 100, "only {accepted} accepted on 2 MiB");
-    assert_refuses_publishes(&d);
+    d.assert_publishes_refused(507, "DISK_FULL", "NOK - disk full");
     assert!(d.is_running());
 
     // Consumers are served: everything accepted arrives (a publish refused

@@ -52,38 +52,6 @@ fn consume(c: &mut V2, n: usize) {
     }
 }
 
-fn assert_refuses_publishes(d: &Daemon) {
-    let (status, body) = d.http("POST", "/pub?topic=t", b"late");
-    assert_eq!((status, body.as_str()), (503, r#"{"message":"DRAINING"}"#));
-    let (status, body) = d.http("POST", "/mpub?topic=t", b"a\nb");
-    assert_eq!((status, body.as_str()), (503, r#"{"message":"DRAINING"}"#));
-    let (status, _) = d.http("GET", "/ping", b"");
-    assert_eq!(status, 503, "/ping while draining");
-    // Over TCP the error is a publish failure with the reason, and the
-    // connection stays usable.
-    let mut p = d.connect();
-    for _ in 0..2 {
-        p.send(Command::Pub {
-            topic: "t".into(),
-            body: Bytes::from_static(b"late"),
-        });
-        let e = p.expect_error();
-        assert!(e.starts_with("E_PUB_FAILED PUB failed DRAINING"), "{e}");
-    }
-    p.send(Command::Mpub {
-        topic: "t".into(),
-        bodies: vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")],
-    });
-    assert!(p
-        .expect_error()
-        .starts_with("E_MPUB_FAILED MPUB failed DRAINING"));
-    p.send(Command::Nop);
-    assert!(
-        p.quiet_for(Duration::from_millis(100)),
-        "connection still open and quiet"
-    );
-}
-
 #[test]
 fn draining_refuses_publishes_serves_consumers_and_exits_when_empty() {
     let mut d = Daemon::start(&[]);
@@ -109,7 +77,7 @@ fn draining_refuses_publishes_serves_consumers_and_exits_when_empty() {
     assert_eq!(d.stats()["draining"], true);
     let (_, info) = d.http("GET", "/info", b"");
     assert!(info.contains(r#""draining":true"#), "{info}");
-    assert_refuses_publishes(&d);
+    d.assert_publishes_refused(503, "DRAINING", "NOK - draining");
     assert!(d.is_running(), "messages are left: still running");
 
     consume(&mut c, 31);
@@ -137,7 +105,7 @@ fn drain_mode_can_be_turned_off() {
         d.http("PUT", "/config/drain", b"\"true\""),
         (200, "true".into())
     );
-    assert_refuses_publishes(&d);
+    d.assert_publishes_refused(503, "DRAINING", "NOK - draining");
     assert_eq!(
         d.http("PUT", "/config/drain", b"false"),
         (200, "false".into())
@@ -162,7 +130,7 @@ fn sigterm_drains_in_drain_mode_and_a_second_one_flushes() {
         assert!(std::time::Instant::now() < deadline, "drain mode not on");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_refuses_publishes(&d);
+    d.assert_publishes_refused(503, "DRAINING", "NOK - draining");
     consume(&mut c, 10);
     assert_eq!(d.wait_exit(Duration::from_secs(20)), Some(0));
 

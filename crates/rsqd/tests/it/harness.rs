@@ -203,6 +203,57 @@ impl Daemon {
         http(self.http, method, path, body).expect("http request")
     }
 
+    /// Checks that every publish path refuses, without closing anything:
+    /// HTTP `/pub` and `/mpub` answer `status` with `{"message":"<reason>"}`,
+    /// `/ping` answers 503 starting `ping`, and on one V2 connection PUB
+    /// (twice), MPUB and DPUB get their `E_*_FAILED ... <reason>` error while
+    /// the connection stays open and quiet.
+    pub fn assert_publishes_refused(&self, status: u16, reason: &str, ping: &str) {
+        let answer = format!(r#"{{"message":"{reason}"}}"#);
+        for (path, body) in [("/pub?topic=t", &b"late"[..]), ("/mpub?topic=t", b"a\nb")] {
+            let (got, body) = self.http("POST", path, body);
+            assert_eq!((got, body.as_str()), (status, answer.as_str()), "{path}");
+        }
+        let (got, body) = self.http("GET", "/ping", b"");
+        assert_eq!(got, 503, "/ping while refusing: {body}");
+        assert!(body.starts_with(ping), "{body}");
+        let mut p = self.connect();
+        let publishes = [
+            Command::Pub {
+                topic: "t".into(),
+                body: Bytes::from_static(b"late"),
+            },
+            Command::Pub {
+                topic: "t".into(),
+                body: Bytes::from_static(b"again"),
+            },
+            Command::Mpub {
+                topic: "t".into(),
+                bodies: vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")],
+            },
+            Command::Dpub {
+                topic: "t".into(),
+                defer_ms: 100,
+                body: Bytes::from_static(b"later"),
+            },
+        ];
+        for (cmd, error) in publishes.into_iter().zip([
+            "E_PUB_FAILED PUB",
+            "E_PUB_FAILED PUB",
+            "E_MPUB_FAILED MPUB",
+            "E_DPUB_FAILED DPUB",
+        ]) {
+            p.send(cmd);
+            let e = p.expect_error();
+            assert!(e.starts_with(&format!("{error} failed {reason}")), "{e}");
+        }
+        p.send(Command::Nop);
+        assert!(
+            p.quiet_for(Duration::from_millis(100)),
+            "connection still open and quiet"
+        );
+    }
+
     /// `/stats?format=json` parsed.
     pub fn stats(&self) -> serde_json::Value {
         let (status, body) = self.http("GET", "/stats?format=json", b"");
