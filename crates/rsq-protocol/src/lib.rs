@@ -4,8 +4,11 @@
 //!
 //! ## What is in it
 //!
-//! - [`Connection`]: the state machine; [`Action`] is what it asks of its
-//!   driver.
+//! - [`Connection`]: the inbound state machine (commands in); [`Action`]
+//!   is what it asks of its driver.
+//! - [`Output`]: the outbound one: when responses, message frames and
+//!   heartbeats leave, written into the driver's buffer, and which
+//!   messages sampling keeps ([`Delivery`]).
 //! - [`ProtocolConfig`]: the daemon's limits and offers, the only thing the
 //!   machine knows of the daemon ([`TlsRequired`] among them).
 //! - IDENTIFY negotiation ([`IdentifyRequest`], [`Negotiated`]) and the
@@ -22,6 +25,7 @@ mod client_state;
 mod config;
 mod connection;
 mod identify;
+mod output;
 mod sampling;
 
 pub use auth::{AuthState, Authorization, BadAuthResponse};
@@ -32,4 +36,5 @@ pub use identify::{
     negotiate, IdentifyRequest, IdentifyResponse, Negotiated, DEFAULT_HEARTBEAT,
     DEFAULT_OUTPUT_BUFFER_SIZE,
 };
+pub use output::{Delivery, Output};
 pub use sampling::Sampler;
