@@ -78,6 +78,25 @@ impl TlsMinVersion {
     }
 }
 
+/// `--tls-client-auth-policy`: whether TLS clients must present a
+/// certificate, and whether it is checked. Any policy makes TLS required.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum TlsClientAuthPolicy {
+    /// No certificate asked for (`""`, nsqd's default).
+    #[value(name = "")]
+    #[serde(rename = "")]
+    None,
+    /// A certificate must be presented; its chain is not checked
+    /// (Go's `RequireAnyClientCert`).
+    #[value(name = "require")]
+    #[serde(rename = "require")]
+    Require,
+    /// A certificate must chain to `--tls-root-ca-file`.
+    #[value(name = "require-verify")]
+    #[serde(rename = "require-verify")]
+    RequireVerify,
+}
+
 /// `--auth-http-request-method`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -274,8 +293,8 @@ pub struct Options {
     pub tls_root_ca_file: Option<PathBuf>,
     /// Client certificates: `require` (any) or `require-verify` (checked against
     /// `--tls-root-ca-file`); setting one makes TLS required.
-    #[arg(long, value_parser = ["", "require", "require-verify"], default_value = "")]
-    pub tls_client_auth_policy: String,
+    #[arg(long, value_enum, default_value_t = TlsClientAuthPolicy::None)]
+    pub tls_client_auth_policy: TlsClientAuthPolicy,
     /// TLS required: `false`/`0`, `tcp-https`/`1` (TCP and HTTPS, plain HTTP allowed)
     /// or `true`/`2` (everywhere).
     #[arg(long, default_value = "false", value_parser = parse_tls_required)]
@@ -468,18 +487,23 @@ mod tests {
         assert_eq!(o.tls_required, TlsRequired::No);
         assert_eq!(o.tls_min_version, TlsMinVersion::Tls10);
         assert_eq!(o.auth_http_request_method, AuthMethod::Get);
+        assert_eq!(o.tls_client_auth_policy, TlsClientAuthPolicy::None);
+        assert_eq!(serde_json::to_value(&o)?["tls_client_auth_policy"], "");
         let o = Options::load_from([
             "rsqd",
             "--tls-required=tcp-https",
             "--tls-min-version=tls1.3",
             "--auth-http-request-method=post",
+            "--tls-client-auth-policy=require-verify",
         ])?;
+        assert_eq!(o.tls_client_auth_policy, TlsClientAuthPolicy::RequireVerify);
         assert_eq!(o.tls_required, TlsRequired::ExceptHttp);
         assert_eq!(o.tls_min_version.rustls_versions().len(), 1);
         let config = serde_json::to_value(&o)?;
         assert_eq!(config["tls_required"], 1);
         assert_eq!(config["tls_min_version"], "tls1.3");
         assert_eq!(config["auth_http_request_method"], "post");
+        assert_eq!(config["tls_client_auth_policy"], "require-verify");
         assert_eq!(
             Options::load_from(["rsqd", "--tls-required=2"])?.tls_required,
             TlsRequired::Yes

@@ -24,13 +24,15 @@ use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConf
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 
-use crate::options::Options;
+use crate::options::{Options, TlsClientAuthPolicy};
 pub use rsq_protocol::TlsRequired;
 
 /// The effective `--tls-required`: a client-auth policy forces it on.
 pub fn tls_required(opts: &Options) -> TlsRequired {
     match opts.tls_required {
-        TlsRequired::No if !opts.tls_client_auth_policy.is_empty() => TlsRequired::Yes,
+        TlsRequired::No if opts.tls_client_auth_policy != TlsClientAuthPolicy::None => {
+            TlsRequired::Yes
+        }
         level => level,
     }
 }
@@ -39,7 +41,9 @@ pub fn tls_required(opts: &Options) -> TlsRequired {
 /// Errors (unreadable or invalid files) are startup errors.
 pub fn server_config(opts: &Options) -> anyhow::Result<Option<Arc<ServerConfig>>> {
     let (Some(cert), Some(key)) = (&opts.tls_cert, &opts.tls_key) else {
-        if !opts.tls_client_auth_policy.is_empty() || opts.tls_required > TlsRequired::No {
+        if opts.tls_client_auth_policy != TlsClientAuthPolicy::None
+            || opts.tls_required > TlsRequired::No
+        {
             bail!("--tls-required and --tls-client-auth-policy need --tls-cert and --tls-key");
         }
         return Ok(None);
@@ -57,11 +61,13 @@ pub fn server_config(opts: &Options) -> anyhow::Result<Option<Arc<ServerConfig>>
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
         .context("TLS protocol versions")?;
-    let builder = match opts.tls_client_auth_policy.as_str() {
-        "require" => builder.with_client_cert_verifier(Arc::new(AnyClientCert {
-            algorithms: provider.signature_verification_algorithms,
-        })),
-        "require-verify" => {
+    let builder = match opts.tls_client_auth_policy {
+        TlsClientAuthPolicy::Require => {
+            builder.with_client_cert_verifier(Arc::new(AnyClientCert {
+                algorithms: provider.signature_verification_algorithms,
+            }))
+        }
+        TlsClientAuthPolicy::RequireVerify => {
             let Some(ca) = &opts.tls_root_ca_file else {
                 bail!("--tls-client-auth-policy=require-verify needs --tls-root-ca-file");
             };
@@ -78,7 +84,7 @@ pub fn server_config(opts: &Options) -> anyhow::Result<Option<Arc<ServerConfig>>
                 .context("client certificate verifier")?;
             builder.with_client_cert_verifier(verifier)
         }
-        _ => builder.with_no_client_auth(),
+        TlsClientAuthPolicy::None => builder.with_no_client_auth(),
     };
     let config = builder
         .with_single_cert(chain, key)
