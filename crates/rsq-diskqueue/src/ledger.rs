@@ -484,7 +484,7 @@ impl Ledger {
         let mut counts: BTreeMap<u64, u64> = self
             .counts
             .iter()
-            .filter(|(&file, _)| file >= read.file && file <= write.file)
+            .filter(|&(&file, _)| file >= read.file && file <= write.file)
             .map(|(&file, &count)| {
                 // A pending record is counted from its put until it is read.
                 let pending = unread_pending.get(&file).copied().unwrap_or(0);
