@@ -26,7 +26,7 @@ use bytes::Bytes;
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use rsq_diskqueue::{
-    check_recovery_kept_records, BackendQueue, DiskQueue, DiskQueueConfig, MemStorage, Storage,
+    BackendQueue, DiskQueue, DiskQueueConfig, MemStorage, Storage, check_recovery_kept_records,
 };
 
 const QUEUE: &str = "fz";
@@ -178,9 +178,9 @@ fn metadata_bytes(meta: Metadata) -> Option<Vec<u8>> {
             text.push('\n');
             Some(signed(text))
         }
-        Metadata::Go { depth, read, write } => Some(
-            format!("{depth}\n{},{}\n{},{}\n", read.0, read.1, write.0, write.1).into_bytes(),
-        ),
+        Metadata::Go { depth, read, write } => {
+            Some(format!("{depth}\n{},{}\n{},{}\n", read.0, read.1, write.0, write.1).into_bytes())
+        }
     }
 }
 

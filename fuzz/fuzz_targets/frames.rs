@@ -16,8 +16,8 @@
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use rsq_codec::{
-    CodecError, Frame, FrameDecoder, Message, ProtocolError, DEFAULT_MAX_FRAME_SIZE,
-    DEFERRED_RECORD_TAG, FRAME_HEADER_LEN, MESSAGE_HEADER_LEN,
+    CodecError, DEFAULT_MAX_FRAME_SIZE, DEFERRED_RECORD_TAG, FRAME_HEADER_LEN, Frame, FrameDecoder,
+    MESSAGE_HEADER_LEN, Message, ProtocolError,
 };
 
 fn max_frame_size(preset: u8) -> u32 {

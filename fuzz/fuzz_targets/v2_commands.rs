@@ -25,8 +25,8 @@
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use rsq_codec::{
-    encode_error, is_valid_name, Command, CommandDecoder, ErrorCode, Frame, FrameDecoder, Limits,
-    ProtocolError, MAX_LINE_LEN,
+    Command, CommandDecoder, ErrorCode, Frame, FrameDecoder, Limits, MAX_LINE_LEN, ProtocolError,
+    encode_error, is_valid_name,
 };
 
 /// What one `decode` call produced, for comparing split and whole feeding.

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use rsq_codec::{Frame, FrameDecoder, ProtocolError, MAGIC_V2};
+use rsq_codec::{Frame, FrameDecoder, MAGIC_V2, ProtocolError};
 use rsq_protocol::{Action, Connection, ProtocolConfig};
 
 fn presets() -> &'static [ProtocolConfig; 4] {

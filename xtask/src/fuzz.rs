@@ -144,7 +144,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             return Err(format!(
                 "unknown fuzz target {name:?} (targets: {})",
                 all.join(", ")
-            ))
+            ));
         }
         None => all.iter().collect(),
     };

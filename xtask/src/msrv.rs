@@ -68,7 +68,7 @@ fn check(metadata: &str) -> Result<Version, String> {
                 Some(v) if v != rust_version => {
                     return Err(format!(
                         "workspace member {name} says rust-version {rust_version}, others {v}: every member inherits the workspace's"
-                    ))
+                    ));
                 }
                 _ => ours = Some(rust_version),
             }

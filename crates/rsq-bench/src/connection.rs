@@ -10,11 +10,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use rsq_codec::{Command, Frame, FrameDecoder, DEFAULT_MAX_FRAME_SIZE, HEARTBEAT, MAGIC_V2, OK};
+use rsq_codec::{Command, DEFAULT_MAX_FRAME_SIZE, Frame, FrameDecoder, HEARTBEAT, MAGIC_V2, OK};
 use rsq_compress::{Compression, Compressor, Decompressor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::{timeout_at, Instant};
+use tokio::time::{Instant, timeout_at};
 
 use crate::BenchError;
 

@@ -8,9 +8,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use clap::Parser;
 use rsq_bench::daemon::Target;
 use rsq_bench::options::Options;
-use rsq_bench::report::{table, JsonReport};
+use rsq_bench::report::{JsonReport, table};
 use rsq_bench::scale;
-use rsq_bench::scenario::{run_suite, suite, SCENARIO_NAMES};
+use rsq_bench::scenario::{SCENARIO_NAMES, run_suite, suite};
 
 /// Writes a line to stdout or stderr. A binary's output is its product,
 /// so it is written directly; a closed pipe is not worth a panic.

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::BenchError;
 use crate::daemon::Target;
 use crate::latency::STAMP_LEN;
-use crate::scenario::{SuiteConfig, SCENARIO_NAMES};
-use crate::BenchError;
+use crate::scenario::{SCENARIO_NAMES, SuiteConfig};
 
 /// Benchmarks an NSQ-compatible daemon over protocol V2: publish and
 /// consume throughput, end-to-end latency, and the daemon's memory and CPU.

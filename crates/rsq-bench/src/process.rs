@@ -6,8 +6,8 @@
 //! scenario. CPU is `utime + stime` from `/proc/<pid>/stat`, in clock ticks
 //! of [`CLOCK_TICKS_PER_SEC`].
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 

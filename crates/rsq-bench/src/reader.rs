@@ -14,10 +14,10 @@ use bytes::BytesMut;
 use rsq_codec::{Command, Frame};
 use tokio::time::Instant;
 
-use crate::connection::Connection;
-use crate::latency::{unix_now_ns, LatencyRecorder};
-use crate::progress::Progress;
 use crate::BenchError;
+use crate::connection::Connection;
+use crate::latency::{LatencyRecorder, unix_now_ns};
+use crate::progress::Progress;
 
 /// How one reader connection consumes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -75,11 +75,7 @@ impl Row {
 }
 
 fn rate(count: u64, secs: f64) -> f64 {
-    if secs > 0.0 {
-        count as f64 / secs
-    } else {
-        0.0
-    }
+    if secs > 0.0 { count as f64 / secs } else { 0.0 }
 }
 
 /// `1.23 M`, `456 k` or `789`: a rate with three significant figures.

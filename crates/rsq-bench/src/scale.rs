@@ -15,9 +15,9 @@ use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
-use crate::daemon::{http_request, ManagedDaemon};
-use crate::process::{parse_status_kib, read_cpu_ticks, read_status, CLOCK_TICKS_PER_SEC};
 use crate::BenchError;
+use crate::daemon::{ManagedDaemon, http_request};
+use crate::process::{CLOCK_TICKS_PER_SEC, parse_status_kib, read_cpu_ticks, read_status};
 
 /// Longest a shutdown or a restart may take before the run fails.
 pub const RESTART_BOUND: Duration = Duration::from_secs(300);

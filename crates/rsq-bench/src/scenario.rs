@@ -16,14 +16,14 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::daemon::{http_request, ManagedDaemon, Target};
+use crate::BenchError;
+use crate::daemon::{ManagedDaemon, Target, http_request};
 use crate::latency::LatencyRecorder;
 use crate::process::Sampler;
 use crate::progress::Progress;
 use crate::reader::{ReaderConfig, Subscriber};
 use crate::report::Row;
-use crate::writer::{run_writer, WriterConfig};
-use crate::BenchError;
+use crate::writer::{WriterConfig, run_writer};
 
 /// Longest time readers keep consuming after the writers stop.
 pub const DRAIN_MAX: Duration = Duration::from_secs(3);

@@ -14,10 +14,10 @@ use bytes::{Bytes, BytesMut};
 use rsq_codec::{Command, Frame, OK};
 use tokio::time::Instant;
 
-use crate::connection::{Connection, SETUP_TIMEOUT};
-use crate::latency::{stamp_offsets, stamped_body, unix_now_ns, write_stamp, STAMP_LEN};
-use crate::progress::Progress;
 use crate::BenchError;
+use crate::connection::{Connection, SETUP_TIMEOUT};
+use crate::latency::{STAMP_LEN, stamp_offsets, stamped_body, unix_now_ns, write_stamp};
+use crate::progress::Progress;
 
 /// How one writer connection publishes.
 #[derive(Debug, Clone, PartialEq, Eq)]

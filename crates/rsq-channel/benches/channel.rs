@@ -1,8 +1,8 @@
 //! Throughput of put, deliver and FIN through one channel in-process.
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;

@@ -32,5 +32,5 @@ pub use config::{ChannelConfig, ClientId};
 pub use dead_letter::DeadLetterSink;
 pub use e2e_latency::E2eLatencyWindow;
 pub use error::ChannelError;
-pub use state::{ChannelState, PutOutcome, DEBUG_CHECK_LIMIT, READ_AHEAD};
+pub use state::{ChannelState, DEBUG_CHECK_LIMIT, PutOutcome, READ_AHEAD};
 pub use stats::{ChannelStats, ConsumerStats, E2eLatency};

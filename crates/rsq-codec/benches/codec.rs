@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use rsq_codec::{
-    encode_message_frame, Command, CommandDecoder, Frame, FrameDecoder, Limits, Message, MessageId,
+    Command, CommandDecoder, Frame, FrameDecoder, Limits, Message, MessageId, encode_message_frame,
 };
 
 /// Commands or frames per batch; a batch is one timed unit of work.

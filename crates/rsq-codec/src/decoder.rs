@@ -23,7 +23,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::names::is_valid_name;
-use crate::{Command, MessageId, ProtocolError, Verb, MAGIC_V2};
+use crate::{Command, MAGIC_V2, MessageId, ProtocolError, Verb};
 
 /// Longest command line, newline included, as nsqd's 16 KiB read buffer allows.
 pub const MAX_LINE_LEN: usize = 16 * 1024;
@@ -456,7 +456,7 @@ impl CommandDecoder {
                         return Err(ProtocolError::bad_channel(format!(
                             "SUB channel name {} is not valid",
                             go_quote(channel)
-                        )))
+                        )));
                     }
                 };
                 LineOutcome::Done(Command::Sub { topic, channel })

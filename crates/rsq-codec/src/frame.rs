@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use bytes::{Buf, BufMut, BytesMut};
 
-use crate::{CodecError, Message, ProtocolError, MESSAGE_HEADER_LEN};
+use crate::{CodecError, MESSAGE_HEADER_LEN, Message, ProtocolError};
 
 /// Response body for a successful command.
 pub const OK: &[u8] = b"OK";

@@ -114,10 +114,11 @@ mod tests {
         assert_eq!((guid >> 12) & 0x3ff, 5);
         assert_eq!(guid & 0xfff, 0);
         let id = MessageId::from_u64(guid);
-        assert!(id
-            .as_bytes()
-            .iter()
-            .all(|b| b"0123456789abcdef".contains(b)));
+        assert!(
+            id.as_bytes()
+                .iter()
+                .all(|b| b"0123456789abcdef".contains(b))
+        );
         assert_eq!(g.node_id(), 5);
     }
 

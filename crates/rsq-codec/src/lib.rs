@@ -36,15 +36,15 @@ mod message;
 mod names;
 mod protocol_error;
 
-pub use command::{Command, Verb, MAGIC_V2};
+pub use command::{Command, MAGIC_V2, Verb};
 pub use decoder::{CommandDecoder, Limits, MAX_LINE_LEN};
 pub use duration::parse_duration;
 pub use error::CodecError;
 pub use frame::{
-    encode_error, encode_frame, encode_message_frame, encode_response, Frame, FrameDecoder,
-    FrameType, CLOSE_WAIT, DEFAULT_MAX_FRAME_SIZE, FRAME_HEADER_LEN, HEARTBEAT, OK,
+    CLOSE_WAIT, DEFAULT_MAX_FRAME_SIZE, FRAME_HEADER_LEN, Frame, FrameDecoder, FrameType,
+    HEARTBEAT, OK, encode_error, encode_frame, encode_message_frame, encode_response,
 };
-pub use id::{IdGenerator, GUID_EPOCH, MAX_NODE_ID};
-pub use message::{Message, MessageId, DEFERRED_RECORD_TAG, MESSAGE_HEADER_LEN};
-pub use names::{is_ephemeral, is_valid_name, EPHEMERAL_SUFFIX, MAX_NAME_LEN};
+pub use id::{GUID_EPOCH, IdGenerator, MAX_NODE_ID};
+pub use message::{DEFERRED_RECORD_TAG, MESSAGE_HEADER_LEN, Message, MessageId};
+pub use names::{EPHEMERAL_SUFFIX, MAX_NAME_LEN, is_ephemeral, is_valid_name};
 pub use protocol_error::{ErrorCode, ProtocolError};

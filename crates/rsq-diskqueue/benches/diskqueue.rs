@@ -14,7 +14,9 @@ fn report(what: &str, size: usize, count: u64, elapsed: Duration) {
     let secs = elapsed.as_secs_f64();
     let msgs = count as f64 / secs;
     let mb = msgs * size as f64 / 1e6;
-    println!("rsq-diskqueue {what} {size}B: {msgs:.0} msgs/s, {mb:.1} MB/s ({count} records in {secs:.2} s)");
+    println!(
+        "rsq-diskqueue {what} {size}B: {msgs:.0} msgs/s, {mb:.1} MB/s ({count} records in {secs:.2} s)"
+    );
 }
 
 fn config(dir: &std::path::Path, sync_every: u64) -> DiskQueueConfig {

@@ -10,11 +10,11 @@
 //! be cut after the chain is only zeros, or at most one record's worth of
 //! bytes after at least one whole record.
 
+use crate::MemStorage;
 use crate::go_format::GoMeta;
 use crate::metadata::Metadata;
-use crate::record::{decode, Decoded, HEADER_LEN};
-use crate::recovery::{check, Names};
-use crate::MemStorage;
+use crate::record::{Decoded, HEADER_LEN, decode};
+use crate::recovery::{Names, check};
 
 /// Checks that opening the queue `queue` turned the directory `before` into
 /// `after` keeping every whole record (see the module docs); the error says

@@ -40,8 +40,8 @@ use crate::budget::DiskBudget;
 use crate::commit_stats::CommitStats;
 use crate::ledger::{Ledger, Pending, Pos, ReadStep};
 use crate::metadata::Metadata;
-use crate::record::{self, decode, Decoded, HEADER_LEN};
-use crate::recovery::{recover, Limits, Names};
+use crate::record::{self, Decoded, HEADER_LEN, decode};
+use crate::recovery::{Limits, Names, recover};
 use crate::storage::{FsStorage, Storage};
 use crate::{BackendQueue, BackendStats, QueueError};
 

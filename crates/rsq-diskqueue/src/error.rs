@@ -26,7 +26,9 @@ pub enum QueueError {
     /// The shared [`crate::DiskBudget`] has no room for the records
     /// (`--max-disk-bytes`), or the file system is full: nothing was
     /// stored. A refusal, not a failure: retry once space is freed.
-    #[error("disk full: {bytes} bytes do not fit (disk budget {used} of {limit} bytes used; 0 = unbounded)")]
+    #[error(
+        "disk full: {bytes} bytes do not fit (disk budget {used} of {limit} bytes used; 0 = unbounded)"
+    )]
     Full {
         /// Bytes the refused records take in their segment.
         bytes: u64,

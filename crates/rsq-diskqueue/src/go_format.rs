@@ -33,7 +33,7 @@ use tracing::{error, info, warn};
 use crate::ledger::Pos;
 use crate::metadata::Metadata;
 use crate::record;
-use crate::recovery::{self, is_torn_tail, read_meta, Limits, Names, MAX_SEGMENT};
+use crate::recovery::{self, Limits, MAX_SEGMENT, Names, is_torn_tail, read_meta};
 use crate::storage::{FsStorage, Storage};
 use crate::{DiskQueueConfig, QueueError};
 

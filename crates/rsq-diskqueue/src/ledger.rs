@@ -152,7 +152,11 @@ impl Ledger {
     ) -> Self {
         let depth = counts.values().sum();
         let read = if read > write {
-            warn!(?read, ?write, "recovered read position is past the write position; reading from the write position");
+            warn!(
+                ?read,
+                ?write,
+                "recovered read position is past the write position; reading from the write position"
+            );
             write
         } else {
             read

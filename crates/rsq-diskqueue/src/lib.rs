@@ -34,7 +34,7 @@ pub use audit::check_recovery_kept_records;
 pub use backend::{BackendQueue, BackendStats};
 pub use budget::{DiskBudget, LOW_WATER_PERCENT};
 pub use commit_stats::{
-    CommitSnapshot, CommitStats, COMMIT_LATENCY_BOUNDS_MICROS, COMMIT_RECORDS_BOUNDS,
+    COMMIT_LATENCY_BOUNDS_MICROS, COMMIT_RECORDS_BOUNDS, CommitSnapshot, CommitStats,
 };
 pub use disk_queue::{DiskQueue, DiskQueueConfig};
 pub use error::QueueError;

@@ -28,7 +28,7 @@ use tracing::{error, info, warn};
 use crate::go_format;
 use crate::ledger::{Ledger, Pos};
 use crate::metadata::Metadata;
-use crate::record::{decode, Decoded, HEADER_LEN};
+use crate::record::{Decoded, HEADER_LEN, decode};
 use crate::storage::Storage;
 
 const SCAN_CHUNK: usize = 1 << 20;

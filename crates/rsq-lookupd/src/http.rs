@@ -8,17 +8,17 @@
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::Router;
 use rsq_codec::is_valid_name;
-use rsq_service::http::{json, nsq_api, ok_empty, required, topic_and_channel, Params};
+use rsq_service::http::{Params, json, nsq_api, ok_empty, required, topic_and_channel};
 use rsq_service::{ApiError, ApiResult};
 use tokio::net::TcpListener;
 
-use crate::options::VERSION;
 use crate::Lookupd;
+use crate::options::VERSION;
 
 type Ctx = State<Arc<Lookupd>>;
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use rsq_codec::parse_duration;
-use rsq_service::{hostname, parse_log_format, parse_log_level, LogFormat};
+use rsq_service::{LogFormat, hostname, parse_log_format, parse_log_level};
 
 use crate::registry::Liveness;
 

@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use rsq_codec::{is_valid_name, ProtocolError};
+use rsq_codec::{ProtocolError, is_valid_name};
 
 use crate::registry::{PeerId, PeerInfo, Registry};
 use rsq_codec::lookup::Request;

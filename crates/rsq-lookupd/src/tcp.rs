@@ -17,9 +17,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::session::Session;
 use crate::Lookupd;
-use rsq_codec::lookup::{encode_response, RequestDecoder, MAGIC_V1};
+use crate::session::Session;
+use rsq_codec::lookup::{MAGIC_V1, RequestDecoder, encode_response};
 
 /// Accepts producers on `listener` until `shutdown` turns true, then closes
 /// every connection (dropping its registrations) and returns.

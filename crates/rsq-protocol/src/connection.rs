@@ -26,12 +26,12 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use rsq_codec::{
-    encode_error, encode_response, Command, CommandDecoder, ErrorCode, Limits, MessageId,
-    ProtocolError, Verb, CLOSE_WAIT, OK,
+    CLOSE_WAIT, Command, CommandDecoder, ErrorCode, Limits, MessageId, OK, ProtocolError, Verb,
+    encode_error, encode_response,
 };
 use rsq_compress::Compression;
 
-use crate::identify::{negotiate, IdentifyRequest, Negotiated};
+use crate::identify::{IdentifyRequest, Negotiated, negotiate};
 use crate::{AuthState, ClientState, ProtocolConfig, TlsRequired};
 
 /// What the connection asks of its driver, in the order it must happen.

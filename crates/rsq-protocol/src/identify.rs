@@ -139,7 +139,7 @@ pub fn negotiate(
         v => {
             return Err(bad_body(format!(
                 "IDENTIFY heartbeat interval ({v}) is invalid"
-            )))
+            )));
         }
     };
     let max_obs = i64::try_from(opts.max_output_buffer_size).unwrap_or(i64::MAX);
@@ -157,7 +157,7 @@ pub fn negotiate(
         v => {
             return Err(bad_body(format!(
                 "IDENTIFY output buffer size ({v}) is invalid"
-            )))
+            )));
         }
     }
     let min_obt = i64::try_from(as_ms(opts.min_output_buffer_timeout)).unwrap_or(0);
@@ -169,7 +169,7 @@ pub fn negotiate(
         v => {
             return Err(bad_body(format!(
                 "IDENTIFY output buffer timeout ({v}) is invalid"
-            )))
+            )));
         }
     }
     let sample_rate = req.sample_rate.unwrap_or(0);

@@ -33,8 +33,8 @@ pub use client_state::ClientState;
 pub use config::{ProtocolConfig, TlsRequired};
 pub use connection::{Action, Connection};
 pub use identify::{
-    negotiate, IdentifyRequest, IdentifyResponse, Negotiated, DEFAULT_HEARTBEAT,
-    DEFAULT_OUTPUT_BUFFER_SIZE,
+    DEFAULT_HEARTBEAT, DEFAULT_OUTPUT_BUFFER_SIZE, IdentifyRequest, IdentifyResponse, Negotiated,
+    negotiate,
 };
 pub use output::{Delivery, Output};
 pub use sampling::Sampler;

@@ -47,7 +47,7 @@
 use std::time::Instant;
 
 use bytes::BytesMut;
-use rsq_codec::{encode_message_frame, encode_response, Message, HEARTBEAT};
+use rsq_codec::{HEARTBEAT, Message, encode_message_frame, encode_response};
 
 use crate::{Negotiated, Sampler};
 

@@ -6,10 +6,10 @@
 //! answer carries `X-NSQ-Content-Type: nsq; version=1.0`. Tools written
 //! against nsqd's API (nsqadmin, nsq_stat, curl scripts) rely on all four.
 
-use axum::extract::Query;
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::Router;
+use axum::extract::Query;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use rsq_codec::is_valid_name;
 
 /// The `Content-Type` of every JSON answer, errors included.

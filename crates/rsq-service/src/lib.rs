@@ -34,8 +34,8 @@ pub use error::ServiceError;
 pub use host::hostname;
 pub use http::{ApiError, ApiResult};
 pub use listen::{Bindable, ListenAddr, Listener, PeerAddr, SocketFile, Stream};
-pub use logging::{parse_log_format, parse_log_level, LogFormat};
+pub use logging::{LogFormat, parse_log_format, parse_log_level};
 pub use process::{
-    announce, bind, follow_announcements, parse_announcement, run, shutdown_signal, stop_signals,
-    StopSignal, LISTEN_TARGET,
+    LISTEN_TARGET, StopSignal, announce, bind, follow_announcements, parse_announcement, run,
+    shutdown_signal, stop_signals,
 };

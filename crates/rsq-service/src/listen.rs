@@ -393,7 +393,7 @@ async fn bind_unix(path: &Path) -> io::Result<(UnixListener, SocketFile)> {
                     return Err(io::Error::new(
                         io::ErrorKind::AddrInUse,
                         "another process is listening on this socket",
-                    ))
+                    ));
                 }
                 Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
                     tracing::info!(path = %path.display(), "removing stale socket file");

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::mpsc;
 
 use crate::listen::Bindable;
-use crate::{logging, ServiceError};
+use crate::{ServiceError, logging};
 
 /// Runs a daemon: installs the logger at `log_level` in `log_format` (see
 /// [`logging::init`]), tunes the allocator (see [`crate::allocator`]), runs
@@ -144,7 +144,7 @@ pub enum StopSignal {
 /// next flushes). A signal that cannot be listened for is logged and never
 /// arrives. Spawns a task, so it must be called inside a tokio runtime.
 pub fn stop_signals() -> tokio::sync::mpsc::UnboundedReceiver<StopSignal> {
-    use tokio::signal::unix::{signal, SignalKind};
+    use tokio::signal::unix::{SignalKind, signal};
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut term = signal(SignalKind::terminate())

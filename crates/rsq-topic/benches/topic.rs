@@ -3,8 +3,8 @@
 
 #![allow(clippy::print_stdout)] // a benchmark reports on stdout
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;

@@ -28,4 +28,4 @@ mod topic;
 pub use channel::{ChannelFactory, TopicChannel};
 pub use error::{ChannelError, TopicError};
 pub use rsq_codec::EPHEMERAL_SUFFIX;
-pub use topic::{Topic, TopicConfig, TopicStats, DEFAULT_MEM_QUEUE_SIZE};
+pub use topic::{DEFAULT_MEM_QUEUE_SIZE, Topic, TopicConfig, TopicStats};

@@ -13,9 +13,9 @@ use std::time::Duration;
 use rsq_codec::Message;
 use rsq_diskqueue::{BackendQueue, QueueError};
 
+use crate::TopicChannel;
 use crate::mem_queue::MemQueue;
 use crate::signal;
-use crate::TopicChannel;
 
 /// How long the pump stops reading the backend after a read error other
 /// than `Closed`, so a failing disk does not spin it.

@@ -249,7 +249,7 @@ fn endpoint(server: &str) -> Result<Endpoint, AuthError> {
         Some(_) => {
             return Err(AuthError::Request(format!(
                 "{server}: only http:// and https:// auth servers are supported"
-            )))
+            )));
         }
     };
     // Without a scheme nsqd asks `http://<address>/auth`.

@@ -4,7 +4,7 @@
 //! (the HTTP stats handler) read, behind a small lock or atomics.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rsq_channel::Channel;

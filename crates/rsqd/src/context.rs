@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use async_trait::async_trait;
 use rsq_channel::{Channel, ChannelConfig, Clock};
-use rsq_codec::{is_ephemeral, IdGenerator, Message, MessageId};
+use rsq_codec::{IdGenerator, Message, MessageId, is_ephemeral};
 use rsq_diskqueue::{
     BackendQueue, CommitSnapshot, CommitStats, DirIndex, DiskBudget, DiskQueueConfig, FsStorage,
-    LazyDiskQueue, MemoryQueue, LOW_WATER_PERCENT,
+    LOW_WATER_PERCENT, LazyDiskQueue, MemoryQueue,
 };
 use rsq_topic::{
     ChannelError as SinkError, ChannelFactory, Topic, TopicChannel, TopicConfig, TopicError,
@@ -23,7 +23,7 @@ use crate::auth::AuthClient;
 use crate::client::ClientInfo;
 use crate::dead_letter::{self, ChannelLimit};
 use crate::lookup::{LookupConfig, LookupPeers, PeerIdentity, Snapshot};
-use crate::metadata::{self, journal, ChannelMetadata, Metadata, TopicMetadata};
+use crate::metadata::{self, ChannelMetadata, Metadata, TopicMetadata, journal};
 use crate::options::{Options, VERSION};
 
 /// A topic as the daemon holds it.

@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
 use rsq_channel::{ChannelError, DeadLetterSink};
-use rsq_codec::{Message, EPHEMERAL_SUFFIX, MAX_NAME_LEN};
+use rsq_codec::{EPHEMERAL_SUFFIX, MAX_NAME_LEN, Message};
 
 use crate::context::{ChannelHandle, DaemonTopic, Nsqd};
 

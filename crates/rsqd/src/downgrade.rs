@@ -36,14 +36,14 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use bytes::Bytes;
 use clap::Parser;
-use rsq_codec::{is_ephemeral, is_valid_name, Message};
-use rsq_service::{parse_log_format, parse_log_level, LogFormat};
+use rsq_codec::{Message, is_ephemeral, is_valid_name};
+use rsq_service::{LogFormat, parse_log_format, parse_log_level};
 
 use crate::context::disk_queue_config;
 use crate::dirlock::{DirLock, DirLockError};
 use crate::metadata::{self, Metadata, MetadataError, NSQD_VERSION};
 use crate::options::{
-    config_file_args, DEFAULT_DATA_PATH, DEFAULT_MAX_BYTES_PER_FILE, DEFAULT_MAX_MSG_SIZE,
+    DEFAULT_DATA_PATH, DEFAULT_MAX_BYTES_PER_FILE, DEFAULT_MAX_MSG_SIZE, config_file_args,
 };
 
 /// The subcommand's name: `rsqd downgrade ...`.

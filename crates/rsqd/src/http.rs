@@ -7,23 +7,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
 use rsq_codec::is_valid_name;
-use rsq_service::http::{
-    json, nsq_api, ok_empty, param, required, topic_and_channel, Params, JSON_CONTENT_TYPE,
-};
 use rsq_service::Listener;
+use rsq_service::http::{
+    JSON_CONTENT_TYPE, Params, json, nsq_api, ok_empty, param, required, topic_and_channel,
+};
 use rsq_service::{ApiError, ApiResult};
 
 use crate::context::{ContextError, Nsqd};
 use crate::options::VERSION;
 use crate::stats::{self, StatsFilter};
-use crate::tcp::tls::{tls_required, TlsListener, TlsRequired};
+use crate::tcp::tls::{TlsListener, TlsRequired, tls_required};
 
 type Ctx = State<Arc<Nsqd>>;
 

@@ -31,8 +31,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use rsq_codec::lookup::{Request, ResponseDecoder, MAGIC_V1};
 use rsq_codec::CodecError;
+use rsq_codec::lookup::{MAGIC_V1, Request, ResponseDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};

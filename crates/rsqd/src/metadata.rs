@@ -154,7 +154,7 @@ pub fn read(data_path: &Path) -> Result<Option<Metadata>, MetadataError> {
             return Err(MetadataError::CorruptJournal {
                 path: journal::path_in(data_path),
                 why,
-            })
+            });
         }
     }
     Ok(Some(meta))
@@ -171,7 +171,7 @@ fn read_whole(data_path: &Path) -> Result<Option<(Vec<u8>, Metadata)>, MetadataE
                 what: "cannot read",
                 path,
                 source,
-            })
+            });
         }
     };
     match parse(&bytes) {
@@ -491,10 +491,11 @@ mod tests {
     fn missing_and_null_lists_are_empty() -> anyhow::Result<()> {
         let meta = parse(br#"{"topics":[{"name":"a"},{"name":"b","channels":null}]}"#)?;
         assert_eq!(meta.topics.len(), 2);
-        assert!(meta
-            .topics
-            .iter()
-            .all(|t| t.channels.is_empty() && !t.paused));
+        assert!(
+            meta.topics
+                .iter()
+                .all(|t| t.channels.is_empty() && !t.paused)
+        );
         assert_eq!(meta.version, "");
         assert_eq!(parse(br#"{"topics":null}"#)?, Metadata::default());
         assert_eq!(parse(b"{}")?, Metadata::default());

@@ -19,9 +19,9 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet,
 };
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::options::VERSION;
@@ -137,11 +137,7 @@ fn count(v: u64) -> ConstCounter<u64> {
 }
 
 fn paused(p: bool) -> &'static str {
-    if p {
-        "true"
-    } else {
-        "false"
-    }
+    if p { "true" } else { "false" }
 }
 
 /// The value of `quantile` in `latency`, if configured (nsq_exporter's
@@ -326,7 +322,12 @@ impl Collector for Snapshot {
                 "Publish-to-FIN latency of the topic's channels at this quantile, in nanoseconds (with --e2e-processing-latency-percentile).",
                 None,
                 MetricType::Gauge,
-                topics.iter().filter_map(|t| Some((tp(t), ConstGauge::new(percentile(&t.e2e_processing_latency, q)?)))),
+                topics.iter().filter_map(|t| {
+                    Some((
+                        tp(t),
+                        ConstGauge::new(percentile(&t.e2e_processing_latency, q)?),
+                    ))
+                }),
             )?;
         }
         family(
@@ -372,9 +373,19 @@ impl Collector for Snapshot {
             Some(&Unit::Seconds),
             MetricType::Gauge,
             topics.iter().flat_map(|t| {
-                t.e2e_processing_latency.percentiles.iter().flatten().map(move |p| {
-                    ([("topic", QuantileLabel::Name(&t.topic_name)), ("quantile", QuantileLabel::Quantile(p.quantile))], ConstGauge::new(p.value as f64 / 1e9))
-                })
+                t.e2e_processing_latency
+                    .percentiles
+                    .iter()
+                    .flatten()
+                    .map(move |p| {
+                        (
+                            [
+                                ("topic", QuantileLabel::Name(&t.topic_name)),
+                                ("quantile", QuantileLabel::Quantile(p.quantile)),
+                            ],
+                            ConstGauge::new(p.value as f64 / 1e9),
+                        )
+                    })
             }),
         )?;
         family(
@@ -392,14 +403,46 @@ impl Collector for Snapshot {
         // Channels.
         type ChannelFigure = fn(&stats::ChannelStats) -> u64;
         let exporter_channel: [(&str, &str, ChannelFigure); 8] = [
-            ("nsq_channel_depth", "Messages waiting in the channel, in memory and on disk.", |c| c.depth),
-            ("nsq_channel_backend_depth", "Messages waiting in the channel on disk.", |c| c.backend_depth),
-            ("nsq_channel_in_flight_count", "Messages delivered and not yet finished, requeued or timed out.", |c| c.in_flight_count),
-            ("nsq_channel_deferred_count", "Messages waiting for their deferral to end.", |c| c.deferred_count),
-            ("nsq_channel_message_count", "Messages that entered the channel (a counter, typed gauge as nsq_exporter's).", |c| c.message_count),
-            ("nsq_channel_requeue_count", "Messages requeued (a counter, typed gauge as nsq_exporter's).", |c| c.requeue_count),
-            ("nsq_channel_timeout_count", "Messages requeued because their deadline passed (a counter, typed gauge as nsq_exporter's).", |c| c.timeout_count),
-            ("nsq_channel_client_count", "Consumers subscribed to the channel.", |c| c.client_count),
+            (
+                "nsq_channel_depth",
+                "Messages waiting in the channel, in memory and on disk.",
+                |c| c.depth,
+            ),
+            (
+                "nsq_channel_backend_depth",
+                "Messages waiting in the channel on disk.",
+                |c| c.backend_depth,
+            ),
+            (
+                "nsq_channel_in_flight_count",
+                "Messages delivered and not yet finished, requeued or timed out.",
+                |c| c.in_flight_count,
+            ),
+            (
+                "nsq_channel_deferred_count",
+                "Messages waiting for their deferral to end.",
+                |c| c.deferred_count,
+            ),
+            (
+                "nsq_channel_message_count",
+                "Messages that entered the channel (a counter, typed gauge as nsq_exporter's).",
+                |c| c.message_count,
+            ),
+            (
+                "nsq_channel_requeue_count",
+                "Messages requeued (a counter, typed gauge as nsq_exporter's).",
+                |c| c.requeue_count,
+            ),
+            (
+                "nsq_channel_timeout_count",
+                "Messages requeued because their deadline passed (a counter, typed gauge as nsq_exporter's).",
+                |c| c.timeout_count,
+            ),
+            (
+                "nsq_channel_client_count",
+                "Consumers subscribed to the channel.",
+                |c| c.client_count,
+            ),
         ];
         for (name, help, figure) in exporter_channel {
             family(
@@ -421,7 +464,12 @@ impl Collector for Snapshot {
                 "Publish-to-FIN latency of the channel at this quantile, in nanoseconds (with --e2e-processing-latency-percentile).",
                 None,
                 MetricType::Gauge,
-                channels().filter_map(|tc| Some((cp(tc), ConstGauge::new(percentile(&tc.1.e2e_processing_latency, q)?)))),
+                channels().filter_map(|tc| {
+                    Some((
+                        cp(tc),
+                        ConstGauge::new(percentile(&tc.1.e2e_processing_latency, q)?),
+                    ))
+                }),
             )?;
         }
         family(
@@ -463,16 +511,20 @@ impl Collector for Snapshot {
             Some(&Unit::Seconds),
             MetricType::Gauge,
             channels().flat_map(|(t, c)| {
-                c.e2e_processing_latency.percentiles.iter().flatten().map(move |p| {
-                    (
-                        [
-                            ("topic", QuantileLabel::Name(&t.topic_name)),
-                            ("channel", QuantileLabel::Name(&c.channel_name)),
-                            ("quantile", QuantileLabel::Quantile(p.quantile)),
-                        ],
-                        ConstGauge::new(p.value as f64 / 1e9),
-                    )
-                })
+                c.e2e_processing_latency
+                    .percentiles
+                    .iter()
+                    .flatten()
+                    .map(move |p| {
+                        (
+                            [
+                                ("topic", QuantileLabel::Name(&t.topic_name)),
+                                ("channel", QuantileLabel::Name(&c.channel_name)),
+                                ("quantile", QuantileLabel::Quantile(p.quantile)),
+                            ],
+                            ConstGauge::new(p.value as f64 / 1e9),
+                        )
+                    })
             }),
         )?;
         family(

@@ -7,11 +7,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use clap::Parser;
 use rsq_codec::parse_duration;
 pub use rsq_service::hostname;
-use rsq_service::{parse_log_format, parse_log_level, ListenAddr, LogFormat};
+use rsq_service::{ListenAddr, LogFormat, parse_log_format, parse_log_level};
 
 /// The version rsqd reports in IDENTIFY, `/info`, `/stats`, `nsqd.dat` and to
 /// lookupd: the nsqd release whose behaviour it matches, with rsq's own
@@ -392,11 +392,7 @@ impl Options {
     /// Messages kept in memory per queue: none under `--durable`, where
     /// every message goes to disk before it is acknowledged.
     pub fn effective_mem_queue_size(&self) -> usize {
-        if self.durable {
-            0
-        } else {
-            self.mem_queue_size
-        }
+        if self.durable { 0 } else { self.mem_queue_size }
     }
 
     /// The broadcast address, defaulting to the hostname.

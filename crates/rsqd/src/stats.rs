@@ -499,13 +499,29 @@ pub fn render_text(stats: &Stats, now_unix: i64) -> String {
                     let _ = writeln!(
                         s,
                         "    {paused}[{:<25}] depth: {:<5} be-depth: {:<5} inflt: {:<4} def: {:<4} re-q: {:<5} timeout: {:<5} msgs: {:<8} e2e%: {}",
-                        c.channel_name, c.depth, c.backend_depth, c.in_flight_count, c.deferred_count, c.requeue_count, c.timeout_count, c.message_count, c.e2e_processing_latency.human()
+                        c.channel_name,
+                        c.depth,
+                        c.backend_depth,
+                        c.in_flight_count,
+                        c.deferred_count,
+                        c.requeue_count,
+                        c.timeout_count,
+                        c.message_count,
+                        c.e2e_processing_latency.human()
                     );
                     for cl in c.clients.iter().flatten() {
                         let _ = writeln!(
                             s,
                             "        [{} {:<21}] state: {} inflt: {:<4} rdy: {:<4} fin: {:<8} re-q: {:<8} msgs: {:<8} connected: {}s",
-                            cl.version, cl.client_id, cl.state, cl.in_flight_count, cl.ready_count, cl.finish_count, cl.requeue_count, cl.message_count, now_unix - cl.connect_ts
+                            cl.version,
+                            cl.client_id,
+                            cl.state,
+                            cl.in_flight_count,
+                            cl.ready_count,
+                            cl.finish_count,
+                            cl.requeue_count,
+                            cl.message_count,
+                            now_unix - cl.connect_ts
                         );
                     }
                 }

@@ -45,17 +45,20 @@ fn the_nsq_scenario_mirrors_the_bench_tools() {
         panic!("two phases");
     };
     assert_eq!(write.writers.len(), 2);
-    assert!(write
-        .writers
-        .iter()
-        .all(|w| w.batch == 200 && w.window == 1));
+    assert!(
+        write
+            .writers
+            .iter()
+            .all(|w| w.batch == 200 && w.window == 1)
+    );
     assert!(write.readers.is_empty());
     assert!(read.writers.is_empty());
     assert_eq!(read.readers.len(), 2);
-    assert!(read
-        .readers
-        .iter()
-        .all(|r| r.rdy == 2500 && r.channel == "ch"));
+    assert!(
+        read.readers
+            .iter()
+            .all(|r| r.rdy == 2500 && r.channel == "ch")
+    );
 }
 
 #[test]

@@ -2,18 +2,18 @@
 //! `DeadLetterSink`: once, with their attempts, and (durably) committed
 //! only after the sink returned.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rsq_channel::{Channel, ChannelConfig, ChannelError, DeadLetterSink, SystemClock};
 use rsq_codec::Message;
 use rsq_diskqueue::{BackendQueue, DiskQueue, MemoryQueue};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::durable::{queue_config, replayed_after_crash};
-use crate::{msg, next, num, SEC};
+use crate::{SEC, msg, next, num};
 
 /// A real sink that keeps what it is given: each publish first takes a
 /// permit of `gate` (so a test can hold publishes), then fails while

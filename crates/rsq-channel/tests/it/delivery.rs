@@ -6,7 +6,7 @@ use std::time::Duration;
 use rsq_channel::{ChannelConfig, ChannelError};
 use rsq_diskqueue::BackendQueue;
 
-use crate::{channel, drain, id, msg, next, num, SEC};
+use crate::{SEC, channel, drain, id, msg, next, num};
 
 #[tokio::test(start_paused = true)]
 async fn put_then_ready_delivers_in_flight_with_attempts_one() {

@@ -10,7 +10,7 @@ use rsq_channel::{Channel, ChannelConfig, SystemClock};
 use rsq_codec::Message;
 use rsq_diskqueue::{BackendQueue, DiskQueue, DiskQueueConfig};
 
-use crate::{msg, next, num, SEC};
+use crate::{SEC, msg, next, num};
 
 pub(crate) fn queue_config(dir: &Path) -> DiskQueueConfig {
     let mut cfg = DiskQueueConfig::new("t:c", dir);

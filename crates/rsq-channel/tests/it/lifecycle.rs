@@ -7,7 +7,7 @@ use rsq_channel::{Channel, ChannelConfig, ChannelError, SystemClock};
 use rsq_codec::Message;
 use rsq_diskqueue::{BackendQueue, MemoryQueue};
 
-use crate::{channel, drain, msg, next, num, SEC};
+use crate::{SEC, channel, drain, msg, next, num};
 
 #[tokio::test(start_paused = true)]
 async fn disconnect_requeues_delivered_and_unread_messages_at_once() {

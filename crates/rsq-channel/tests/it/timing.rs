@@ -5,7 +5,7 @@ use std::time::Duration;
 use rsq_channel::ChannelConfig;
 use tokio::time::Instant;
 
-use crate::{channel, msg, next, num, SEC};
+use crate::{SEC, channel, msg, next, num};
 
 #[tokio::test(start_paused = true)]
 async fn unfinished_message_times_out_and_is_redelivered() {

@@ -3,8 +3,8 @@
 
 use bytes::{Bytes, BytesMut};
 use rsq_codec::{
-    encode_error, encode_message_frame, encode_response, Command, CommandDecoder, Frame,
-    FrameDecoder, Limits, Message, MessageId, ProtocolError, CLOSE_WAIT, HEARTBEAT, MAGIC_V2, OK,
+    CLOSE_WAIT, Command, CommandDecoder, Frame, FrameDecoder, HEARTBEAT, Limits, MAGIC_V2, Message,
+    MessageId, OK, ProtocolError, encode_error, encode_message_frame, encode_response,
 };
 
 const ID: MessageId = MessageId(*b"0123456789abcdef");

@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use rsq_codec::lookup::{
-    encode_response, Request, RequestDecoder, ResponseDecoder, MAX_IDENTIFY_BODY,
+    MAX_IDENTIFY_BODY, Request, RequestDecoder, ResponseDecoder, encode_response,
 };
 use rsq_codec::{CodecError, ProtocolError};
 

@@ -6,8 +6,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use rsq_codec::{
-    Command, CommandDecoder, ErrorCode, Frame, FrameDecoder, IdGenerator, Limits, Message,
-    MessageId, ProtocolError, MAGIC_V2,
+    Command, CommandDecoder, ErrorCode, Frame, FrameDecoder, IdGenerator, Limits, MAGIC_V2,
+    Message, MessageId, ProtocolError,
 };
 
 /// Small limits so generated inputs reach every limit check.

@@ -6,9 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use rsq_diskqueue::{check_recovery_kept_records, BackendQueue, DiskQueue, MemStorage};
+use rsq_diskqueue::{BackendQueue, DiskQueue, MemStorage, check_recovery_kept_records};
 
-use crate::{config, drain, id_of, open_mem, record, Rng};
+use crate::{Rng, config, drain, id_of, open_mem, record};
 
 const SEGMENT_0: &str = "t:c.diskqueue.000000.dat";
 

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rsq_diskqueue::{BackendQueue, DiskQueue};
 
-use crate::{config, drain, record, Rng};
+use crate::{Rng, config, drain, record};
 
 const CHILD_ENV: &str = "RSQ_DISKQUEUE_CRASH_CHILD";
 

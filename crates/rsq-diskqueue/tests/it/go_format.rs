@@ -9,16 +9,16 @@
 //! takeover.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use rsq_diskqueue::{
-    downgrade, downgrade_with_storage, BackendQueue, DiskQueue, DiskQueueConfig, MemStorage,
-    Storage,
+    BackendQueue, DiskQueue, DiskQueueConfig, MemStorage, Storage, downgrade,
+    downgrade_with_storage,
 };
 
-use crate::{record, Gated, Rng};
+use crate::{Gated, Rng, record};
 
 /// nsqd's message header: timestamp, attempts, id.
 const MESSAGE_HEADER_LEN: usize = 26;

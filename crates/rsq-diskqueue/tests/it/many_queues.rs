@@ -4,15 +4,15 @@
 //! and an idle queue needs no task to get its changes synced.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rsq_diskqueue::{
     BackendQueue, DirIndex, DiskQueue, FsStorage, LazyDiskQueue, MemStorage, QueueError, Storage,
 };
 
-use crate::{config, drain, open_mem, record, Gated};
+use crate::{Gated, config, drain, open_mem, record};
 
 fn open_indexed(name: &str, index: &Arc<DirIndex>) -> DiskQueue {
     let mut c = config(index.dir());
@@ -66,11 +66,13 @@ async fn queues_sharing_an_index_keep_to_their_own_files() {
     }
     assert!(files_of(dir.path(), "a").is_empty());
     let storage = FsStorage::with_index(index.clone());
-    assert!(!storage
-        .list_prefix("a.diskqueue.")
-        .unwrap()
-        .iter()
-        .any(|n| n.starts_with("a.diskqueue.0") || n == "a.diskqueue.meta.dat"));
+    assert!(
+        !storage
+            .list_prefix("a.diskqueue.")
+            .unwrap()
+            .iter()
+            .any(|n| n.starts_with("a.diskqueue.0") || n == "a.diskqueue.meta.dat")
+    );
     assert_eq!(
         storage.list_prefix("ab.diskqueue.").unwrap().len(),
         files_of(dir.path(), "ab").len()

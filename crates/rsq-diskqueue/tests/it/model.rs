@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use rsq_diskqueue::{check_recovery_kept_records, BackendQueue, MemStorage};
+use rsq_diskqueue::{BackendQueue, MemStorage, check_recovery_kept_records};
 
-use crate::{config, id_of, open_mem, record, Rng};
+use crate::{Rng, config, id_of, open_mem, record};
 
 #[derive(Debug, Clone)]
 enum Op {

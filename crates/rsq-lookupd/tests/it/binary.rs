@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{http, Producer, WAIT};
+use crate::harness::{Producer, WAIT, http};
 
 /// Reads the listener announcements on the child's stderr until both
 /// addresses are known (bounded), copying every other line to ours.

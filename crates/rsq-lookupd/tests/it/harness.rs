@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use rsq_codec::lookup::{Request, ResponseDecoder, MAGIC_V1};
+use rsq_codec::lookup::{MAGIC_V1, Request, ResponseDecoder};
 use rsq_lookupd::Options;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

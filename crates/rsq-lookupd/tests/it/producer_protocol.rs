@@ -4,7 +4,7 @@
 use bytes::BytesMut;
 use rsq_codec::lookup::Request;
 
-use crate::harness::{identify_body, Lookupd, Producer};
+use crate::harness::{Lookupd, Producer, identify_body};
 
 #[tokio::test]
 async fn bad_magic_gets_length_prefixed_bad_protocol_and_close() {

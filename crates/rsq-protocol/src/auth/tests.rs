@@ -30,10 +30,12 @@ fn grants_follow_nsqds_rules() {
 #[test]
 fn invalid_answers_fail() {
     assert!(state(r#"{"ttl": 0, "authorizations": []}"#).is_err());
-    assert!(state(
-        r#"{"ttl": 5, "authorizations": [{"topic": "(", "channels": [], "permissions": []}]}"#
-    )
-    .is_err());
+    assert!(
+        state(
+            r#"{"ttl": 5, "authorizations": [{"topic": "(", "channels": [], "permissions": []}]}"#
+        )
+        .is_err()
+    );
     assert!(state(r#"{"ttl": 5, "authorizations": [{"topic": "t", "channels": [], "permissions": ["admin"]}]}"#).is_err());
     assert!(state("nope").is_err());
 }

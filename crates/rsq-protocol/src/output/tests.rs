@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
-use rsq_codec::{encode_response, Frame, FrameDecoder, Message, MessageId, OK};
+use rsq_codec::{Frame, FrameDecoder, Message, MessageId, OK, encode_response};
 
 use super::{Delivery, Output};
 use crate::{Negotiated, ProtocolConfig, Sampler};

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use axum::body::{to_bytes, Body};
+use axum::body::{Body, to_bytes};
 use axum::http::{Method, Request};
 use axum::routing::{get, post};
 use tower::ServiceExt;

@@ -1,12 +1,12 @@
 //! Channels, pause, empty, delete, close and reopen.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use rsq_diskqueue::{BackendQueue, MemoryQueue};
 use rsq_topic::TopicError;
 
-use crate::support::{id, msg, settle, topic, topic_over, LogCapture};
+use crate::support::{LogCapture, id, msg, settle, topic, topic_over};
 
 #[tokio::test(start_paused = true)]
 async fn close_flushes_memory_and_a_reopened_topic_delivers_it() {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rsq_diskqueue::BackendQueue;
 
-use crate::support::{deferred, id, msg, settle, topic, LogCapture};
+use crate::support::{LogCapture, deferred, id, msg, settle, topic};
 
 #[tokio::test(start_paused = true)]
 async fn no_delivery_before_start() {

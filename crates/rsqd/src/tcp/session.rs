@@ -11,8 +11,8 @@
 //! other clients are unaffected: a session owns nothing shared but its own
 //! subscription.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;

@@ -11,8 +11,8 @@
 //! connection is upgraded; [`Outbound::Handoff`] lends the transport to the
 //! reader for the TLS handshake (see `stream.rs`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -22,8 +22,8 @@ use rsq_compress::Compression;
 use rsq_protocol::{Delivery, Output};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::stream::{Sink, WriteHalf};
 use super::Negotiated;
+use super::stream::{Sink, WriteHalf};
 
 /// What the session asks the writer to do.
 pub enum Outbound {

@@ -16,7 +16,7 @@ use tokio_nsq::{NSQConfigShared, NSQEvent, NSQProducerConfig, NSQTopic};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::harness::{daemon_args, run_to_exit, Daemon};
+use crate::harness::{Daemon, daemon_args, run_to_exit};
 use crate::tls::Cert;
 
 /// An auth server on a loopback port. Secrets: `good` may publish to

@@ -6,9 +6,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use crate::harness::{http, Daemon};
+use crate::harness::{Daemon, http};
 
 /// rsq-lookupd on a background runtime.
 pub struct Lookupd {

@@ -12,7 +12,7 @@ use tokio_nsq::{
 };
 
 use crate::harness::Daemon;
-use crate::tls::{tls_daemon, Cert};
+use crate::tls::{Cert, tls_daemon};
 
 /// Publishes `n` messages with a Writer and reads them back with a Reader,
 /// both with the connection options given as JSON; then prints the

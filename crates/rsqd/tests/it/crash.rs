@@ -162,7 +162,10 @@ fn crash_rounds(extra: &[&str], kill: fn(&mut Daemon)) {
         total_acked += expected.len();
         total_dups += dups;
     }
-    eprintln!("crash test {extra:?}: {total_acked} acknowledged, 0 lost, {total_dups} duplicate deliveries over {} rounds", rounds());
+    eprintln!(
+        "crash test {extra:?}: {total_acked} acknowledged, 0 lost, {total_dups} duplicate deliveries over {} rounds",
+        rounds()
+    );
 }
 
 /// The crash loop of a durable deployment: the topic and its channel exist

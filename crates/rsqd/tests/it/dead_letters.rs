@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rsq_codec::Command;
 
-use crate::harness::{channel_stats, Daemon, V2};
+use crate::harness::{Daemon, V2, channel_stats};
 
 fn create(d: &Daemon, topic: &str, channel_query: &str) {
     assert_eq!(

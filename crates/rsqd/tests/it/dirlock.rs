@@ -6,7 +6,7 @@
 
 use std::fs::File;
 
-use crate::harness::{daemon_args, run_to_exit, Daemon};
+use crate::harness::{Daemon, daemon_args, run_to_exit};
 
 #[test]
 fn a_second_rsqd_or_a_downgrade_on_a_dir_in_use_is_refused() {

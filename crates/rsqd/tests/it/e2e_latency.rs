@@ -3,7 +3,7 @@
 
 use rsq_codec::Command;
 
-use crate::harness::{channel_stats, Daemon};
+use crate::harness::{Daemon, channel_stats};
 
 fn quantiles(block: &serde_json::Value) -> Vec<f64> {
     block["percentiles"]

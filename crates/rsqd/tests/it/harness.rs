@@ -9,7 +9,7 @@ use std::process::{Child, Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use rsq_codec::{Command, Frame, FrameDecoder, Message, DEFAULT_MAX_FRAME_SIZE, MAGIC_V2};
+use rsq_codec::{Command, DEFAULT_MAX_FRAME_SIZE, Frame, FrameDecoder, MAGIC_V2, Message};
 
 /// A small deterministic random generator (xorshift64) for tests, seeded
 /// so a failure can be replayed.
@@ -641,7 +641,7 @@ impl<S: Socket> V2<S> {
                         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                     ) =>
                 {
-                    break true
+                    break true;
                 }
                 Err(_) => break false,
             }

@@ -2,7 +2,7 @@
 
 use rsq_codec::Command;
 
-use crate::harness::{channel_stats, Daemon};
+use crate::harness::{Daemon, channel_stats};
 
 #[track_caller]
 fn check(d: &Daemon, method: &str, path: &str, body: &[u8], status: u16, expected: &str) {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rsq_codec::Command;
 
-use crate::harness::{channel_stats, Daemon};
+use crate::harness::{Daemon, channel_stats};
 
 #[test]
 fn sigterm_then_restart_delivers_every_message() {

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::process::{Command as Process, Stdio};
 use std::time::Duration;
 
-use crate::harness::{run_to_exit, wait_exit, Daemon};
+use crate::harness::{Daemon, run_to_exit, wait_exit};
 
 /// Flags for an rsqd that listens on TCP, then fails to bind HTTP on
 /// `taken` and exits, having logged both.

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use rsq_codec::Command;
 
-use crate::harness::{channel_stats, Daemon};
+use crate::harness::{Daemon, channel_stats};
 
 /// One sample: the metric name and its labels, sorted.
 type Key = (String, BTreeMap<String, String>);

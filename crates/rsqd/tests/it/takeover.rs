@@ -13,9 +13,9 @@ use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rsq_codec::{Command, Frame, DEFERRED_RECORD_TAG, MESSAGE_HEADER_LEN};
+use rsq_codec::{Command, DEFERRED_RECORD_TAG, Frame, MESSAGE_HEADER_LEN};
 
-use crate::harness::{channel_stats, daemon_args, rng, run_to_exit, Daemon};
+use crate::harness::{Daemon, channel_stats, daemon_args, rng, run_to_exit};
 
 fn testdata() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata")

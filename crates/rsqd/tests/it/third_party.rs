@@ -9,7 +9,7 @@ use tokio_nsq::{
     NSQRequeueDelay, NSQTopic,
 };
 
-use crate::harness::{channel_stats, Daemon};
+use crate::harness::{Daemon, channel_stats};
 
 const LIMIT: Duration = Duration::from_secs(20);
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use rsq_codec::{Command, Frame, FrameDecoder, DEFAULT_MAX_FRAME_SIZE};
+use rsq_codec::{Command, DEFAULT_MAX_FRAME_SIZE, Frame, FrameDecoder};
 use rustls::pki_types::{CertificateDer, ServerName};
 
 use crate::harness::{Daemon, V2};
@@ -178,10 +178,12 @@ fn tls_upgrade_sequence_and_stats() {
     let client = &crate::harness::channel_stats(&s, "secure", "c").unwrap()["clients"][0];
     assert_eq!(client["tls"], true, "{client}");
     assert!(client["tls_version"].as_str().unwrap().starts_with("TLS1."));
-    assert!(client["tls_cipher_suite"]
-        .as_str()
-        .unwrap()
-        .starts_with("TLS_"));
+    assert!(
+        client["tls_cipher_suite"]
+            .as_str()
+            .unwrap()
+            .starts_with("TLS_")
+    );
 }
 
 #[test]

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use rsq_codec::{Command, Frame};
 
 use crate::cluster::Lookupd;
-use crate::harness::{http_unix, terminate, wait_exit, V2};
+use crate::harness::{V2, http_unix, terminate, wait_exit};
 use crate::tls::{Cert, Frames};
 
 /// A daemon on unix sockets in a temporary directory.

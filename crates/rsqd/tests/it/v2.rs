@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rsq_codec::{Command, Frame};
 
-use crate::harness::{channel_stats, Daemon, V2};
+use crate::harness::{Daemon, V2, channel_stats};
 
 fn consumer(d: &Daemon, topic: &str, channel: &str, rdy: u64) -> V2 {
     let mut c = d.connect();
