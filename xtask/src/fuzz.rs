@@ -70,10 +70,10 @@ fn targets(fuzz_dir: &Path) -> Result<Vec<String>, String> {
         let path = entry
             .map_err(|e| format!("cannot list {}: {e}", dir.display()))?
             .path();
-        if path.extension().is_some_and(|ext| ext == "rs") {
-            if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
-                names.push(stem.to_string());
-            }
+        if path.extension().is_some_and(|ext| ext == "rs")
+            && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+        {
+            names.push(stem.to_string());
         }
     }
     names.sort();

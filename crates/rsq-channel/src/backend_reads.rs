@@ -38,13 +38,12 @@ impl BackendReads {
 
     /// The message `id` left the channel for good (FIN).
     pub fn finished(&mut self, id: &MessageId) {
-        if let Some(seq) = self.seq_of.remove(id) {
-            if let Some(flag) = usize::try_from(seq - self.base)
+        if let Some(seq) = self.seq_of.remove(id)
+            && let Some(flag) = usize::try_from(seq - self.base)
                 .ok()
                 .and_then(|i| self.done.get_mut(i))
-            {
-                *flag = true;
-            }
+        {
+            *flag = true;
         }
     }
 

@@ -721,14 +721,13 @@ impl Shared {
             return Poll::Ready(None);
         };
         if outlet.queue.is_empty() {
-            if let Some(cx) = cx {
-                if !outlet
+            if let Some(cx) = cx
+                && !outlet
                     .waker
                     .as_ref()
                     .is_some_and(|w| w.will_wake(cx.waker()))
-                {
-                    outlet.waker = Some(cx.waker().clone());
-                }
+            {
+                outlet.waker = Some(cx.waker().clone());
             }
             return Poll::Pending;
         }
@@ -822,10 +821,10 @@ impl Shared {
             (inner.state.drain(self.clock.now()), inner.driver.take())
         };
         self.wake.notify_one();
-        if let Some(driver) = driver {
-            if let Err(e) = driver.await {
-                tracing::error!(channel = %self.name, error = %e, "channel driver failed");
-            }
+        if let Some(driver) = driver
+            && let Err(e) = driver.await
+        {
+            tracing::error!(channel = %self.name, error = %e, "channel driver failed");
         }
         let orphans = std::mem::take(&mut self.lock().orphans);
         Some((messages, orphans))

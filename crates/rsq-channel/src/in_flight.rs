@@ -340,10 +340,10 @@ impl InFlight {
                 lane.pop_front();
                 self.timers -= 1;
             }
-            if let Some(&front) = lane.front() {
-                if best.is_none_or(|(b, _)| front < b) {
-                    best = Some((front, Source::Lane(i)));
-                }
+            if let Some(&front) = lane.front()
+                && best.is_none_or(|(b, _)| front < b)
+            {
+                best = Some((front, Source::Lane(i)));
             }
         }
         while let Some(Reverse(top)) = self.overflow.peek() {

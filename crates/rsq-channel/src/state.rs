@@ -566,11 +566,12 @@ impl ChannelState {
     }
 
     fn mark_ready(&mut self, client: ClientId) {
-        if let Some(consumer) = self.consumers.get_mut(&client) {
-            if consumer.is_ready() && !consumer.queued {
-                consumer.queued = true;
-                self.ready.push_back(client);
-            }
+        if let Some(consumer) = self.consumers.get_mut(&client)
+            && consumer.is_ready()
+            && !consumer.queued
+        {
+            consumer.queued = true;
+            self.ready.push_back(client);
         }
     }
 

@@ -645,10 +645,10 @@ impl Inner {
             let started = std::time::Instant::now();
             let result = self.sync_blocking(&mut ws, SyncKind::Data);
             drop(ws);
-            if let (Ok(()), Some(stats)) = (&result, &self.config.commit_stats) {
-                if target > synced {
-                    stats.record(started.elapsed(), target - synced);
-                }
+            if let (Ok(()), Some(stats)) = (&result, &self.config.commit_stats)
+                && target > synced
+            {
+                stats.record(started.elapsed(), target - synced);
             }
             if result.is_ok() {
                 self.publish_synced();
@@ -756,10 +756,10 @@ impl Inner {
     }
 
     fn io_error(&self, name: &str, source: io::Error) -> QueueError {
-        if crate::budget::is_out_of_space(&source) {
-            if let Some(budget) = &self.config.disk_budget {
-                budget.note_enospc();
-            }
+        if crate::budget::is_out_of_space(&source)
+            && let Some(budget) = &self.config.disk_budget
+        {
+            budget.note_enospc();
         }
         QueueError::Io {
             path: self.storage.dir().join(name),

@@ -123,10 +123,10 @@ fn settle_staged(storage: &dyn Storage, names: &Names, format: &Format) -> io::R
         } else if staged_segment(names, &name, undo).is_some() {
             // A copy of records the current format still holds.
             storage.remove(&name)?;
-        } else if let (Format::Go(meta), Some(file)) = (format, names.parse_segment(&name)) {
-            if file < meta.read.file {
-                storage.remove(&name)?;
-            }
+        } else if let (Format::Go(meta), Some(file)) = (format, names.parse_segment(&name))
+            && file < meta.read.file
+        {
+            storage.remove(&name)?;
         }
     }
     Ok(())

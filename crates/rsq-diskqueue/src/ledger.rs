@@ -279,11 +279,11 @@ impl Ledger {
                 }
                 return ReadStep::Empty;
             }
-            if let Some(&end) = self.ends.get(&self.read.file) {
-                if self.read.offset >= end {
-                    self.finish_file();
-                    continue;
-                }
+            if let Some(&end) = self.ends.get(&self.read.file)
+                && self.read.offset >= end
+            {
+                self.finish_file();
+                continue;
             }
             if let Ok(i) = self.pending.binary_search_by(|p| p.pos.cmp(&self.read)) {
                 let pending = &self.pending[i];

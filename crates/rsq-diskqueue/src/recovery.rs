@@ -356,13 +356,13 @@ fn from_metadata(
         let name = names.segment(file);
         let is_write_file = file == write.file;
         let size = storage.len(&name)?;
-        if file == read.file {
-            if let Some(size) = size.filter(|&size| size < read.offset) {
-                // Cut below the read position: read from its end, so reading
-                // never starts past the data (nor past the write position).
-                error!(queue = %queue, file, size, offset = read.offset, "segment is shorter than the read position; reading from its end");
-                read.offset = size;
-            }
+        if file == read.file
+            && let Some(size) = size.filter(|&size| size < read.offset)
+        {
+            // Cut below the read position: read from its end, so reading
+            // never starts past the data (nor past the write position).
+            error!(queue = %queue, file, size, offset = read.offset, "segment is shorter than the read position; reading from its end");
+            read.offset = size;
         }
         let start = if file == read.file { read.offset } else { 0 };
         let expected = if is_write_file { write.offset } else { start };

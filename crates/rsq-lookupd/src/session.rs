@@ -187,12 +187,12 @@ fn topic_channel<'a>(
         )));
     }
     let channel = params.get(1).map(String::as_str).filter(|c| !c.is_empty());
-    if let Some(channel) = channel {
-        if !is_valid_name(channel) {
-            return Err(ProtocolError::bad_channel(format!(
-                "{command} channel name '{channel}' is not valid"
-            )));
-        }
+    if let Some(channel) = channel
+        && !is_valid_name(channel)
+    {
+        return Err(ProtocolError::bad_channel(format!(
+            "{command} channel name '{channel}' is not valid"
+        )));
     }
     Ok((topic, channel))
 }

@@ -299,10 +299,10 @@ impl Connection {
 
     fn next_action(&mut self, now: Instant) -> Option<Action> {
         loop {
-            if !self.gathering_fins() {
-                if let Some(action) = self.actions.pop_front() {
-                    return Some(action);
-                }
+            if !self.gathering_fins()
+                && let Some(action) = self.actions.pop_front()
+            {
+                return Some(action);
             }
             if self.closed || self.pending.is_some() {
                 return self.actions.pop_front();
@@ -576,20 +576,20 @@ impl Connection {
                 "cannot SUB with heartbeats disabled".to_string(),
             ));
         }
-        if matches!(verb, Verb::Pub | Verb::Mpub | Verb::Dpub | Verb::Sub) {
-            if let Gate::Refresh = self.check_auth(verb, topic, channel, now, refreshed)? {
-                let secret = self
-                    .auth
-                    .as_ref()
-                    .map(|(s, _)| s.clone())
-                    .unwrap_or_default();
-                self.actions.push_back(Action::Authenticate {
-                    secret,
-                    tls: self.tls,
-                });
-                self.pending = Some(Pending::Auth(AuthWait::Refresh(cmd)));
-                return Ok(());
-            }
+        if matches!(verb, Verb::Pub | Verb::Mpub | Verb::Dpub | Verb::Sub)
+            && let Gate::Refresh = self.check_auth(verb, topic, channel, now, refreshed)?
+        {
+            let secret = self
+                .auth
+                .as_ref()
+                .map(|(s, _)| s.clone())
+                .unwrap_or_default();
+            self.actions.push_back(Action::Authenticate {
+                secret,
+                tls: self.tls,
+            });
+            self.pending = Some(Pending::Auth(AuthWait::Refresh(cmd)));
+            return Ok(());
         }
         match cmd {
             Command::Nop => {}

@@ -207,10 +207,8 @@ impl Drop for SocketFile {
             Ok(meta) => self.id == Some((meta.dev(), meta.ino())),
             Err(_) => false,
         };
-        if same {
-            if let Err(e) = std::fs::remove_file(&self.path) {
-                tracing::warn!(path = %self.path.display(), error = %e, "cannot remove socket file");
-            }
+        if same && let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot remove socket file");
         }
     }
 }

@@ -376,10 +376,10 @@ impl<C: TopicChannel> Topic<C> {
     /// Waits for the pump task to return (after finishing any delivery).
     async fn stop_pump(&self) {
         let handle = self.pump.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(handle) = handle {
-            if let Err(error) = handle.await {
-                tracing::error!(topic = %self.shared.name, %error, "topic pump task failed");
-            }
+        if let Some(handle) = handle
+            && let Err(error) = handle.await
+        {
+            tracing::error!(topic = %self.shared.name, %error, "topic pump task failed");
         }
     }
 

@@ -126,10 +126,10 @@ pub async fn run(
     // while it drains.
     ctx.stop_lookup().await;
     let _ = stop_tx.send(true);
-    if let Some(task) = statsd_task {
-        if let Err(e) = task.await {
-            tracing::error!(error = %e, "statsd task failed");
-        }
+    if let Some(task) = statsd_task
+        && let Err(e) = task.await
+    {
+        tracing::error!(error = %e, "statsd task failed");
     }
     if let Err(e) = tcp_task.await {
         tracing::error!(error = %e, "TCP server task failed");

@@ -354,10 +354,10 @@ impl Options {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        if let Some(id) = self.node_id {
-            if id >= 1024 {
-                bail!("--node-id must be in [0,1024), got {id}");
-            }
+        if let Some(id) = self.node_id
+            && id >= 1024
+        {
+            bail!("--node-id must be in [0,1024), got {id}");
         }
         if !(1..=9).contains(&self.max_deflate_level) {
             bail!("--max-deflate-level must be in [1,9]");

@@ -86,10 +86,11 @@ impl Lookupd {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let res = http(self.http, "GET", path).await;
-            if let Ok(value) = serde_json::from_str::<serde_json::Value>(&res.body) {
-                if res.status == 200 && check(&value) {
-                    return value;
-                }
+            if let Ok(value) = serde_json::from_str::<serde_json::Value>(&res.body)
+                && res.status == 200
+                && check(&value)
+            {
+                return value;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,

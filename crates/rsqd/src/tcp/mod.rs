@@ -75,10 +75,10 @@ pub(crate) async fn serve(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, addr)) => {
-                    if let Stream::Tcp(tcp) = &stream {
-                        if let Err(e) = tcp.set_nodelay(true) {
-                            tracing::debug!(error = %e, "set_nodelay");
-                        }
+                    if let Stream::Tcp(tcp) = &stream
+                        && let Err(e) = tcp.set_nodelay(true)
+                    {
+                        tracing::debug!(error = %e, "set_nodelay");
                     }
                     let ctx = ctx.clone();
                     let shutdown = shutdown.clone();

@@ -368,10 +368,10 @@ impl Session {
         let Some((topic, chan)) = self.channel.take() else {
             return;
         };
-        if chan.remove_consumer(self.info.id) {
-            if let Err(e) = self.ctx.delete_channel(&topic, chan.name()).await {
-                tracing::debug!(topic, channel = chan.name(), error = %e, "ephemeral channel already gone");
-            }
+        if chan.remove_consumer(self.info.id)
+            && let Err(e) = self.ctx.delete_channel(&topic, chan.name()).await
+        {
+            tracing::debug!(topic, channel = chan.name(), error = %e, "ephemeral channel already gone");
         }
     }
 }

@@ -60,10 +60,11 @@ impl Lookupd {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let (status, body) = http(self.http, "GET", path, b"").unwrap();
-            if let Ok(v) = serde_json::from_str::<Value>(&body) {
-                if status == 200 && check(&v) {
-                    return v;
-                }
+            if let Ok(v) = serde_json::from_str::<Value>(&body)
+                && status == 200
+                && check(&v)
+            {
+                return v;
             }
             assert!(
                 Instant::now() < deadline,

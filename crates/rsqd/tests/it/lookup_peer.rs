@@ -102,10 +102,11 @@ impl Lookupd {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let (status, body) = self.get(path).await;
-            if let Ok(value) = serde_json::from_str::<serde_json::Value>(&body) {
-                if status == 200 && check(&value) {
-                    return value;
-                }
+            if let Ok(value) = serde_json::from_str::<serde_json::Value>(&body)
+                && status == 200
+                && check(&value)
+            {
+                return value;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
