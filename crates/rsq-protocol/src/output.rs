@@ -178,12 +178,11 @@ impl Output {
     /// machine counts `out` as written.
     pub fn poll_transmit(&mut self, now: Instant, out: &mut BytesMut) -> bool {
         if let (Some(at), Some(interval)) = (self.next_heartbeat, self.settings.heartbeat_interval)
+            && at <= now
         {
-            if at <= now {
-                encode_response(HEARTBEAT, out);
-                self.next_heartbeat = Some(now + interval);
-                self.urgent = true;
-            }
+            encode_response(HEARTBEAT, out);
+            self.next_heartbeat = Some(now + interval);
+            self.urgent = true;
         }
         self.handle_timeout(now);
         let due = self.urgent && !out.is_empty();

@@ -179,10 +179,10 @@ impl Subscription {
     /// Hands `msg` to the machine; one that sampling drops is finished
     /// for the client (rsq-protocol's `Output` module doc).
     fn deliver(&self, msg: &Message, output: &mut Output, out: &mut BytesMut) {
-        if output.handle_message(msg, out) == Delivery::SampledOut {
-            if let Err(e) = self.channel.finish(self.client, &msg.id) {
-                tracing::debug!(client = self.client, error = %e, "sampled-out message already gone");
-            }
+        if output.handle_message(msg, out) == Delivery::SampledOut
+            && let Err(e) = self.channel.finish(self.client, &msg.id)
+        {
+            tracing::debug!(client = self.client, error = %e, "sampled-out message already gone");
         }
     }
 
