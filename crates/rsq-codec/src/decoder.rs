@@ -33,6 +33,17 @@ pub const MAX_LINE_LEN: usize = 16 * 1024;
 /// otherwise pin the whole read-buffer allocation it arrived in.
 const COPY_BODY_BELOW: usize = 1024;
 
+/// Size of the shared chunks small PUB and MPUB bodies are copied into.
+/// Each body is a slice of its chunk, so one allocation serves a dozen or
+/// more bodies, and cloning a body (the channel keeps one copy in flight,
+/// the connection writes the other) only bumps a count: a body copied into
+/// its own buffer allocated twice, once for the copy and once more for the
+/// shared header its first clone needs, and with many publishers these
+/// allocations contended on the allocator's lock. The cost: a message held
+/// long keeps its whole chunk alive, so DPUB bodies, which are held by
+/// design, get buffers of their own.
+const BODY_CHUNK: usize = 4096;
+
 /// Most MPUB body slots reserved up front, whatever count the client declares.
 const MPUB_PREALLOC_MAX: usize = 1024;
 
@@ -154,6 +165,8 @@ pub struct CommandDecoder {
     limits: Limits,
     state: State,
     verb: Option<Verb>,
+    /// The chunk small PUB and MPUB bodies are copied into ([`BODY_CHUNK`]).
+    bodies: BytesMut,
 }
 
 impl CommandDecoder {
@@ -163,6 +176,7 @@ impl CommandDecoder {
             limits,
             state: State::Magic,
             verb: None,
+            bodies: BytesMut::new(),
         }
     }
 
@@ -173,6 +187,7 @@ impl CommandDecoder {
             limits,
             state: State::Line { scanned: 0 },
             verb: None,
+            bodies: BytesMut::new(),
         }
     }
 
@@ -292,7 +307,11 @@ impl CommandDecoder {
                     self.state = State::Body(pending, len);
                     return Step::NeedMore;
                 }
-                Step::Done(pending.finish(take_body(buf, len)))
+                let body = match pending {
+                    Pending::Pub { .. } => take_shared_body(&mut self.bodies, buf, len),
+                    _ => take_body(buf, len),
+                };
+                Step::Done(pending.finish(body))
             }
             State::MpubBodySize { topic } => {
                 let Some(size) = take_i32(buf) else {
@@ -380,7 +399,7 @@ impl CommandDecoder {
                     self.state = State::MpubMsgBody(m, len);
                     return Step::NeedMore;
                 }
-                m.bodies.push(take_body(buf, len));
+                m.bodies.push(take_shared_body(&mut self.bodies, buf, len));
                 if m.bodies.len() < m.count {
                     self.state = State::MpubMsgSize(m);
                     return Step::Continue;
@@ -639,6 +658,23 @@ fn take_i32(buf: &mut BytesMut) -> Option<i32> {
         return None;
     }
     Some(buf.get_i32())
+}
+
+/// A body as [`take_body`] takes it, but a small one is copied into the
+/// shared chunk `chunk` ([`BODY_CHUNK`]), starting a new chunk when it does
+/// not fit.
+fn take_shared_body(chunk: &mut BytesMut, buf: &mut BytesMut, len: usize) -> Bytes {
+    if len >= COPY_BODY_BELOW {
+        return take_body(buf, len);
+    }
+    if chunk.capacity() - chunk.len() < len {
+        *chunk = BytesMut::with_capacity(BODY_CHUNK);
+    }
+    chunk.extend_from_slice(&buf[..len]);
+    buf.advance(len);
+    // Within capacity, so `extend_from_slice` never moved the chunk: every
+    // body split off it shares one allocation.
+    chunk.split().freeze()
 }
 
 fn take_body(buf: &mut BytesMut, len: usize) -> Bytes {

@@ -520,3 +520,32 @@ fn default_limits_are_nsqds() {
     assert_eq!(l.max_rdy_count, 2500);
     assert_eq!(l.max_req_timeout_ms, 60 * 60 * 1000);
 }
+
+/// Small PUB and MPUB bodies are slices of one shared chunk (one
+/// allocation for many bodies); a DPUB body and a large body are not.
+#[test]
+fn small_pub_bodies_share_a_chunk_and_dpub_bodies_do_not() {
+    let mut input = Vec::new();
+    input.extend_from_slice(b"PUB t\n\x00\x00\x00\x03one");
+    input.extend_from_slice(
+        b"MPUB t\n\x00\x00\x00\x12\x00\x00\x00\x02\x00\x00\x00\x03two\x00\x00\x00\x03six",
+    );
+    input.extend_from_slice(b"DPUB t 10\n\x00\x00\x00\x03dpb");
+    let mut dec = CommandDecoder::without_magic(limits());
+    let mut buf = BytesMut::from(&input[..]);
+    let mut bodies = Vec::new();
+    while let Some(cmd) = dec.decode(&mut buf).unwrap() {
+        match cmd {
+            Command::Pub { body, .. } | Command::Dpub { body, .. } => bodies.push(body),
+            Command::Mpub { bodies: b, .. } => bodies.extend(b),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let texts: Vec<&[u8]> = bodies.iter().map(|b| &b[..]).collect();
+    assert_eq!(texts, [&b"one"[..], b"two", b"six", b"dpb"]);
+    // Adjacent in one chunk.
+    for pair in bodies[..3].windows(2) {
+        assert_eq!(pair[0].as_ptr().wrapping_add(3), pair[1].as_ptr());
+    }
+    assert_ne!(bodies[2].as_ptr().wrapping_add(3), bodies[3].as_ptr());
+}
