@@ -524,7 +524,7 @@ fn default_limits_are_nsqds() {
 /// Small PUB and MPUB bodies are slices of one shared chunk (one
 /// allocation for many bodies); a DPUB body and a large body are not.
 #[test]
-fn small_pub_bodies_share_a_chunk_and_dpub_bodies_do_not() {
+fn small_pub_bodies_share_a_chunk_and_dpub_bodies_do_not() -> Result<(), ProtocolError> {
     let mut input = Vec::new();
     input.extend_from_slice(b"PUB t\n\x00\x00\x00\x03one");
     input.extend_from_slice(
@@ -534,7 +534,7 @@ fn small_pub_bodies_share_a_chunk_and_dpub_bodies_do_not() {
     let mut dec = CommandDecoder::without_magic(limits());
     let mut buf = BytesMut::from(&input[..]);
     let mut bodies = Vec::new();
-    while let Some(cmd) = dec.decode(&mut buf).unwrap() {
+    while let Some(cmd) = dec.decode(&mut buf)? {
         match cmd {
             Command::Pub { body, .. } | Command::Dpub { body, .. } => bodies.push(body),
             Command::Mpub { bodies: b, .. } => bodies.extend(b),
@@ -548,4 +548,5 @@ fn small_pub_bodies_share_a_chunk_and_dpub_bodies_do_not() {
         assert_eq!(pair[0].as_ptr().wrapping_add(3), pair[1].as_ptr());
     }
     assert_ne!(bodies[2].as_ptr().wrapping_add(3), bodies[3].as_ptr());
+    Ok(())
 }
