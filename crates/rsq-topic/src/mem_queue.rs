@@ -77,11 +77,21 @@ impl MemQueue {
     }
 
     /// Waits for and takes the next message.
-    ///
-    /// Cancel-safe: a message is removed only in the same synchronous step
-    /// that returns it, so dropping this future (inside `select!`) loses
-    /// nothing.
+    #[cfg(test)]
     pub(crate) async fn pop(&self) -> Message {
+        let mut batch = self.pop_many(1).await;
+        debug_assert_eq!(batch.len(), 1);
+        batch.swap_remove(0)
+    }
+
+    /// Waits for a message, then takes it and every one queued behind it,
+    /// up to `max` (at least one), oldest first: the pump hands a burst to
+    /// its channels in one put each.
+    ///
+    /// Cancel-safe: messages are removed only in the same synchronous step
+    /// that returns them, so dropping this future (inside `select!`) loses
+    /// nothing.
+    pub(crate) async fn pop_many(&self, max: usize) -> Vec<Message> {
         let _waiting = WaitingGuard(self);
         loop {
             // Register before checking, so a push between the check and the
@@ -91,9 +101,10 @@ impl MemQueue {
             notified.as_mut().enable();
             {
                 let mut state = self.lock();
-                if let Some(msg) = state.messages.pop_front() {
+                if !state.messages.is_empty() {
                     state.pump_waiting = false;
-                    return msg;
+                    let n = state.messages.len().min(max.max(1));
+                    return state.messages.drain(..n).collect();
                 }
                 state.pump_waiting = true;
             }

@@ -21,8 +21,9 @@ use crate::signal;
 /// than `Closed`, so a failing disk does not spin it.
 const BACKEND_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Most records the pump takes from the backend in one turn.
-const BACKEND_BATCH_MAX: usize = 128;
+/// Most messages the pump takes from the memory queue or records from the
+/// backend in one turn.
+const BATCH_MAX: usize = 128;
 
 /// The pump's first wait before putting again messages a channel's full
 /// disk refused; each refusal in a row doubles it, up to
@@ -239,7 +240,7 @@ async fn pump<C: TopicChannel>(
             record = shared.backend.read(), if reading && backend_open && backend_first => {
                 Some(Err(record))
             }
-            msg = shared.memory.pop(), if reading => Some(Ok(msg)),
+            msgs = shared.memory.pop_many(BATCH_MAX), if reading => Some(Ok(msgs)),
             record = shared.backend.read(), if reading && backend_open && !backend_first => {
                 Some(Err(record))
             }
@@ -250,8 +251,8 @@ async fn pump<C: TopicChannel>(
         };
         match next {
             None => {}
-            Some(Ok(msg)) => {
-                let refused = deliver(&shared.name, &channels, msg).await;
+            Some(Ok(msgs)) => {
+                let refused = deliver_batch(&shared.name, &channels, msgs).await;
                 if !refused.is_empty() {
                     Box::pin(retry_refused(shared, &mut signals, refused)).await;
                     // The retry may have taken signals: look at them again.
@@ -284,7 +285,7 @@ async fn on_record<C: TopicChannel>(
             // Take what else is ready now too (bounded), so channels that
             // store to disk write the batch at once instead of one message
             // per write.
-            let mut batch = Vec::with_capacity(BACKEND_BATCH_MAX);
+            let mut batch = Vec::with_capacity(BATCH_MAX);
             let mut next = Some(bytes);
             while let Some(bytes) = next.take() {
                 match Message::from_record(bytes) {
@@ -293,7 +294,7 @@ async fn on_record<C: TopicChannel>(
                         tracing::error!(topic = %shared.name, %error, "skipping corrupt backend record");
                     }
                 }
-                if batch.len() < BACKEND_BATCH_MAX {
+                if batch.len() < BATCH_MAX {
                     next = shared.backend.try_read().ok().flatten();
                 }
             }
@@ -450,19 +451,22 @@ async fn deliver<C: TopicChannel>(
     refused
 }
 
-/// Puts a batch read from the backend into every channel, as [`deliver`]
-/// does for one message; deferred records (rare: written when no memory was
-/// free) go one by one to `put_deferred`.
+/// Puts a batch (from the memory queue or the backend) into every channel,
+/// one `put_many` each, as [`deliver`] does for one message; deferred
+/// messages (DPUBs, and backend records written when no memory was free) go
+/// one by one to `put_deferred`, ahead of the rest.
 async fn deliver_batch<C: TopicChannel>(
     topic: &str,
     channels: &[(Arc<str>, Arc<C>)],
-    batch: Vec<Message>,
+    mut batch: Vec<Message>,
 ) -> Vec<Refused<C>> {
-    let (deferred, batch): (Vec<Message>, Vec<Message>) =
-        batch.into_iter().partition(|m| m.deferred.is_some());
     let mut refused = Vec::new();
-    for msg in deferred {
-        refused.extend(deliver(topic, channels, msg).await);
+    if batch.iter().any(|m| m.deferred.is_some()) {
+        let deferred;
+        (deferred, batch) = batch.into_iter().partition(|m| m.deferred.is_some());
+        for msg in deferred {
+            refused.extend(deliver(topic, channels, msg).await);
+        }
     }
     if batch.len() <= 1 {
         if let Some(msg) = batch.into_iter().next() {
