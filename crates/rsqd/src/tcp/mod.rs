@@ -14,6 +14,7 @@
 
 mod session;
 mod stream;
+mod timer;
 pub(crate) mod tls;
 mod writer;
 
@@ -24,6 +25,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::context::Nsqd;
+use timer::LazyTimer;
 
 pub(crate) use rsq_protocol::{IdentifyRequest, Negotiated};
 

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::stream::{self, Source};
 use super::writer::{self, Outbound};
-use super::{Negotiated, TlsConfig};
+use super::{LazyTimer, Negotiated, TlsConfig};
 use crate::auth::AuthRequest;
 use crate::client::{AuthIdentity, ClientInfo, ClientState};
 use crate::context::Nsqd;
@@ -90,6 +90,7 @@ pub async fn run(
         consumer: None,
     };
 
+    let mut deadline = LazyTimer::default();
     'conn: loop {
         busy.store(true, Ordering::Release);
         while let Some(action) = conn.poll_action(Instant::now()) {
@@ -100,27 +101,17 @@ pub async fn run(
         busy.store(false, Ordering::Release);
         let _ = session.out.send(Outbound::Flush);
         // The machine owns nsqd's read deadline; this only sleeps until it.
-        let deadline = conn.poll_timeout();
-        let read = async {
-            let buf = conn.input();
-            match deadline {
-                Some(at) => {
-                    let at = tokio::time::Instant::from_std(at);
-                    tokio::time::timeout_at(at, reader.read_buf(buf)).await
-                }
-                None => Ok(reader.read_buf(buf).await),
-            }
-        };
+        deadline.arm(conn.poll_timeout());
         tokio::select! {
-            r = read => match r {
-                Ok(Ok(0)) => break,
-                Ok(Ok(_)) => conn.handle_read(Instant::now()),
-                Ok(Err(e)) => {
+            r = reader.read_buf(conn.input()) => match r {
+                Ok(0) => break,
+                Ok(_) => conn.handle_read(Instant::now()),
+                Err(e) => {
                     tracing::debug!(client = id, error = %e, "TCP: read failed");
                     break;
                 }
-                Err(_) => conn.handle_timeout(Instant::now()),
             },
+            () = deadline.fired() => conn.handle_timeout(Instant::now()),
             _ = done_rx.changed() => break,
             _ = shutdown.changed() => break,
         }

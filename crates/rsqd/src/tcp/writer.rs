@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use rsq_channel::{Channel, Consumer};
@@ -22,8 +22,8 @@ use rsq_compress::Compression;
 use rsq_protocol::{Delivery, Output};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::Negotiated;
 use super::stream::{Sink, WriteHalf};
+use super::{LazyTimer, Negotiated};
 
 /// What the session asks the writer to do.
 pub enum Outbound {
@@ -75,10 +75,9 @@ pub async fn run(
     // Sampling draws from a seed per connection (rsq-protocol's `Sampler`).
     let mut output = Output::new(settings, rand::random(), Instant::now());
     let mut sub: Option<Subscription> = None;
-    let far = Duration::from_secs(86400 * 365);
+    let mut timer = LazyTimer::default();
     loop {
-        let wake = output.poll_timeout();
-        let wake_at = tokio::time::Instant::from_std(wake.unwrap_or_else(|| Instant::now() + far));
+        timer.arm(output.poll_timeout());
         let result: std::io::Result<bool> = tokio::select! {
             biased;
             cmd = rx.recv() => match cmd {
@@ -134,7 +133,7 @@ pub async fn run(
                 // The channel was deleted or closed: nsqd closes such clients.
                 _ => Ok(false),
             },
-            () = tokio::time::sleep_until(wake_at), if wake.is_some() => {
+            () = timer.fired() => {
                 output.handle_timeout(Instant::now());
                 Ok(true)
             },
