@@ -122,11 +122,29 @@ impl InFlight {
         Some(entry)
     }
 
-    /// Puts `msg` in flight with `client` until `deadline`. The caller has
-    /// checked that its id is not in flight already.
-    pub fn insert(&mut self, msg: Message, client: ClientId, now: Instant, deadline: Instant) {
+    /// Puts `msg` in flight with `client` until `deadline`, with one hash
+    /// operation; gives it back if its id is in flight already.
+    pub fn insert(
+        &mut self,
+        msg: Message,
+        client: ClientId,
+        now: Instant,
+        deadline: Instant,
+    ) -> Result<(), Message> {
+        let free = self.free.last().copied();
+        let next = match free {
+            Some(slot) => slot,
+            // A channel holds at most `max_in_flight` summed over its
+            // consumers, each bounded by the RDY limit, far below 2^32.
+            None => u32::try_from(self.slots.len()).expect("in-flight slots fit in u32"),
+        };
+        match self.index.entry(msg.id) {
+            Entry::Occupied(_) => return Err(msg),
+            Entry::Vacant(v) => {
+                v.insert(next);
+            }
+        }
         let seq = self.bump();
-        let id = msg.id;
         let entry = Some(InFlightEntry {
             msg,
             client,
@@ -135,26 +153,19 @@ impl InFlight {
             order: seq,
             seq,
         });
-        let slot = match self.free.pop() {
+        match free {
             Some(slot) => {
+                self.free.pop();
                 self.slots[slot as usize] = entry;
-                slot
             }
-            None => {
-                // A channel holds at most `max_in_flight` summed over its
-                // consumers, each bounded by the RDY limit, far below 2^32.
-                let slot = u32::try_from(self.slots.len()).expect("in-flight slots fit in u32");
-                self.slots.push(entry);
-                slot
-            }
-        };
+            None => self.slots.push(entry),
+        }
         self.schedule(Timer {
             deadline,
             seq,
-            slot,
+            slot: next,
         });
-        let previous = self.index.insert(id, slot);
-        debug_assert!(previous.is_none(), "message {id} put in flight twice");
+        Ok(())
     }
 
     /// Takes `id` out of flight if `client` holds it, with one hash lookup

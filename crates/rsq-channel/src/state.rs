@@ -346,17 +346,17 @@ impl ChannelState {
                 &mut self.read_back,
                 &mut self.read_back_turn,
             ) {
-                if self.in_flight.contains(&msg.id) {
-                    // Ids are unique per topic; a duplicate is a publisher
-                    // bug, and two rows for one id cannot be told apart.
-                    tracing::warn!(id = %msg.id, "message id already in flight; dropping the copy");
-                    continue;
-                }
                 msg.attempts = msg.attempts.saturating_add(1);
                 let deadline = now + consumer.msg_timeout;
+                if let Err(copy) = self.in_flight.insert(msg.clone(), client, now, deadline) {
+                    // Ids are unique per topic; a duplicate is a publisher
+                    // bug (or a replay), and two rows for one id cannot be
+                    // told apart.
+                    tracing::warn!(id = %copy.id, "message id already in flight; dropping the copy");
+                    continue;
+                }
                 consumer.in_flight += 1;
                 consumer.message_count += 1;
-                self.in_flight.insert(msg.clone(), client, now, deadline);
                 self.mark_ready(client);
                 return Some((client, msg));
             }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use async_trait::async_trait;
 use rsq_channel::{Channel, ChannelConfig, Clock};
-use rsq_codec::{IdGenerator, Message, MessageId, is_ephemeral};
+use rsq_codec::{IdGenerator, Message, is_ephemeral};
 use rsq_diskqueue::{
     BackendQueue, CommitSnapshot, CommitStats, DirIndex, DiskBudget, DiskQueueConfig, FsStorage,
     LOW_WATER_PERCENT, LazyDiskQueue, MemoryQueue,
@@ -429,14 +429,20 @@ impl Nsqd {
             .collect()
     }
 
-    /// A new message id.
-    pub(crate) fn new_id(&self) -> MessageId {
-        self.ids.next(self.clock.unix_nanos())
-    }
-
     /// A new message stamped now.
     pub(crate) fn new_message(&self, body: bytes::Bytes) -> Message {
-        Message::new(self.new_id(), self.clock.unix_nanos(), body)
+        let now = self.clock.unix_nanos();
+        Message::new(self.ids.next(now), now, body)
+    }
+
+    /// New messages for one publish (an MPUB's bodies), stamped with one
+    /// reading of the clock; their ids are still distinct and increasing.
+    pub(crate) fn new_messages(&self, bodies: Vec<bytes::Bytes>) -> Vec<Message> {
+        let now = self.clock.unix_nanos();
+        bodies
+            .into_iter()
+            .map(|body| Message::new(self.ids.next(now), now, body))
+            .collect()
     }
 
     /// Whether shutdown has begun.

@@ -308,7 +308,7 @@ async fn multi_publish(State(ctx): Ctx, Query(params): Params, body: Bytes) -> A
     if bodies.is_empty() {
         return Err(ApiError(StatusCode::BAD_REQUEST, "MSG_EMPTY"));
     }
-    let msgs = bodies.into_iter().map(|b| ctx.new_message(b)).collect();
+    let msgs = ctx.new_messages(bodies);
     put_messages(&ctx, topic, msgs).await
 }
 

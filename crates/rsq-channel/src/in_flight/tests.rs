@@ -50,7 +50,7 @@ proptest! {
                     }
                     let deadline = now + Duration::from_millis(ms.into());
                     let msg = Message::new(MessageId::from_u64(i.into()), 0, Bytes::new());
-                    table.insert(msg, 1, now, deadline);
+                    assert!(table.insert(msg, 1, now, deadline).is_ok(), "fresh id");
                     model.insert(i, deadline);
                 }
                 Op::Remove(i) => {

@@ -195,14 +195,10 @@ impl Session {
                 defer,
             } => {
                 let n = bodies.len() as u64;
-                let msgs = bodies
-                    .into_iter()
-                    .map(|body| {
-                        let mut msg = self.ctx.new_message(body);
-                        msg.deferred = defer;
-                        msg
-                    })
-                    .collect();
+                let mut msgs = self.ctx.new_messages(bodies);
+                if defer.is_some() {
+                    msgs.iter_mut().for_each(|m| m.deferred = defer);
+                }
                 match self.ctx.publish(&topic, msgs).await {
                     Ok(()) => {
                         self.info.count_published(&topic, n);
