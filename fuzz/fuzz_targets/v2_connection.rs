@@ -1,6 +1,7 @@
-//! Fuzz target: rsqd's protocol V2 connection state machine
-//! (`rsq_protocol::Connection`), which does no IO, driven with arbitrary client
-//! bytes and a scripted daemon.
+//! Fuzz target: rsqd's protocol V2 connection state machines
+//! (`rsq_protocol::Connection`, with its frames and settings carried into
+//! the outbound `rsq_protocol::Output` as rsqd's writer does), which do no
+//! IO, driven with arbitrary client bytes and a scripted daemon.
 //!
 //! Input layout: byte 0 picks the daemon's options (defaults, AUTH
 //! enabled, small limits, TLS available), byte 1 scripts the daemon's
@@ -8,8 +9,8 @@
 //! seeds the split points, the rest is what a client sends after the
 //! `"  V2"` magic.
 //!
-//! Checked: no panic; every frame the machine sends is one whole response
-//! or error frame; only `E_FIN_FAILED`, `E_REQ_FAILED` and `E_TOUCH_FAILED`
+//! Checked: no panic; every frame the machine sends leaves the output at
+//! once and is one whole response or error frame; only `E_FIN_FAILED`, `E_REQ_FAILED` and `E_TOUCH_FAILED`
 //! leave the connection open, every other error is followed by `Close` and
 //! nothing after it; while a request is unanswered nothing more comes out
 //! (FINs are not requests: a run of them is one batch);
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use rsq_codec::{Frame, FrameDecoder, MAGIC_V2, ProtocolError};
-use rsq_protocol::{Action, Connection, ProtocolConfig};
+use rsq_protocol::{Action, Connection, Output, ProtocolConfig};
 
 fn presets() -> &'static [ProtocolConfig; 4] {
     static PRESETS: OnceLock<[ProtocolConfig; 4]> = OnceLock::new();
@@ -60,6 +61,8 @@ fn drive(opts: &ProtocolConfig, tls: bool, answers: u8, chunks: &[&[u8]]) -> Vec
     }));
     conn.input().extend_from_slice(MAGIC_V2);
     let now = Instant::now();
+    let mut output = Output::new(conn.settings().clone(), u64::from(answers), now);
+    let mut out = BytesMut::new();
     let mut seen = Vec::new();
     let mut closed = false;
     let mut request = 0u32;
@@ -77,7 +80,9 @@ fn drive(opts: &ProtocolConfig, tls: bool, answers: u8, chunks: &[&[u8]]) -> Vec
             assert!(!closed, "action after Close: {action:?}");
             match &action {
                 Action::Send(bytes) => {
-                    let mut buf = BytesMut::from(&bytes[..]);
+                    output.handle_frame(bytes, &mut out);
+                    assert!(output.poll_transmit(now, &mut out), "a response held");
+                    let mut buf = out.split();
                     match FrameDecoder::new(u32::MAX).decode(&mut buf) {
                         Ok(Some(Frame::Error(body))) => {
                             let e =
@@ -103,6 +108,9 @@ fn drive(opts: &ProtocolConfig, tls: bool, answers: u8, chunks: &[&[u8]]) -> Vec
                     }
                     conn.handle_finished(failures);
                     continue;
+                }
+                Action::Identified { settings, .. } => {
+                    output.handle_settings(settings.clone(), now);
                 }
                 Action::Ready(n) => assert!(*n <= opts.max_rdy_count),
                 Action::Requeue(_, delay) => assert!(*delay <= opts.max_req_timeout),
