@@ -50,3 +50,46 @@ impl LazyTimer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::{Instant, timeout};
+
+    use super::LazyTimer;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_later_wish_fires_early_an_earlier_one_resets_and_none_never_fires() {
+        let mut timer = LazyTimer::default();
+        assert!(
+            timeout(5 * S, timer.fired()).await.is_err(),
+            "fired unarmed"
+        );
+
+        // A later instant keeps the armed one: it fires early, at 10 s.
+        let t0 = Instant::now();
+        timer.arm(Some((t0 + 10 * S).into_std()));
+        timer.arm(Some((t0 + 20 * S).into_std()));
+        timer.fired().await;
+        assert_eq!(Instant::now() - t0, 10 * S);
+
+        // An earlier one resets it.
+        let t1 = Instant::now();
+        timer.arm(Some((t1 + 10 * S).into_std()));
+        timer.arm(Some((t1 + 3 * S).into_std()));
+        timer.fired().await;
+        assert_eq!(Instant::now() - t1, 3 * S);
+
+        // Fired means disarmed; `None` disarms too.
+        assert!(timeout(5 * S, timer.fired()).await.is_err(), "fired twice");
+        timer.arm(Some((Instant::now() + S).into_std()));
+        timer.arm(None);
+        assert!(
+            timeout(5 * S, timer.fired()).await.is_err(),
+            "fired disarmed"
+        );
+    }
+}
