@@ -4,8 +4,9 @@
 //! `serve` accepts connections until shutdown; each connection is a reader
 //! task (`session.rs`) driving the V2 protocol's state machine, which does
 //! no IO (the rsq-protocol crate, configured by [`protocol_config`]), and a writer task
-//! that owns the socket's write half, batches message frames and sends
-//! heartbeats (`writer.rs`). The bytes between them and the socket pass
+//! that owns the socket's write half and drives the outbound machine
+//! (`rsq_protocol::Output`: gathered message frames, heartbeats) in
+//! `writer.rs`; each sleeps on one `LazyTimer` (`timer.rs`). The bytes between them and the socket pass
 //! through the layers of `stream.rs`: TLS (`tls.rs`) and snappy or deflate
 //! (the `rsq-compress` crate), negotiated in IDENTIFY, over either kind of
 //! socket. A unix client has no IP: `/stats` shows it at `@` (Go's name
