@@ -81,7 +81,7 @@ fn drive(opts: &ProtocolConfig, tls: bool, answers: u8, chunks: &[&[u8]]) -> Vec
             match &action {
                 Action::Send(bytes) => {
                     output.handle_frame(bytes, &mut out);
-                    assert!(output.poll_transmit(now, &mut out), "a response held");
+                    assert!(output.poll_transmit(&mut out), "a response held");
                     let mut buf = out.split();
                     match FrameDecoder::new(u32::MAX).decode(&mut buf) {
                         Ok(Some(Frame::Error(body))) => {

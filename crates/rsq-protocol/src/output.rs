@@ -13,7 +13,8 @@
 //! produces bytes appends them to the `out` it is given, and
 //! [`Output::poll_transmit`] says when the driver must write that buffer
 //! whole. Time comes in as `now`; [`Output::poll_timeout`] is the next
-//! instant the machine needs to be woken at ([`Output::handle_timeout`]).
+//! instant the machine needs to be woken at ([`Output::handle_timeout`],
+//! which decides what is due).
 //!
 //! # When bytes leave
 //!
@@ -72,6 +73,9 @@ pub struct Output {
     next_heartbeat: Option<Instant>,
     /// The latest instant gathered messages may wait until.
     flush_at: Option<Instant>,
+    /// A heartbeat is due: it goes into the buffer at the next
+    /// [`Output::poll_transmit`].
+    heartbeat_due: bool,
     /// The buffer must be written at the next [`Output::poll_transmit`].
     urgent: bool,
 }
@@ -86,6 +90,7 @@ impl Output {
             settings,
             seed,
             flush_at: None,
+            heartbeat_due: false,
             urgent: false,
         }
     }
@@ -164,27 +169,30 @@ impl Output {
         }
     }
 
-    /// Time passed: a held batch whose wait ran out leaves; a heartbeat
-    /// that is due goes into the buffer at the next
-    /// [`Output::poll_transmit`].
+    /// Time passed: a held batch whose wait ran out leaves, and a heartbeat
+    /// that is due is queued for the next [`Output::poll_transmit`] (the
+    /// next one is scheduled one interval from `now`). Acts only on what is
+    /// due, so a driver woken early loses nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.flush_at.is_some_and(|at| at <= now) {
+            self.urgent = true;
+        }
+        if let (Some(at), Some(interval)) = (self.next_heartbeat, self.settings.heartbeat_interval)
+            && at <= now
+        {
+            self.heartbeat_due = true;
+            self.next_heartbeat = Some(now + interval);
             self.urgent = true;
         }
     }
 
     /// Whether the driver must now write all of `out` (and then clear it);
-    /// a heartbeat that is due is appended first. Once it says yes, the
-    /// machine counts `out` as written.
-    pub fn poll_transmit(&mut self, now: Instant, out: &mut BytesMut) -> bool {
-        if let (Some(at), Some(interval)) = (self.next_heartbeat, self.settings.heartbeat_interval)
-            && at <= now
-        {
+    /// a heartbeat [`Output::handle_timeout`] found due is appended first.
+    /// Once it says yes, the machine counts `out` as written.
+    pub fn poll_transmit(&mut self, out: &mut BytesMut) -> bool {
+        if std::mem::take(&mut self.heartbeat_due) {
             encode_response(HEARTBEAT, out);
-            self.next_heartbeat = Some(now + interval);
-            self.urgent = true;
         }
-        self.handle_timeout(now);
         let due = self.urgent && !out.is_empty();
         if due || out.is_empty() {
             self.urgent = false;
@@ -215,6 +223,7 @@ impl Output {
             "held bytes and their deadline out of step"
         );
         assert!(!self.urgent, "an urgent write left undone");
+        assert!(!self.heartbeat_due, "a due heartbeat left unwritten");
     }
 }
 

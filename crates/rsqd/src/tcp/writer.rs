@@ -167,7 +167,7 @@ async fn transmit(
     socket: &mut Sink,
     out: &mut BytesMut,
 ) -> std::io::Result<()> {
-    if output.poll_transmit(Instant::now(), out) {
+    if output.poll_transmit(out) {
         socket.write_all(out).await?;
         out.clear();
     }
