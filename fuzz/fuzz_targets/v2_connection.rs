@@ -122,16 +122,7 @@ fn drive(opts: &ProtocolConfig, tls: bool, answers: u8, chunks: &[&[u8]]) -> Vec
                 }
                 _ => {}
             }
-            let is_request = matches!(
-                action,
-                Action::Publish { .. }
-                    | Action::Subscribe { .. }
-                    | Action::Requeue(..)
-                    | Action::Touch(_)
-                    | Action::StartTls { .. }
-                    | Action::Compress { .. }
-                    | Action::Authenticate { .. }
-            );
+            let is_request = action.is_request();
             seen.push(match &action {
                 Action::StartTls { .. } => "StartTls".to_string(),
                 Action::Compress { kind, .. } => format!("Compress({kind:?})"),

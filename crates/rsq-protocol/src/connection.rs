@@ -113,6 +113,24 @@ pub enum Action {
     Close,
 }
 
+impl Action {
+    /// Whether this is a request: the connection decodes nothing more until
+    /// the driver answers it (`handle_done`, or `handle_auth` for
+    /// [`Action::Authenticate`]). FIN batches are not requests.
+    pub fn is_request(&self) -> bool {
+        matches!(
+            self,
+            Action::Publish { .. }
+                | Action::Subscribe { .. }
+                | Action::Requeue(..)
+                | Action::Touch(_)
+                | Action::StartTls { .. }
+                | Action::Compress { .. }
+                | Action::Authenticate { .. }
+        )
+    }
+}
+
 /// The request the driver is carrying out; nothing is decoded until it
 /// completes.
 #[derive(Debug)]

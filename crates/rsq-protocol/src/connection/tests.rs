@@ -233,16 +233,7 @@ fn drive(opts: &Arc<ProtocolConfig>, chunks: &[Vec<u8>], answers: &[bool]) -> Ve
                 conn.handle_finished(failures);
                 continue;
             }
-            let request = matches!(
-                action,
-                Action::Publish { .. }
-                    | Action::Subscribe { .. }
-                    | Action::Requeue(..)
-                    | Action::Touch(_)
-                    | Action::StartTls { .. }
-                    | Action::Compress { .. }
-                    | Action::Authenticate { .. }
-            );
+            let request = action.is_request();
             let s = match &action {
                 Action::Send(bytes) => frame(bytes),
                 Action::State(state) => Seen::State(*state),
