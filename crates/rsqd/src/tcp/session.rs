@@ -12,7 +12,6 @@
 //! subscription.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -23,7 +22,7 @@ use rsq_service::{PeerAddr, Stream};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::stream::{self, Source};
-use super::writer::{self, Outbound};
+use super::writer::{self, Outbound, ReadBatch};
 use super::{LazyTimer, Negotiated, TlsConfig};
 use crate::auth::AuthRequest;
 use crate::client::{AuthIdentity, ClientInfo, ClientState};
@@ -73,12 +72,12 @@ pub async fn run(
     conn.handle_read(Instant::now());
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (done_tx, mut done_rx) = watch::channel(false);
-    let busy = Arc::new(AtomicBool::new(false));
+    let batch = Arc::new(ReadBatch::default());
     let writer_task = tokio::spawn(writer::run(
         write_half,
         out_rx,
         conn.settings().clone(),
-        busy.clone(),
+        batch.clone(),
         done_tx,
     ));
     let mut session = Session {
@@ -92,14 +91,15 @@ pub async fn run(
 
     let mut deadline = LazyTimer::default();
     'conn: loop {
-        busy.store(true, Ordering::Release);
+        batch.begin();
         while let Some(action) = conn.poll_action(Instant::now()) {
             if let Flow::Close = session.perform(action, &mut conn, &mut reader).await {
                 break 'conn;
             }
         }
-        busy.store(false, Ordering::Release);
-        let _ = session.out.send(Outbound::Flush);
+        if batch.end() {
+            session.send(Outbound::Flush);
+        }
         // The machine owns nsqd's read deadline; this only sleeps until it.
         deadline.arm(conn.poll_timeout());
         tokio::select! {

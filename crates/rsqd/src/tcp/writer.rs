@@ -12,7 +12,7 @@
 //! reader for the TLS handshake (see `stream.rs`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -40,7 +40,8 @@ pub enum Outbound {
         /// The message stream.
         consumer: Consumer,
     },
-    /// The session finished a batch of commands: send what it made ready.
+    /// The session finished a batch of commands while the writer held
+    /// messages for it ([`ReadBatch`]): send them.
     Flush,
     /// Send everything queued, hand the transport half over through `give`
     /// and wait for its upgraded replacement on `take` (TLS handshake).
@@ -56,6 +57,49 @@ pub enum Outbound {
     Close,
 }
 
+/// The handshake between the halves about the reader's batches of
+/// commands. While the reader works through one, delivered messages wait
+/// for its end (rsq-protocol's `Output` module doc); it then wakes the
+/// writer with [`Outbound::Flush`], but only if the writer said it holds
+/// messages, so a consumer's batch of FINs costs no writer wake-up.
+///
+/// Why no wait is missed: the writer marks `held` and then reads `busy`;
+/// the reader clears `busy` and then takes `held`. In the single order of
+/// these `SeqCst` operations, either the writer sees the batch over and
+/// sends at once, or the reader sees `held` and sends the flush (both may
+/// happen; the second finds nothing to do).
+#[derive(Debug, Default)]
+pub struct ReadBatch {
+    busy: AtomicBool,
+    held: AtomicBool,
+}
+
+impl ReadBatch {
+    /// Reader: a batch of commands begins.
+    pub fn begin(&self) {
+        self.busy.store(true, SeqCst);
+    }
+
+    /// Reader: the batch is over; true when the writer holds messages
+    /// for it and must be sent [`Outbound::Flush`].
+    pub fn end(&self) -> bool {
+        self.busy.store(false, SeqCst);
+        self.held.swap(false, SeqCst)
+    }
+
+    /// Writer: whether the reader is mid-batch.
+    fn busy(&self) -> bool {
+        self.busy.load(SeqCst)
+    }
+
+    /// Writer: it holds messages until the batch's end; false when the
+    /// batch is already over, and they must leave now.
+    fn hold(&self) -> bool {
+        self.held.store(true, SeqCst);
+        self.busy.load(SeqCst)
+    }
+}
+
 struct Subscription {
     channel: Arc<Channel>,
     client: u64,
@@ -68,7 +112,7 @@ pub async fn run(
     mut socket: Sink,
     mut rx: mpsc::UnboundedReceiver<Outbound>,
     settings: Negotiated,
-    session_busy: Arc<AtomicBool>,
+    batch: Arc<ReadBatch>,
     done: watch::Sender<bool>,
 ) {
     let mut out = BytesMut::with_capacity(settings.output_buffer_size.max(4096));
@@ -126,8 +170,7 @@ pub async fn run(
                 (Some(msg), Some(s)) => {
                     s.deliver(&msg, &mut output, &mut out);
                     s.drain(&mut output, &mut out);
-                    let busy = session_busy.load(Ordering::Acquire);
-                    output.handle_delivered(Instant::now(), busy, &out);
+                    output.handle_delivered(Instant::now(), batch.busy(), &out);
                     Ok(true)
                 }
                 // The channel was deleted or closed: nsqd closes such clients.
@@ -142,6 +185,15 @@ pub async fn run(
             Ok(true) => transmit(&mut output, &mut socket, &mut out).await,
             Ok(false) => break,
             Err(e) => Err(e),
+        };
+        // Bytes left unwritten are held for the reader's batch: tell it,
+        // unless that batch has already ended.
+        let written = match written {
+            Ok(()) if !out.is_empty() && !batch.hold() => {
+                output.handle_input_idle(&out);
+                transmit(&mut output, &mut socket, &mut out).await
+            }
+            other => other,
         };
         if let Err(e) = written {
             tracing::debug!(error = %e, "write failed; closing connection");
