@@ -3,7 +3,7 @@
 //! The connection task owns the protocol state; this is the part other tasks
 //! (the HTTP stats handler) read, behind a small lock or atomics.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -61,7 +61,7 @@ pub struct ClientInfo {
     /// The channel this client consumes from, once subscribed.
     pub subscription: Mutex<Option<(String, Arc<Channel>)>>,
     /// Messages published per topic.
-    pub pub_counts: Mutex<BTreeMap<String, u64>>,
+    pub pub_counts: Mutex<HashMap<String, u64>>,
     /// Total messages published.
     pub published: AtomicU64,
     /// TLS and compression.
@@ -90,7 +90,7 @@ impl ClientInfo {
                 ..Identity::default()
             }),
             subscription: Mutex::new(None),
-            pub_counts: Mutex::new(BTreeMap::new()),
+            pub_counts: Mutex::new(HashMap::new()),
             published: AtomicU64::new(0),
             transport: Mutex::new(Transport::default()),
             auth: Mutex::new(None),
@@ -117,7 +117,12 @@ impl ClientInfo {
     pub fn count_published(&self, topic: &str, n: u64) {
         self.published.fetch_add(n, Ordering::Relaxed);
         let mut counts = self.pub_counts.lock().unwrap_or_else(|e| e.into_inner());
-        *counts.entry(topic.to_string()).or_default() += n;
+        match counts.get_mut(topic) {
+            Some(count) => *count += n,
+            None => {
+                counts.insert(topic.to_string(), n);
+            }
+        }
     }
 
     /// A copy of the identity fields.

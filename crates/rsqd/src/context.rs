@@ -4,7 +4,7 @@
 //! or create topics and channels, so the rules for creation, ephemeral
 //! removal and metadata persistence live in one place.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
@@ -274,7 +274,8 @@ pub struct Nsqd {
     /// Start time, seconds since the epoch.
     pub(crate) start_time: i64,
     ids: IdGenerator,
-    topics: Mutex<BTreeMap<String, Arc<DaemonTopic>>>,
+    /// By name; hashed, as every publish looks its topic up here.
+    topics: Mutex<HashMap<String, Arc<DaemonTopic>>>,
     clients: Mutex<HashMap<u64, Arc<ClientInfo>>>,
     next_client_id: AtomicU64,
     loading: AtomicBool,
@@ -366,7 +367,7 @@ impl Nsqd {
             ids: IdGenerator::new(node_id),
             opts,
             clock,
-            topics: Mutex::new(BTreeMap::new()),
+            topics: Mutex::new(HashMap::new()),
             clients: Mutex::new(HashMap::new()),
             next_client_id: AtomicU64::new(1),
             loading: AtomicBool::new(false),
@@ -786,7 +787,9 @@ impl Nsqd {
 
     /// All topics, sorted by name.
     pub(crate) fn topics(&self) -> Vec<Arc<DaemonTopic>> {
-        lock(&self.topics).values().cloned().collect()
+        let mut topics: Vec<_> = lock(&self.topics).values().cloned().collect();
+        topics.sort_unstable_by(|a, b| a.name().cmp(b.name()));
+        topics
     }
 
     /// The group commits of every `--durable` queue, counted together

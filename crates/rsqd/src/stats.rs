@@ -308,7 +308,7 @@ fn client_stats(client: &ClientInfo, consumer: Option<&rsq_channel::ConsumerStat
     let transport = client.transport();
     let tls = transport.tls;
     let auth = client.auth();
-    let pub_counts = client
+    let mut pub_counts: Vec<PubCount> = client
         .pub_counts
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -318,6 +318,7 @@ fn client_stats(client: &ClientInfo, consumer: Option<&rsq_channel::ConsumerStat
             count: *count,
         })
         .collect();
+    pub_counts.sort_unstable_by(|a, b| a.topic.cmp(&b.topic));
     ClientStats {
         client_id: identity.client_id,
         hostname: identity.hostname,
