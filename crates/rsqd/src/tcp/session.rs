@@ -90,6 +90,16 @@ pub async fn run(
     };
 
     let mut deadline = LazyTimer::default();
+    // Made once: a watch's `changed` registers with the watch on its first
+    // poll, and the shutdown watch is shared by every connection, so one
+    // made per read would take that shared lock twice per read.
+    let stop = async {
+        tokio::select! {
+            _ = done_rx.changed() => {}
+            _ = shutdown.changed() => {}
+        }
+    };
+    tokio::pin!(stop);
     'conn: loop {
         batch.begin();
         while let Some(action) = conn.poll_action(Instant::now()) {
@@ -112,8 +122,7 @@ pub async fn run(
                 }
             },
             () = deadline.fired() => conn.handle_timeout(Instant::now()),
-            _ = done_rx.changed() => break,
-            _ = shutdown.changed() => break,
+            () = &mut stop => break,
         }
     }
 
