@@ -190,6 +190,9 @@ const READ_BUFFER: usize = 16 * 1024;
 /// read brings.
 const MAX_FIN_BATCH: usize = 1024;
 
+/// A FIN on the wire: `FIN `, the 16-byte id, the newline.
+const FIN_LINE: usize = 21;
+
 impl Connection {
     /// A connection that was just accepted, under the daemon's settings.
     pub fn new(config: Arc<ProtocolConfig>) -> Self {
@@ -638,7 +641,14 @@ impl Connection {
             Command::Rdy(count) => self.actions.push_back(Action::Ready(count)),
             Command::Fin(id) => match self.actions.back_mut() {
                 Some(Action::Finish(ids)) if ids.len() < MAX_FIN_BATCH => ids.push(id),
-                _ => self.actions.push_back(Action::Finish(vec![id])),
+                _ => {
+                    // Room for every FIN the input may still hold, so a
+                    // batch is one allocation, not one per doubling.
+                    let room = (1 + self.input.len() / FIN_LINE).min(MAX_FIN_BATCH);
+                    let mut ids = Vec::with_capacity(room);
+                    ids.push(id);
+                    self.actions.push_back(Action::Finish(ids));
+                }
             },
             Command::Req { id, timeout_ms } => {
                 let max = self.config.max_req_timeout;
