@@ -248,3 +248,27 @@ impl Subscription {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ReadBatch;
+
+    #[test]
+    fn a_hold_during_a_batch_is_flushed_by_its_end() {
+        let batch = ReadBatch::default();
+        batch.begin();
+        assert!(batch.busy());
+        assert!(batch.hold(), "mid-batch: the writer waits");
+        assert!(batch.end(), "the reader owes the writer a flush");
+        assert!(!batch.end(), "one flush per hold");
+    }
+
+    #[test]
+    fn a_batch_without_a_hold_needs_no_flush() {
+        let batch = ReadBatch::default();
+        batch.begin();
+        assert!(!batch.end());
+        assert!(!batch.busy());
+        assert!(!batch.hold(), "after the batch: the writer sends at once");
+    }
+}
