@@ -9,7 +9,7 @@ use rsq_lookupd::Options;
 fn main() -> ExitCode {
     let opts = Options::parse();
     let log_level = opts.log_level.clone();
-    rsq_service::run(&log_level, opts.log_format, serve(opts))
+    rsq_service::run(&log_level, opts.log_format, 0, serve(opts))
 }
 
 async fn serve(opts: Options) -> anyhow::Result<()> {

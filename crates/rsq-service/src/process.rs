@@ -13,10 +13,17 @@ use crate::{ServiceError, logging};
 
 /// Runs a daemon: installs the logger at `log_level` in `log_format` (see
 /// [`logging::init`]), tunes the allocator (see [`crate::allocator`]), runs
-/// `serve` to completion on a multi-thread runtime, and returns the process's exit code: success, or failure once
-/// the error is logged (alternate form, so an error chain shows whole).
-/// If a logger is already installed it is kept.
-pub fn run<F, E>(log_level: &str, log_format: logging::LogFormat, serve: F) -> ExitCode
+/// `serve` to completion on a multi-thread runtime of `worker_threads`
+/// workers (0: tokio's default, one per core unless `TOKIO_WORKER_THREADS`
+/// says otherwise), and returns the process's exit code: success, or
+/// failure once the error is logged (alternate form, so an error chain
+/// shows whole). If a logger is already installed it is kept.
+pub fn run<F, E>(
+    log_level: &str,
+    log_format: logging::LogFormat,
+    worker_threads: usize,
+    serve: F,
+) -> ExitCode
 where
     F: Future<Output = Result<(), E>>,
     E: Display,
@@ -25,10 +32,11 @@ where
         tracing::warn!(error = %e, "keeping the logger already installed");
     }
     crate::allocator::limit_malloc_arenas();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if worker_threads > 0 {
+        builder.worker_threads(worker_threads);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the runtime");
@@ -234,11 +242,11 @@ mod tests {
 
     #[test]
     fn exit_code_says_whether_serve_failed() {
-        let ok = run("info", logging::LogFormat::Text, async {
+        let ok = run("info", logging::LogFormat::Text, 0, async {
             Ok::<(), String>(())
         });
         assert_eq!(format!("{ok:?}"), format!("{:?}", ExitCode::SUCCESS));
-        let failed = run("info", logging::LogFormat::Text, async {
+        let failed = run("info", logging::LogFormat::Text, 1, async {
             Err("listener gone".to_string())
         });
         assert_eq!(format!("{failed:?}"), format!("{:?}", ExitCode::FAILURE));

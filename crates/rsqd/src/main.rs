@@ -20,7 +20,8 @@ fn main() -> ExitCode {
         Err(e) => return options_error(e),
     };
     let log_level = opts.log_level.clone();
-    rsq_service::run(&log_level, opts.log_format, serve(opts))
+    let workers = opts.worker_threads;
+    rsq_service::run(&log_level, opts.log_format, workers, serve(opts))
 }
 
 /// Reports options that did not parse; clap's own errors (and --help,

@@ -227,6 +227,15 @@ pub struct Options {
     /// `/channel/create?max_attempts=N`.
     #[arg(long, default_value_t = 0)]
     pub max_attempts: u16,
+    /// Threads running connections, topics and channels (rsq only; Go's
+    /// GOMAXPROCS is nsqd's). 0, the default, is one per core. Every
+    /// message passes from a publisher's task to its topic's pump and on
+    /// to a consumer's, and each hand-off to another thread costs a
+    /// wake-up: on a host where the daemon shares a few cores with its
+    /// clients, 1 costs about 40 % less CPU per message
+    /// (docs/benchmarks.md, session 10).
+    #[arg(long, default_value_t = 0)]
+    pub worker_threads: usize,
     /// Answer a publish only once its message is fsynced (rsq only; off by
     /// default, as nsqd). Messages then skip the memory queues, every queue
     /// syncs each write (concurrent publishers share fsyncs), and a topic

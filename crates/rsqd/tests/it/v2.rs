@@ -41,6 +41,28 @@ fn publish_then_consume_and_finish() {
 }
 
 #[test]
+fn one_worker_thread_serves_publishers_and_consumers() {
+    let d = Daemon::start(&["--worker-threads=1"]);
+    let (status, workers) = d.http("GET", "/config/worker_threads", b"");
+    assert_eq!((status, workers.as_str()), (200, "1"));
+    let mut p = d.connect();
+    let mut c = consumer(&d, "t", "c", 10);
+    for i in 0..10u8 {
+        p.publish("t", &[i]);
+    }
+    for i in 0..10u8 {
+        let m = c.expect_message();
+        assert_eq!(&m.body[..], &[i]);
+        c.send(Command::Fin(m.id));
+    }
+    d.wait_stats("finish", |s| {
+        channel_stats(s, "t", "c").is_some_and(|c| {
+            c["message_count"] == 10 && c["in_flight_count"] == 0 && c["depth"] == 0
+        })
+    });
+}
+
+#[test]
 fn mpub_delivers_every_message_in_order() {
     let d = Daemon::start(&[]);
     let mut c = consumer(&d, "t", "c", 100);
