@@ -29,6 +29,10 @@ use crate::client::{AuthIdentity, ClientInfo, ClientState};
 use crate::context::Nsqd;
 use rsq_protocol::{Action, Connection, ProtocolConfig};
 
+/// How long a closing connection's writer may take to write what is
+/// queued before it is dropped.
+const CLOSE_LIMIT: Duration = Duration::from_secs(5);
+
 /// The daemon side of one connection.
 struct Session {
     ctx: Arc<Nsqd>,
@@ -73,7 +77,7 @@ pub async fn run(
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (done_tx, mut done_rx) = watch::channel(false);
     let batch = Arc::new(ReadBatch::default());
-    let writer_task = tokio::spawn(writer::run(
+    let mut writer_task = tokio::spawn(writer::run(
         write_half,
         out_rx,
         conn.settings().clone(),
@@ -127,8 +131,20 @@ pub async fn run(
     }
 
     let _ = session.out.send(Outbound::Close);
-    if let Err(e) = writer_task.await {
-        tracing::error!(client = id, error = %e, "writer task failed");
+    // A client that reads nothing leaves the writer blocked on its socket:
+    // it gets a bounded time to take what is queued, then the writer is
+    // dropped mid-write. What it held is still in flight, and leaving the
+    // channel requeues it.
+    match tokio::time::timeout(CLOSE_LIMIT, &mut writer_task).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(client = id, error = %e, "writer task failed"),
+        Err(_) => {
+            tracing::info!(
+                client = id,
+                "TCP: client reads nothing; closing without flushing"
+            );
+            writer_task.abort();
+        }
     }
     session.leave_channel().await;
     info.set_state(ClientState::Disconnected);

@@ -62,6 +62,36 @@ fn sigterm_then_restart_delivers_every_message() {
 }
 
 #[test]
+fn sigterm_with_a_consumer_that_reads_nothing_exits_and_keeps_its_messages() {
+    const MESSAGES: usize = 2_000;
+    let mut d = Daemon::start(&[]);
+    // Subscribed with a wide window, and never read: the daemon's writes
+    // to it stall once the socket buffers are full (20 MB outruns them).
+    let mut stuck = d.connect();
+    stuck.subscribe("t", "c");
+    stuck.send(Command::Rdy(2500));
+    let mut p = d.connect();
+    let body = vec![b'x'; 10_000];
+    for _ in 0..MESSAGES {
+        p.publish("t", &body);
+    }
+    d.wait_stats("all delivered to the stuck consumer", |s| {
+        channel_stats(s, "t", "c").is_some_and(|c| c["message_count"] == MESSAGES as u64)
+    });
+    drop(p);
+    d.signal_term();
+    // The writer blocked on that socket gets 5 s to flush, then is dropped.
+    assert_eq!(d.wait_exit(Duration::from_secs(30)), Some(0));
+    drop(stuck);
+
+    d.restart();
+    d.wait_stats("every message back in the channel", |s| {
+        channel_stats(s, "t", "c")
+            .is_some_and(|c| c["depth"] == MESSAGES as u64 && c["in_flight_count"] == 0)
+    });
+}
+
+#[test]
 fn topics_channels_and_pauses_survive_restart() {
     let mut d = Daemon::start(&[]);
     assert_eq!(d.http("POST", "/topic/create?topic=t1", b"").0, 200);
