@@ -19,10 +19,10 @@ use rsq_channel::{Channel, ChannelError, Consumer};
 use rsq_codec::MessageId;
 use rsq_compress::Compression;
 use rsq_service::{PeerAddr, Stream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use super::stream::{self, Source};
-use super::writer::{self, Outbound, ReadBatch};
+use super::writer::{self, Outbound, OutboundTx, ReadBatch};
 use super::{LazyTimer, Negotiated, TlsConfig};
 use crate::auth::AuthRequest;
 use crate::client::{AuthIdentity, ClientInfo, ClientState};
@@ -37,7 +37,7 @@ const CLOSE_LIMIT: Duration = Duration::from_secs(5);
 struct Session {
     ctx: Arc<Nsqd>,
     info: Arc<ClientInfo>,
-    out: mpsc::UnboundedSender<Outbound>,
+    out: OutboundTx,
     tls_config: TlsConfig,
     /// The subscribed channel and its topic's name.
     channel: Option<(String, Arc<Channel>)>,
@@ -74,7 +74,7 @@ pub async fn run(
     let (mut reader, write_half) = stream::split(stream);
     let mut conn = Connection::new(protocol);
     conn.handle_read(Instant::now());
-    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let (out_tx, out_rx) = writer::outbound();
     let (done_tx, mut done_rx) = watch::channel(false);
     let batch = Arc::new(ReadBatch::default());
     let mut writer_task = tokio::spawn(writer::run(
@@ -113,6 +113,14 @@ pub async fn run(
         }
         if batch.end() {
             session.send(Outbound::Flush);
+        }
+        // A client that reads none of its answers: read no more of its
+        // commands until the writer has caught up.
+        if session.out.is_full() {
+            tokio::select! {
+                () = session.out.drained() => {}
+                () = &mut stop => break,
+            }
         }
         // The machine owns nsqd's read deadline; this only sleeps until it.
         deadline.arm(conn.poll_timeout());

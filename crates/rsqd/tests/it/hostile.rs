@@ -298,3 +298,41 @@ fn random_http_requests_get_4xx_not_crashes() {
     }
     calm.still_served();
 }
+
+#[test]
+fn a_publisher_that_reads_no_answers_is_held_back_not_buffered() {
+    // One PUB of a 1-byte body: 12 bytes in, a 10-byte OK out.
+    const PUB: &[u8] = b"PUB held\n\x00\x00\x00\x01x";
+    const PLANNED: usize = 4_000_000;
+    let d = Daemon::start(&[]);
+    let mut bystander = Bystander::new(&d);
+    let mut s = TcpStream::connect(d.tcp).unwrap();
+    s.write_all(b"  V2").unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+    let chunk = PUB.repeat(10_000);
+    let mut written = 0;
+    // Bounded: stops at the first write the daemon does not take in 3 s.
+    while written < PLANNED * PUB.len() {
+        match s.write(&chunk) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => break,
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    assert!(
+        written < PLANNED * PUB.len(),
+        "the daemon read {written} bytes of commands without its answers being read"
+    );
+    bystander.still_served();
+    // Every whole PUB it took is answered once the client reads.
+    let accepted = written / PUB.len();
+    let mut answers = vec![0u8; accepted * 10];
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.read_exact(&mut answers).unwrap();
+    assert!(
+        answers
+            .chunks(10)
+            .all(|a| a == b"\x00\x00\x00\x06\x00\x00\x00\x00OK")
+    );
+}
