@@ -39,7 +39,7 @@ use async_trait::async_trait;
 use rsq_channel::{ChannelError, DeadLetterSink};
 use rsq_codec::{EPHEMERAL_SUFFIX, MAX_NAME_LEN, Message};
 
-use crate::context::{ChannelHandle, DaemonTopic, Nsqd};
+use crate::{ChannelHandle, DaemonTopic, Nsqd};
 
 /// What a topic's name gets to name its dead-letter topic.
 pub const DEAD_LETTER_SUFFIX: &str = ".dead";

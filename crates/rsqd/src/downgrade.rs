@@ -39,8 +39,8 @@ use clap::Parser;
 use rsq_codec::{Message, is_ephemeral, is_valid_name};
 use rsq_service::{LogFormat, parse_log_format, parse_log_level};
 
-use crate::context::disk_queue_config;
 use crate::dirlock::{DirLock, DirLockError};
+use crate::factory::disk_queue_config;
 use crate::metadata::{self, Metadata, MetadataError, NSQD_VERSION};
 use crate::options::{
     DEFAULT_DATA_PATH, DEFAULT_MAX_BYTES_PER_FILE, DEFAULT_MAX_MSG_SIZE, config_file_args,

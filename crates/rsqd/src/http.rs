@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -20,10 +21,10 @@ use rsq_service::http::{
 };
 use rsq_service::{ApiError, ApiResult};
 
-use crate::context::{ContextError, Nsqd};
 use crate::options::VERSION;
 use crate::stats::{self, StatsFilter};
 use crate::tcp::tls::{TlsListener, TlsRequired, tls_required};
+use crate::{ContextError, Nsqd};
 
 type Ctx = State<Arc<Nsqd>>;
 
@@ -246,7 +247,25 @@ async fn put_messages(ctx: &Nsqd, topic_name: &str, msgs: Vec<rsq_codec::Message
     }
 }
 
-async fn publish(State(ctx): Ctx, Query(params): Params, body: Bytes) -> ApiResult {
+/// A request body, or nsqd's JSON answer when it could not be read: 413
+/// with `too_big` past the router's body limit (axum's own answer is plain
+/// text), else 500 `INTERNAL_ERROR` as nsqd's failed read.
+fn read_body(
+    body: Result<Bytes, BytesRejection>,
+    too_big: &'static str,
+) -> Result<Bytes, ApiError> {
+    body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError(StatusCode::PAYLOAD_TOO_LARGE, too_big),
+        _ => ApiError(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
+    })
+}
+
+async fn publish(
+    State(ctx): Ctx,
+    Query(params): Params,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = read_body(body, "MSG_TOO_BIG")?;
     if body.len() as u64 > ctx.opts.max_msg_size {
         return Err(ApiError(StatusCode::PAYLOAD_TOO_LARGE, "MSG_TOO_BIG"));
     }
@@ -268,7 +287,12 @@ async fn publish(State(ctx): Ctx, Query(params): Params, body: Bytes) -> ApiResu
     put_messages(&ctx, topic, vec![msg]).await
 }
 
-async fn multi_publish(State(ctx): Ctx, Query(params): Params, body: Bytes) -> ApiResult {
+async fn multi_publish(
+    State(ctx): Ctx,
+    Query(params): Params,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = read_body(body, "BODY_TOO_BIG")?;
     if body.len() as u64 > ctx.opts.max_body_size {
         return Err(ApiError(StatusCode::PAYLOAD_TOO_LARGE, "BODY_TOO_BIG"));
     }
@@ -355,7 +379,7 @@ async fn topic_create(State(ctx): Ctx, Query(params): Params) -> ApiResult {
 fn existing_topic(
     ctx: &Nsqd,
     params: &[(String, String)],
-) -> Result<Arc<crate::context::DaemonTopic>, ApiError> {
+) -> Result<Arc<crate::DaemonTopic>, ApiError> {
     let name = required(params, "topic", "MISSING_ARG_TOPIC")?;
     ctx.topic(name)
         .ok_or(ApiError(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"))
@@ -435,7 +459,7 @@ fn max_attempts_param(params: &[(String, String)], topic: &str) -> Result<Option
 fn existing_channel(
     ctx: &Nsqd,
     params: &[(String, String)],
-) -> Result<Arc<crate::context::ChannelHandle>, ApiError> {
+) -> Result<Arc<crate::ChannelHandle>, ApiError> {
     let (topic, channel) = topic_and_channel(params)?;
     ctx.topic(topic)
         .ok_or(ApiError(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"))?
@@ -499,7 +523,12 @@ async fn config_get(State(ctx): Ctx, Path(opt): Path<String>) -> ApiResult {
     }
 }
 
-async fn config_put(State(ctx): Ctx, Path(opt): Path<String>, body: Bytes) -> ApiResult {
+async fn config_put(
+    State(ctx): Ctx,
+    Path(opt): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = read_body(body, "INVALID_VALUE")?;
     // As nsqd: only the log level and the lookupd addresses change at run
     // time; rsq adds drain mode (`true` or `false`, bare or quoted).
     if opt == "drain" {

@@ -13,15 +13,18 @@
 // and fuzz targets drive directly; each keeps only those items public.
 // Everything else is the daemon's own.
 pub(crate) mod auth;
+pub(crate) mod channel_handle;
 pub(crate) mod client;
-pub(crate) mod context;
 pub(crate) mod dead_letter;
 pub(crate) mod dirlock;
 pub mod downgrade;
+pub(crate) mod error;
+pub(crate) mod factory;
 pub mod http;
 pub mod lookup;
 pub mod metadata;
 pub(crate) mod metrics;
+pub(crate) mod nsqd;
 pub(crate) mod options;
 pub(crate) mod stats;
 pub(crate) mod statsd;
@@ -35,8 +38,12 @@ use tokio::sync::watch;
 
 // `Nsqd` is what the benchmarks and the HTTP fuzz target build a daemon
 // from; `get_or_create_channel` answers with the other three.
-pub use context::{ChannelHandle, ContextError, DaemonTopic, Nsqd};
+pub use channel_handle::{ChannelHandle, DaemonTopic};
+pub use error::NsqdError;
+// Until the TCP session moves to the new name.
 pub use dirlock::{DirLock, DirLockError};
+pub use error::NsqdError as ContextError;
+pub use nsqd::Nsqd;
 pub use options::{Options, SigtermMode};
 
 /// Runs the daemon on bound listeners (TCP or unix socket) until a stop

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 pub mod journal;
+pub(crate) mod persist;
 
 use journal::Replay;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};

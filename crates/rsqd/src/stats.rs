@@ -4,8 +4,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::Nsqd;
 use crate::client::ClientInfo;
-use crate::context::Nsqd;
 use crate::options::VERSION;
 
 /// What `/stats` was asked for.

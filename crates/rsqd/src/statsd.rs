@@ -20,7 +20,7 @@ use rsq_codec::is_ephemeral;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
-use crate::context::Nsqd;
+use crate::Nsqd;
 use crate::stats::{self, Latency, StatsFilter, TopicStats};
 
 /// Counter values at the last push, keyed by stat name (without prefix).

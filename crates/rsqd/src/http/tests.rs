@@ -14,7 +14,7 @@ use proptest::prelude::*;
 use rsq_channel::SystemClock;
 use tower::ServiceExt;
 
-use crate::context::Nsqd;
+use crate::Nsqd;
 use crate::options::Options;
 
 /// One request, as the tests generate it.
@@ -348,4 +348,54 @@ proptest! {
             listed(&ctx).await;
         });
     }
+}
+
+/// A body past the router's limit (max of the two size flags) gets nsqd's
+/// JSON, not axum's plain-text 413, whether its length is declared or it
+/// is streamed in chunks.
+#[test]
+fn bodies_past_the_limit_get_nsqds_json() {
+    with_daemon(&["--max-msg-size=10", "--max-body-size=100"], async |ctx| {
+        for (path, code) in [
+            ("/pub?topic=t", "MSG_TOO_BIG"),
+            ("/mpub?topic=t", "BODY_TOO_BIG"),
+        ] {
+            let declared = Request::post(path)
+                .body(Body::from(vec![b'x'; 500]))
+                .unwrap();
+            let chunks = chunked(vec![b'y'; 500]);
+            let streamed = Request::post(path).body(chunks).unwrap();
+            for req in [declared, streamed] {
+                let (status, body) = send(&ctx, req).await;
+                assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+                let expected = format!(r#"{{"message":"{code}"}}"#);
+                assert_eq!(String::from_utf8_lossy(&body), expected, "{path}");
+            }
+        }
+    });
+}
+
+/// A body of unknown length (no size hint, so sent chunked), in 50-byte
+/// chunks.
+struct Chunked(std::collections::VecDeque<axum::body::Bytes>);
+
+impl hyper::body::Body for Chunked {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|c| Ok(hyper::body::Frame::data(c))))
+    }
+}
+
+fn chunked(bytes: Vec<u8>) -> Body {
+    Body::new(Chunked(
+        bytes
+            .chunks(50)
+            .map(axum::body::Bytes::copy_from_slice)
+            .collect(),
+    ))
 }

@@ -25,7 +25,7 @@ use rsq_service::{Listener, Stream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::context::Nsqd;
+use crate::Nsqd;
 use timer::LazyTimer;
 
 pub(crate) use rsq_protocol::{IdentifyRequest, Negotiated};

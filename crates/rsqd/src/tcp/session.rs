@@ -24,9 +24,9 @@ use tokio::sync::{oneshot, watch};
 use super::stream::{self, Source};
 use super::writer::{self, Outbound, OutboundTx, ReadBatch};
 use super::{LazyTimer, Negotiated, TlsConfig};
+use crate::Nsqd;
 use crate::auth::AuthRequest;
 use crate::client::{AuthIdentity, ClientInfo, ClientState};
-use crate::context::Nsqd;
 use rsq_protocol::{Action, Connection, ProtocolConfig};
 
 /// How long a closing connection's writer may take to write what is

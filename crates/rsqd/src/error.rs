@@ -1,0 +1,42 @@
+//! The daemon's one error type, in terms the protocol and HTTP API report.
+
+use rsq_topic::TopicError;
+
+/// Why a lookup or creation failed, in terms the HTTP API reports.
+#[derive(Debug, thiserror::Error)]
+pub enum NsqdError {
+    /// The daemon is shutting down.
+    #[error("exiting")]
+    Exiting,
+    /// No such topic.
+    #[error("topic not found")]
+    TopicNotFound,
+    /// No such channel.
+    #[error("channel not found")]
+    ChannelNotFound,
+    /// The topic failed (its backend could not be opened, or it is closing).
+    #[error(transparent)]
+    Topic(#[from] TopicError),
+    /// The backend queue could not be opened.
+    #[error(transparent)]
+    Queue(#[from] rsq_diskqueue::QueueError),
+    /// The daemon is draining (`/config/drain`, `--sigterm-mode=drain`):
+    /// it takes no new messages. A refusal, not a failure: the client may
+    /// publish elsewhere, and its connection stays open.
+    #[error("DRAINING: this node is being drained and accepts no new messages")]
+    Draining,
+    /// The disk queues reached `--max-disk-bytes`, or the file system is
+    /// full: nothing of the publish was stored. A refusal like
+    /// [`NsqdError::Draining`]: publishing resumes by itself once
+    /// consumers bring usage down to the low-water mark.
+    #[error("DISK_FULL: {0}")]
+    DiskFull(String),
+}
+
+impl NsqdError {
+    /// Whether the daemon refused the request for now (draining, disk
+    /// full) rather than failing it: the client's connection stays usable.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, NsqdError::Draining | NsqdError::DiskFull(_))
+    }
+}

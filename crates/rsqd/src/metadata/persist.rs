@@ -1,0 +1,222 @@
+//! Writing `nsqd.dat` while the daemon runs: one write at a time, group
+//! committed, a journal append for what changed between whole writes.
+//!
+//! [`MetadataWriter`] knows nothing of topics: the daemon hands each write
+//! a snapshot of the whole file and the journal line of a changed topic,
+//! so the group commit and the whole-or-journal choice are tested here
+//! against a temporary directory, without a daemon.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::journal::{self, Change};
+use super::{Metadata, MetadataError};
+
+/// Where `nsqd.dat` writing stands for one data directory.
+#[derive(Debug)]
+pub(crate) struct MetadataWriter {
+    data_path: PathBuf,
+    /// Changes counted so far; each write covers all counted before it began.
+    requested: AtomicU64,
+    /// Held across a write (its IO included: this is the one lock the
+    /// daemon holds across file IO), so writes run one at a time.
+    written: tokio::sync::Mutex<Written>,
+    /// Topics whose entry changed since the last write (marked before the
+    /// change is counted in `requested`). Held for one set operation.
+    dirty: Mutex<BTreeSet<String>>,
+}
+
+/// What the last write covered.
+#[derive(Debug, Default)]
+struct Written {
+    /// Every change counted up to this one is in the file.
+    upto: u64,
+    /// The shutdown's final write happened: no more writes.
+    closed: bool,
+    /// `nsqd.dat` was written whole since start, and every write since
+    /// succeeded: the journal holds every change after it.
+    journal_ok: bool,
+    /// Changes in the journal since the last whole write.
+    journaled: usize,
+}
+
+/// Which kind of write [`MetadataWriter::write`] made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wrote {
+    /// Nothing: an earlier write (or the final one) already covered it.
+    Nothing,
+    /// The whole `nsqd.dat`, and a fresh journal.
+    Whole,
+    /// Journal lines for this many changed topics.
+    Journal(usize),
+}
+
+impl MetadataWriter {
+    /// A writer for `nsqd.dat` in `data_path`; its first write is whole.
+    pub(crate) fn new(data_path: PathBuf) -> Self {
+        MetadataWriter {
+            data_path,
+            requested: AtomicU64::new(0),
+            written: tokio::sync::Mutex::new(Written::default()),
+            dirty: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// Records that topic `topic`'s entry changed, before the change is
+    /// written.
+    pub(crate) fn mark_changed(&self, topic: &str) {
+        self.dirty
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(topic.to_string());
+    }
+
+    /// Writes what changed and returns once a write that began after this
+    /// call has finished. Group commit: callers arriving while a write
+    /// runs wait for the next one, which covers them all. `last` is the
+    /// shutdown's write: always whole, and nothing is written after it.
+    ///
+    /// `snapshot` gives the whole file, `change` a changed topic's journal
+    /// line as it is now; both are called under the write lock, after every
+    /// change counted so far was made, so what they see covers it.
+    pub(crate) async fn write(
+        &self,
+        last: bool,
+        snapshot: impl FnOnce() -> Metadata,
+        change: impl Fn(&str) -> Change,
+    ) -> Result<Wrote, MetadataError> {
+        let want = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut written = self.written.lock().await;
+        // The shutdown's write is whole even when a journal append that
+        // began after it was counted already covers its changes.
+        if (written.upto >= want && !last) || written.closed {
+            return Ok(Wrote::Nothing);
+        }
+        let upto = self.requested.load(Ordering::SeqCst);
+        let dirty = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()));
+        // A whole write costs time in proportion to every topic; a journal
+        // append, to the topics that changed. So whole writes happen only at
+        // start, shutdown and every `COMPACT_AFTER` changes.
+        let whole =
+            last || !written.journal_ok || written.journaled + dirty.len() > journal::COMPACT_AFTER;
+        // Until this write succeeds, what the files say is unknown (an
+        // append may be torn): a failure makes the next write a whole one.
+        written.journal_ok = false;
+        let data_path = self.data_path.clone();
+        let wrote = if whole {
+            let meta = snapshot();
+            blocking(move || super::save(&data_path, &meta)).await?;
+            written.journaled = 0;
+            Wrote::Whole
+        } else if dirty.is_empty() {
+            Wrote::Nothing
+        } else {
+            let changes: Vec<Change> = dirty.iter().map(|name| change(name)).collect();
+            let n = changes.len();
+            blocking(move || journal::append(&data_path, &changes)).await?;
+            written.journaled += n;
+            Wrote::Journal(n)
+        };
+        written.journal_ok = true;
+        written.upto = upto;
+        written.closed = last;
+        Ok(wrote)
+    }
+}
+
+/// Runs file IO on tokio's blocking pool.
+async fn blocking(
+    io: impl FnOnce() -> Result<(), MetadataError> + Send + 'static,
+) -> Result<(), MetadataError> {
+    tokio::task::spawn_blocking(io)
+        .await
+        .map_err(|e| MetadataError::Io {
+            what: "metadata write task failed",
+            path: PathBuf::new(),
+            source: std::io::Error::other(e),
+        })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::{TopicMetadata, read};
+
+    fn topic(name: &str) -> TopicMetadata {
+        TopicMetadata {
+            name: name.to_string(),
+            paused: false,
+            channels: Vec::new(),
+        }
+    }
+
+    fn meta(names: &[&str]) -> Metadata {
+        Metadata {
+            topics: names.iter().map(|n| topic(n)).collect(),
+            version: "test".to_string(),
+        }
+    }
+
+    fn change(name: &str) -> Change {
+        Change::Topic {
+            name: name.to_string(),
+            paused: true,
+            channels: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn first_write_is_whole_then_changes_are_journaled() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let writer = MetadataWriter::new(dir.path().to_path_buf());
+        let wrote = writer.write(false, || meta(&["a", "b"]), change).await?;
+        assert_eq!(wrote, Wrote::Whole);
+        writer.mark_changed("b");
+        let wrote = writer.write(false, || meta(&[]), change).await?;
+        assert_eq!(wrote, Wrote::Journal(1));
+        let back = read(dir.path())?.ok_or_else(|| anyhow::anyhow!("no nsqd.dat"))?;
+        assert_eq!(back.topics.len(), 2);
+        assert!(back.topics.iter().any(|t| t.name == "b" && t.paused));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn nothing_is_written_after_the_final_write() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let writer = MetadataWriter::new(dir.path().to_path_buf());
+        assert_eq!(
+            writer.write(true, || meta(&["a"]), change).await?,
+            Wrote::Whole
+        );
+        writer.mark_changed("a");
+        let wrote = writer.write(false, || meta(&["z"]), change).await?;
+        assert_eq!(wrote, Wrote::Nothing);
+        let back = read(dir.path())?.ok_or_else(|| anyhow::anyhow!("no nsqd.dat"))?;
+        assert_eq!(back.topics, vec![topic("a")]);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn concurrent_writers_share_writes() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let writer = std::sync::Arc::new(MetadataWriter::new(dir.path().to_path_buf()));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..32 {
+            let writer = writer.clone();
+            tasks.spawn(async move { writer.write(false, || meta(&["a"]), change).await });
+        }
+        let mut writes = 0;
+        while let Some(result) = tasks.join_next().await {
+            if result?? != Wrote::Nothing {
+                writes += 1;
+            }
+        }
+        // The first write is whole; nothing was marked changed, so every
+        // later caller finds nothing to journal.
+        assert_eq!(writes, 1);
+        assert!(read(dir.path())?.is_some());
+        Ok(())
+    }
+}

@@ -1,0 +1,218 @@
+//! The daemon's shared state, `Nsqd`, and where each of its concerns lives.
+//!
+//! Both servers (TCP and HTTP) hold an `Arc<Nsqd>` and go through it to find
+//! or create topics and channels, so the rules for creation, ephemeral
+//! removal and metadata persistence live in one place. Its methods are cut
+//! by concept into the child modules: `topics` (the registry: find, create,
+//! delete), `publish` (stamping, publishing, health, a full disk), `drain`,
+//! `persist` (`nsqd.dat` through [`MetadataWriter`]) and `clients`. The
+//! locks they take are listed in ARCHITECTURE.md's `## Locks`.
+
+mod clients;
+mod drain;
+mod persist;
+mod publish;
+mod topics;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+
+use rsq_channel::Clock;
+use rsq_codec::IdGenerator;
+use rsq_diskqueue::{CommitSnapshot, DirIndex, DiskBudget, FsStorage};
+
+use crate::auth::AuthClient;
+use crate::channel_handle::DaemonTopic;
+use crate::factory::Factory;
+use crate::lookup::{LookupConfig, LookupPeers, PeerIdentity, Snapshot};
+use crate::metadata::persist::MetadataWriter;
+use crate::options::{Options, VERSION};
+
+pub(crate) use clients::ClientRegistry;
+
+/// Topics closed at once at shutdown.
+const CLOSE_PARALLELISM: usize = 64;
+
+/// The daemon.
+pub struct Nsqd {
+    /// The options it was started with.
+    pub(crate) opts: Arc<Options>,
+    /// All time is read here.
+    pub(crate) clock: Arc<dyn Clock>,
+    /// Start time, seconds since the epoch.
+    pub(crate) start_time: i64,
+    ids: IdGenerator,
+    /// By name; hashed, as every publish looks its topic up here. Held for
+    /// one map operation, never across IO or an `.await`.
+    topics: Mutex<HashMap<String, Arc<DaemonTopic>>>,
+    /// Topics being created, by name: the second creator of a name waits
+    /// for the first (so no two open the same files), creators of other
+    /// names do not.
+    creating: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    clients: ClientRegistry,
+    loading: AtomicBool,
+    exiting: AtomicBool,
+    health: Mutex<Option<String>>,
+    /// Mirrors `health.is_some()`, so a healthy publish takes no lock.
+    unhealthy: AtomicBool,
+    /// Whether the last publish found the disk full: a full disk is
+    /// logged when this flips, not once per refused publish.
+    disk_was_full: AtomicBool,
+    /// Drain mode: publishes are refused until it is turned off.
+    draining: AtomicBool,
+    /// Woken when drain mode is turned on or off.
+    drain_changed: tokio::sync::Notify,
+    factory: Arc<Factory>,
+    /// `nsqd.dat` writes, one at a time and group-committed.
+    metadata: MetadataWriter,
+    /// The lookupd connections, set by [`Nsqd::start_lookup`].
+    lookup: OnceLock<LookupPeers>,
+    /// The client of the auth servers, for AUTH.
+    pub(crate) auth: AuthClient,
+    /// This daemon, for the lookupd snapshot closure (no cycle).
+    this: Weak<Nsqd>,
+}
+
+/// Locks one of `Nsqd`'s std mutexes. Every critical section behind them
+/// is a single map or value operation that cannot leave it half-updated,
+/// so a poisoned lock is still consistent.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Nsqd {
+    /// Creates the daemon state; [`Nsqd::load_metadata`] then recreates topics.
+    pub fn new(opts: Options, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Nsqd>> {
+        let files = DirIndex::load(&opts.data_path).map_err(|e| {
+            anyhow::anyhow!("cannot read data path {}: {e}", opts.data_path.display())
+        })?;
+        let auth = AuthClient::new(&opts)?;
+        let opts = Arc::new(opts);
+        let node_id = opts.effective_node_id();
+        Ok(Arc::new_cyclic(|this| Nsqd {
+            factory: Arc::new(Factory::new(
+                opts.clone(),
+                clock.clone(),
+                Arc::new(FsStorage::with_index(files)),
+                this.clone(),
+            )),
+            start_time: clock.unix_nanos() / 1_000_000_000,
+            ids: IdGenerator::new(node_id),
+            metadata: MetadataWriter::new(opts.data_path.clone()),
+            opts,
+            clock,
+            topics: Mutex::new(HashMap::new()),
+            creating: Mutex::new(HashMap::new()),
+            clients: ClientRegistry::default(),
+            loading: AtomicBool::new(false),
+            exiting: AtomicBool::new(false),
+            health: Mutex::new(None),
+            unhealthy: AtomicBool::new(false),
+            disk_was_full: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            drain_changed: tokio::sync::Notify::new(),
+            lookup: OnceLock::new(),
+            auth,
+            this: this.clone(),
+        }))
+    }
+
+    /// Starts registering with the configured lookupds, announcing the
+    /// broadcast ports (see [`crate::run`]). Call once, after metadata is
+    /// loaded.
+    pub fn start_lookup(&self) {
+        let identity = PeerIdentity {
+            version: VERSION.to_string(),
+            tcp_port: self.opts.broadcast_tcp_port,
+            http_port: self.opts.broadcast_http_port,
+            hostname: crate::options::hostname(),
+            broadcast_address: self.opts.effective_broadcast_address(),
+        };
+        let this = self.this.clone();
+        let snapshot: Snapshot = Arc::new(move || {
+            this.upgrade()
+                .map(|ctx| ctx.lookup_snapshot())
+                .unwrap_or_default()
+        });
+        let peers = self
+            .lookup
+            .get_or_init(|| LookupPeers::new(identity, LookupConfig::default(), snapshot));
+        peers.set_addresses(&self.opts.lookupd_tcp_address);
+    }
+
+    /// The lookupd peers, once started.
+    pub(crate) fn lookup(&self) -> Option<&LookupPeers> {
+        self.lookup.get()
+    }
+
+    /// Closes the lookupd connections (they then forget this daemon).
+    pub(crate) async fn stop_lookup(&self) {
+        if let Some(peers) = self.lookup.get() {
+            peers.shutdown().await;
+        }
+    }
+
+    /// Every topic with its channels, for (re)registering with lookupds.
+    fn lookup_snapshot(&self) -> Vec<(String, Vec<String>)> {
+        self.topics()
+            .into_iter()
+            .map(|t| {
+                let channels = t.channels().into_iter().map(|(name, _)| name).collect();
+                (t.name().to_string(), channels)
+            })
+            .collect()
+    }
+
+    /// Whether shutdown has begun.
+    pub(crate) fn is_exiting(&self) -> bool {
+        self.exiting.load(Ordering::SeqCst)
+    }
+
+    /// The shared byte count of every queue's segment files, with the
+    /// `--max-disk-bytes` bound.
+    pub fn disk_budget(&self) -> &DiskBudget {
+        self.factory.budget()
+    }
+
+    /// The group commits of every `--durable` queue, counted together
+    /// (all zero without `--durable`).
+    pub(crate) fn commit_stats(&self) -> CommitSnapshot {
+        self.factory.commit_stats()
+    }
+
+    /// Shutdown: refuse new work, close every topic (flushing memory,
+    /// in-flight and deferred messages to disk), write metadata.
+    pub async fn shutdown(&self) {
+        self.exiting.store(true, Ordering::SeqCst);
+        // What memory holds must reach disk whatever the bound says.
+        self.disk_budget().lift();
+        if let Err(e) = self.write_metadata(true).await {
+            tracing::error!(error = %e, "cannot write metadata at shutdown");
+        }
+        let topics: Vec<_> = std::mem::take(&mut *lock(&self.topics))
+            .into_values()
+            .collect();
+        // Several at once: each close mostly waits for its pump and channel
+        // tasks to finish, so a hundred thousand one after the other take
+        // seconds for nothing.
+        let mut closing = tokio::task::JoinSet::new();
+        let mut topics = topics.into_iter();
+        loop {
+            while closing.len() < CLOSE_PARALLELISM {
+                let Some(topic) = topics.next() else { break };
+                closing.spawn(async move {
+                    if let Err(e) = topic.close().await {
+                        tracing::error!(topic = topic.name(), error = %e, "closing topic");
+                    }
+                });
+            }
+            match closing.join_next().await {
+                Some(Err(e)) => tracing::error!(error = %e, "topic close task failed"),
+                Some(Ok(())) => {}
+                None => break,
+            }
+        }
+        tracing::info!("all topics closed");
+    }
+}
