@@ -22,11 +22,11 @@ commands:
 /// The parsed command line.
 pub struct Flags {
     /// The command to run.
-    pub command: Command,
+    pub command: Task,
 }
 
 /// One xtask command.
-pub enum Command {
+pub enum Task {
     /// Everything CI checks.
     Ci {
         /// Also run the long soak, crash and fuzz tests.
@@ -59,15 +59,15 @@ impl Flags {
                         other => return Err(format!("unknown flag for ci: {other}")),
                     }
                 }
-                Command::Ci { long }
+                Task::Ci { long }
             }
-            Some("bench") => Command::Bench {
+            Some("bench") => Task::Bench {
                 crates: args.collect(),
             },
-            Some("fuzz") => Command::Fuzz {
+            Some("fuzz") => Task::Fuzz {
                 args: args.collect(),
             },
-            None | Some("help" | "--help" | "-h") => Command::Help,
+            None | Some("help" | "--help" | "-h") => Task::Help,
             Some(other) => return Err(format!("unknown command: {other}")),
         };
         Ok(Flags { command })

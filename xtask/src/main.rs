@@ -24,10 +24,10 @@ fn main() -> ExitCode {
         }
     };
     let result = match flags.command {
-        flags::Command::Ci { long } => ci::run(long),
-        flags::Command::Bench { crates } => bench::run(&crates),
-        flags::Command::Fuzz { args } => fuzz::run(&args),
-        flags::Command::Help => {
+        flags::Task::Ci { long } => ci::run(long),
+        flags::Task::Bench { crates } => bench::run(&crates),
+        flags::Task::Fuzz { args } => fuzz::run(&args),
+        flags::Task::Help => {
             println!("{}", flags::USAGE);
             Ok(())
         }

@@ -216,3 +216,209 @@ fn unsafe_is_justified() {
         }
     }
 }
+
+/// Longest non-test source file, in lines (a `#[cfg(test)]` module inside
+/// it does not count): past it, a file holds more than one concept.
+const FILE_LINES_MAX: usize = 800;
+
+/// Longest function, in lines from `fn` to its closing brace: past it, a
+/// function is a table or several cases waiting to be named.
+const FN_LINES_MAX: usize = 100;
+
+/// Whether `path` holds only tests (a `tests.rs` module, a crate's
+/// `tests/` or `benches/` directory).
+fn is_test_file(path: &Path) -> bool {
+    let rel = path.strip_prefix(project_root()).unwrap_or(path);
+    rel.file_name().is_some_and(|n| n == "tests.rs")
+        || rel
+            .components()
+            .any(|c| c.as_os_str() == "tests" || c.as_os_str() == "benches")
+}
+
+/// Whether the attributes mark test-only code (`#[test]`, `#[cfg(test)]`,
+/// `#[tokio::test]`, proptest's generated tests).
+fn is_test_attr(attrs: &[syn::Attribute]) -> bool {
+    attrs.iter().any(|a| {
+        let path = a.path();
+        let last = path.segments.last().map(|s| s.ident.to_string());
+        if last.as_deref() == Some("test") {
+            return true;
+        }
+        path.is_ident("cfg") && quote_tokens(a).contains("test")
+    })
+}
+
+fn quote_tokens(a: &syn::Attribute) -> String {
+    match &a.meta {
+        syn::Meta::List(list) => list.tokens.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Every non-test source file of the workspace's crates, parsed.
+fn parsed_sources() -> Vec<(PathBuf, syn::File)> {
+    all_rust_files()
+        .into_iter()
+        .filter(|p| !is_test_file(p))
+        .map(|p| {
+            let file = syn::parse_file(&read(&p))
+                .unwrap_or_else(|e| panic!("cannot parse {}: {e}", p.display()));
+            (p, file)
+        })
+        .collect()
+}
+
+/// Walks one file's non-test items, recording long functions and the
+/// names of the types it declares.
+#[derive(Default)]
+struct ItemWalk {
+    /// `(name, first line, lines)` of every function over [`FN_LINES_MAX`].
+    long_fns: Vec<(String, usize, usize)>,
+    /// Lines inside `#[cfg(test)]` modules.
+    test_lines: usize,
+    /// Types declared `pub` or `pub(...)`, by name.
+    types: Vec<String>,
+}
+
+impl ItemWalk {
+    fn function(&mut self, name: &syn::Ident, span: proc_macro2::Span) {
+        let (start, end) = (span.start().line, span.end().line);
+        let lines = end + 1 - start;
+        if lines > FN_LINES_MAX {
+            self.long_fns.push((name.to_string(), start, lines));
+        }
+    }
+
+    fn named_type(&mut self, vis: &syn::Visibility, name: &syn::Ident) {
+        if !matches!(vis, syn::Visibility::Inherited) {
+            self.types.push(name.to_string());
+        }
+    }
+}
+
+impl<'ast> syn::visit::Visit<'ast> for ItemWalk {
+    fn visit_item_mod(&mut self, m: &'ast syn::ItemMod) {
+        if is_test_attr(&m.attrs) {
+            use syn::spanned::Spanned;
+            let span = m.span();
+            self.test_lines += span.end().line + 1 - span.start().line;
+            return;
+        }
+        syn::visit::visit_item_mod(self, m);
+    }
+
+    fn visit_item_fn(&mut self, f: &'ast syn::ItemFn) {
+        if is_test_attr(&f.attrs) {
+            return;
+        }
+        use syn::spanned::Spanned;
+        let span = f
+            .sig
+            .fn_token
+            .span
+            .join(f.block.span())
+            .unwrap_or(f.block.span());
+        self.function(&f.sig.ident, span);
+        syn::visit::visit_item_fn(self, f);
+    }
+
+    fn visit_impl_item_fn(&mut self, f: &'ast syn::ImplItemFn) {
+        if is_test_attr(&f.attrs) {
+            return;
+        }
+        use syn::spanned::Spanned;
+        let span = f
+            .sig
+            .fn_token
+            .span
+            .join(f.block.span())
+            .unwrap_or(f.block.span());
+        self.function(&f.sig.ident, span);
+        syn::visit::visit_impl_item_fn(self, f);
+    }
+
+    fn visit_trait_item_fn(&mut self, f: &'ast syn::TraitItemFn) {
+        if let Some(block) = &f.default {
+            use syn::spanned::Spanned;
+            let span = f
+                .sig
+                .fn_token
+                .span
+                .join(block.span())
+                .unwrap_or(block.span());
+            self.function(&f.sig.ident, span);
+        }
+        syn::visit::visit_trait_item_fn(self, f);
+    }
+
+    fn visit_item_struct(&mut self, s: &'ast syn::ItemStruct) {
+        self.named_type(&s.vis, &s.ident);
+    }
+
+    fn visit_item_enum(&mut self, e: &'ast syn::ItemEnum) {
+        self.named_type(&e.vis, &e.ident);
+    }
+
+    fn visit_item_trait(&mut self, t: &'ast syn::ItemTrait) {
+        self.named_type(&t.vis, &t.ident);
+        syn::visit::visit_item_trait(self, t);
+    }
+}
+
+fn walk(file: &syn::File) -> ItemWalk {
+    let mut walk = ItemWalk::default();
+    syn::visit::Visit::visit_file(&mut walk, file);
+    walk
+}
+
+#[test]
+fn no_file_or_function_is_too_long() {
+    let root = project_root();
+    let mut long = Vec::new();
+    for (path, file) in parsed_sources() {
+        let rel = path
+            .strip_prefix(&root)
+            .unwrap_or(&path)
+            .display()
+            .to_string();
+        let walk = walk(&file);
+        let lines = read(&path).lines().count() - walk.test_lines;
+        if lines > FILE_LINES_MAX {
+            long.push(format!("{rel}: {lines} lines (at most {FILE_LINES_MAX})"));
+        }
+        for (name, line, lines) in walk.long_fns {
+            long.push(format!(
+                "{rel}:{line}: fn {name} is {lines} lines (at most {FN_LINES_MAX})"
+            ));
+        }
+    }
+    assert!(long.is_empty(), "cut these by concept: {long:#?}");
+}
+
+/// Names that are one concept per binary, each defined once in it: a
+/// daemon's or tool's flags are its own.
+const NAMES_PER_BINARY: &[&str] = &["Options"];
+
+/// One name per concept: no two crates (nor two modules of one) declare a
+/// visible type, enum or trait of the same name, so a name found in a log,
+/// a doc or a review means one thing.
+#[test]
+fn type_names_are_unique() {
+    let root = project_root();
+    let mut seen: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (path, file) in parsed_sources() {
+        let rel = path
+            .strip_prefix(&root)
+            .unwrap_or(&path)
+            .display()
+            .to_string();
+        for name in walk(&file).types {
+            seen.entry(name).or_default().push(rel.clone());
+        }
+    }
+    let repeated: Vec<_> = seen
+        .into_iter()
+        .filter(|(name, places)| places.len() > 1 && !NAMES_PER_BINARY.contains(&name.as_str()))
+        .collect();
+    assert!(repeated.is_empty(), "one name per concept: {repeated:#?}");
+}

@@ -3,7 +3,7 @@
 //! Every wait is bounded by a deadline passed in by the caller, so a daemon
 //! that stops answering ends a benchmark with an error instead of a hang.
 //! Heartbeats are answered with `NOP` as they arrive. After
-//! [`Connection::negotiate`] the bytes are snappy- or deflate-compressed
+//! [`ClientConnection::negotiate`] the bytes are snappy- or deflate-compressed
 //! both ways (rsq-compress), as a client that asked for it in IDENTIFY.
 
 use std::net::SocketAddr;
@@ -25,7 +25,7 @@ pub const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_CHUNK_BYTES: usize = 256 * 1024;
 
 /// A connected V2 client.
-pub struct Connection {
+pub struct ClientConnection {
     addr: SocketAddr,
     stream: TcpStream,
     read_buf: BytesMut,
@@ -44,9 +44,9 @@ struct Wire {
     out: Vec<u8>,
 }
 
-impl Connection {
+impl ClientConnection {
     /// Connects to `addr` and sends the V2 magic.
-    pub async fn connect(addr: SocketAddr) -> Result<Connection, BenchError> {
+    pub async fn connect(addr: SocketAddr) -> Result<ClientConnection, BenchError> {
         let deadline = Instant::now() + SETUP_TIMEOUT;
         let mut stream = timeout_at(deadline, TcpStream::connect(addr))
             .await
@@ -61,7 +61,7 @@ impl Connection {
             .map_err(|e| BenchError::io(format!("send magic to {addr}"), e))?;
         let mut nop = BytesMut::new();
         Command::Nop.encode(&mut nop);
-        Ok(Connection {
+        Ok(ClientConnection {
             addr,
             stream,
             read_buf: BytesMut::with_capacity(READ_CHUNK_BYTES),

@@ -78,8 +78,8 @@ pub fn read_cpu_ticks(pid: u32) -> Option<u64> {
     parse_stat_cpu_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
-/// A background thread sampling one process until [`Sampler::finish`].
-pub struct Sampler {
+/// A background thread sampling one process until [`ProcessSampler::finish`].
+pub struct ProcessSampler {
     pid: u32,
     started: Instant,
     cpu_ticks_at_start: Option<u64>,
@@ -87,9 +87,9 @@ pub struct Sampler {
     thread: Option<JoinHandle<u64>>,
 }
 
-impl Sampler {
+impl ProcessSampler {
     /// Starts sampling `pid` now.
-    pub fn start(pid: u32) -> Sampler {
+    pub fn start(pid: u32) -> ProcessSampler {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
@@ -107,7 +107,7 @@ impl Sampler {
                 peak
             })
             .ok();
-        Sampler {
+        ProcessSampler {
             pid,
             started: Instant::now(),
             cpu_ticks_at_start: read_cpu_ticks(pid),
@@ -135,7 +135,7 @@ impl Sampler {
     }
 }
 
-impl Drop for Sampler {
+impl Drop for ProcessSampler {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }

@@ -15,7 +15,7 @@ use rsq_codec::{Command, Frame};
 use tokio::time::Instant;
 
 use crate::BenchError;
-use crate::connection::Connection;
+use crate::connection::ClientConnection;
 use crate::latency::{LatencyRecorder, unix_now_ns};
 use crate::progress::Progress;
 
@@ -60,7 +60,7 @@ pub struct ReaderOutcome {
 
 /// A connection that has subscribed and is ready to consume.
 pub struct Subscriber {
-    conn: Connection,
+    conn: ClientConnection,
     cfg: ReaderConfig,
 }
 
@@ -68,7 +68,7 @@ impl Subscriber {
     /// Connects to `addr` and subscribes (waiting for `OK`); sends no RDY yet,
     /// so nothing flows until [`Subscriber::run`].
     pub async fn subscribe(addr: SocketAddr, cfg: ReaderConfig) -> Result<Subscriber, BenchError> {
-        let mut conn = Connection::connect(addr).await?;
+        let mut conn = ClientConnection::connect(addr).await?;
         if let Some(kind) = cfg.compression {
             conn.negotiate(kind).await?;
         }

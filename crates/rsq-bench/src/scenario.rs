@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use crate::BenchError;
 use crate::daemon::{ManagedDaemon, Target, http_request};
 use crate::latency::LatencyRecorder;
-use crate::process::Sampler;
+use crate::process::ProcessSampler;
 use crate::progress::Progress;
 use crate::reader::{ReaderConfig, Subscriber};
 use crate::report::Row;
@@ -451,8 +451,8 @@ async fn run_phase(
     let idle = subscribe_all(tcp, &phase.idle).await?;
     let active = subscribe_all(tcp, &phase.readers).await?;
     let setup_secs = setup_started.elapsed().as_secs_f64();
-    let daemon_sampler = pid.map(Sampler::start);
-    let client_sampler = Sampler::start(std::process::id());
+    let daemon_sampler = pid.map(ProcessSampler::start);
+    let client_sampler = ProcessSampler::start(std::process::id());
     if phase.writers.is_empty() {
         progress.set_consume_target(backlog * phase.deliveries_per_message);
     }

@@ -15,7 +15,7 @@ use rsq_codec::{Command, Frame, OK};
 use tokio::time::Instant;
 
 use crate::BenchError;
-use crate::connection::{Connection, SETUP_TIMEOUT};
+use crate::connection::{ClientConnection, SETUP_TIMEOUT};
 use crate::latency::{STAMP_LEN, stamp_offsets, stamped_body, unix_now_ns, write_stamp};
 use crate::progress::Progress;
 
@@ -133,7 +133,7 @@ pub async fn run_writer(
         .iter()
         .map(|t| prepare(t, cfg))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut conn = Connection::connect(addr).await?;
+    let mut conn = ClientConnection::connect(addr).await?;
     if let Some(kind) = cfg.compression {
         conn.negotiate(kind).await?;
     }

@@ -175,7 +175,7 @@ fn encode_histogram(
 }
 
 /// nsq_exporter's topic labels.
-fn tp(t: &stats::TopicStats) -> [(&'static str, &str); 2] {
+fn tp(t: &stats::TopicReport) -> [(&'static str, &str); 2] {
     [
         ("topic", t.topic_name.as_str()),
         ("paused", paused(t.paused)),
@@ -183,13 +183,13 @@ fn tp(t: &stats::TopicStats) -> [(&'static str, &str); 2] {
 }
 
 /// A topic's own label.
-fn t1(t: &stats::TopicStats) -> [(&'static str, &str); 1] {
+fn t1(t: &stats::TopicReport) -> [(&'static str, &str); 1] {
     [("topic", t.topic_name.as_str())]
 }
 
 /// nsq_exporter's channel labels.
 fn cp<'a>(
-    (t, c): (&'a stats::TopicStats, &'a stats::ChannelStats),
+    (t, c): (&'a stats::TopicReport, &'a stats::ChannelReport),
 ) -> [(&'static str, &'a str); 3] {
     [
         ("topic", t.topic_name.as_str()),
@@ -200,7 +200,7 @@ fn cp<'a>(
 
 /// A channel's own labels.
 fn c2<'a>(
-    (t, c): (&'a stats::TopicStats, &'a stats::ChannelStats),
+    (t, c): (&'a stats::TopicReport, &'a stats::ChannelReport),
 ) -> [(&'static str, &'a str); 2] {
     [
         ("topic", t.topic_name.as_str()),
@@ -210,335 +210,100 @@ fn c2<'a>(
 
 impl Collector for Snapshot {
     fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        let topics: &[stats::TopicReport] = self.stats.topics.as_deref().unwrap_or(&[]);
+        self.encode_daemon(&mut e, topics)?;
+        encode_topic_exporter(&mut e, topics)?;
+        encode_topic_rsq(&mut e, topics)?;
+        encode_channel_exporter(&mut e, topics)?;
+        encode_channel_rsq(&mut e, topics)?;
+        self.encode_commits(&mut e)
+    }
+}
+
+/// Every channel with its topic.
+fn channels_of(
+    topics: &[stats::TopicReport],
+) -> impl Iterator<Item = (&stats::TopicReport, &stats::ChannelReport)> {
+    topics
+        .iter()
+        .flat_map(|t| t.channels.iter().map(move |c| (t, c)))
+}
+
+impl Snapshot {
+    /// The daemon's own figures.
+    fn encode_daemon(
+        &self,
+        e: &mut DescriptorEncoder,
+        topics: &[stats::TopicReport],
+    ) -> std::fmt::Result {
         let s = &self.stats;
         let d = &s.daemon;
-        let topics: &[stats::TopicStats] = s.topics.as_deref().unwrap_or(&[]);
-        let channels = || {
-            topics
-                .iter()
-                .flat_map(|t| t.channels.iter().map(move |c| (t, c)))
-        };
-
-        // The daemon.
         e.encode_descriptor("nsq_build", "rsqd's version.", None, MetricType::Info)?
             .encode_info(&[("version", VERSION)])?;
         gauge(
-            &mut e,
+            e,
             "nsq_start_time",
             "When rsqd started, seconds since the epoch.",
             Some(&Unit::Seconds),
             s.start_time,
         )?;
         gauge(
-            &mut e,
+            e,
             "nsq_uptime",
             "Seconds since rsqd started.",
             Some(&Unit::Seconds),
             self.now_unix.saturating_sub(s.start_time).max(0),
         )?;
         gauge(
-            &mut e,
+            e,
             "nsq_healthy",
             "1 while rsqd is healthy, 0 once a disk queue failed (/ping then answers NOK).",
             None,
             i64::from(d.healthy),
         )?;
         gauge(
-            &mut e,
+            e,
             "nsq_draining",
             "1 while drain mode refuses publishes (PUT /config/drain).",
             None,
             i64::from(s.draining),
         )?;
         gauge(
-            &mut e,
+            e,
             "nsq_disk",
             "Bytes of every topic's and channel's queue segment files (--max-disk-bytes bounds them).",
             Some(&Unit::Bytes),
             signed(s.disk_bytes),
         )?;
         gauge(
-            &mut e,
+            e,
             "nsq_disk_full",
             "1 while publishes are refused for a full disk (DISK_FULL).",
             None,
             i64::from(s.disk_full),
         )?;
         gauge(
-            &mut e,
+            e,
             "nsq_connections",
             "Connected TCP clients.",
             None,
             signed(d.connections),
         )?;
-        gauge(&mut e, "nsq_topics", "Topics.", None, signed(d.topic_count))?;
+        gauge(e, "nsq_topics", "Topics.", None, signed(d.topic_count))?;
         gauge(
-            &mut e,
+            e,
             "nsq_channels",
             "Channels, all topics together.",
             None,
-            signed(channels().count() as u64),
+            signed(channels_of(topics).count() as u64),
         )?;
 
-        // Topics: nsq_exporter's gauges first, with its labels.
-        type TopicFigure = fn(&stats::TopicStats) -> u64;
-        let exporter_topic: [(&str, &str, TopicFigure); 4] = [
-            (
-                "nsq_topic_depth",
-                "Messages waiting at the topic, in memory and on disk.",
-                |t| t.depth,
-            ),
-            (
-                "nsq_topic_backend_depth",
-                "Messages waiting at the topic on disk.",
-                |t| t.backend_depth,
-            ),
-            (
-                "nsq_topic_message_count",
-                "Messages published to the topic (a counter, typed gauge as nsq_exporter's).",
-                |t| t.message_count,
-            ),
-            ("nsq_topic_channel_count", "Channels of the topic.", |t| {
-                t.channels.len() as u64
-            }),
-        ];
-        for (name, help, figure) in exporter_topic {
-            family(
-                &mut e,
-                name,
-                help,
-                None,
-                MetricType::Gauge,
-                topics.iter().map(|t| (tp(t), int(figure(t)))),
-            )?;
-        }
-        for (name, q) in [
-            ("nsq_topic_e2e_latency_99_percentile", 0.99),
-            ("nsq_topic_e2e_latency_95_percentile", 0.95),
-        ] {
-            family(
-                &mut e,
-                name,
-                "Publish-to-FIN latency of the topic's channels at this quantile, in nanoseconds (with --e2e-processing-latency-percentile).",
-                None,
-                MetricType::Gauge,
-                topics.iter().filter_map(|t| {
-                    Some((
-                        tp(t),
-                        ConstGauge::new(percentile(&t.e2e_processing_latency, q)?),
-                    ))
-                }),
-            )?;
-        }
-        family(
-            &mut e,
-            "nsq_topic_paused",
-            "1 while the topic is paused.",
-            None,
-            MetricType::Gauge,
-            topics.iter().map(|t| (t1(t), flag(t.paused))),
-        )?;
-        family(
-            &mut e,
-            "nsq_topic_message",
-            "Body bytes published to the topic.",
-            Some(&Unit::Bytes),
-            MetricType::Counter,
-            topics.iter().map(|t| (t1(t), count(t.message_bytes))),
-        )?;
-        family(
-            &mut e,
-            "nsq_topic_disk_corrupt_records",
-            "Records the topic's disk queue found corrupt at open and no longer serves.",
-            None,
-            MetricType::Counter,
-            topics
-                .iter()
-                .map(|t| (t1(t), count(t.disk.corrupt_records))),
-        )?;
-        family(
-            &mut e,
-            "nsq_topic_disk_quarantined_files",
-            "Files of the topic's disk queue moved aside as .bad at open.",
-            None,
-            MetricType::Counter,
-            topics
-                .iter()
-                .map(|t| (t1(t), count(t.disk.quarantined_files))),
-        )?;
-        family(
-            &mut e,
-            "nsq_topic_e2e_processing_latency",
-            "Publish-to-FIN latency of the topic's channels over the window, by quantile (with --e2e-processing-latency-percentile).",
-            Some(&Unit::Seconds),
-            MetricType::Gauge,
-            topics.iter().flat_map(|t| {
-                t.e2e_processing_latency
-                    .percentiles
-                    .iter()
-                    .flatten()
-                    .map(move |p| {
-                        (
-                            [
-                                ("topic", QuantileLabel::Name(&t.topic_name)),
-                                ("quantile", QuantileLabel::Quantile(p.quantile)),
-                            ],
-                            ConstGauge::new(p.value as f64 / 1e9),
-                        )
-                    })
-            }),
-        )?;
-        family(
-            &mut e,
-            "nsq_topic_e2e_processing_latency_samples",
-            "Finishes the topic's e2e latency quantiles are computed over.",
-            None,
-            MetricType::Gauge,
-            topics
-                .iter()
-                .filter(|t| t.e2e_processing_latency.percentiles.is_some())
-                .map(|t| (t1(t), int(t.e2e_processing_latency.count))),
-        )?;
+        Ok(())
+    }
 
-        // Channels.
-        type ChannelFigure = fn(&stats::ChannelStats) -> u64;
-        let exporter_channel: [(&str, &str, ChannelFigure); 8] = [
-            (
-                "nsq_channel_depth",
-                "Messages waiting in the channel, in memory and on disk.",
-                |c| c.depth,
-            ),
-            (
-                "nsq_channel_backend_depth",
-                "Messages waiting in the channel on disk.",
-                |c| c.backend_depth,
-            ),
-            (
-                "nsq_channel_in_flight_count",
-                "Messages delivered and not yet finished, requeued or timed out.",
-                |c| c.in_flight_count,
-            ),
-            (
-                "nsq_channel_deferred_count",
-                "Messages waiting for their deferral to end.",
-                |c| c.deferred_count,
-            ),
-            (
-                "nsq_channel_message_count",
-                "Messages that entered the channel (a counter, typed gauge as nsq_exporter's).",
-                |c| c.message_count,
-            ),
-            (
-                "nsq_channel_requeue_count",
-                "Messages requeued (a counter, typed gauge as nsq_exporter's).",
-                |c| c.requeue_count,
-            ),
-            (
-                "nsq_channel_timeout_count",
-                "Messages requeued because their deadline passed (a counter, typed gauge as nsq_exporter's).",
-                |c| c.timeout_count,
-            ),
-            (
-                "nsq_channel_client_count",
-                "Consumers subscribed to the channel.",
-                |c| c.client_count,
-            ),
-        ];
-        for (name, help, figure) in exporter_channel {
-            family(
-                &mut e,
-                name,
-                help,
-                None,
-                MetricType::Gauge,
-                channels().map(|tc| (cp(tc), int(figure(tc.1)))),
-            )?;
-        }
-        for (name, q) in [
-            ("nsq_channel_e2e_latency_99p", 0.99),
-            ("nsq_channel_e2e_latency_95p", 0.95),
-        ] {
-            family(
-                &mut e,
-                name,
-                "Publish-to-FIN latency of the channel at this quantile, in nanoseconds (with --e2e-processing-latency-percentile).",
-                None,
-                MetricType::Gauge,
-                channels().filter_map(|tc| {
-                    Some((
-                        cp(tc),
-                        ConstGauge::new(percentile(&tc.1.e2e_processing_latency, q)?),
-                    ))
-                }),
-            )?;
-        }
-        family(
-            &mut e,
-            "nsq_channel_paused",
-            "1 while the channel is paused.",
-            None,
-            MetricType::Gauge,
-            channels().map(|tc| (c2(tc), flag(tc.1.paused))),
-        )?;
-        family(
-            &mut e,
-            "nsq_channel_dead_letter",
-            "Messages moved to the topic's dead-letter topic after their last attempt (--max-attempts).",
-            None,
-            MetricType::Counter,
-            channels().map(|tc| (c2(tc), count(tc.1.dead_letter_count))),
-        )?;
-        family(
-            &mut e,
-            "nsq_channel_disk_corrupt_records",
-            "Records the channel's disk queue found corrupt at open and no longer serves.",
-            None,
-            MetricType::Counter,
-            channels().map(|tc| (c2(tc), count(tc.1.disk.corrupt_records))),
-        )?;
-        family(
-            &mut e,
-            "nsq_channel_disk_quarantined_files",
-            "Files of the channel's disk queue moved aside as .bad at open.",
-            None,
-            MetricType::Counter,
-            channels().map(|tc| (c2(tc), count(tc.1.disk.quarantined_files))),
-        )?;
-        family(
-            &mut e,
-            "nsq_channel_e2e_processing_latency",
-            "Publish-to-FIN latency of the channel over the window, by quantile (with --e2e-processing-latency-percentile).",
-            Some(&Unit::Seconds),
-            MetricType::Gauge,
-            channels().flat_map(|(t, c)| {
-                c.e2e_processing_latency
-                    .percentiles
-                    .iter()
-                    .flatten()
-                    .map(move |p| {
-                        (
-                            [
-                                ("topic", QuantileLabel::Name(&t.topic_name)),
-                                ("channel", QuantileLabel::Name(&c.channel_name)),
-                                ("quantile", QuantileLabel::Quantile(p.quantile)),
-                            ],
-                            ConstGauge::new(p.value as f64 / 1e9),
-                        )
-                    })
-            }),
-        )?;
-        family(
-            &mut e,
-            "nsq_channel_e2e_processing_latency_samples",
-            "Finishes the channel's e2e latency quantiles are computed over.",
-            None,
-            MetricType::Gauge,
-            channels()
-                .filter(|tc| tc.1.e2e_processing_latency.percentiles.is_some())
-                .map(|tc| (c2(tc), int(tc.1.e2e_processing_latency.count))),
-        )?;
-
-        // Group commits under --durable.
+    /// Group commits under `--durable`.
+    fn encode_commits(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
+        let d = &self.stats.daemon;
         if d.durable {
             let c = &d.commits;
             let bounds = rsq_diskqueue::COMMIT_LATENCY_BOUNDS_MICROS
@@ -547,7 +312,7 @@ impl Collector for Snapshot {
                 .chain([f64::INFINITY]);
             let buckets: Vec<(f64, u64)> = bounds.zip(c.latency_buckets).collect();
             histogram(
-                &mut e,
+                e,
                 "nsq_disk_commit_duration",
                 "Time a --durable group commit took: writing the pending records and the fdatasync.",
                 Some(&Unit::Seconds),
@@ -560,7 +325,7 @@ impl Collector for Snapshot {
                 .chain([f64::INFINITY]);
             let buckets: Vec<(f64, u64)> = bounds.zip(c.records_buckets).collect();
             histogram(
-                &mut e,
+                e,
                 "nsq_disk_commit_records",
                 "Records (puts) one --durable group commit made durable.",
                 None,
@@ -570,6 +335,293 @@ impl Collector for Snapshot {
         }
         Ok(())
     }
+}
+
+/// Topics: nsq_exporter's gauges, with its labels.
+fn encode_topic_exporter(
+    e: &mut DescriptorEncoder,
+    topics: &[stats::TopicReport],
+) -> std::fmt::Result {
+    type TopicFigure = fn(&stats::TopicReport) -> u64;
+    let exporter_topic: [(&str, &str, TopicFigure); 4] = [
+        (
+            "nsq_topic_depth",
+            "Messages waiting at the topic, in memory and on disk.",
+            |t| t.depth,
+        ),
+        (
+            "nsq_topic_backend_depth",
+            "Messages waiting at the topic on disk.",
+            |t| t.backend_depth,
+        ),
+        (
+            "nsq_topic_message_count",
+            "Messages published to the topic (a counter, typed gauge as nsq_exporter's).",
+            |t| t.message_count,
+        ),
+        ("nsq_topic_channel_count", "Channels of the topic.", |t| {
+            t.channels.len() as u64
+        }),
+    ];
+    for (name, help, figure) in exporter_topic {
+        family(
+            e,
+            name,
+            help,
+            None,
+            MetricType::Gauge,
+            topics.iter().map(|t| (tp(t), int(figure(t)))),
+        )?;
+    }
+    for (name, q) in [
+        ("nsq_topic_e2e_latency_99_percentile", 0.99),
+        ("nsq_topic_e2e_latency_95_percentile", 0.95),
+    ] {
+        family(
+            e,
+            name,
+            "Publish-to-FIN latency of the topic's channels at this quantile, in nanoseconds (with --e2e-processing-latency-percentile).",
+            None,
+            MetricType::Gauge,
+            topics.iter().filter_map(|t| {
+                Some((
+                    tp(t),
+                    ConstGauge::new(percentile(&t.e2e_processing_latency, q)?),
+                ))
+            }),
+        )?;
+    }
+    Ok(())
+}
+
+/// Topics: what nsq_exporter lacks.
+fn encode_topic_rsq(e: &mut DescriptorEncoder, topics: &[stats::TopicReport]) -> std::fmt::Result {
+    family(
+        e,
+        "nsq_topic_paused",
+        "1 while the topic is paused.",
+        None,
+        MetricType::Gauge,
+        topics.iter().map(|t| (t1(t), flag(t.paused))),
+    )?;
+    family(
+        e,
+        "nsq_topic_message",
+        "Body bytes published to the topic.",
+        Some(&Unit::Bytes),
+        MetricType::Counter,
+        topics.iter().map(|t| (t1(t), count(t.message_bytes))),
+    )?;
+    family(
+        e,
+        "nsq_topic_disk_corrupt_records",
+        "Records the topic's disk queue found corrupt at open and no longer serves.",
+        None,
+        MetricType::Counter,
+        topics
+            .iter()
+            .map(|t| (t1(t), count(t.disk.corrupt_records))),
+    )?;
+    family(
+        e,
+        "nsq_topic_disk_quarantined_files",
+        "Files of the topic's disk queue moved aside as .bad at open.",
+        None,
+        MetricType::Counter,
+        topics
+            .iter()
+            .map(|t| (t1(t), count(t.disk.quarantined_files))),
+    )?;
+    family(
+        e,
+        "nsq_topic_e2e_processing_latency",
+        "Publish-to-FIN latency of the topic's channels over the window, by quantile (with --e2e-processing-latency-percentile).",
+        Some(&Unit::Seconds),
+        MetricType::Gauge,
+        topics.iter().flat_map(|t| {
+            t.e2e_processing_latency
+                .percentiles
+                .iter()
+                .flatten()
+                .map(move |p| {
+                    (
+                        [
+                            ("topic", QuantileLabel::Name(&t.topic_name)),
+                            ("quantile", QuantileLabel::Quantile(p.quantile)),
+                        ],
+                        ConstGauge::new(p.value as f64 / 1e9),
+                    )
+                })
+        }),
+    )?;
+    family(
+        e,
+        "nsq_topic_e2e_processing_latency_samples",
+        "Finishes the topic's e2e latency quantiles are computed over.",
+        None,
+        MetricType::Gauge,
+        topics
+            .iter()
+            .filter(|t| t.e2e_processing_latency.percentiles.is_some())
+            .map(|t| (t1(t), int(t.e2e_processing_latency.count))),
+    )?;
+
+    Ok(())
+}
+
+/// Channels: nsq_exporter's gauges, with its labels.
+fn encode_channel_exporter(
+    e: &mut DescriptorEncoder,
+    topics: &[stats::TopicReport],
+) -> std::fmt::Result {
+    let channels = || channels_of(topics);
+    type ChannelFigure = fn(&stats::ChannelReport) -> u64;
+    let exporter_channel: [(&str, &str, ChannelFigure); 8] = [
+        (
+            "nsq_channel_depth",
+            "Messages waiting in the channel, in memory and on disk.",
+            |c| c.depth,
+        ),
+        (
+            "nsq_channel_backend_depth",
+            "Messages waiting in the channel on disk.",
+            |c| c.backend_depth,
+        ),
+        (
+            "nsq_channel_in_flight_count",
+            "Messages delivered and not yet finished, requeued or timed out.",
+            |c| c.in_flight_count,
+        ),
+        (
+            "nsq_channel_deferred_count",
+            "Messages waiting for their deferral to end.",
+            |c| c.deferred_count,
+        ),
+        (
+            "nsq_channel_message_count",
+            "Messages that entered the channel (a counter, typed gauge as nsq_exporter's).",
+            |c| c.message_count,
+        ),
+        (
+            "nsq_channel_requeue_count",
+            "Messages requeued (a counter, typed gauge as nsq_exporter's).",
+            |c| c.requeue_count,
+        ),
+        (
+            "nsq_channel_timeout_count",
+            "Messages requeued because their deadline passed (a counter, typed gauge as nsq_exporter's).",
+            |c| c.timeout_count,
+        ),
+        (
+            "nsq_channel_client_count",
+            "Consumers subscribed to the channel.",
+            |c| c.client_count,
+        ),
+    ];
+    for (name, help, figure) in exporter_channel {
+        family(
+            e,
+            name,
+            help,
+            None,
+            MetricType::Gauge,
+            channels().map(|tc| (cp(tc), int(figure(tc.1)))),
+        )?;
+    }
+    for (name, q) in [
+        ("nsq_channel_e2e_latency_99p", 0.99),
+        ("nsq_channel_e2e_latency_95p", 0.95),
+    ] {
+        family(
+            e,
+            name,
+            "Publish-to-FIN latency of the channel at this quantile, in nanoseconds (with --e2e-processing-latency-percentile).",
+            None,
+            MetricType::Gauge,
+            channels().filter_map(|tc| {
+                Some((
+                    cp(tc),
+                    ConstGauge::new(percentile(&tc.1.e2e_processing_latency, q)?),
+                ))
+            }),
+        )?;
+    }
+    Ok(())
+}
+
+/// Channels: what nsq_exporter lacks.
+fn encode_channel_rsq(
+    e: &mut DescriptorEncoder,
+    topics: &[stats::TopicReport],
+) -> std::fmt::Result {
+    let channels = || channels_of(topics);
+    family(
+        e,
+        "nsq_channel_paused",
+        "1 while the channel is paused.",
+        None,
+        MetricType::Gauge,
+        channels().map(|tc| (c2(tc), flag(tc.1.paused))),
+    )?;
+    family(
+        e,
+        "nsq_channel_dead_letter",
+        "Messages moved to the topic's dead-letter topic after their last attempt (--max-attempts).",
+        None,
+        MetricType::Counter,
+        channels().map(|tc| (c2(tc), count(tc.1.dead_letter_count))),
+    )?;
+    family(
+        e,
+        "nsq_channel_disk_corrupt_records",
+        "Records the channel's disk queue found corrupt at open and no longer serves.",
+        None,
+        MetricType::Counter,
+        channels().map(|tc| (c2(tc), count(tc.1.disk.corrupt_records))),
+    )?;
+    family(
+        e,
+        "nsq_channel_disk_quarantined_files",
+        "Files of the channel's disk queue moved aside as .bad at open.",
+        None,
+        MetricType::Counter,
+        channels().map(|tc| (c2(tc), count(tc.1.disk.quarantined_files))),
+    )?;
+    family(
+        e,
+        "nsq_channel_e2e_processing_latency",
+        "Publish-to-FIN latency of the channel over the window, by quantile (with --e2e-processing-latency-percentile).",
+        Some(&Unit::Seconds),
+        MetricType::Gauge,
+        channels().flat_map(|(t, c)| {
+            c.e2e_processing_latency
+                .percentiles
+                .iter()
+                .flatten()
+                .map(move |p| {
+                    (
+                        [
+                            ("topic", QuantileLabel::Name(&t.topic_name)),
+                            ("channel", QuantileLabel::Name(&c.channel_name)),
+                            ("quantile", QuantileLabel::Quantile(p.quantile)),
+                        ],
+                        ConstGauge::new(p.value as f64 / 1e9),
+                    )
+                })
+        }),
+    )?;
+    family(
+        e,
+        "nsq_channel_e2e_processing_latency_samples",
+        "Finishes the channel's e2e latency quantiles are computed over.",
+        None,
+        MetricType::Gauge,
+        channels()
+            .filter(|tc| tc.1.e2e_processing_latency.percentiles.is_some())
+            .map(|tc| (c2(tc), int(tc.1.e2e_processing_latency.count))),
+    )?;
+
+    Ok(())
 }
 
 /// A label value that is a name or a quantile, so one label set type holds both.

@@ -39,7 +39,7 @@ pub struct Stats {
     /// reached, or `ENOSPC`, until usage falls to the low-water mark).
     pub disk_full: bool,
     /// Topics sorted by name; `null` when the topic filter matches nothing.
-    pub topics: Option<Vec<TopicStats>>,
+    pub topics: Option<Vec<TopicReport>>,
     /// Process memory; omitted when `include_mem=false`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<MemoryStats>,
@@ -147,11 +147,11 @@ pub struct Percentile {
 
 /// One topic.
 #[derive(Debug, Serialize)]
-pub struct TopicStats {
+pub struct TopicReport {
     /// Topic name.
     pub topic_name: String,
     /// Its channels sorted by name.
-    pub channels: Vec<ChannelStats>,
+    pub channels: Vec<ChannelReport>,
     /// Messages waiting in memory and on disk.
     pub depth: u64,
     /// Messages waiting on disk.
@@ -171,7 +171,7 @@ pub struct TopicStats {
 
 /// One channel.
 #[derive(Debug, Serialize)]
-pub struct ChannelStats {
+pub struct ChannelReport {
     /// Channel name.
     pub channel_name: String,
     /// Messages waiting in memory and on disk.
@@ -366,7 +366,7 @@ pub fn collect(ctx: &Nsqd, filter: &StatsFilter) -> Stats {
             .filter_map(|topic| {
                 let ts = topic.stats();
                 let all_channels = topic.channels();
-                let channels: Vec<ChannelStats> = all_channels
+                let channels: Vec<ChannelReport> = all_channels
                     .iter()
                     .filter(|(name, _)| filter.channel.as_ref().is_none_or(|c| c == name))
                     .map(|(name, chan)| {
@@ -382,7 +382,7 @@ pub fn collect(ctx: &Nsqd, filter: &StatsFilter) -> Stats {
                                 })
                                 .collect()
                         });
-                        ChannelStats {
+                        ChannelReport {
                             channel_name: name.clone(),
                             depth: cs.depth,
                             backend_depth: cs.backend_depth,
@@ -415,7 +415,7 @@ pub fn collect(ctx: &Nsqd, filter: &StatsFilter) -> Stats {
                         all.merge(&one);
                         all
                     });
-                Some(TopicStats {
+                Some(TopicReport {
                     topic_name: topic.name().to_string(),
                     channels,
                     depth: ts.depth,

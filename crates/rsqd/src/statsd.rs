@@ -21,7 +21,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 use crate::Nsqd;
-use crate::stats::{self, Latency, StatsFilter, TopicStats};
+use crate::stats::{self, Latency, StatsFilter, TopicReport};
 
 /// Counter values at the last push, keyed by stat name (without prefix).
 /// A stat missing here counts from zero, so the first push sends totals.
@@ -60,7 +60,7 @@ pub fn prefix(template: &str, broadcast_address: &str, http_port: u16) -> String
 /// lines (each ending in `\n`) and the counters to pass to the next push.
 pub fn lines(
     prefix: &str,
-    topics: &[TopicStats],
+    topics: &[TopicReport],
     previous: &Counters,
     exclude_ephemeral: bool,
 ) -> (Vec<String>, Counters) {

@@ -40,7 +40,7 @@ fn cpu_percent_is_of_one_core() {
 
 #[test]
 fn this_process_can_be_sampled() {
-    let sampler = Sampler::start(std::process::id());
+    let sampler = ProcessSampler::start(std::process::id());
     let sample = sampler.finish(true).expect("own /proc entry is readable");
     assert!(sample.peak_rss_kib > 0);
     assert!(sample.cpu_secs >= 0.0);

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
-use crate::stats::{ChannelStats, DaemonStats, DiskCounters, Percentile, TopicStats};
+use crate::stats::{ChannelReport, DaemonStats, DiskCounters, Percentile, TopicReport};
 
 fn latency(count: u64, values: &[(f64, i64)]) -> Latency {
     Latency {
@@ -19,7 +19,7 @@ fn latency(count: u64, values: &[(f64, i64)]) -> Latency {
 }
 
 fn snapshot(durable: bool) -> Stats {
-    let channel = ChannelStats {
+    let channel = ChannelReport {
         channel_name: "c".into(),
         depth: 3,
         backend_depth: 2,
@@ -39,7 +39,7 @@ fn snapshot(durable: bool) -> Stats {
             quarantined_files: 12,
         },
     };
-    let topic = TopicStats {
+    let topic = TopicReport {
         topic_name: "t".into(),
         channels: vec![channel],
         depth: 20,

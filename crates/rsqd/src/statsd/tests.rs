@@ -3,10 +3,10 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
-use crate::stats::{ChannelStats, Percentile};
+use crate::stats::{ChannelReport, Percentile};
 
-fn channel(name: &str, message_count: u64, depth: u64) -> ChannelStats {
-    ChannelStats {
+fn channel(name: &str, message_count: u64, depth: u64) -> ChannelReport {
+    ChannelReport {
         channel_name: name.to_string(),
         depth,
         backend_depth: 1,
@@ -25,8 +25,8 @@ fn channel(name: &str, message_count: u64, depth: u64) -> ChannelStats {
     }
 }
 
-fn topic(name: &str, message_count: u64, channels: Vec<ChannelStats>) -> TopicStats {
-    TopicStats {
+fn topic(name: &str, message_count: u64, channels: Vec<ChannelReport>) -> TopicReport {
+    TopicReport {
         topic_name: name.to_string(),
         channels,
         depth: 7,
