@@ -52,7 +52,7 @@ use tracing::debug;
 pub use config::DiskQueueConfig;
 
 use crate::ledger::Ledger;
-use crate::recovery::{Limits, Names, recover};
+use crate::recovery::{Names, RecordLimits, recover};
 use crate::storage::{FsStorage, Storage};
 use crate::{BackendQueue, BackendStats, QueueError};
 use committer::{CommitRequest, Committed};
@@ -64,7 +64,7 @@ use writer::{SyncKind, WriteSide};
 struct Inner {
     config: DiskQueueConfig,
     names: Names,
-    limits: Limits,
+    limits: RecordLimits,
     storage: Arc<dyn Storage>,
     ledger: Mutex<Ledger>,
     writer: Arc<tokio::sync::Mutex<WriteSide>>,
@@ -137,7 +137,7 @@ impl DiskQueue {
     ) -> Result<DiskQueue, QueueError> {
         config.validate()?;
         let names = Names::new(&config.name);
-        let limits = Limits {
+        let limits = RecordLimits {
             min: config.min_record_size,
             max: config.max_record_size,
         };

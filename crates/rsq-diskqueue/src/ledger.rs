@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 use tracing::warn;
 
-use crate::metadata::Metadata;
+use crate::metadata::QueueMeta;
 use crate::record::HEADER_LEN;
 
 /// A byte position in the queue: segment file number and offset within it.
@@ -477,7 +477,7 @@ impl Ledger {
     /// may claim once everything flushed so far is synced. Records read from
     /// memory before reaching their file are not yet read as far as the disk
     /// knows, so a crash may hand them out again (at least once).
-    pub fn meta_snapshot(&self) -> Metadata {
+    pub fn meta_snapshot(&self) -> QueueMeta {
         let oldest_uncommitted = self.uncommitted.front().copied().unwrap_or(self.read);
         let read = self.read.min(oldest_uncommitted).min(self.flushed);
         let write = self.flushed;
@@ -504,7 +504,7 @@ impl Ledger {
             *counts.entry(p.file).or_default() += 1;
         }
         counts.retain(|_, count| *count > 0);
-        Metadata {
+        QueueMeta {
             read,
             write,
             counts,

@@ -27,7 +27,7 @@ use tracing::{error, info, warn};
 
 use crate::go_format;
 use crate::ledger::{Ledger, Pos};
-use crate::metadata::Metadata;
+use crate::metadata::QueueMeta;
 use crate::record::{Decoded, HEADER_LEN, decode};
 use crate::storage::Storage;
 
@@ -78,10 +78,15 @@ impl Names {
     }
 }
 
-/// Record size limits used to tell records from damage.
+/// The payload sizes a queue accepts (its config's `min_record_size..=
+/// max_record_size`): puts outside them are refused, and reading and
+/// recovery take a length outside them for damage.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
+pub(crate) struct RecordLimits {
+    /// Smallest payload, in bytes.
     pub min: usize,
+    /// Largest payload, in bytes (at most `u32::MAX`, the length field's
+    /// range; `DiskQueueConfig::validate` checks it).
     pub max: usize,
 }
 
@@ -96,7 +101,7 @@ pub(crate) struct Scan {
 }
 
 /// Reads a segment from `from` and counts whole records.
-fn scan(storage: &dyn Storage, name: &str, from: u64, limits: Limits) -> io::Result<Scan> {
+fn scan(storage: &dyn Storage, name: &str, from: u64, limits: RecordLimits) -> io::Result<Scan> {
     scan_records(storage, name, from, limits, &mut |_| Ok(()))
 }
 
@@ -106,7 +111,7 @@ pub(crate) fn scan_records(
     storage: &dyn Storage,
     name: &str,
     from: u64,
-    limits: Limits,
+    limits: RecordLimits,
     visit: &mut dyn FnMut(&[u8]) -> io::Result<()>,
 ) -> io::Result<Scan> {
     let size = storage.len(name)?.unwrap_or(0);
@@ -195,7 +200,7 @@ fn judge(
     name: &str,
     from: u64,
     found: &Scan,
-    limits: Limits,
+    limits: RecordLimits,
 ) -> io::Result<Verdict> {
     let chain_end = if from == 0 {
         found.end
@@ -244,7 +249,7 @@ pub(crate) struct Recovered {
 pub(crate) fn recover(
     storage: &dyn Storage,
     names: &Names,
-    limits: Limits,
+    limits: RecordLimits,
     max_bytes_per_file: u64,
 ) -> io::Result<Recovered> {
     let taken = go_format::take_over(storage, names, limits, max_bytes_per_file)?;
@@ -265,7 +270,7 @@ pub(crate) fn recover(
         }
     }
     let meta_bytes = read_meta(storage, names)?;
-    let meta = meta_bytes.as_deref().map(Metadata::decode);
+    let meta = meta_bytes.as_deref().map(QueueMeta::decode);
     let ledger = match meta {
         None if files.is_empty() => Ledger::default(),
         None => {
@@ -306,7 +311,7 @@ pub(crate) fn read_meta(storage: &dyn Storage, names: &Names) -> io::Result<Opti
 }
 
 /// Whether metadata that decoded is consistent enough to trust.
-pub(crate) fn check(meta: &Metadata) -> Result<(), String> {
+pub(crate) fn check(meta: &QueueMeta) -> Result<(), String> {
     if meta.read > meta.write {
         return Err(format!(
             "read {:?} is past write {:?}",
@@ -329,9 +334,9 @@ pub(crate) fn check(meta: &Metadata) -> Result<(), String> {
 fn from_metadata(
     storage: &dyn Storage,
     names: &Names,
-    limits: Limits,
+    limits: RecordLimits,
     files: &BTreeSet<u64>,
-    meta: Metadata,
+    meta: QueueMeta,
 ) -> io::Result<Ledger> {
     let queue = &names.prefix;
     let mut counts = meta.counts;
@@ -480,7 +485,7 @@ fn from_metadata(
 fn full_scan(
     storage: &dyn Storage,
     names: &Names,
-    limits: Limits,
+    limits: RecordLimits,
     files: &BTreeSet<u64>,
 ) -> io::Result<Ledger> {
     let queue = &names.prefix;

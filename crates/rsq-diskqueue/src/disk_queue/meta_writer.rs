@@ -12,7 +12,7 @@ use tracing::error;
 
 use super::Inner;
 use crate::QueueError;
-use crate::metadata::Metadata;
+use crate::metadata::QueueMeta;
 
 /// The eager metadata writer's pause after each write (see
 /// `Inner::request_meta_write`). It bounds how often a durable queue writes
@@ -38,7 +38,7 @@ impl Inner {
     }
 
     /// Writes a metadata snapshot unless a newer one is already in the file.
-    pub(super) fn store_meta(&self, version: u64, meta: &Metadata) -> Result<(), QueueError> {
+    pub(super) fn store_meta(&self, version: u64, meta: &QueueMeta) -> Result<(), QueueError> {
         let mut written = self.meta_written.lock().unwrap_or_else(|e| e.into_inner());
         if version <= *written {
             return Ok(());

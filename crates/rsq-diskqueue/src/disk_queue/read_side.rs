@@ -12,7 +12,7 @@ use super::DiskQueue;
 use crate::QueueError;
 use crate::ledger::{Ledger, Pos, ReadStep};
 use crate::record::{Decoded, HEADER_LEN, decode};
-use crate::recovery::{Limits, Names};
+use crate::recovery::{Names, RecordLimits};
 use crate::storage::Storage;
 
 /// Bytes the reader fetches from a segment at once.
@@ -52,7 +52,7 @@ impl ReadSide {
         names: &Names,
         pos: Pos,
         limit: u64,
-        limits: Limits,
+        limits: RecordLimits,
     ) -> io::Result<DiskRead> {
         let mut needed = HEADER_LEN;
         for _ in 0..3 {
