@@ -31,7 +31,11 @@ use crate::metadata::QueueMeta;
 use crate::record::{Decoded, HEADER_LEN, decode};
 use crate::storage::Storage;
 
+/// Bytes recovery reads from a segment at once.
 const SCAN_CHUNK: usize = 1 << 20;
+
+// A scan's read always holds a whole header.
+const _: () = assert!(SCAN_CHUNK >= HEADER_LEN);
 
 /// Highest segment number accepted at open. Larger numbers (a stray file, a
 /// damaged metadata field) are moved aside or ignored, leaving 2^32 numbers
@@ -40,6 +44,10 @@ const SCAN_CHUNK: usize = 1 << 20;
 /// times and still never reach a number the next open would reject, and
 /// `file + 1` never overflows.
 pub(crate) const MAX_SEGMENT: u64 = (u64::MAX >> 1) - (1 << 32);
+
+// 2^32 rolls from the highest accepted segment stay below the top bit, so
+// `file + 1` cannot overflow anywhere a segment number is computed.
+const _: () = assert!(MAX_SEGMENT + (1 << 32) < u64::MAX);
 
 /// How a queue's files are named: `<name>.diskqueue.NNNNNN.dat` for
 /// segments, `<name>.diskqueue.meta.dat` for metadata, `.bad` appended to a

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::QueueError;
 use crate::budget::DiskBudget;
 use crate::commit_stats::CommitStats;
+use crate::record;
 
 /// How a disk queue is named, where it lives and how it syncs. Field names
 /// follow nsqd's flags.
@@ -79,7 +80,7 @@ impl DiskQueueConfig {
             "queue name contains '/'"
         } else if self.min_record_size > self.max_record_size {
             "min_record_size is above max_record_size"
-        } else if self.max_record_size > u32::MAX as usize {
+        } else if self.max_record_size > record::PAYLOAD_LEN_MAX {
             "max_record_size does not fit the 32-bit length field"
         } else if self.max_bytes_per_file == 0 {
             "max_bytes_per_file is zero"

@@ -18,6 +18,10 @@ use crate::storage::Storage;
 /// Bytes the reader fetches from a segment at once.
 const READ_CHUNK_BYTES: usize = 256 << 10;
 
+// One fetch always holds a whole header, so a record's length is known
+// after at most one more read.
+const _: () = assert!(READ_CHUNK_BYTES >= HEADER_LEN);
+
 /// The reader's own state: a window of the segment being read.
 #[derive(Debug, Default)]
 pub(super) struct ReadSide {

@@ -12,6 +12,7 @@ use tracing::error;
 use super::Inner;
 use crate::QueueError;
 use crate::ledger::{Pending, Pos};
+use crate::record;
 
 /// Pending record bytes that make a put write them to the file even when no
 /// sync is due. The put that crosses it waits for the write, so it is large
@@ -22,6 +23,13 @@ pub(super) const WRITE_BUFFER_BYTES: usize = 1 << 20;
 
 /// The most bytes gathered into one write call.
 const WRITE_CHUNK_BYTES: usize = 256 << 10;
+
+// Pending records are written once they pass WRITE_BUFFER_BYTES, in calls
+// of at most WRITE_CHUNK_BYTES, so the scratch buffer never doubles what is
+// pending.
+const _: () = assert!(WRITE_CHUNK_BYTES <= WRITE_BUFFER_BYTES);
+// A chunk holds at least one record header, so every call makes progress.
+const _: () = assert!(WRITE_CHUNK_BYTES >= record::HEADER_LEN);
 
 /// What a sync does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -259,8 +267,15 @@ impl Inner {
                 offset += ws.buf.len() as u64;
                 ws.buf.clear();
             }
+            let start = ws.buf.len();
             ws.buf.extend_from_slice(&entry.header);
             ws.buf.extend_from_slice(&entry.payload);
+            record::debug_check_encoded(
+                &ws.buf[start..],
+                entry.payload.len(),
+                self.limits.min,
+                self.limits.max,
+            );
         }
         self.storage.write_at(name, offset, &ws.buf)?;
         // One huge record may have grown the buffer: give that back.
