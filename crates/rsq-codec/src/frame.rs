@@ -25,6 +25,14 @@ pub const FRAME_HEADER_LEN: usize = 8;
 /// default `--max-msg-size` (1 MiB), plus the message header and frame type.
 pub const DEFAULT_MAX_FRAME_SIZE: u32 = 1_048_576 + MESSAGE_HEADER_LEN as u32 + 4;
 
+// The frame a default-limits server sends for the largest message it
+// accepts is exactly what a default FrameDecoder takes, and both fit a
+// size field.
+const _: () = assert!(
+    DEFAULT_MAX_FRAME_SIZE as usize
+        == crate::decoder::DEFAULT_MAX_MSG_SIZE as usize + MESSAGE_HEADER_LEN + 4
+);
+
 /// The type field of a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u32)]

@@ -32,6 +32,12 @@ pub const MAX_LINE_LEN: usize = 1024;
 /// `--max-body-size`).
 pub const MAX_IDENTIFY_BODY: usize = 5 * 1024 * 1024;
 
+// The decoder reads IDENTIFY's size as nsqlookupd does, signed: every size
+// up to the bound is a positive i32.
+const _: () = assert!(MAX_IDENTIFY_BODY <= i32::MAX as usize);
+// A REGISTER line with a topic and a channel (64 bytes each) fits.
+const _: () = assert!(MAX_LINE_LEN > 2 * crate::MAX_NAME_LEN + 16);
+
 /// One request from a producer to lookupd.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
