@@ -339,6 +339,10 @@ pub(crate) fn check(meta: &QueueMeta) -> Result<(), String> {
     Ok(())
 }
 
+/// Builds the ledger from valid metadata: removes segments already read,
+/// checks every segment the metadata covers against it (rescanning one that
+/// is gone or shorter than it says), then scans the tail written after the
+/// metadata was.
 fn from_metadata(
     storage: &dyn Storage,
     names: &Names,
@@ -346,148 +350,208 @@ fn from_metadata(
     files: &BTreeSet<u64>,
     meta: QueueMeta,
 ) -> io::Result<Ledger> {
-    let queue = &names.prefix;
-    let mut counts = meta.counts;
-    let mut ends = BTreeMap::new();
-    let mut corrupt = 0;
-    let mut quarantined = 0;
-    let mut read = meta.read;
-    let mut write = meta.write;
+    let mut rebuild = Rebuild {
+        storage,
+        names,
+        limits,
+        read: meta.read,
+        write: meta.write,
+        counts: meta.counts,
+        ends: BTreeMap::new(),
+        corrupt: 0,
+        quarantined: 0,
+    };
     // Segments before the read position were fully read; their removal was
     // owed when the process stopped.
-    for &file in files.range(..read.file) {
+    for &file in files.range(..rebuild.read.file) {
         storage.remove(&names.segment(file))?;
     }
     // The segments metadata covers: those that exist, those it counts
     // records in, and the read and write files. Numbers in between that
     // never held a segment get no entry, so a gap between segment numbers
     // costs nothing.
-    let mut covered: BTreeSet<u64> = files.range(read.file..=write.file).copied().collect();
-    covered.extend(counts.keys().copied());
-    covered.extend([read.file, write.file]);
+    let (read_file, write_file) = (rebuild.read.file, rebuild.write.file);
+    let mut covered: BTreeSet<u64> = files.range(read_file..=write_file).copied().collect();
+    covered.extend(rebuild.counts.keys().copied());
+    covered.extend([read_file, write_file]);
     for file in covered {
-        let name = names.segment(file);
-        let is_write_file = file == write.file;
-        let size = storage.len(&name)?;
-        if file == read.file
-            && let Some(size) = size.filter(|&size| size < read.offset)
-        {
-            // Cut below the read position: read from its end, so reading
-            // never starts past the data (nor past the write position).
-            error!(queue = %queue, file, size, offset = read.offset, "segment is shorter than the read position; reading from its end");
-            read.offset = size;
-        }
-        let start = if file == read.file { read.offset } else { 0 };
-        let expected = if is_write_file { write.offset } else { start };
-        match size {
-            Some(size) if size >= expected => {
-                if !is_write_file {
-                    ends.insert(file, size);
-                }
-            }
-            None if expected == 0 && !counts.contains_key(&file) => {
-                // Nothing was ever written there (a fresh write file, or a
-                // segment skipped by an earlier quarantine).
-                if !is_write_file {
-                    ends.insert(file, 0);
-                }
-            }
-            _ => {
-                // The segment is gone or shorter than metadata says: rescan
-                // what is left of it. `start` is within the file (the read
-                // offset was clamped above), so everything derived from the
-                // scan is too.
-                let counted = counts.remove(&file).unwrap_or(0);
-                let (found, usable) = match size {
-                    None => (0, Some(start)),
-                    Some(_) => {
-                        let scanned = scan(storage, &name, start, limits)?;
-                        if scanned.end == scanned.size {
-                            (scanned.records, Some(scanned.end))
-                        } else if judge(storage, &name, start, &scanned, limits)? == Verdict::Cut {
-                            storage.truncate(&name, scanned.end)?;
-                            (scanned.records, Some(scanned.end))
-                        } else {
-                            quarantine(
-                                storage,
-                                names,
-                                file,
-                                "damage in a segment shorter than metadata says",
-                            )?;
-                            quarantined += 1;
-                            (0, None)
-                        }
-                    }
-                };
-                let lost = counted.saturating_sub(found);
-                if lost > 0 || size.is_none() && file == read.file && read.offset > 0 {
-                    error!(queue = %queue, file, lost, "segment missing or shorter than metadata says; its records are lost");
-                }
-                corrupt += lost;
-                if found > 0 {
-                    counts.insert(file, found);
-                }
-                match usable {
-                    // Never recreate a file name at a non-zero offset, nor
-                    // write after a quarantined one.
-                    Some(end) if is_write_file && size.is_some() => write.offset = end,
-                    Some(end) if !is_write_file => {
-                        ends.insert(file, end);
-                    }
-                    end => {
-                        ends.insert(file, end.unwrap_or(0));
-                        if is_write_file {
-                            write = Pos::new(file + 1, 0);
-                        }
-                    }
-                }
-            }
-        }
+        rebuild.check_covered(file)?;
     }
     // The tail: records written after the last metadata sync, in the write
     // file past the recorded position and in any later segments.
-    let tail_files: Vec<u64> = std::iter::once(write.file)
-        .chain(files.range(write.file + 1..).copied())
+    let tail_files: Vec<u64> = std::iter::once(rebuild.write.file)
+        .chain(files.range(rebuild.write.file + 1..).copied())
         .collect();
-    for &file in &tail_files {
-        let name = names.segment(file);
-        if storage.len(&name)?.is_none() {
-            continue;
+    for file in tail_files {
+        rebuild.scan_tail(file)?;
+    }
+    let mut ledger = Ledger::recovered(rebuild.read, rebuild.write, rebuild.counts, rebuild.ends);
+    ledger.corrupt_records = rebuild.corrupt;
+    ledger.quarantined_files = rebuild.quarantined;
+    Ok(ledger)
+}
+
+/// The ledger's parts while [`from_metadata`] rebuilds them.
+struct Rebuild<'a> {
+    storage: &'a dyn Storage,
+    names: &'a Names,
+    limits: RecordLimits,
+    read: Pos,
+    write: Pos,
+    counts: BTreeMap<u64, u64>,
+    ends: BTreeMap<u64, u64>,
+    /// Records metadata counted that are gone.
+    corrupt: u64,
+    /// Segments moved aside.
+    quarantined: u64,
+}
+
+impl Rebuild<'_> {
+    /// Checks a segment metadata covers: kept as it is when it is as long
+    /// as metadata says, else rescanned.
+    fn check_covered(&mut self, file: u64) -> io::Result<()> {
+        let name = self.names.segment(file);
+        let is_write_file = file == self.write.file;
+        let size = self.storage.len(&name)?;
+        if file == self.read.file
+            && let Some(size) = size.filter(|&size| size < self.read.offset)
+        {
+            // Cut below the read position: read from its end, so reading
+            // never starts past the data (nor past the write position).
+            error!(queue = %self.names.prefix, file, size, offset = self.read.offset, "segment is shorter than the read position; reading from its end");
+            self.read.offset = size;
         }
-        if file != write.file {
+        let start = if file == self.read.file {
+            self.read.offset
+        } else {
+            0
+        };
+        let expected = if is_write_file {
+            self.write.offset
+        } else {
+            start
+        };
+        match size {
+            Some(size) if size >= expected => {
+                if !is_write_file {
+                    self.ends.insert(file, size);
+                }
+            }
+            None if expected == 0 && !self.counts.contains_key(&file) => {
+                // Nothing was ever written there (a fresh write file, or a
+                // segment skipped by an earlier quarantine).
+                if !is_write_file {
+                    self.ends.insert(file, 0);
+                }
+            }
+            _ => self.rescan_short(file, &name, size, start, is_write_file)?,
+        }
+        Ok(())
+    }
+
+    /// A segment that is gone or shorter than metadata says: rescans what
+    /// is left of it from `start`, which is within the file (the read
+    /// offset was clamped), so everything derived from the scan is too.
+    fn rescan_short(
+        &mut self,
+        file: u64,
+        name: &str,
+        size: Option<u64>,
+        start: u64,
+        is_write_file: bool,
+    ) -> io::Result<()> {
+        let counted = self.counts.remove(&file).unwrap_or(0);
+        let (found, usable) = match size {
+            None => (0, Some(start)),
+            Some(_) => self.rescan(file, name, start)?,
+        };
+        let lost = counted.saturating_sub(found);
+        if lost > 0 || size.is_none() && file == self.read.file && self.read.offset > 0 {
+            error!(queue = %self.names.prefix, file, lost, "segment missing or shorter than metadata says; its records are lost");
+        }
+        self.corrupt += lost;
+        if found > 0 {
+            self.counts.insert(file, found);
+        }
+        match usable {
+            // Never recreate a file name at a non-zero offset, nor
+            // write after a quarantined one.
+            Some(end) if is_write_file && size.is_some() => self.write.offset = end,
+            Some(end) if !is_write_file => {
+                self.ends.insert(file, end);
+            }
+            end => {
+                self.ends.insert(file, end.unwrap_or(0));
+                if is_write_file {
+                    self.write = Pos::new(file + 1, 0);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Scans an existing short segment from `start`: the whole records
+    /// found and where they end, with a torn tail cut; `(0, None)` when the
+    /// segment had to be moved aside.
+    fn rescan(&mut self, file: u64, name: &str, start: u64) -> io::Result<(u64, Option<u64>)> {
+        let scanned = scan(self.storage, name, start, self.limits)?;
+        if scanned.end == scanned.size {
+            return Ok((scanned.records, Some(scanned.end)));
+        }
+        if judge(self.storage, name, start, &scanned, self.limits)? == Verdict::Cut {
+            self.storage.truncate(name, scanned.end)?;
+            return Ok((scanned.records, Some(scanned.end)));
+        }
+        quarantine(
+            self.storage,
+            self.names,
+            file,
+            "damage in a segment shorter than metadata says",
+        )?;
+        self.quarantined += 1;
+        Ok((0, None))
+    }
+
+    /// Scans a tail segment (the write file past the recorded position, or
+    /// a later one) for records written after the last metadata sync.
+    fn scan_tail(&mut self, file: u64) -> io::Result<()> {
+        let queue = &self.names.prefix;
+        let name = self.names.segment(file);
+        if self.storage.len(&name)?.is_none() {
+            return Ok(());
+        }
+        if file != self.write.file {
             // Numbers between the two files never held a segment: no entry.
-            ends.insert(write.file, write.offset);
-            write = Pos::new(file, 0);
+            self.ends.insert(self.write.file, self.write.offset);
+            self.write = Pos::new(file, 0);
         }
-        let found = scan(storage, &name, write.offset, limits)?;
+        let found = scan(self.storage, &name, self.write.offset, self.limits)?;
         if found.end < found.size {
-            if judge(storage, &name, write.offset, &found, limits)? == Verdict::Quarantine {
+            let verdict = judge(self.storage, &name, self.write.offset, &found, self.limits)?;
+            if verdict == Verdict::Quarantine {
                 quarantine(
-                    storage,
-                    names,
+                    self.storage,
+                    self.names,
                     file,
                     "unreadable bytes after the last metadata sync",
                 )?;
-                let moved = counts.remove(&file).unwrap_or(0) + found.records;
-                corrupt += moved;
-                quarantined += 1;
-                ends.insert(file, 0);
-                write = Pos::new(file + 1, 0);
-                continue;
+                let moved = self.counts.remove(&file).unwrap_or(0) + found.records;
+                self.corrupt += moved;
+                self.quarantined += 1;
+                self.ends.insert(file, 0);
+                self.write = Pos::new(file + 1, 0);
+                return Ok(());
             }
             warn!(queue = %queue, file, bytes = found.size - found.end, "cutting a torn tail after a crash");
-            storage.truncate(&name, found.end)?;
+            self.storage.truncate(&name, found.end)?;
         }
         if found.records > 0 {
             info!(queue = %queue, file, records = found.records, "recovered records written after the last metadata sync");
-            *counts.entry(file).or_default() += found.records;
+            *self.counts.entry(file).or_default() += found.records;
         }
-        write.offset = found.end;
+        self.write.offset = found.end;
+        Ok(())
     }
-    let mut ledger = Ledger::recovered(read, write, counts, ends);
-    ledger.corrupt_records = corrupt;
-    ledger.quarantined_files = quarantined;
-    Ok(ledger)
 }
 
 fn full_scan(
