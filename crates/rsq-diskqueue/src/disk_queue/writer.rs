@@ -11,7 +11,7 @@ use tracing::error;
 
 use super::Inner;
 use crate::QueueError;
-use crate::ledger::{Pending, Pos};
+use crate::ledger::{Cleanup, Pending, Pos};
 use crate::record;
 
 /// Pending record bytes that make a put write them to the file even when no
@@ -185,10 +185,15 @@ impl Inner {
             ledger.defer_deletes(cleanup.delete);
             return Err(e);
         }
-        let (now, later): (Vec<u64>, Vec<u64>) = cleanup
-            .delete
-            .into_iter()
-            .partition(|&f| f < meta.read.file);
+        self.clean_up(cleanup, meta.read.file)
+    }
+
+    /// Does the cleanup a metadata write allowed: removes fully read
+    /// segments below `read_file` (the position the file now holds; later
+    /// ones stay owed) and moves damaged segments aside.
+    fn clean_up(&self, cleanup: Cleanup, read_file: u64) -> Result<(), QueueError> {
+        let (now, later): (Vec<u64>, Vec<u64>) =
+            cleanup.delete.into_iter().partition(|&f| f < read_file);
         if !later.is_empty() {
             self.ledger().defer_deletes(later);
         }
