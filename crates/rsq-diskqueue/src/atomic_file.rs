@@ -71,6 +71,7 @@ pub(crate) fn replace(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

@@ -73,7 +73,7 @@ struct Inner {
     /// Asks the sync task to sync now.
     sync_wanted: Arc<Notify>,
     /// A sync task runs and will look at the ledger again: set by the
-    /// [`LedgerGuard`] that left the ledger unsynced and spawned it, cleared
+    /// [`LedgerGuard`](sync_task::LedgerGuard) that left the ledger unsynced and spawned it, cleared
     /// by the task (ledger locked) when it finds nothing to sync and ends.
     sync_armed: AtomicBool,
     /// Where sync tasks run: the runtime the queue was opened in. Without
@@ -220,7 +220,7 @@ impl DiskQueue {
     }
 
     /// Bytes this queue's segment files are counted for in its
-    /// [`DiskBudget`] (records written or accepted and not yet written).
+    /// [`DiskBudget`](crate::DiskBudget) (records written or accepted and not yet written).
     pub fn counted_bytes(&self) -> u64 {
         self.inner.ledger().counted_bytes()
     }

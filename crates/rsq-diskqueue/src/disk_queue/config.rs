@@ -39,7 +39,7 @@ pub struct DiskQueueConfig {
     /// fsync at least this often when anything changed (`--sync-timeout`).
     pub sync_timeout: Duration,
     /// When set, a record handed out by `read`/`try_read` counts as consumed
-    /// only after [`BackendQueue::commit_reads`]; until then metadata keeps
+    /// only after [`BackendQueue::commit_reads`](crate::BackendQueue::commit_reads); until then metadata keeps
     /// it unread, so a crash replays it. A topic's durable pump commits after
     /// every channel has stored the message.
     pub explicit_commit: bool,

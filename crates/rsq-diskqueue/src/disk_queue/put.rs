@@ -12,7 +12,7 @@ use crate::QueueError;
 use crate::record::{self, HEADER_LEN};
 
 impl DiskQueue {
-    /// [`BackendQueue::put_many`]: checks and counts the records, hands
+    /// [`BackendQueue::put_many`](crate::BackendQueue::put_many): checks and counts the records, hands
     /// them to the ledger and does the IO the sync policy asks for.
     pub(super) async fn put_records(&self, records: Vec<Bytes>) -> Result<(), QueueError> {
         let inner = &self.inner;

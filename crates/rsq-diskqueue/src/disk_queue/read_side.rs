@@ -101,7 +101,7 @@ impl ReadSide {
 }
 
 impl DiskQueue {
-    /// [`BackendQueue::try_read`]: the next record, from memory while it
+    /// [`BackendQueue::try_read`](crate::BackendQueue::try_read): the next record, from memory while it
     /// is pending, else from its segment.
     pub(super) fn take_next(&self) -> Result<Option<Bytes>, QueueError> {
         let inner = &*self.inner;
@@ -170,7 +170,7 @@ impl DiskQueue {
         }
     }
 
-    /// [`BackendQueue::read`]: waits for the next record.
+    /// [`BackendQueue::read`](crate::BackendQueue::read): waits for the next record.
     pub(super) async fn wait_next(&self) -> Result<Bytes, QueueError> {
         loop {
             // Register interest before checking, so a put between the check
