@@ -206,8 +206,19 @@ impl<'a> Stage<'a> {
             self.file += 1;
             self.size = 0;
         }
+        let start = self.buf.len();
         self.buf.extend_from_slice(header);
         self.buf.extend_from_slice(payload);
+        if self.suffix == TAKEOVER {
+            // An rsq record: decoded back before its first write, as the
+            // queue's writer does (Go's records carry no checksum to check).
+            record::debug_check_encoded(
+                &self.buf[start..],
+                payload.len(),
+                0,
+                record::PAYLOAD_LEN_MAX,
+            );
+        }
         if self.buf.len() >= STAGE_WRITE_BYTES {
             self.storage.append(&self.name(self.file), &self.buf)?;
             self.buf.clear();
