@@ -54,6 +54,19 @@ pub struct DiskQueueConfig {
     pub disk_budget: Option<Arc<DiskBudget>>,
 }
 
+/// nsqd's default `--max-bytes-per-file`: 100 MiB segments.
+const DEFAULT_MAX_BYTES_PER_FILE: u64 = 100 * 1024 * 1024;
+
+/// nsqd's default `--max-msg-size` (1 MiB) plus the 26-byte message header
+/// (timestamp, attempts, id) a record carries before the body.
+const DEFAULT_MAX_RECORD_SIZE: usize = 1024 * 1024 + 26;
+
+// The default record fits the length field and a default segment, so a
+// default queue never gives a record a file of its own.
+const _: () = assert!(DEFAULT_MAX_RECORD_SIZE <= record::PAYLOAD_LEN_MAX);
+const _: () =
+    assert!((record::HEADER_LEN + DEFAULT_MAX_RECORD_SIZE) as u64 <= DEFAULT_MAX_BYTES_PER_FILE);
+
 impl DiskQueueConfig {
     /// nsqd's defaults: 100 MiB segments, records of 0 to 1 MiB + 26 bytes
     /// (nsqd's `max-msg-size` plus the message header), sync every 2500 puts
@@ -62,9 +75,9 @@ impl DiskQueueConfig {
         DiskQueueConfig {
             name: name.into(),
             data_path: data_path.into(),
-            max_bytes_per_file: 100 * 1024 * 1024,
+            max_bytes_per_file: DEFAULT_MAX_BYTES_PER_FILE,
             min_record_size: 0,
-            max_record_size: 1024 * 1024 + 26,
+            max_record_size: DEFAULT_MAX_RECORD_SIZE,
             sync_every: 2500,
             sync_timeout: Duration::from_secs(2),
             explicit_commit: false,
