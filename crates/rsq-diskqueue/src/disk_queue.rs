@@ -60,6 +60,9 @@ use meta_writer::EagerMeta;
 use read_side::ReadSide;
 use writer::{SyncKind, WriteSide};
 
+/// Everything a queue is: its configuration and storage, the three locks,
+/// and the state the committer, the metadata writer and the sync task
+/// share. The submodules each add the methods of their part.
 #[derive(Debug)]
 struct Inner {
     config: DiskQueueConfig,
@@ -73,8 +76,9 @@ struct Inner {
     /// Asks the sync task to sync now.
     sync_wanted: Arc<Notify>,
     /// A sync task runs and will look at the ledger again: set by the
-    /// [`LedgerGuard`](sync_task::LedgerGuard) that left the ledger unsynced and spawned it, cleared
-    /// by the task (ledger locked) when it finds nothing to sync and ends.
+    /// [`LedgerGuard`](sync_task::LedgerGuard) that left the ledger unsynced
+    /// and spawned it, cleared by the task (ledger locked) when it finds
+    /// nothing to sync and ends.
     sync_armed: AtomicBool,
     /// Where sync tasks run: the runtime the queue was opened in. Without
     /// one, syncs happen only by `sync_every` and on close.
