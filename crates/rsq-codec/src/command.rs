@@ -8,7 +8,8 @@ use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::MessageId;
+use crate::size_field::{bounded_size_field, size_field};
+use crate::{CodecError, MessageId};
 
 /// The 4 bytes a V2 client sends first: two spaces, `V`, `2`.
 pub const MAGIC_V2: &[u8; 4] = b"  V2";
@@ -179,12 +180,29 @@ impl Command {
     /// Appends the bytes a client sends for this command to `dst`.
     ///
     /// Sizes are written as 32-bit big-endian integers, so a body must be
-    /// shorter than 2 GiB; names and ids must not contain spaces or line
-    /// breaks (true of every valid name and of every id nsqd issues).
+    /// shorter than 2 GiB (nsqd reads the field as signed); names and ids
+    /// must not contain spaces or line breaks (true of every valid name and
+    /// of every id nsqd issues).
+    ///
+    /// # Panics
+    ///
+    /// If a body (or an MPUB's bodies together) is 4 GiB or more, which no
+    /// size field can state; [`Command::try_encode`] returns that as an
+    /// error instead.
+    #[track_caller]
     pub fn encode(&self, dst: &mut BytesMut) {
+        if let Err(e) = self.try_encode(dst) {
+            panic!("{e}");
+        }
+    }
+
+    /// Like [`Command::encode`], but a body too large for its 32-bit size
+    /// field is [`CodecError::SizeFieldOverflow`], and `dst` is left as it
+    /// was.
+    pub fn try_encode(&self, dst: &mut BytesMut) -> Result<(), CodecError> {
         match self {
-            Command::Identify(body) => line_with_body(dst, b"IDENTIFY\n", body),
-            Command::Auth(body) => line_with_body(dst, b"AUTH\n", body),
+            Command::Identify(body) => line_with_body(dst, b"IDENTIFY\n", body, "IDENTIFY body")?,
+            Command::Auth(body) => line_with_body(dst, b"AUTH\n", body, "AUTH body")?,
             Command::Sub { topic, channel } => {
                 dst.reserve(6 + topic.len() + channel.len());
                 dst.put_slice(b"SUB ");
@@ -194,22 +212,28 @@ impl Command {
                 dst.put_u8(b'\n');
             }
             Command::Pub { topic, body } => {
+                let size = size_field(body.len(), "PUB body")?;
                 dst.reserve(9 + topic.len() + body.len());
                 dst.put_slice(b"PUB ");
                 dst.put_slice(topic.as_bytes());
                 dst.put_u8(b'\n');
-                put_sized(dst, body);
+                dst.put_u32(size);
+                dst.put_slice(body);
             }
             Command::Mpub { topic, bodies } => {
                 let body_size = mpub_body_size(bodies);
+                let body_size_field = size_field(body_size, "MPUB body")?;
                 dst.reserve(6 + topic.len() + 4 + body_size);
                 dst.put_slice(b"MPUB ");
                 dst.put_slice(topic.as_bytes());
                 dst.put_u8(b'\n');
-                dst.put_u32(wire_size(body_size));
-                dst.put_u32(wire_size(bodies.len()));
+                dst.put_u32(body_size_field);
+                // The count and each body's size are smaller than the whole
+                // body's size, which fits (checked just above).
+                dst.put_u32(bounded_size_field(bodies.len(), "MPUB count"));
                 for body in bodies {
-                    put_sized(dst, body);
+                    dst.put_u32(bounded_size_field(body.len(), "MPUB message"));
+                    dst.put_slice(body);
                 }
             }
             Command::Dpub {
@@ -217,13 +241,15 @@ impl Command {
                 defer_ms,
                 body,
             } => {
+                let size = size_field(body.len(), "DPUB body")?;
                 dst.reserve(31 + topic.len() + body.len());
                 dst.put_slice(b"DPUB ");
                 dst.put_slice(topic.as_bytes());
                 dst.put_u8(b' ');
                 put_decimal(dst, *defer_ms);
                 dst.put_u8(b'\n');
-                put_sized(dst, body);
+                dst.put_u32(size);
+                dst.put_slice(body);
             }
             Command::Rdy(count) => {
                 dst.put_slice(b"RDY ");
@@ -236,9 +262,15 @@ impl Command {
             Command::Cls => dst.put_slice(b"CLS\n"),
             Command::Nop => dst.put_slice(b"NOP\n"),
         }
+        Ok(())
     }
 
     /// The encoding as a new buffer.
+    ///
+    /// # Panics
+    ///
+    /// As [`Command::encode`].
+    #[track_caller]
     pub fn to_bytes(&self) -> Bytes {
         let mut dst = BytesMut::new();
         self.encode(&mut dst);
@@ -246,27 +278,27 @@ impl Command {
     }
 }
 
-/// Size of an MPUB body: the count, then a size and the bytes of each message.
+/// Size of an MPUB body: the count, then a size and the bytes of each
+/// message. Saturates only past `usize::MAX`, which [`size_field`] refuses
+/// like any length over 4 GiB.
 fn mpub_body_size(bodies: &[Bytes]) -> usize {
-    4 + bodies.iter().map(|b| 4 + b.len()).sum::<usize>()
+    bodies.iter().fold(4usize, |sum, b| {
+        sum.saturating_add(4).saturating_add(b.len())
+    })
 }
 
-/// A length as its 32-bit wire field. Lengths this large cannot be valid
-/// under any nsqd limit, so saturating keeps the encoder total without
-/// pretending such a command could be accepted.
-fn wire_size(len: usize) -> u32 {
-    u32::try_from(len).unwrap_or(u32::MAX)
-}
-
-fn put_sized(dst: &mut BytesMut, body: &[u8]) {
-    dst.put_u32(wire_size(body.len()));
-    dst.put_slice(body);
-}
-
-fn line_with_body(dst: &mut BytesMut, line: &[u8], body: &[u8]) {
+fn line_with_body(
+    dst: &mut BytesMut,
+    line: &[u8],
+    body: &[u8],
+    what: &'static str,
+) -> Result<(), CodecError> {
+    let size = size_field(body.len(), what)?;
     dst.reserve(line.len() + 4 + body.len());
     dst.put_slice(line);
-    put_sized(dst, body);
+    dst.put_u32(size);
+    dst.put_slice(body);
+    Ok(())
 }
 
 fn line_with_id(dst: &mut BytesMut, verb: &[u8], id: &MessageId, number: Option<u64>) {
@@ -328,6 +360,36 @@ mod tests {
             },
             b"SUB t c\n",
         );
+    }
+
+    #[test]
+    fn an_mpub_too_large_for_its_size_field_is_refused_and_writes_nothing() {
+        // 4096 handles on one 1 MiB body: over 4 GiB declared, 1 MiB held.
+        let body = Bytes::from(vec![b'x'; 1 << 20]);
+        let cmd = Command::Mpub {
+            topic: "t".into(),
+            bodies: vec![body; 4096],
+        };
+        let mut dst = BytesMut::new();
+        assert_eq!(
+            cmd.try_encode(&mut dst),
+            Err(CodecError::SizeFieldOverflow {
+                what: "MPUB body",
+                len: 4 + 4096 * (4 + (1 << 20)),
+            })
+        );
+        assert!(dst.is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "MPUB body of 4294983684 bytes does not fit a 32-bit size field")]
+    fn encode_panics_where_try_encode_refuses() {
+        let body = Bytes::from(vec![b'x'; 1 << 20]);
+        Command::Mpub {
+            topic: "t".into(),
+            bodies: vec![body; 4096],
+        }
+        .encode(&mut BytesMut::new());
     }
 
     #[test]

@@ -47,6 +47,14 @@ const BODY_CHUNK: usize = 4096;
 /// Most MPUB body slots reserved up front, whatever count the client declares.
 const MPUB_PREALLOC_MAX: usize = 1024;
 
+// A body copied into the shared chunk always fits a fresh one, so
+// `take_shared_body` never grows a chunk (which would move it and break the
+// sharing).
+const _: () = assert!(COPY_BODY_BELOW <= BODY_CHUNK);
+// Names are at most 64 bytes: the longest valid line (DPUB or SUB with two
+// names and a number) fits the line bound many times over.
+const _: () = assert!(MAX_LINE_LEN > 2 * crate::MAX_NAME_LEN + 32);
+
 /// The size limits nsqd enforces while parsing (its `--max-*` flags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -60,11 +68,14 @@ pub struct Limits {
     pub max_req_timeout_ms: u64,
 }
 
+/// nsqd's default `--max-msg-size`, 1 MiB.
+pub(crate) const DEFAULT_MAX_MSG_SIZE: u64 = 1_048_576;
+
 impl Default for Limits {
     /// nsqd's defaults: 1 MiB messages, 5 MiB bodies, RDY 2500, one hour.
     fn default() -> Self {
         Limits {
-            max_msg_size: 1_048_576,
+            max_msg_size: DEFAULT_MAX_MSG_SIZE,
             max_body_size: 5_242_880,
             max_rdy_count: 2500,
             max_req_timeout_ms: 3_600_000,
@@ -274,145 +285,164 @@ impl CommandDecoder {
         Err(err)
     }
 
+    /// One transition: takes the state, and either sets the next one or
+    /// gives the decoder's answer. Each state has its function below.
     fn step(&mut self, buf: &mut BytesMut) -> Step {
         match std::mem::replace(&mut self.state, State::Line { scanned: 0 }) {
             State::Failed(err) => Step::Fatal(err),
-            State::Magic => {
-                if buf.len() < MAGIC_V2.len() {
-                    self.state = State::Magic;
-                    return Step::NeedMore;
-                }
-                if &buf[..MAGIC_V2.len()] != MAGIC_V2 {
-                    return Step::Fatal(ProtocolError::bad_protocol());
-                }
-                buf.advance(MAGIC_V2.len());
-                Step::Continue
-            }
+            State::Magic => self.step_magic(buf),
             State::Line { scanned } => self.step_line(buf, scanned),
-            State::BodySize(pending) => {
-                let Some(size) = take_i32(buf) else {
-                    self.state = State::BodySize(pending);
-                    return Step::NeedMore;
-                };
-                match self.check_body_size(&pending, size) {
-                    Ok(len) => {
-                        self.state = State::Body(pending, len);
-                        Step::Continue
-                    }
-                    Err(err) => Step::Fatal(err),
-                }
-            }
-            State::Body(pending, len) => {
-                if buf.len() < len {
-                    self.state = State::Body(pending, len);
-                    return Step::NeedMore;
-                }
-                let body = match pending {
-                    Pending::Pub { .. } => take_shared_body(&mut self.bodies, buf, len),
-                    _ => take_body(buf, len),
-                };
-                Step::Done(pending.finish(body))
-            }
-            State::MpubBodySize { topic } => {
-                let Some(size) = take_i32(buf) else {
-                    self.state = State::MpubBodySize { topic };
-                    return Step::NeedMore;
-                };
-                if size <= 0 {
-                    return Step::Fatal(ProtocolError::bad_body(format!(
-                        "MPUB invalid body size {size}"
-                    )));
-                }
-                if u64::from(size.unsigned_abs()) > self.limits.max_body_size {
-                    return Step::Fatal(ProtocolError::bad_body(format!(
-                        "MPUB body too big {size} > {}",
-                        self.limits.max_body_size
-                    )));
-                }
-                self.state = State::MpubCount {
-                    topic,
-                    declared_len: size,
-                };
-                Step::Continue
-            }
+            State::BodySize(pending) => self.step_body_size(buf, pending),
+            State::Body(pending, len) => self.step_body(buf, pending, len),
+            State::MpubBodySize { topic } => self.step_mpub_body_size(buf, topic),
             State::MpubCount {
                 topic,
                 declared_len,
-            } => {
-                let Some(count) = take_i32(buf) else {
-                    self.state = State::MpubCount {
-                        topic,
-                        declared_len,
-                    };
-                    return Step::NeedMore;
-                };
-                // Each message needs at least a 4-byte size and 1 byte of body.
-                let max_count = self.limits.max_body_size.saturating_sub(4) / 5;
-                if count <= 0 || u64::from(count.unsigned_abs()) > max_count {
-                    return Step::Fatal(ProtocolError::bad_body(format!(
-                        "MPUB invalid message count {count}"
-                    )));
-                }
-                let count = count.unsigned_abs() as usize;
-                let Some(remaining) = (declared_len.unsigned_abs() as usize).checked_sub(4) else {
-                    return Step::Fatal(mpub_size_mismatch(declared_len));
-                };
-                self.state = State::MpubMsgSize(MpubProgress {
-                    topic,
-                    declared_len,
-                    remaining,
-                    count,
-                    bodies: Vec::with_capacity(count.min(MPUB_PREALLOC_MAX)),
-                });
-                Step::Continue
-            }
-            State::MpubMsgSize(mut m) => {
-                let Some(size) = take_i32(buf) else {
-                    self.state = State::MpubMsgSize(m);
-                    return Step::NeedMore;
-                };
-                let index = m.bodies.len();
-                if size <= 0 {
-                    return Step::Fatal(ProtocolError::bad_message(format!(
-                        "MPUB invalid message({index}) body size {size}"
-                    )));
-                }
-                if u64::from(size.unsigned_abs()) > self.limits.max_msg_size {
-                    return Step::Fatal(ProtocolError::bad_message(format!(
-                        "MPUB message too big {size} > {}",
-                        self.limits.max_msg_size
-                    )));
-                }
-                let len = size.unsigned_abs() as usize;
-                // nsqd trusts the count and ignores the declared body size; rsq
-                // holds messages to it, so one MPUB never buffers more than
-                // --max-body-size however large the count.
-                match m.remaining.checked_sub(4 + len) {
-                    Some(rest) => m.remaining = rest,
-                    None => return Step::Fatal(mpub_size_mismatch(m.declared_len)),
-                }
-                self.state = State::MpubMsgBody(m, len);
-                Step::Continue
-            }
-            State::MpubMsgBody(mut m, len) => {
-                if buf.len() < len {
-                    self.state = State::MpubMsgBody(m, len);
-                    return Step::NeedMore;
-                }
-                m.bodies.push(take_shared_body(&mut self.bodies, buf, len));
-                if m.bodies.len() < m.count {
-                    self.state = State::MpubMsgSize(m);
-                    return Step::Continue;
-                }
-                if m.remaining != 0 {
-                    return Step::Fatal(mpub_size_mismatch(m.declared_len));
-                }
-                Step::Done(Command::Mpub {
-                    topic: m.topic,
-                    bodies: m.bodies,
-                })
-            }
+            } => self.step_mpub_count(buf, topic, declared_len),
+            State::MpubMsgSize(m) => self.step_mpub_msg_size(buf, m),
+            State::MpubMsgBody(m, len) => self.step_mpub_msg_body(buf, m, len),
         }
+    }
+
+    /// Puts `state` back and asks for more bytes.
+    fn wait(&mut self, state: State) -> Step {
+        self.state = state;
+        Step::NeedMore
+    }
+
+    /// Moves on to `state`.
+    fn then(&mut self, state: State) -> Step {
+        self.state = state;
+        Step::Continue
+    }
+
+    fn step_magic(&mut self, buf: &mut BytesMut) -> Step {
+        if buf.len() < MAGIC_V2.len() {
+            return self.wait(State::Magic);
+        }
+        if &buf[..MAGIC_V2.len()] != MAGIC_V2 {
+            return Step::Fatal(ProtocolError::bad_protocol());
+        }
+        buf.advance(MAGIC_V2.len());
+        Step::Continue
+    }
+
+    /// The size of a PUB, DPUB, IDENTIFY or AUTH body.
+    fn step_body_size(&mut self, buf: &mut BytesMut, pending: Pending) -> Step {
+        let Some(size) = take_i32(buf) else {
+            return self.wait(State::BodySize(pending));
+        };
+        match self.check_body_size(&pending, size) {
+            Ok(len) => self.then(State::Body(pending, len)),
+            Err(err) => Step::Fatal(err),
+        }
+    }
+
+    fn step_body(&mut self, buf: &mut BytesMut, pending: Pending, len: usize) -> Step {
+        if buf.len() < len {
+            return self.wait(State::Body(pending, len));
+        }
+        let body = match pending {
+            Pending::Pub { .. } => take_shared_body(&mut self.bodies, buf, len),
+            _ => take_body(buf, len),
+        };
+        Step::Done(pending.finish(body))
+    }
+
+    /// MPUB's whole body size, checked against `--max-body-size`.
+    fn step_mpub_body_size(&mut self, buf: &mut BytesMut, topic: String) -> Step {
+        let Some(size) = take_i32(buf) else {
+            return self.wait(State::MpubBodySize { topic });
+        };
+        if size <= 0 {
+            return Step::Fatal(ProtocolError::bad_body(format!(
+                "MPUB invalid body size {size}"
+            )));
+        }
+        if u64::from(size.unsigned_abs()) > self.limits.max_body_size {
+            return Step::Fatal(ProtocolError::bad_body(format!(
+                "MPUB body too big {size} > {}",
+                self.limits.max_body_size
+            )));
+        }
+        self.then(State::MpubCount {
+            topic,
+            declared_len: size,
+        })
+    }
+
+    /// MPUB's message count, bounded by what the body size can hold.
+    fn step_mpub_count(&mut self, buf: &mut BytesMut, topic: String, declared_len: i32) -> Step {
+        let Some(count) = take_i32(buf) else {
+            return self.wait(State::MpubCount {
+                topic,
+                declared_len,
+            });
+        };
+        // Each message needs at least a 4-byte size and 1 byte of body.
+        let max_count = self.limits.max_body_size.saturating_sub(4) / 5;
+        if count <= 0 || u64::from(count.unsigned_abs()) > max_count {
+            return Step::Fatal(ProtocolError::bad_body(format!(
+                "MPUB invalid message count {count}"
+            )));
+        }
+        let count = count.unsigned_abs() as usize;
+        let Some(remaining) = (declared_len.unsigned_abs() as usize).checked_sub(4) else {
+            return Step::Fatal(mpub_size_mismatch(declared_len));
+        };
+        self.then(State::MpubMsgSize(MpubProgress {
+            topic,
+            declared_len,
+            remaining,
+            count,
+            bodies: Vec::with_capacity(count.min(MPUB_PREALLOC_MAX)),
+        }))
+    }
+
+    /// The size of MPUB's next message, checked against `--max-msg-size`
+    /// and against what is left of the declared body.
+    fn step_mpub_msg_size(&mut self, buf: &mut BytesMut, mut m: MpubProgress) -> Step {
+        let Some(size) = take_i32(buf) else {
+            return self.wait(State::MpubMsgSize(m));
+        };
+        let index = m.bodies.len();
+        if size <= 0 {
+            return Step::Fatal(ProtocolError::bad_message(format!(
+                "MPUB invalid message({index}) body size {size}"
+            )));
+        }
+        if u64::from(size.unsigned_abs()) > self.limits.max_msg_size {
+            return Step::Fatal(ProtocolError::bad_message(format!(
+                "MPUB message too big {size} > {}",
+                self.limits.max_msg_size
+            )));
+        }
+        let len = size.unsigned_abs() as usize;
+        // nsqd trusts the count and ignores the declared body size; rsq
+        // holds messages to it, so one MPUB never buffers more than
+        // --max-body-size however large the count.
+        match m.remaining.checked_sub(4 + len) {
+            Some(rest) => m.remaining = rest,
+            None => return Step::Fatal(mpub_size_mismatch(m.declared_len)),
+        }
+        self.then(State::MpubMsgBody(m, len))
+    }
+
+    fn step_mpub_msg_body(&mut self, buf: &mut BytesMut, mut m: MpubProgress, len: usize) -> Step {
+        if buf.len() < len {
+            return self.wait(State::MpubMsgBody(m, len));
+        }
+        m.bodies.push(take_shared_body(&mut self.bodies, buf, len));
+        if m.bodies.len() < m.count {
+            return self.then(State::MpubMsgSize(m));
+        }
+        if m.remaining != 0 {
+            return Step::Fatal(mpub_size_mismatch(m.declared_len));
+        }
+        Step::Done(Command::Mpub {
+            topic: m.topic,
+            bodies: m.bodies,
+        })
     }
 
     fn step_line(&mut self, buf: &mut BytesMut, scanned: usize) -> Step {
@@ -455,8 +485,10 @@ impl CommandDecoder {
         }
     }
 
+    /// The command a line starts, or the error nsqd gives for its
+    /// parameters; verbs with more than a parameter count to check have a
+    /// function each below.
     fn parse_line(&self, verb: Verb, params: &Params<'_>) -> Result<LineOutcome, ProtocolError> {
-        let limits = &self.limits;
         let outcome = match verb {
             Verb::Identify => LineOutcome::Then(State::BodySize(Pending::Identify)),
             Verb::Auth => {
@@ -465,21 +497,7 @@ impl CommandDecoder {
                 }
                 LineOutcome::Then(State::BodySize(Pending::Auth))
             }
-            Verb::Sub => {
-                need_params(params, 3, "SUB insufficient number of parameters")?;
-                let topic = topic_name(params.get(1), "SUB topic name")?;
-                let channel = params.get(2);
-                let channel = match std::str::from_utf8(channel) {
-                    Ok(c) if is_valid_name(c) => c.to_owned(),
-                    _ => {
-                        return Err(ProtocolError::bad_channel(format!(
-                            "SUB channel name {} is not valid",
-                            go_quote(channel)
-                        )));
-                    }
-                };
-                LineOutcome::Done(Command::Sub { topic, channel })
-            }
+            Verb::Sub => LineOutcome::Done(parse_sub(params)?),
             Verb::Pub => {
                 need_params(params, 2, "PUB insufficient number of parameters")?;
                 let topic = topic_name(params.get(1), "PUB topic name")?;
@@ -491,46 +509,8 @@ impl CommandDecoder {
                 let topic = topic_name(params.get(1), "E_BAD_TOPIC MPUB topic name")?;
                 LineOutcome::Then(State::MpubBodySize { topic })
             }
-            Verb::Dpub => {
-                need_params(params, 3, "DPUB insufficient number of parameters")?;
-                let topic = topic_name(params.get(1), "DPUB topic name")?;
-                let raw = params.get(2);
-                let defer_ms = parse_base10(raw).ok_or_else(|| {
-                    ProtocolError::invalid(format!(
-                        "DPUB could not parse timeout {}",
-                        String::from_utf8_lossy(raw)
-                    ))
-                })?;
-                if defer_ms > limits.max_req_timeout_ms {
-                    return Err(ProtocolError::invalid(format!(
-                        "DPUB timeout {defer_ms} out of range 0-{}",
-                        limits.max_req_timeout_ms
-                    )));
-                }
-                LineOutcome::Then(State::BodySize(Pending::Dpub { topic, defer_ms }))
-            }
-            Verb::Rdy => {
-                let count = if params.count > 1 {
-                    let raw = params.get(1);
-                    // nsqd converts the unsigned parse to int64, so counts past
-                    // i64::MAX come out negative; the cast keeps that text.
-                    parse_base10(raw).ok_or_else(|| {
-                        ProtocolError::invalid(format!(
-                            "RDY could not parse count {}",
-                            String::from_utf8_lossy(raw)
-                        ))
-                    })? as i64
-                } else {
-                    1
-                };
-                if count < 0 || i128::from(count) > i128::from(limits.max_rdy_count) {
-                    return Err(ProtocolError::invalid(format!(
-                        "RDY count {count} out of range 0-{}",
-                        limits.max_rdy_count
-                    )));
-                }
-                LineOutcome::Done(Command::Rdy(count.unsigned_abs()))
-            }
+            Verb::Dpub => LineOutcome::Then(State::BodySize(self.parse_dpub(params)?)),
+            Verb::Rdy => LineOutcome::Done(Command::Rdy(self.parse_rdy(params)?)),
             Verb::Fin => {
                 need_params(params, 2, "FIN insufficient number of params")?;
                 LineOutcome::Done(Command::Fin(message_id(params.get(1))?))
@@ -539,22 +519,55 @@ impl CommandDecoder {
                 need_params(params, 2, "TOUCH insufficient number of params")?;
                 LineOutcome::Done(Command::Touch(message_id(params.get(1))?))
             }
-            Verb::Req => {
-                need_params(params, 3, "REQ insufficient number of params")?;
-                let id = message_id(params.get(1))?;
-                let raw = params.get(2);
-                let timeout_ms = parse_base10(raw).ok_or_else(|| {
-                    ProtocolError::invalid(format!(
-                        "REQ could not parse timeout {}",
-                        String::from_utf8_lossy(raw)
-                    ))
-                })?;
-                LineOutcome::Done(Command::Req { id, timeout_ms })
-            }
+            Verb::Req => LineOutcome::Done(parse_req(params)?),
             Verb::Cls => LineOutcome::Done(Command::Cls),
             Verb::Nop => LineOutcome::Done(Command::Nop),
         };
         Ok(outcome)
+    }
+
+    /// `DPUB <topic> <defer_ms>`: the deferral within `--max-req-timeout`.
+    fn parse_dpub(&self, params: &Params<'_>) -> Result<Pending, ProtocolError> {
+        need_params(params, 3, "DPUB insufficient number of parameters")?;
+        let topic = topic_name(params.get(1), "DPUB topic name")?;
+        let raw = params.get(2);
+        let defer_ms = parse_base10(raw).ok_or_else(|| {
+            ProtocolError::invalid(format!(
+                "DPUB could not parse timeout {}",
+                String::from_utf8_lossy(raw)
+            ))
+        })?;
+        let max = self.limits.max_req_timeout_ms;
+        if defer_ms > max {
+            return Err(ProtocolError::invalid(format!(
+                "DPUB timeout {defer_ms} out of range 0-{max}"
+            )));
+        }
+        Ok(Pending::Dpub { topic, defer_ms })
+    }
+
+    /// `RDY [<count>]`: a missing count is 1; at most `--max-rdy-count`.
+    fn parse_rdy(&self, params: &Params<'_>) -> Result<u64, ProtocolError> {
+        let count = if params.count > 1 {
+            let raw = params.get(1);
+            // nsqd converts the unsigned parse to int64, so counts past
+            // i64::MAX come out negative; the cast keeps that text.
+            parse_base10(raw).ok_or_else(|| {
+                ProtocolError::invalid(format!(
+                    "RDY could not parse count {}",
+                    String::from_utf8_lossy(raw)
+                ))
+            })? as i64
+        } else {
+            1
+        };
+        let max = self.limits.max_rdy_count;
+        if count < 0 || i128::from(count) > i128::from(max) {
+            return Err(ProtocolError::invalid(format!(
+                "RDY count {count} out of range 0-{max}"
+            )));
+        }
+        Ok(count.unsigned_abs())
     }
 
     /// Validates a PUB/DPUB/IDENTIFY/AUTH size field, in nsqd's order.
@@ -622,6 +635,37 @@ impl<'a> Params<'a> {
     fn get(&self, i: usize) -> &'a [u8] {
         self.words.get(i).copied().unwrap_or(&[])
     }
+}
+
+/// `SUB <topic> <channel>`: both names valid.
+fn parse_sub(params: &Params<'_>) -> Result<Command, ProtocolError> {
+    need_params(params, 3, "SUB insufficient number of parameters")?;
+    let topic = topic_name(params.get(1), "SUB topic name")?;
+    let channel = params.get(2);
+    let channel = match std::str::from_utf8(channel) {
+        Ok(c) if is_valid_name(c) => c.to_owned(),
+        _ => {
+            return Err(ProtocolError::bad_channel(format!(
+                "SUB channel name {} is not valid",
+                go_quote(channel)
+            )));
+        }
+    };
+    Ok(Command::Sub { topic, channel })
+}
+
+/// `REQ <id> <timeout_ms>`: the timeout as sent (the daemon clamps it).
+fn parse_req(params: &Params<'_>) -> Result<Command, ProtocolError> {
+    need_params(params, 3, "REQ insufficient number of params")?;
+    let id = message_id(params.get(1))?;
+    let raw = params.get(2);
+    let timeout_ms = parse_base10(raw).ok_or_else(|| {
+        ProtocolError::invalid(format!(
+            "REQ could not parse timeout {}",
+            String::from_utf8_lossy(raw)
+        ))
+    })?;
+    Ok(Command::Req { id, timeout_ms })
 }
 
 fn need_params(params: &Params<'_>, n: usize, desc: &'static str) -> Result<(), ProtocolError> {

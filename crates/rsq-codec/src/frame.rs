@@ -8,6 +8,7 @@
 use bytes::Bytes;
 use bytes::{Buf, BufMut, BytesMut};
 
+use crate::size_field::{bounded_size_field, field_len};
 use crate::{CodecError, MESSAGE_HEADER_LEN, Message, ProtocolError};
 
 /// Response body for a successful command.
@@ -23,6 +24,14 @@ pub const FRAME_HEADER_LEN: usize = 8;
 /// Default [`FrameDecoder`] limit: a message frame carrying a body of nsqd's
 /// default `--max-msg-size` (1 MiB), plus the message header and frame type.
 pub const DEFAULT_MAX_FRAME_SIZE: u32 = 1_048_576 + MESSAGE_HEADER_LEN as u32 + 4;
+
+// The frame a default-limits server sends for the largest message it
+// accepts is exactly what a default FrameDecoder takes, and both fit a
+// size field.
+const _: () = assert!(
+    DEFAULT_MAX_FRAME_SIZE as usize
+        == crate::decoder::DEFAULT_MAX_MSG_SIZE as usize + MESSAGE_HEADER_LEN + 4
+);
 
 /// The type field of a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -71,6 +80,10 @@ impl Frame {
     }
 
     /// Appends the frame's wire bytes to `dst`.
+    ///
+    /// # Panics
+    ///
+    /// If the frame is 4 GiB or more, which its size field cannot state.
     pub fn encode(&self, dst: &mut BytesMut) {
         match self {
             Frame::Response(data) => encode_frame(FrameType::Response, data, dst),
@@ -80,27 +93,45 @@ impl Frame {
     }
 }
 
+/// Writes a frame's size and type.
+///
+/// # Panics
+///
+/// If the frame (type and data) is 4 GiB or more. A frame's data is bounded
+/// by the protocol's limits: a message body by `--max-msg-size`, whose V2
+/// size field nsqd reads as signed (under 2 GiB); replies and errors are
+/// the daemon's own short texts.
 fn put_header(dst: &mut BytesMut, frame_type: FrameType, data_len: usize) {
-    // A frame's data is bounded by the protocol's limits (1 MiB messages by
-    // default), far below 4 GiB; saturate rather than wrap if that is violated.
-    let size = u32::try_from(data_len + 4).unwrap_or(u32::MAX);
+    let size = bounded_size_field(data_len.saturating_add(4), "frame");
     dst.reserve(FRAME_HEADER_LEN + data_len);
     dst.put_u32(size);
     dst.put_u32(frame_type as u32);
 }
 
 /// Appends a frame of any type with `data` as its body.
+///
+/// # Panics
+///
+/// If the frame is 4 GiB or more, which its size field cannot state.
 pub fn encode_frame(frame_type: FrameType, data: &[u8], dst: &mut BytesMut) {
     put_header(dst, frame_type, data.len());
     dst.put_slice(data);
 }
 
 /// Appends a response frame (e.g. [`OK`], [`HEARTBEAT`], IDENTIFY JSON).
+///
+/// # Panics
+///
+/// If the frame is 4 GiB or more, which its size field cannot state.
 pub fn encode_response(data: &[u8], dst: &mut BytesMut) {
     encode_frame(FrameType::Response, data, dst);
 }
 
 /// Appends an error frame whose body is `"<CODE> <desc>"`, written in place.
+///
+/// # Panics
+///
+/// If the frame is 4 GiB or more, which its size field cannot state.
 pub fn encode_error(err: &ProtocolError, dst: &mut BytesMut) {
     put_header(dst, FrameType::Error, err.wire_len());
     dst.put_slice(err.code.as_str().as_bytes());
@@ -112,6 +143,10 @@ pub fn encode_error(err: &ProtocolError, dst: &mut BytesMut) {
 
 /// Appends a message frame: frame header, then the message layout
 /// (timestamp, attempts, id, body), with no intermediate buffer.
+///
+/// # Panics
+///
+/// If the frame is 4 GiB or more, which its size field cannot state.
 pub fn encode_message_frame(msg: &Message, dst: &mut BytesMut) {
     put_header(dst, FrameType::Message, msg.encoded_len());
     msg.encode(dst);
@@ -181,7 +216,7 @@ impl FrameDecoder {
         let frame_type = FrameType::from_u32(type_value).ok_or(CodecError::UnknownFrameType {
             frame_type: type_value,
         })?;
-        let data_len = size as usize - 4;
+        let data_len = field_len(size) - 4;
         if frame_type == FrameType::Message && data_len < MESSAGE_HEADER_LEN {
             return Err(CodecError::MessageTooShort {
                 len: data_len,

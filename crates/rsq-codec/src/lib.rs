@@ -35,6 +35,7 @@ pub mod lookup;
 mod message;
 mod names;
 mod protocol_error;
+mod size_field;
 
 pub use command::{Command, MAGIC_V2, Verb};
 pub use decoder::{CommandDecoder, Limits, MAX_LINE_LEN};

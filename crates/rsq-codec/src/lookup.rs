@@ -18,6 +18,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use crate::size_field::{bounded_size_field, field_len, size_field};
 use crate::{CodecError, ProtocolError};
 
 /// The magic a producer sends first.
@@ -30,6 +31,12 @@ pub const MAX_LINE_LEN: usize = 1024;
 /// Largest IDENTIFY body [`RequestDecoder`] accepts (nsqd's default
 /// `--max-body-size`).
 pub const MAX_IDENTIFY_BODY: usize = 5 * 1024 * 1024;
+
+// The decoder reads IDENTIFY's size as nsqlookupd does, signed: every size
+// up to the bound is a positive i32.
+const _: () = assert!(MAX_IDENTIFY_BODY <= i32::MAX as usize);
+// A REGISTER line with a topic and a channel (64 bytes each) fits.
+const _: () = assert!(MAX_LINE_LEN > 2 * crate::MAX_NAME_LEN + 16);
 
 /// One request from a producer to lookupd.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +85,22 @@ impl Request {
     /// Appends the request's bytes to `dst`, as nsqd writes them: the
     /// command, each parameter after one space, a newline; IDENTIFY's body
     /// after its 4-byte big-endian size.
+    ///
+    /// # Panics
+    ///
+    /// If an IDENTIFY body is 4 GiB or more, which its size field cannot
+    /// state; [`Request::try_encode`] returns that as an error instead.
+    #[track_caller]
     pub fn encode(&self, dst: &mut BytesMut) {
+        if let Err(e) = self.try_encode(dst) {
+            panic!("{e}");
+        }
+    }
+
+    /// Like [`Request::encode`], but an IDENTIFY body too large for its
+    /// size field is [`CodecError::SizeFieldOverflow`], and `dst` is left
+    /// as it was.
+    pub fn try_encode(&self, dst: &mut BytesMut) -> Result<(), CodecError> {
         fn line(dst: &mut BytesMut, verb: &[u8], params: &[String]) {
             dst.put_slice(verb);
             for param in params {
@@ -90,16 +112,16 @@ impl Request {
         match self {
             Request::Ping => dst.put_slice(b"PING\n"),
             Request::Identify { body } => {
+                let size = size_field(body.len(), "IDENTIFY body")?;
                 dst.reserve(9 + 4 + body.len());
                 dst.put_slice(b"IDENTIFY\n");
-                // Bodies are a few hundred bytes of JSON; a longer one than
-                // u32 can say would be refused by lookupd's limit anyway.
-                dst.put_u32(u32::try_from(body.len()).unwrap_or(u32::MAX));
+                dst.put_u32(size);
                 dst.put_slice(body);
             }
             Request::Register { params } => line(dst, b"REGISTER", params),
             Request::Unregister { params } => line(dst, b"UNREGISTER", params),
         }
+        Ok(())
     }
 }
 
@@ -194,9 +216,14 @@ impl RequestDecoder {
 }
 
 /// Appends one reply, `[4-byte size][data]`, to `dst` (lookupd's side).
+///
+/// # Panics
+///
+/// If `data` is 4 GiB or more. Replies are lookupd's own: IDENTIFY's small
+/// JSON object, `OK` or an error line.
+#[track_caller]
 pub fn encode_response(data: &[u8], dst: &mut BytesMut) {
-    // Replies are IDENTIFY's small JSON object, `OK` or an error line.
-    let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+    let len = bounded_size_field(data.len(), "lookupd reply");
     dst.reserve(4 + data.len());
     dst.put_u32(len);
     dst.put_slice(data);
@@ -214,6 +241,8 @@ impl ResponseDecoder {
     /// them by its `--max-body-size`).
     pub fn new(max_size: usize) -> ResponseDecoder {
         ResponseDecoder {
+            // A bound of 4 GiB or more refuses no size a 32-bit field can
+            // state, and neither does u32::MAX: the clamp is exact.
             max_size: u32::try_from(max_size).unwrap_or(u32::MAX),
         }
     }
@@ -232,8 +261,7 @@ impl ResponseDecoder {
                 max: self.max_size,
             });
         }
-        // A u32 always fits in usize on the platforms rsq builds for.
-        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        let size = field_len(size);
         if buf.len() - 4 < size {
             buf.reserve(4 + size - buf.len());
             return Ok(None);

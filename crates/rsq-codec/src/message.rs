@@ -15,6 +15,10 @@ use crate::CodecError;
 /// 2-byte attempts and a 16-byte id.
 pub const MESSAGE_HEADER_LEN: usize = 8 + 2 + 16;
 
+// Timestamp, attempts and id, as the layout writes them.
+const _: () =
+    assert!(MESSAGE_HEADER_LEN == size_of::<u64>() + size_of::<u16>() + size_of::<MessageId>());
+
 /// First bytes of a disk record that carries a deferral: rsq's extension of
 /// nsqd's layout, so a deferred message written to a queue (at shutdown, or
 /// when no memory is free) keeps its delay. A plain record never starts with

@@ -12,7 +12,7 @@
 
 use crate::MemStorage;
 use crate::go_format::GoMeta;
-use crate::metadata::Metadata;
+use crate::metadata::QueueMeta;
 use crate::record::{Decoded, HEADER_LEN, decode};
 use crate::recovery::{Names, check};
 
@@ -31,7 +31,7 @@ pub fn check_recovery_kept_records(
     let meta = before.contents(&names.meta());
     let fully_read = |file: u64| match &meta {
         None => false,
-        Some(bytes) => match Metadata::decode(bytes) {
+        Some(bytes) => match QueueMeta::decode(bytes) {
             Ok(meta) => check(&meta).is_ok() && file < meta.read.file,
             Err(_) => GoMeta::decode(bytes).is_some(),
         },

@@ -31,9 +31,9 @@ use bytes::Bytes;
 use tracing::{error, info, warn};
 
 use crate::ledger::Pos;
-use crate::metadata::Metadata;
+use crate::metadata::QueueMeta;
 use crate::record;
-use crate::recovery::{self, Limits, MAX_SEGMENT, Names, is_torn_tail, read_meta};
+use crate::recovery::{self, MAX_SEGMENT, Names, RecordLimits, is_torn_tail, read_meta};
 use crate::storage::{FsStorage, Storage};
 use crate::{DiskQueueConfig, QueueError};
 
@@ -103,7 +103,7 @@ fn format(storage: &dyn Storage, names: &Names) -> io::Result<Option<Format>> {
     let Some(bytes) = read_meta(storage, names)? else {
         return Ok(None);
     };
-    if Metadata::decode(&bytes).is_ok() {
+    if QueueMeta::decode(&bytes).is_ok() {
         return Ok(Some(Format::Rsq));
     }
     Ok(GoMeta::decode(&bytes).map(Format::Go))
@@ -206,8 +206,19 @@ impl<'a> Stage<'a> {
             self.file += 1;
             self.size = 0;
         }
+        let start = self.buf.len();
         self.buf.extend_from_slice(header);
         self.buf.extend_from_slice(payload);
+        if self.suffix == TAKEOVER {
+            // An rsq record: decoded back before its first write, as the
+            // queue's writer does (Go's records carry no checksum to check).
+            record::debug_check_encoded(
+                &self.buf[start..],
+                payload.len(),
+                0,
+                record::PAYLOAD_LEN_MAX,
+            );
+        }
         if self.buf.len() >= STAGE_WRITE_BYTES {
             self.storage.append(&self.name(self.file), &self.buf)?;
             self.buf.clear();
@@ -285,7 +296,7 @@ pub(crate) struct TakenOver {
 pub(crate) fn take_over(
     storage: &dyn Storage,
     names: &Names,
-    limits: Limits,
+    limits: RecordLimits,
     max_bytes_per_file: u64,
 ) -> io::Result<TakenOver> {
     let mut report = TakenOver::default();
@@ -335,7 +346,7 @@ pub(crate) fn take_over(
     if depth != Some(records) {
         warn!(queue = %names.prefix, go_depth = go.depth, records, "Go's metadata counted a different number of unread records than its segments hold; serving what they hold");
     }
-    let meta = Metadata {
+    let meta = QueueMeta {
         read,
         write,
         counts,
@@ -351,7 +362,7 @@ pub(crate) fn take_over(
 fn convert_go_segment(
     bytes: &[u8],
     start: usize,
-    limits: Limits,
+    limits: RecordLimits,
     stage: &mut Stage<'_>,
 ) -> io::Result<usize> {
     let mut at = start;
@@ -413,7 +424,7 @@ fn downgrade_files(
     payload: &dyn Fn(Bytes) -> Bytes,
 ) -> io::Result<u64> {
     let names = Names::new(&config.name);
-    let limits = Limits {
+    let limits = RecordLimits {
         min: config.min_record_size,
         max: config.max_record_size,
     };
@@ -495,7 +506,7 @@ mod tests {
             b"x\n1,2\n3,4\n",
             b"1\n5,0\n4,0\n",
             b"1\n1,2\n3,4\nextra\n",
-            &Metadata::default().encode(),
+            &QueueMeta::default().encode(),
         ] {
             assert_eq!(GoMeta::decode(bad), None, "{bad:?}");
         }

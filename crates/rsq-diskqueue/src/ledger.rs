@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 use tracing::warn;
 
-use crate::metadata::Metadata;
+use crate::metadata::QueueMeta;
 use crate::record::HEADER_LEN;
 
 /// A byte position in the queue: segment file number and offset within it.
@@ -199,12 +199,22 @@ impl Ledger {
 
     /// Accepts an encoded record, rolling to a new segment first if it would
     /// push the current one past `max_bytes_per_file`. Returns its sequence.
+    /// Panics if `header` does not state `payload`'s length (it comes from
+    /// `record::header`).
     pub fn handle_put(
         &mut self,
         header: [u8; HEADER_LEN],
         payload: Bytes,
         max_bytes_per_file: u64,
     ) -> u64 {
+        // The pair check at the ledger's door, on in release (O(1)): the
+        // header that will be written states this payload's length.
+        let stated = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+        assert!(
+            u32::try_from(payload.len()) == Ok(stated),
+            "record header states {stated} bytes for a payload of {}",
+            payload.len()
+        );
         let len = (HEADER_LEN + payload.len()) as u64;
         if self.write.offset > 0 && self.write.offset + len > max_bytes_per_file {
             self.ends.insert(self.write.file, self.write.offset);
@@ -477,7 +487,7 @@ impl Ledger {
     /// may claim once everything flushed so far is synced. Records read from
     /// memory before reaching their file are not yet read as far as the disk
     /// knows, so a crash may hand them out again (at least once).
-    pub fn meta_snapshot(&self) -> Metadata {
+    pub fn meta_snapshot(&self) -> QueueMeta {
         let oldest_uncommitted = self.uncommitted.front().copied().unwrap_or(self.read);
         let read = self.read.min(oldest_uncommitted).min(self.flushed);
         let write = self.flushed;
@@ -504,7 +514,7 @@ impl Ledger {
             *counts.entry(p.file).or_default() += 1;
         }
         counts.retain(|_, count| *count > 0);
-        Metadata {
+        QueueMeta {
             read,
             write,
             counts,

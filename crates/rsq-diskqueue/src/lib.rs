@@ -12,9 +12,12 @@
 //! [`LazyDiskQueue`] opens one only when the first record arrives. File
 //! access goes through the small [`Storage`] trait, with a real directory
 //! ([`FsStorage`]) and an in-memory one that simulates crashes exactly
-//! ([`MemStorage`]). This crate knows nothing about messages: records are
-//! opaque bytes.
+//! ([`MemStorage`]). [`write_atomically`] is the one atomic whole-file
+//! replacement (temporary file, fsync, rename, directory fsync), public so
+//! the daemon's own state files use it too. This crate knows nothing about
+//! messages: records are opaque bytes.
 
+mod atomic_file;
 mod audit;
 mod backend;
 mod budget;
@@ -30,6 +33,7 @@ mod record;
 mod recovery;
 mod storage;
 
+pub use atomic_file::write_atomically;
 pub use audit::check_recovery_kept_records;
 pub use backend::{BackendQueue, BackendStats};
 pub use budget::{DiskBudget, LOW_WATER_PERCENT};

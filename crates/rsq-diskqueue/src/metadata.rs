@@ -21,7 +21,7 @@ const MAGIC: &str = "rsq-diskqueue 1";
 
 /// What the metadata file records.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub(crate) struct Metadata {
+pub(crate) struct QueueMeta {
     /// Next record to hand out.
     pub read: Pos,
     /// End of the last record known synced when this was written.
@@ -30,7 +30,7 @@ pub(crate) struct Metadata {
     pub counts: BTreeMap<u64, u64>,
 }
 
-impl Metadata {
+impl QueueMeta {
     /// Records between `read` and `write`.
     #[cfg(test)]
     pub fn depth(&self) -> u64 {
@@ -53,7 +53,7 @@ impl Metadata {
     }
 
     /// Parses the file's bytes; the error says what is wrong, for the log.
-    pub fn decode(bytes: &[u8]) -> Result<Metadata, String> {
+    pub fn decode(bytes: &[u8]) -> Result<QueueMeta, String> {
         let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())?;
         let body_end = text
             .trim_end_matches('\n')
@@ -84,7 +84,7 @@ impl Metadata {
             let count = count.parse().map_err(|_| "bad counts value")?;
             counts.insert(file, count);
         }
-        Ok(Metadata {
+        Ok(QueueMeta {
             read,
             write,
             counts,
@@ -113,8 +113,8 @@ fn parse_pos(line: Option<&str>, key: &str) -> Result<Pos, String> {
 mod tests {
     use super::*;
 
-    fn sample() -> Metadata {
-        Metadata {
+    fn sample() -> QueueMeta {
+        QueueMeta {
             read: Pos {
                 file: 3,
                 offset: 1042,
@@ -130,10 +130,10 @@ mod tests {
     #[test]
     fn round_trips() {
         let meta = sample();
-        assert_eq!(Metadata::decode(&meta.encode()), Ok(meta.clone()));
+        assert_eq!(QueueMeta::decode(&meta.encode()), Ok(meta.clone()));
         assert_eq!(meta.depth(), 13);
-        let empty = Metadata::default();
-        assert_eq!(Metadata::decode(&empty.encode()), Ok(empty));
+        let empty = QueueMeta::default();
+        assert_eq!(QueueMeta::decode(&empty.encode()), Ok(empty));
     }
 
     #[test]
@@ -145,13 +145,13 @@ mod tests {
                 bad[i] ^= 1 << bit;
                 // A flip inside the trailing newline may still parse the same
                 // record; anything else must be rejected.
-                if let Ok(meta) = Metadata::decode(&bad) {
+                if let Ok(meta) = QueueMeta::decode(&bad) {
                     assert_eq!(meta, sample(), "flip at {i} bit {bit} accepted");
                 }
             }
         }
         for len in 0..bytes.len() - 1 {
-            assert!(Metadata::decode(&bytes[..len]).is_err(), "cut at {len}");
+            assert!(QueueMeta::decode(&bytes[..len]).is_err(), "cut at {len}");
         }
     }
 }

@@ -11,10 +11,30 @@ use bytes::{BufMut, Bytes, BytesMut};
 /// Bytes before the payload: length and CRC.
 pub(crate) const HEADER_LEN: usize = 8;
 
+/// The largest payload the 32-bit length field can state.
+pub(crate) const PAYLOAD_LEN_MAX: usize = u32::MAX as usize;
+
+// The header is the length field and the CRC, both 32-bit.
+const _: () = assert!(HEADER_LEN == 2 * size_of::<u32>());
+// Lengths up to the field's limit are `usize`s on every target rsq builds for.
+const _: () = assert!(usize::BITS >= u32::BITS);
+
 /// The header that goes before `payload`: length and CRC. Kept apart from
 /// the payload until the write, so a put costs no copy of its payload.
+///
+/// # Panics
+///
+/// If `payload` is longer than [`PAYLOAD_LEN_MAX`]. Every caller checked
+/// that already: a put against `max_record_size`, which
+/// `DiskQueueConfig::validate` keeps within the field, and a takeover
+/// because its payloads' lengths came from a 32-bit field of their own.
 pub(crate) fn header(payload: &[u8]) -> [u8; HEADER_LEN] {
-    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    let Ok(len) = u32::try_from(payload.len()) else {
+        panic!(
+            "a record payload of {} bytes does not fit the 32-bit length field; the caller must check it against max_record_size",
+            payload.len()
+        );
+    };
     let mut out = [0u8; HEADER_LEN];
     out[..4].copy_from_slice(&len.to_be_bytes());
     out[4..].copy_from_slice(&checksum(len, payload).to_be_bytes());
@@ -35,6 +55,20 @@ fn checksum(len: u32, payload: &[u8]) -> u32 {
     hasher.update(&len.to_be_bytes());
     hasher.update(payload);
     hasher.finalize()
+}
+
+/// In debug builds, checks that `encoded` (header and payload as they are
+/// about to be written) decodes back as one whole record of
+/// `payload_len` bytes within `min..=max`, CRC and length included:
+/// validated before its first write, as it is after every read.
+pub(crate) fn debug_check_encoded(encoded: &[u8], payload_len: usize, min: usize, max: usize) {
+    debug_assert_eq!(
+        decode(encoded, min, max),
+        Decoded::Record {
+            total: HEADER_LEN + payload_len
+        },
+        "a record about to be written does not decode back"
+    );
 }
 
 /// What a buffer holds at the position a record should start.
@@ -122,6 +156,21 @@ mod tests {
             decode(&empty, 1, 10),
             Decoded::Corrupt(Corruption::Length(0))
         );
+    }
+
+    #[test]
+    fn a_written_record_is_checked_against_its_header() {
+        let rec = encode(b"hello");
+        debug_check_encoded(&rec, 5, 0, 1024);
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "does not decode back")]
+    fn a_payload_that_does_not_match_its_header_is_caught_before_the_write() {
+        let mut rec = header(b"hello").to_vec();
+        rec.extend_from_slice(b"hellp");
+        debug_check_encoded(&rec, 5, 0, 1024);
     }
 
     proptest! {

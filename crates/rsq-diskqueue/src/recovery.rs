@@ -27,11 +27,15 @@ use tracing::{error, info, warn};
 
 use crate::go_format;
 use crate::ledger::{Ledger, Pos};
-use crate::metadata::Metadata;
+use crate::metadata::QueueMeta;
 use crate::record::{Decoded, HEADER_LEN, decode};
 use crate::storage::Storage;
 
+/// Bytes recovery reads from a segment at once.
 const SCAN_CHUNK: usize = 1 << 20;
+
+// A scan's read always holds a whole header.
+const _: () = assert!(SCAN_CHUNK >= HEADER_LEN);
 
 /// Highest segment number accepted at open. Larger numbers (a stray file, a
 /// damaged metadata field) are moved aside or ignored, leaving 2^32 numbers
@@ -40,6 +44,10 @@ const SCAN_CHUNK: usize = 1 << 20;
 /// times and still never reach a number the next open would reject, and
 /// `file + 1` never overflows.
 pub(crate) const MAX_SEGMENT: u64 = (u64::MAX >> 1) - (1 << 32);
+
+// 2^32 rolls from the highest accepted segment stay below the top bit, so
+// `file + 1` cannot overflow anywhere a segment number is computed.
+const _: () = assert!(MAX_SEGMENT + (1 << 32) < u64::MAX);
 
 /// How a queue's files are named: `<name>.diskqueue.NNNNNN.dat` for
 /// segments, `<name>.diskqueue.meta.dat` for metadata, `.bad` appended to a
@@ -78,10 +86,15 @@ impl Names {
     }
 }
 
-/// Record size limits used to tell records from damage.
+/// The payload sizes a queue accepts (its config's `min_record_size..=
+/// max_record_size`): puts outside them are refused, and reading and
+/// recovery take a length outside them for damage.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
+pub(crate) struct RecordLimits {
+    /// Smallest payload, in bytes.
     pub min: usize,
+    /// Largest payload, in bytes (at most `u32::MAX`, the length field's
+    /// range; `DiskQueueConfig::validate` checks it).
     pub max: usize,
 }
 
@@ -96,7 +109,7 @@ pub(crate) struct Scan {
 }
 
 /// Reads a segment from `from` and counts whole records.
-fn scan(storage: &dyn Storage, name: &str, from: u64, limits: Limits) -> io::Result<Scan> {
+fn scan(storage: &dyn Storage, name: &str, from: u64, limits: RecordLimits) -> io::Result<Scan> {
     scan_records(storage, name, from, limits, &mut |_| Ok(()))
 }
 
@@ -106,7 +119,7 @@ pub(crate) fn scan_records(
     storage: &dyn Storage,
     name: &str,
     from: u64,
-    limits: Limits,
+    limits: RecordLimits,
     visit: &mut dyn FnMut(&[u8]) -> io::Result<()>,
 ) -> io::Result<Scan> {
     let size = storage.len(name)?.unwrap_or(0);
@@ -195,7 +208,7 @@ fn judge(
     name: &str,
     from: u64,
     found: &Scan,
-    limits: Limits,
+    limits: RecordLimits,
 ) -> io::Result<Verdict> {
     let chain_end = if from == 0 {
         found.end
@@ -244,7 +257,7 @@ pub(crate) struct Recovered {
 pub(crate) fn recover(
     storage: &dyn Storage,
     names: &Names,
-    limits: Limits,
+    limits: RecordLimits,
     max_bytes_per_file: u64,
 ) -> io::Result<Recovered> {
     let taken = go_format::take_over(storage, names, limits, max_bytes_per_file)?;
@@ -265,7 +278,7 @@ pub(crate) fn recover(
         }
     }
     let meta_bytes = read_meta(storage, names)?;
-    let meta = meta_bytes.as_deref().map(Metadata::decode);
+    let meta = meta_bytes.as_deref().map(QueueMeta::decode);
     let ledger = match meta {
         None if files.is_empty() => Ledger::default(),
         None => {
@@ -306,7 +319,7 @@ pub(crate) fn read_meta(storage: &dyn Storage, names: &Names) -> io::Result<Opti
 }
 
 /// Whether metadata that decoded is consistent enough to trust.
-pub(crate) fn check(meta: &Metadata) -> Result<(), String> {
+pub(crate) fn check(meta: &QueueMeta) -> Result<(), String> {
     if meta.read > meta.write {
         return Err(format!(
             "read {:?} is past write {:?}",
@@ -326,161 +339,225 @@ pub(crate) fn check(meta: &Metadata) -> Result<(), String> {
     Ok(())
 }
 
+/// Builds the ledger from valid metadata: removes segments already read,
+/// checks every segment the metadata covers against it (rescanning one that
+/// is gone or shorter than it says), then scans the tail written after the
+/// metadata was.
 fn from_metadata(
     storage: &dyn Storage,
     names: &Names,
-    limits: Limits,
+    limits: RecordLimits,
     files: &BTreeSet<u64>,
-    meta: Metadata,
+    meta: QueueMeta,
 ) -> io::Result<Ledger> {
-    let queue = &names.prefix;
-    let mut counts = meta.counts;
-    let mut ends = BTreeMap::new();
-    let mut corrupt = 0;
-    let mut quarantined = 0;
-    let mut read = meta.read;
-    let mut write = meta.write;
+    let mut rebuild = Rebuild {
+        storage,
+        names,
+        limits,
+        read: meta.read,
+        write: meta.write,
+        counts: meta.counts,
+        ends: BTreeMap::new(),
+        corrupt: 0,
+        quarantined: 0,
+    };
     // Segments before the read position were fully read; their removal was
     // owed when the process stopped.
-    for &file in files.range(..read.file) {
+    for &file in files.range(..rebuild.read.file) {
         storage.remove(&names.segment(file))?;
     }
     // The segments metadata covers: those that exist, those it counts
     // records in, and the read and write files. Numbers in between that
     // never held a segment get no entry, so a gap between segment numbers
     // costs nothing.
-    let mut covered: BTreeSet<u64> = files.range(read.file..=write.file).copied().collect();
-    covered.extend(counts.keys().copied());
-    covered.extend([read.file, write.file]);
+    let (read_file, write_file) = (rebuild.read.file, rebuild.write.file);
+    let mut covered: BTreeSet<u64> = files.range(read_file..=write_file).copied().collect();
+    covered.extend(rebuild.counts.keys().copied());
+    covered.extend([read_file, write_file]);
     for file in covered {
-        let name = names.segment(file);
-        let is_write_file = file == write.file;
-        let size = storage.len(&name)?;
-        if file == read.file
-            && let Some(size) = size.filter(|&size| size < read.offset)
-        {
-            // Cut below the read position: read from its end, so reading
-            // never starts past the data (nor past the write position).
-            error!(queue = %queue, file, size, offset = read.offset, "segment is shorter than the read position; reading from its end");
-            read.offset = size;
-        }
-        let start = if file == read.file { read.offset } else { 0 };
-        let expected = if is_write_file { write.offset } else { start };
-        match size {
-            Some(size) if size >= expected => {
-                if !is_write_file {
-                    ends.insert(file, size);
-                }
-            }
-            None if expected == 0 && !counts.contains_key(&file) => {
-                // Nothing was ever written there (a fresh write file, or a
-                // segment skipped by an earlier quarantine).
-                if !is_write_file {
-                    ends.insert(file, 0);
-                }
-            }
-            _ => {
-                // The segment is gone or shorter than metadata says: rescan
-                // what is left of it. `start` is within the file (the read
-                // offset was clamped above), so everything derived from the
-                // scan is too.
-                let counted = counts.remove(&file).unwrap_or(0);
-                let (found, usable) = match size {
-                    None => (0, Some(start)),
-                    Some(_) => {
-                        let scanned = scan(storage, &name, start, limits)?;
-                        if scanned.end == scanned.size {
-                            (scanned.records, Some(scanned.end))
-                        } else if judge(storage, &name, start, &scanned, limits)? == Verdict::Cut {
-                            storage.truncate(&name, scanned.end)?;
-                            (scanned.records, Some(scanned.end))
-                        } else {
-                            quarantine(
-                                storage,
-                                names,
-                                file,
-                                "damage in a segment shorter than metadata says",
-                            )?;
-                            quarantined += 1;
-                            (0, None)
-                        }
-                    }
-                };
-                let lost = counted.saturating_sub(found);
-                if lost > 0 || size.is_none() && file == read.file && read.offset > 0 {
-                    error!(queue = %queue, file, lost, "segment missing or shorter than metadata says; its records are lost");
-                }
-                corrupt += lost;
-                if found > 0 {
-                    counts.insert(file, found);
-                }
-                match usable {
-                    // Never recreate a file name at a non-zero offset, nor
-                    // write after a quarantined one.
-                    Some(end) if is_write_file && size.is_some() => write.offset = end,
-                    Some(end) if !is_write_file => {
-                        ends.insert(file, end);
-                    }
-                    end => {
-                        ends.insert(file, end.unwrap_or(0));
-                        if is_write_file {
-                            write = Pos::new(file + 1, 0);
-                        }
-                    }
-                }
-            }
-        }
+        rebuild.check_covered(file)?;
     }
     // The tail: records written after the last metadata sync, in the write
     // file past the recorded position and in any later segments.
-    let tail_files: Vec<u64> = std::iter::once(write.file)
-        .chain(files.range(write.file + 1..).copied())
+    let tail_files: Vec<u64> = std::iter::once(rebuild.write.file)
+        .chain(files.range(rebuild.write.file + 1..).copied())
         .collect();
-    for &file in &tail_files {
-        let name = names.segment(file);
-        if storage.len(&name)?.is_none() {
-            continue;
+    for file in tail_files {
+        rebuild.scan_tail(file)?;
+    }
+    let mut ledger = Ledger::recovered(rebuild.read, rebuild.write, rebuild.counts, rebuild.ends);
+    ledger.corrupt_records = rebuild.corrupt;
+    ledger.quarantined_files = rebuild.quarantined;
+    Ok(ledger)
+}
+
+/// The ledger's parts while [`from_metadata`] rebuilds them.
+struct Rebuild<'a> {
+    storage: &'a dyn Storage,
+    names: &'a Names,
+    limits: RecordLimits,
+    read: Pos,
+    write: Pos,
+    counts: BTreeMap<u64, u64>,
+    ends: BTreeMap<u64, u64>,
+    /// Records metadata counted that are gone.
+    corrupt: u64,
+    /// Segments moved aside.
+    quarantined: u64,
+}
+
+impl Rebuild<'_> {
+    /// Checks a segment metadata covers: kept as it is when it is as long
+    /// as metadata says, else rescanned.
+    fn check_covered(&mut self, file: u64) -> io::Result<()> {
+        let name = self.names.segment(file);
+        let is_write_file = file == self.write.file;
+        let size = self.storage.len(&name)?;
+        if file == self.read.file
+            && let Some(size) = size.filter(|&size| size < self.read.offset)
+        {
+            // Cut below the read position: read from its end, so reading
+            // never starts past the data (nor past the write position).
+            error!(queue = %self.names.prefix, file, size, offset = self.read.offset, "segment is shorter than the read position; reading from its end");
+            self.read.offset = size;
         }
-        if file != write.file {
+        let start = if file == self.read.file {
+            self.read.offset
+        } else {
+            0
+        };
+        let expected = if is_write_file {
+            self.write.offset
+        } else {
+            start
+        };
+        match size {
+            Some(size) if size >= expected => {
+                if !is_write_file {
+                    self.ends.insert(file, size);
+                }
+            }
+            None if expected == 0 && !self.counts.contains_key(&file) => {
+                // Nothing was ever written there (a fresh write file, or a
+                // segment skipped by an earlier quarantine).
+                if !is_write_file {
+                    self.ends.insert(file, 0);
+                }
+            }
+            _ => self.rescan_short(file, &name, size, start, is_write_file)?,
+        }
+        Ok(())
+    }
+
+    /// A segment that is gone or shorter than metadata says: rescans what
+    /// is left of it from `start`, which is within the file (the read
+    /// offset was clamped), so everything derived from the scan is too.
+    fn rescan_short(
+        &mut self,
+        file: u64,
+        name: &str,
+        size: Option<u64>,
+        start: u64,
+        is_write_file: bool,
+    ) -> io::Result<()> {
+        let counted = self.counts.remove(&file).unwrap_or(0);
+        let (found, usable) = match size {
+            None => (0, Some(start)),
+            Some(_) => self.rescan(file, name, start)?,
+        };
+        let lost = counted.saturating_sub(found);
+        if lost > 0 || size.is_none() && file == self.read.file && self.read.offset > 0 {
+            error!(queue = %self.names.prefix, file, lost, "segment missing or shorter than metadata says; its records are lost");
+        }
+        self.corrupt += lost;
+        if found > 0 {
+            self.counts.insert(file, found);
+        }
+        match usable {
+            // Never recreate a file name at a non-zero offset, nor
+            // write after a quarantined one.
+            Some(end) if is_write_file && size.is_some() => self.write.offset = end,
+            Some(end) if !is_write_file => {
+                self.ends.insert(file, end);
+            }
+            end => {
+                self.ends.insert(file, end.unwrap_or(0));
+                if is_write_file {
+                    self.write = Pos::new(file + 1, 0);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Scans an existing short segment from `start`: the whole records
+    /// found and where they end, with a torn tail cut; `(0, None)` when the
+    /// segment had to be moved aside.
+    fn rescan(&mut self, file: u64, name: &str, start: u64) -> io::Result<(u64, Option<u64>)> {
+        let scanned = scan(self.storage, name, start, self.limits)?;
+        if scanned.end == scanned.size {
+            return Ok((scanned.records, Some(scanned.end)));
+        }
+        if judge(self.storage, name, start, &scanned, self.limits)? == Verdict::Cut {
+            self.storage.truncate(name, scanned.end)?;
+            return Ok((scanned.records, Some(scanned.end)));
+        }
+        quarantine(
+            self.storage,
+            self.names,
+            file,
+            "damage in a segment shorter than metadata says",
+        )?;
+        self.quarantined += 1;
+        Ok((0, None))
+    }
+
+    /// Scans a tail segment (the write file past the recorded position, or
+    /// a later one) for records written after the last metadata sync.
+    fn scan_tail(&mut self, file: u64) -> io::Result<()> {
+        let queue = &self.names.prefix;
+        let name = self.names.segment(file);
+        if self.storage.len(&name)?.is_none() {
+            return Ok(());
+        }
+        if file != self.write.file {
             // Numbers between the two files never held a segment: no entry.
-            ends.insert(write.file, write.offset);
-            write = Pos::new(file, 0);
+            self.ends.insert(self.write.file, self.write.offset);
+            self.write = Pos::new(file, 0);
         }
-        let found = scan(storage, &name, write.offset, limits)?;
+        let found = scan(self.storage, &name, self.write.offset, self.limits)?;
         if found.end < found.size {
-            if judge(storage, &name, write.offset, &found, limits)? == Verdict::Quarantine {
+            let verdict = judge(self.storage, &name, self.write.offset, &found, self.limits)?;
+            if verdict == Verdict::Quarantine {
                 quarantine(
-                    storage,
-                    names,
+                    self.storage,
+                    self.names,
                     file,
                     "unreadable bytes after the last metadata sync",
                 )?;
-                let moved = counts.remove(&file).unwrap_or(0) + found.records;
-                corrupt += moved;
-                quarantined += 1;
-                ends.insert(file, 0);
-                write = Pos::new(file + 1, 0);
-                continue;
+                let moved = self.counts.remove(&file).unwrap_or(0) + found.records;
+                self.corrupt += moved;
+                self.quarantined += 1;
+                self.ends.insert(file, 0);
+                self.write = Pos::new(file + 1, 0);
+                return Ok(());
             }
             warn!(queue = %queue, file, bytes = found.size - found.end, "cutting a torn tail after a crash");
-            storage.truncate(&name, found.end)?;
+            self.storage.truncate(&name, found.end)?;
         }
         if found.records > 0 {
             info!(queue = %queue, file, records = found.records, "recovered records written after the last metadata sync");
-            *counts.entry(file).or_default() += found.records;
+            *self.counts.entry(file).or_default() += found.records;
         }
-        write.offset = found.end;
+        self.write.offset = found.end;
+        Ok(())
     }
-    let mut ledger = Ledger::recovered(read, write, counts, ends);
-    ledger.corrupt_records = corrupt;
-    ledger.quarantined_files = quarantined;
-    Ok(ledger)
 }
 
 fn full_scan(
     storage: &dyn Storage,
     names: &Names,
-    limits: Limits,
+    limits: RecordLimits,
     files: &BTreeSet<u64>,
 ) -> io::Result<Ledger> {
     let queue = &names.prefix;

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -275,27 +275,12 @@ impl Storage for FsStorage {
     }
 
     fn write_atomic(&self, name: &str, data: &[u8]) -> io::Result<()> {
-        // A name of its own per write: two handles on one queue (a test
-        // reopening while the old handle's sync task still runs) must not
-        // write the same temporary file.
-        static NEXT_TMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = NEXT_TMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp_name = format!("{name}.{}.{n}.tmp", std::process::id());
-        let tmp = self.dir.join(&tmp_name);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        file.write_all(data)?;
-        file.sync_all()?;
-        drop(file);
         self.handles().remove(name);
-        std::fs::rename(&tmp, self.dir.join(name))?;
-        self.indexed(|names| {
-            names.insert(name.to_string());
-        });
-        self.sync_dir()
+        crate::atomic_file::replace(&self.dir, name, data, || {
+            self.indexed(|names| {
+                names.insert(name.to_string());
+            });
+        })
     }
 }
 

@@ -1,7 +1,8 @@
 //! Taking over Go nsqd's go-diskqueue files and handing them back.
 //!
 //! The fixture is a data directory the real Go nsqd v1.3.0 wrote
-//! (`shared/fixtures/go-nsqd-1.3.0-data`, described in its README). An
+//! (`testdata/go-nsqd-1.3.0-data`, the repository's copy of
+//! `shared/fixtures/`, described in `testdata/README.md`). An
 //! independent reader of Go's format here says what each queue holds
 //! unread; a takeover must serve exactly that, in order, byte for byte
 //! (timestamps, attempts and ids included), and so must the queue after a
@@ -37,21 +38,29 @@ fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/go-nsqd-1.3.0-data")
 }
 
-/// The fixture copied into memory, or `None` (with a note) where the shared
-/// fixtures are not beside the repository.
-fn fixture_in_memory() -> Option<MemStorage> {
+/// The fixture copied into memory. A missing fixture fails the test (it is
+/// part of the repository), so these tests never pass without checking
+/// anything.
+fn fixture_in_memory() -> MemStorage {
     let dir = fixture();
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        eprintln!("skipping: no fixture at {}", dir.display());
-        return None;
-    };
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| {
+        panic!(
+            "the Go nsqd fixture must be at {} (testdata/ in the repository, a copy of shared/fixtures/): {e}",
+            dir.display()
+        )
+    });
     let storage = MemStorage::new();
     for entry in entries {
         let entry = entry.unwrap();
         let name = entry.file_name().into_string().unwrap();
         storage.set_contents(&name, std::fs::read(entry.path()).unwrap());
     }
-    Some(storage)
+    assert!(
+        !storage.names().is_empty(),
+        "the Go nsqd fixture at {} is empty",
+        dir.display()
+    );
+    storage
 }
 
 /// rsqd's configuration for a queue: nsqd's record limits.
@@ -112,9 +121,7 @@ fn drain_payloads(config: DiskQueueConfig, storage: Arc<dyn Storage>) -> Vec<Vec
 
 #[test]
 fn fixture_is_taken_over_exactly() {
-    let Some(go) = fixture_in_memory() else {
-        return;
-    };
+    let go = fixture_in_memory();
     let dir = tempfile::tempdir().unwrap();
     for name in go.names() {
         std::fs::write(dir.path().join(&name), go.contents(&name).unwrap()).unwrap();
@@ -192,9 +199,7 @@ fn interrupt_at_every_change(
 
 #[test]
 fn takeover_killed_at_any_change_keeps_go_files_or_converted_ones() {
-    let Some(go) = fixture_in_memory() else {
-        return;
-    };
+    let go = fixture_in_memory();
     for queue in ["payments:ledger", "lonely", "signups:welcome"] {
         let expected = go_unread(&go, queue);
         let mut config = nsqd_config(queue, Path::new("/mem"));
@@ -236,9 +241,7 @@ fn downgraded(storage: &MemStorage, config: &DiskQueueConfig) -> Vec<Vec<u8>> {
 
 #[test]
 fn downgrade_then_takeover_round_trips_the_fixture() {
-    let Some(go) = fixture_in_memory() else {
-        return;
-    };
+    let go = fixture_in_memory();
     let dir = tempfile::tempdir().unwrap();
     for name in go.names() {
         std::fs::write(dir.path().join(&name), go.contents(&name).unwrap()).unwrap();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use rsq_diskqueue::{BackendQueue, MemStorage, check_recovery_kept_records};
+use rsq_diskqueue::{BackendQueue, DiskQueue, MemStorage, check_recovery_kept_records};
 
 use crate::{Rng, config, id_of, open_mem, record};
 
@@ -50,6 +50,47 @@ impl Model {
     fn all_durable(&mut self) {
         self.synced_upto = self.log.len();
         self.durable_read = self.read_upto;
+    }
+
+    /// After a crash and reopen: the queue holds a run of the log that
+    /// starts no later than the first unread record and no earlier than the
+    /// first whose read was not synced, and ends no earlier than the last
+    /// synced put. The model becomes that run, its first record read.
+    fn check_recovered(&mut self, q: &DiskQueue) -> Result<(), TestCaseError> {
+        let depth = q.depth() as usize;
+        if depth == 0 {
+            prop_assert!(
+                self.synced_upto <= self.read_upto,
+                "synced unread records lost: synced {} read {}",
+                self.synced_upto,
+                self.read_upto
+            );
+            self.log.truncate(self.read_upto);
+        } else {
+            let first = id_of(&q.try_read().unwrap().unwrap());
+            let a = self.log.iter().position(|&id| id == first);
+            prop_assert!(a.is_some(), "record {} invented", first);
+            let a = a.unwrap_or(0);
+            let b = a + depth;
+            prop_assert!(b <= self.log.len(), "more records than were put");
+            prop_assert!(a <= self.read_upto, "unread record before {} lost", first);
+            prop_assert!(
+                a >= self.durable_read,
+                "record {} came back after a synced read",
+                first
+            );
+            prop_assert!(
+                b >= self.synced_upto,
+                "synced record lost: kept {} of {}",
+                b,
+                self.synced_upto
+            );
+            self.log.truncate(b);
+            self.read_upto = a + 1;
+            self.durable_read = a;
+        }
+        self.synced_upto = self.log.len();
+        Ok(())
     }
 }
 
@@ -118,39 +159,7 @@ fn run(ops: Vec<Op>, sync_every_put: bool, max_bytes_per_file: u64) -> Result<()
                         c.max_record_size,
                     );
                     prop_assert!(kept.is_ok(), "{:?}", kept);
-                    let depth = q.depth() as usize;
-                    if depth == 0 {
-                        prop_assert!(
-                            m.synced_upto <= m.read_upto,
-                            "synced unread records lost: synced {} read {}",
-                            m.synced_upto,
-                            m.read_upto
-                        );
-                        m.log.truncate(m.read_upto);
-                    } else {
-                        let first = id_of(&q.try_read().unwrap().unwrap());
-                        let a = m.log.iter().position(|&id| id == first);
-                        prop_assert!(a.is_some(), "record {} invented", first);
-                        let a = a.unwrap_or(0);
-                        let b = a + depth;
-                        prop_assert!(b <= m.log.len(), "more records than were put");
-                        prop_assert!(a <= m.read_upto, "unread record before {} lost", first);
-                        prop_assert!(
-                            a >= m.durable_read,
-                            "record {} came back after a synced read",
-                            first
-                        );
-                        prop_assert!(
-                            b >= m.synced_upto,
-                            "synced record lost: kept {} of {}",
-                            b,
-                            m.synced_upto
-                        );
-                        m.log.truncate(b);
-                        m.read_upto = a + 1;
-                        m.durable_read = a;
-                    }
-                    m.synced_upto = m.log.len();
+                    m.check_recovered(&q)?;
                 }
             }
             prop_assert_eq!(

@@ -1,0 +1,165 @@
+//! Group commit for `sync_every = 1`: a put records the sequence number it
+//! needs and waits; one blocking-pool thread, running only while puts wait,
+//! writes and fdatasyncs everything pending and publishes how far it got,
+//! so concurrent puts share one fsync with no hand-off between them.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, MutexGuard};
+
+use tracing::error;
+
+use super::Inner;
+use super::writer::SyncKind;
+use crate::QueueError;
+
+/// What the committer has done, read by waiting puts.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Committed {
+    /// Every put up to this sequence is durable.
+    synced: u64,
+    /// Every put up to this sequence that is not synced got an error.
+    failed_upto: u64,
+    /// The last failure: path, kind and message (an `io::Error` cannot be
+    /// cloned to each waiter).
+    error: Option<(PathBuf, io::ErrorKind, String)>,
+}
+
+impl Committed {
+    /// `Some` once put `seq` is durable (`Ok`) or failed.
+    pub(super) fn outcome(&self, seq: u64) -> Option<Result<(), QueueError>> {
+        if self.synced >= seq {
+            return Some(Ok(()));
+        }
+        if self.failed_upto >= seq {
+            let (path, kind, message) = self
+                .error
+                .clone()
+                .unwrap_or_else(|| (PathBuf::new(), io::ErrorKind::Other, "sync failed".into()));
+            return Some(Err(QueueError::Io {
+                path,
+                source: io::Error::new(kind, message),
+            }));
+        }
+        None
+    }
+}
+
+/// The committer's work list.
+#[derive(Debug, Default)]
+pub(super) struct CommitRequest {
+    /// Highest put sequence a put waits to see synced.
+    wanted: u64,
+    /// A committer thread is running and will look at `wanted` again.
+    running: bool,
+}
+
+impl Inner {
+    fn commit_request(&self) -> MutexGuard<'_, CommitRequest> {
+        self.commit.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn committed(&self) -> MutexGuard<'_, Committed> {
+        // Each update is one field assignment: a poisoned lock is consistent.
+        self.committed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tells waiting puts how far syncing got.
+    pub(super) fn publish_synced(&self) {
+        let synced = self.ledger().synced_seq;
+        let changed = {
+            let mut c = self.committed();
+            let changed = synced > c.synced;
+            c.synced = c.synced.max(synced);
+            changed
+        };
+        if changed {
+            self.committed_changed.notify_waiters();
+        }
+    }
+
+    /// Makes put `seq` durable: asks the committer for it (starting one if
+    /// none runs) and waits until it is synced or failed.
+    pub(super) async fn commit(self: &Arc<Self>, seq: u64) -> Result<(), QueueError> {
+        let start = {
+            let mut request = self.commit_request();
+            request.wanted = request.wanted.max(seq);
+            !std::mem::replace(&mut request.running, true)
+        };
+        if start {
+            let inner = self.clone();
+            tokio::task::spawn_blocking(move || inner.run_committer());
+        }
+        loop {
+            // Registered before the check, so a change between the two
+            // still wakes this put.
+            let changed = self.committed_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(outcome) = self.committed().outcome(seq) {
+                return outcome;
+            }
+            changed.await;
+        }
+    }
+
+    /// The committer: writes and fsyncs everything pending, publishes, and
+    /// goes round again until no put waits for more. Puts that arrive during
+    /// an fsync are all covered by the next one.
+    fn run_committer(&self) {
+        /// Lets a later put start a new committer even if this one panics.
+        struct Running<'a>(&'a Inner);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    self.0.commit_request().running = false;
+                }
+            }
+        }
+        let _running = Running(self);
+        loop {
+            {
+                let mut request = self.commit_request();
+                let done = {
+                    let ledger = self.ledger();
+                    ledger.synced_seq.max(self.committed().failed_upto)
+                };
+                if request.wanted <= done {
+                    request.running = false;
+                    return;
+                }
+            }
+            let mut ws = self.writer.blocking_lock();
+            let (target, synced) = {
+                let ledger = self.ledger();
+                (ledger.last_put_seq(), ledger.synced_seq)
+            };
+            let started = std::time::Instant::now();
+            let result = self.sync_blocking(&mut ws, SyncKind::Data);
+            drop(ws);
+            if let (Ok(()), Some(stats)) = (&result, &self.config.commit_stats)
+                && target > synced
+            {
+                stats.record(started.elapsed(), target - synced);
+            }
+            if result.is_ok() {
+                self.publish_synced();
+            }
+            if let Err(e) = result {
+                error!(queue = %self.config.name, error = %e, "disk queue commit failed");
+                let error = match &e {
+                    QueueError::Io { path, source } => {
+                        (path.clone(), source.kind(), source.to_string())
+                    }
+                    other => (PathBuf::new(), io::ErrorKind::Other, other.to_string()),
+                };
+                {
+                    let mut c = self.committed();
+                    c.failed_upto = c.failed_upto.max(target);
+                    c.error = Some(error);
+                }
+                self.committed_changed.notify_waiters();
+            }
+        }
+    }
+}
