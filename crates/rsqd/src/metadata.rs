@@ -15,7 +15,6 @@
 
 use std::fmt;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -241,27 +240,14 @@ pub(crate) fn save(data_path: &Path, meta: &Metadata) -> Result<(), MetadataErro
 
 /// Writes `nsqd.dat` atomically; returns the bytes written.
 fn save_whole(data_path: &Path, meta: &Metadata) -> Result<Vec<u8>, MetadataError> {
-    let path = path_in(data_path);
-    let tmp = data_path.join(format!("{METADATA_FILE}.{}.tmp", std::process::id()));
     let json = to_json(meta)?;
-    let io = |what, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| MetadataError::Io { what, path, source }
-    };
-    {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(io("cannot create", &tmp))?;
-        file.write_all(&json).map_err(io("cannot write", &tmp))?;
-        file.sync_all().map_err(io("cannot sync", &tmp))?;
-    }
-    fs::rename(&tmp, &path).map_err(io("cannot rename to", &path))?;
-    fs::File::open(data_path)
-        .and_then(|dir| dir.sync_all())
-        .map_err(io("cannot sync directory", data_path))?;
+    rsq_diskqueue::write_atomically(data_path, METADATA_FILE, &json).map_err(|source| {
+        MetadataError::Io {
+            what: "cannot write",
+            path: path_in(data_path),
+            source,
+        }
+    })?;
     Ok(json)
 }
 

@@ -102,22 +102,13 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Metadat
 /// Starts an empty journal for the `nsqd.dat` whose bytes are `base`,
 /// replacing any older one atomically.
 pub(crate) fn start(data_path: &Path, base: &[u8]) -> Result<(), MetadataError> {
-    let path = path_in(data_path);
-    let tmp = data_path.join(format!("{JOURNAL_FILE}.{}.tmp", std::process::id()));
     let mut header = serde_json::to_vec(&Header {
         base_crc32: crc32fast::hash(base),
     })
     .map_err(MetadataError::Encode)?;
     header.push(b'\n');
-    {
-        let mut file = fs::File::create(&tmp).map_err(io("cannot create", &tmp))?;
-        file.write_all(&header).map_err(io("cannot write", &tmp))?;
-        file.sync_all().map_err(io("cannot sync", &tmp))?;
-    }
-    fs::rename(&tmp, &path).map_err(io("cannot rename to", &path))?;
-    fs::File::open(data_path)
-        .and_then(|dir| dir.sync_all())
-        .map_err(io("cannot sync directory", data_path))
+    rsq_diskqueue::write_atomically(data_path, JOURNAL_FILE, &header)
+        .map_err(io("cannot write", &path_in(data_path)))
 }
 
 /// Appends `changes` and fdatasyncs them: durable when it returns.
