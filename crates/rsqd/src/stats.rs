@@ -4,7 +4,10 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use std::sync::Arc;
+
 use crate::Nsqd;
+use crate::channel_handle::{ChannelHandle, DaemonTopic};
 use crate::client::ClientInfo;
 use crate::options::VERSION;
 
@@ -362,71 +365,8 @@ pub fn collect(ctx: &Nsqd, filter: &StatsFilter) -> Stats {
     };
     let topics = topics.map(|topics| {
         topics
-            .into_iter()
-            .filter_map(|topic| {
-                let ts = topic.stats();
-                let all_channels = topic.channels();
-                let channels: Vec<ChannelReport> = all_channels
-                    .iter()
-                    .filter(|(name, _)| filter.channel.as_ref().is_none_or(|c| c == name))
-                    .map(|(name, chan)| {
-                        let cs = chan.stats();
-                        let client_list = filter.include_clients.then(|| {
-                            cs.clients
-                                .iter()
-                                .filter_map(|consumer| {
-                                    clients
-                                        .iter()
-                                        .find(|c| c.id == consumer.client_id)
-                                        .map(|c| client_stats(c, Some(consumer)))
-                                })
-                                .collect()
-                        });
-                        ChannelReport {
-                            channel_name: name.clone(),
-                            depth: cs.depth,
-                            backend_depth: cs.backend_depth,
-                            in_flight_count: cs.in_flight_count,
-                            deferred_count: cs.deferred_count,
-                            message_count: cs.message_count,
-                            requeue_count: cs.requeue_count,
-                            timeout_count: cs.timeout_count,
-                            dead_letter_count: cs.dead_letter_count,
-                            max_attempts: cs.max_attempts,
-                            client_count: cs.client_count,
-                            clients: client_list,
-                            paused: cs.paused,
-                            e2e_processing_latency: Latency::from_snapshot(
-                                cs.e2e_processing_latency,
-                            ),
-                            disk: cs.backend.into(),
-                        }
-                    })
-                    .collect();
-                if filter.channel.is_some() && channels.is_empty() {
-                    return None;
-                }
-                // The topic's latency is all its channels' windows merged,
-                // whatever the channel filter, as nsqd aggregates them.
-                let topic_e2e = all_channels
-                    .iter()
-                    .filter_map(|(_, chan)| chan.e2e_latency_window())
-                    .reduce(|mut all, one| {
-                        all.merge(&one);
-                        all
-                    });
-                Some(TopicReport {
-                    topic_name: topic.name().to_string(),
-                    channels,
-                    depth: ts.depth,
-                    backend_depth: ts.backend_depth,
-                    message_count: ts.message_count,
-                    message_bytes: ts.message_bytes,
-                    paused: ts.paused,
-                    e2e_processing_latency: Latency::from_snapshot(topic_e2e.map(|w| w.snapshot())),
-                    disk: ts.backend.into(),
-                })
-            })
+            .iter()
+            .filter_map(|topic| topic_report(topic, filter, &clients))
             .collect()
     });
     let producers = (filter.include_clients && topics.is_some()).then(|| {
@@ -459,6 +399,83 @@ pub fn collect(ctx: &Nsqd, filter: &StatsFilter) -> Stats {
             durable: ctx.opts.durable,
             commits: ctx.commit_stats(),
         },
+    }
+}
+
+/// One topic's report, its channels filtered; `None` when a channel
+/// filter matches none of them.
+fn topic_report(
+    topic: &DaemonTopic,
+    filter: &StatsFilter,
+    clients: &[Arc<ClientInfo>],
+) -> Option<TopicReport> {
+    let ts = topic.stats();
+    let all_channels = topic.channels();
+    let channels: Vec<ChannelReport> = all_channels
+        .iter()
+        .filter(|(name, _)| filter.channel.as_ref().is_none_or(|c| c == name))
+        .map(|(name, chan)| channel_report(name, chan, filter, clients))
+        .collect();
+    if filter.channel.is_some() && channels.is_empty() {
+        return None;
+    }
+    // The topic's latency is all its channels' windows merged, whatever
+    // the channel filter, as nsqd aggregates them.
+    let topic_e2e = all_channels
+        .iter()
+        .filter_map(|(_, chan)| chan.e2e_latency_window())
+        .reduce(|mut all, one| {
+            all.merge(&one);
+            all
+        });
+    Some(TopicReport {
+        topic_name: topic.name().to_string(),
+        channels,
+        depth: ts.depth,
+        backend_depth: ts.backend_depth,
+        message_count: ts.message_count,
+        message_bytes: ts.message_bytes,
+        paused: ts.paused,
+        e2e_processing_latency: Latency::from_snapshot(topic_e2e.map(|w| w.snapshot())),
+        disk: ts.backend.into(),
+    })
+}
+
+/// One channel's report, with its consumers when the filter asks.
+fn channel_report(
+    name: &str,
+    chan: &ChannelHandle,
+    filter: &StatsFilter,
+    clients: &[Arc<ClientInfo>],
+) -> ChannelReport {
+    let cs = chan.stats();
+    let client_list = filter.include_clients.then(|| {
+        cs.clients
+            .iter()
+            .filter_map(|consumer| {
+                clients
+                    .iter()
+                    .find(|c| c.id == consumer.client_id)
+                    .map(|c| client_stats(c, Some(consumer)))
+            })
+            .collect()
+    });
+    ChannelReport {
+        channel_name: name.to_string(),
+        depth: cs.depth,
+        backend_depth: cs.backend_depth,
+        in_flight_count: cs.in_flight_count,
+        deferred_count: cs.deferred_count,
+        message_count: cs.message_count,
+        requeue_count: cs.requeue_count,
+        timeout_count: cs.timeout_count,
+        dead_letter_count: cs.dead_letter_count,
+        max_attempts: cs.max_attempts,
+        client_count: cs.client_count,
+        clients: client_list,
+        paused: cs.paused,
+        e2e_processing_latency: Latency::from_snapshot(cs.e2e_processing_latency),
+        disk: cs.backend.into(),
     }
 }
 
