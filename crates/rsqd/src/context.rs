@@ -15,9 +15,7 @@ use rsq_diskqueue::{
     BackendQueue, CommitSnapshot, CommitStats, DirIndex, DiskBudget, DiskQueueConfig, FsStorage,
     LOW_WATER_PERCENT, LazyDiskQueue, MemoryQueue,
 };
-use rsq_topic::{
-    ChannelError as SinkError, ChannelFactory, Topic, TopicChannel, TopicConfig, TopicError,
-};
+use rsq_topic::{SinkError, SinkFactory, Topic, TopicConfig, TopicError, TopicSink};
 
 use crate::auth::AuthClient;
 use crate::client::ClientInfo;
@@ -41,7 +39,7 @@ impl std::ops::Deref for ChannelHandle {
 }
 
 #[async_trait]
-impl TopicChannel for ChannelHandle {
+impl TopicSink for ChannelHandle {
     async fn put(&self, msg: Message) -> Result<(), SinkError> {
         self.0.put(msg).await.map_err(sink_error)
     }
@@ -164,7 +162,7 @@ impl Factory {
 }
 
 #[async_trait::async_trait]
-impl ChannelFactory<ChannelHandle> for Factory {
+impl SinkFactory<ChannelHandle> for Factory {
     async fn create(&self, topic: &str, channel: &str) -> Result<Arc<ChannelHandle>, TopicError> {
         let ephemeral = is_ephemeral(channel);
         let backend = self
