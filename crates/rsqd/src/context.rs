@@ -183,6 +183,7 @@ impl SinkFactory<ChannelHandle> for Factory {
             e2e_percentiles: self.opts.e2e_processing_latency_percentile.clone(),
             e2e_window: self.opts.e2e_processing_latency_window_time,
             max_attempts: self.opts.max_attempts,
+            max_consumers: 0,
         };
         // A dead-letter topic's channels have no sink, hence no limit.
         let sink = (!dead_letter::is_dead_letter_topic(topic)).then(|| {

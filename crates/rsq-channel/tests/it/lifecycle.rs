@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rsq_channel::{Channel, ChannelConfig, ChannelError, SystemClock};
 use rsq_codec::Message;
@@ -256,4 +257,81 @@ async fn stats_report_consumers_and_depths() {
         (7, 1, 1, 3, 1, 1)
     );
     assert_eq!(s.depth, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn subscriptions_past_max_consumers_are_refused_until_one_leaves() {
+    let (ch, _) = channel(ChannelConfig {
+        max_consumers: 2,
+        ..ChannelConfig::default()
+    });
+    let first = ch.add_consumer(1, 60 * SEC).unwrap();
+    let _second = ch.add_consumer(2, 60 * SEC).unwrap();
+    assert!(matches!(
+        ch.add_consumer(3, 60 * SEC),
+        Err(ChannelError::TooManyConsumers { max: 2 })
+    ));
+    assert!(
+        matches!(
+            ch.add_consumer(2, 60 * SEC),
+            Err(ChannelError::ConsumerExists(2))
+        ),
+        "a second subscription of the same client is a duplicate, whatever the count"
+    );
+    assert_eq!(ch.stats().client_count, 2);
+    drop(first);
+    let _third = ch.add_consumer(3, 60 * SEC).unwrap();
+    assert_eq!(ch.stats().client_count, 2);
+}
+
+/// Threads race to subscribe and leave: the check and the add are one step
+/// under the channel lock, so no more than the limit ever hold a
+/// subscription at once, and every refusal names the limit.
+#[test]
+fn racing_subscriptions_never_exceed_max_consumers() {
+    const MAX: usize = 3;
+    const THREADS: u64 = 8;
+    const ROUNDS: u64 = 300;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _entered = runtime.enter();
+    let (ch, _) = channel(ChannelConfig {
+        max_consumers: MAX,
+        ..ChannelConfig::default()
+    });
+    let holding = AtomicUsize::new(0);
+    let (admitted, refused) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let (ch, holding, admitted, refused) = (&ch, &holding, &admitted, &refused);
+            s.spawn(move || {
+                for round in 0..ROUNDS {
+                    match ch.add_consumer(t * ROUNDS + round, 60 * SEC) {
+                        Ok(consumer) => {
+                            // Counted after the add and uncounted before the
+                            // removal, so this never exceeds the subscribed.
+                            let now = holding.fetch_add(1, Ordering::SeqCst) + 1;
+                            assert!(now <= MAX, "{now} consumers past the limit of {MAX}");
+                            admitted.fetch_add(1, Ordering::SeqCst);
+                            std::thread::yield_now();
+                            holding.fetch_sub(1, Ordering::SeqCst);
+                            drop(consumer);
+                        }
+                        Err(ChannelError::TooManyConsumers { max }) => {
+                            assert_eq!(max, MAX);
+                            refused.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Err(e) => panic!("unexpected {e}"),
+                    }
+                }
+            });
+        }
+    });
+    let (admitted, refused) = (admitted.into_inner(), refused.into_inner());
+    assert_eq!((admitted + refused) as u64, THREADS * ROUNDS);
+    assert!(admitted > 0);
+    assert_eq!(ch.stats().client_count, 0);
 }
