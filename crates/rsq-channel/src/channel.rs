@@ -444,35 +444,17 @@ impl Channel {
         Ok(())
     }
 
-    /// Stops the channel, writes memory, in-flight and deferred messages to
-    /// the backend (deferred ones lose their delay, as in nsqd) and closes it,
-    /// so a restart delivers them again.
+    /// Stops the channel, writes memory, in-flight and deferred messages
+    /// and unpublished dead letters to the backend in one `put_many` (one
+    /// fsync under `--durable`, not one per message) and closes it, so a
+    /// restart delivers them again.
     pub async fn close(&self) -> Result<(), ChannelError> {
         let Some((messages, orphans)) = self.shared.stop().await else {
             return Err(ChannelError::Exiting);
         };
-        let mut first_error = None;
-        let records = messages.iter().map(Message::to_record).chain(orphans);
-        for record in records {
-            if let Err(e) = self.shared.backend.put(record).await {
-                tracing::error!(topic = %self.shared.topic, channel = %self.shared.name, error = %e,
-                    "failed to flush a message to the backend on close");
-                first_error.get_or_insert(e);
-            }
-        }
-        // Everything read is written back as new records: the old reads may
-        // be forgotten (unless a write failed; then a restart replays them).
-        if first_error.is_none() {
-            let mut inner = self.shared.lock();
-            if inner.reads.take().is_some() {
-                self.shared.backend.commit_reads();
-            }
-        }
+        let written = self.shared.write_back(messages, orphans).await;
         self.shared.backend.close().await?;
-        match first_error {
-            Some(e) => Err(e.into()),
-            None => Ok(()),
-        }
+        Ok(written?)
     }
 
     /// A snapshot of the channel's counters, as nsqd's `/stats` reports them.

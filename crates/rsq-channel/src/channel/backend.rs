@@ -1,7 +1,8 @@
 //! The channel's IO with its backend queue, outside the lock: reading
 //! records back in batches and feeding them to the state, telling a
-//! committing (`--durable`) backend which reads are finished, and turning
-//! a refused put into an error that hands the messages back.
+//! committing (`--durable`) backend which reads are finished, turning a
+//! refused put into an error that hands the messages back, and writing
+//! everything held back in one batch at close.
 
 use bytes::Bytes;
 use rsq_codec::{Message, MessageId};
@@ -46,6 +47,38 @@ impl Shared {
                 true
             }
         }
+    }
+
+    /// Writes what the channel held when it stopped (its messages, then the
+    /// orphans: records read after shutdown began and dead letters a sink
+    /// refused then) to the backend as one batch: one
+    /// append and, when the backend syncs every put, one fsync. Once they
+    /// are written every earlier read is settled, since each was written
+    /// back as a new record; if the write failed nothing is committed, so a
+    /// restart replays those reads.
+    pub(super) async fn write_back(
+        &self,
+        messages: Vec<Message>,
+        orphans: Vec<Bytes>,
+    ) -> Result<(), QueueError> {
+        let records: Vec<Bytes> = messages
+            .iter()
+            .map(Message::to_record)
+            .chain(orphans)
+            .collect();
+        let count = records.len();
+        if count > 0
+            && let Err(e) = self.backend.put_many(records).await
+        {
+            tracing::error!(topic = %self.topic, channel = %self.name, error = %e, count,
+                "failed to flush the channel's messages to the backend on close");
+            return Err(e);
+        }
+        let mut inner = self.lock();
+        if inner.reads.take().is_some() {
+            self.backend.commit_reads();
+        }
+        Ok(())
     }
 
     /// Tells a committing backend how many of its oldest reads are finished

@@ -3,10 +3,13 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-use rsq_channel::{Channel, ChannelConfig, ChannelError, SystemClock};
+use async_trait::async_trait;
+use bytes::Bytes;
+use rsq_channel::{Channel, ChannelConfig, ChannelError, DeadLetterSink, SystemClock};
 use rsq_codec::Message;
-use rsq_diskqueue::{BackendQueue, MemoryQueue};
+use rsq_diskqueue::{BackendQueue, BackendStats, MemoryQueue, QueueError};
 
 use crate::{SEC, channel, drain, msg, next, num};
 
@@ -334,4 +337,135 @@ fn racing_subscriptions_never_exceed_max_consumers() {
     assert_eq!((admitted + refused) as u64, THREADS * ROUNDS);
     assert!(admitted > 0);
     assert_eq!(ch.stats().client_count, 0);
+}
+
+/// A real in-memory backend that counts the calls that write to it.
+struct CountingQueue {
+    queue: MemoryQueue,
+    puts: AtomicUsize,
+    put_manys: AtomicUsize,
+}
+
+impl CountingQueue {
+    fn new() -> Arc<CountingQueue> {
+        Arc::new(CountingQueue {
+            queue: MemoryQueue::unbounded(),
+            puts: AtomicUsize::new(0),
+            put_manys: AtomicUsize::new(0),
+        })
+    }
+}
+
+#[async_trait]
+impl BackendQueue for CountingQueue {
+    async fn put(&self, record: Bytes) -> Result<(), QueueError> {
+        self.puts.fetch_add(1, Ordering::SeqCst);
+        self.queue.put(record).await
+    }
+
+    async fn put_many(&self, records: Vec<Bytes>) -> Result<(), QueueError> {
+        self.put_manys.fetch_add(1, Ordering::SeqCst);
+        self.queue.put_many(records).await
+    }
+
+    fn try_read(&self) -> Result<Option<Bytes>, QueueError> {
+        self.queue.try_read()
+    }
+
+    async fn read(&self) -> Result<Bytes, QueueError> {
+        self.queue.read().await
+    }
+
+    fn depth(&self) -> u64 {
+        self.queue.depth()
+    }
+
+    fn stats(&self) -> BackendStats {
+        self.queue.stats()
+    }
+
+    async fn empty(&self) -> Result<(), QueueError> {
+        self.queue.empty().await
+    }
+
+    async fn delete(&self) -> Result<(), QueueError> {
+        self.queue.delete().await
+    }
+
+    async fn close(&self) -> Result<(), QueueError> {
+        self.queue.close().await
+    }
+}
+
+/// A dead-letter sink that refuses everything, so dead letters stay in the
+/// channel's outbox.
+struct Refusing;
+
+#[async_trait]
+impl DeadLetterSink for Refusing {
+    async fn publish(&self, _msg: Message) -> Result<(), ChannelError> {
+        Err(ChannelError::DeadLetter("refusing on purpose".into()))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_writes_everything_held_with_one_put_many() {
+    let backend = CountingQueue::new();
+    let ch = Channel::with_dead_letters(
+        "t",
+        "c",
+        ChannelConfig {
+            max_attempts: 1,
+            ..ChannelConfig::default()
+        },
+        Arc::clone(&backend) as Arc<dyn BackendQueue>,
+        Arc::new(SystemClock),
+        Some(Arc::new(Refusing)),
+    );
+    let mut c = ch.add_consumer(1, 60 * SEC).unwrap();
+    for n in 1..=5 {
+        ch.put(msg(n)).await.unwrap();
+    }
+    ch.put_deferred(msg(6), 60 * SEC).await.unwrap();
+    ch.set_ready(1, 2);
+    let first = next(&mut c, SEC).await.unwrap();
+    // Its last attempt: a dead letter the sink refuses, so it stays held.
+    ch.requeue(1, &first.id, Duration::ZERO).unwrap();
+    tokio::time::sleep(SEC).await;
+    let s = ch.stats();
+    assert_eq!(s.dead_letter_count, 1);
+    assert_eq!((s.in_flight_count, s.depth, s.deferred_count), (2, 2, 1));
+    assert_eq!(backend.puts.load(Ordering::SeqCst), 0);
+
+    ch.close().await.unwrap();
+    assert_eq!(
+        (
+            backend.puts.load(Ordering::SeqCst),
+            backend.put_manys.load(Ordering::SeqCst)
+        ),
+        (0, 1),
+        "memory, in flight, deferred and the dead letter in one batch"
+    );
+    assert_eq!(backend.depth(), 6);
+    let mut stored = BTreeSet::new();
+    for _ in 0..6 {
+        let record = backend.try_read().unwrap().expect("written back");
+        stored.insert(num(&Message::from_record(record).unwrap().id));
+    }
+    assert_eq!(stored, (1..=6).collect());
+}
+
+#[tokio::test(start_paused = true)]
+async fn closing_an_empty_channel_writes_nothing() {
+    let backend = CountingQueue::new();
+    let ch = Channel::new(
+        "t",
+        "c",
+        ChannelConfig::default(),
+        Arc::clone(&backend) as Arc<dyn BackendQueue>,
+        Arc::new(SystemClock),
+    );
+    ch.close().await.unwrap();
+    assert_eq!(backend.put_manys.load(Ordering::SeqCst), 0);
+    assert_eq!(backend.puts.load(Ordering::SeqCst), 0);
 }
