@@ -2,8 +2,11 @@
 //! until the state's next deadline (`poll_timeout`), or until the backend
 //! has a record while the state has room for one, woken early by a
 //! `Notify` when an operation creates an earlier deadline, room to read or
-//! a dead letter to send.
+//! a dead letter to send. A dead letter's publish is one more thing it
+//! waits on, polled beside the others, so a slow sink delays only the dead
+//! letters behind it, never a timeout or a backend read.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +27,13 @@ pub(super) struct Armed {
     /// How many records it reads once the backend has one; 0: it does not
     /// wait on the backend.
     backend_room: usize,
+    /// Whether it would take a dead letter now: no publish is in flight.
+    takes_dead_letters: bool,
 }
+
+/// A dead letter's publish and settlement (`outbox.rs`), polled by the
+/// driver beside its other waits; one at a time, so they leave in order.
+type Publish<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 impl Shared {
     /// Wakes the driver if a change gave it something sooner to do than what
@@ -39,7 +48,8 @@ impl Shared {
             (None, _) => false,
         };
         let backend = armed.backend_room == 0 && self.backend_room(inner) > 0;
-        if earlier || backend || self.has_dead_letters(inner) {
+        let dead_letters = armed.takes_dead_letters && self.has_dead_letters(inner);
+        if earlier || backend || dead_letters {
             inner.armed = None;
             self.wake.notify_one();
         }
@@ -78,38 +88,33 @@ impl Shared {
     }
 }
 
-/// The driver: fires deadlines and reads the backend, sleeping in between.
+/// The driver: fires deadlines, reads the backend and publishes dead
+/// letters, sleeping in between.
 pub(super) async fn drive(shared: Arc<Shared>) {
     // One timer, made at the first deadline and reset after: a channel
     // that never has one (no consumer, nothing deferred) carries none.
     let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let mut publish: Option<Publish<'_>> = None;
     loop {
-        let step = {
+        let armed = {
             let mut inner = shared.lock();
             if inner.exiting {
-                return;
+                break;
             }
             inner.state.handle_timeout(shared.clock.now());
             shared.pump(&mut inner);
-            match shared.take_dead_letter(&mut inner) {
-                Some(msg) => Err(msg),
-                None => {
-                    let armed = Armed {
-                        deadline: inner.state.poll_timeout(),
-                        backend_room: shared.backend_room(&inner),
-                    };
-                    inner.armed = Some(armed);
-                    Ok(armed)
-                }
+            if publish.is_none()
+                && let Some(msg) = shared.take_dead_letter(&mut inner)
+            {
+                publish = Some(Box::pin(shared.send_dead_letter(msg)));
             }
-        };
-        let armed = match step {
-            Ok(armed) => armed,
-            Err(msg) => {
-                // Awake, not armed: nothing needs to wake it meanwhile.
-                shared.send_dead_letter(msg).await;
-                continue;
-            }
+            let armed = Armed {
+                deadline: inner.state.poll_timeout(),
+                backend_room: shared.backend_room(&inner),
+                takes_dead_letters: publish.is_none(),
+            };
+            inner.armed = Some(armed);
+            armed
         };
         let sleep = async {
             match armed.deadline {
@@ -131,7 +136,27 @@ pub(super) async fn drive(shared: Arc<Shared>) {
                     Box::pin(tokio::time::sleep(BACKEND_RETRY_DELAY)).await;
                 }
             }
+            () = settled(&mut publish) => {}
         }
         shared.lock().armed = None;
+    }
+    // Exiting: the dead letter in flight settles first (published, or kept
+    // as a record `close` writes back), so `stop`, which waits for this
+    // task, finds it in exactly one place.
+    if let Some(publish) = publish {
+        publish.await;
+    }
+}
+
+/// Completes the publish in flight, if there is one, and clears it; never
+/// completes when there is none. Cancel-safe: the publish itself stays in
+/// `publish` when this future is dropped.
+async fn settled(publish: &mut Option<Publish<'_>>) {
+    match publish {
+        Some(in_flight) => {
+            in_flight.as_mut().await;
+            *publish = None;
+        }
+        None => std::future::pending().await,
     }
 }
