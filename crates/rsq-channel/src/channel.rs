@@ -4,24 +4,26 @@
 //! Everything that can be done without waiting happens inline, under the
 //! lock, in the caller's task: a PUB that finds a ready consumer, or a FIN
 //! that frees a slot, delivers the next message at once. The driver only
-//! does what needs waiting: firing timeouts and deferred releases at
-//! `poll_timeout`, and reading the backend when the state has room for
-//! records read back (`ChannelState::backend_room`). Only the driver reads
-//! the backend, a batch at a time, and never under the lock: records reach
-//! the state in the order they were read, and a FIN never waits on a disk
-//! read. No lock is held across an `.await` either. The driver also hands
-//! dead letters to the channel's [`DeadLetterSink`] (`outbox.rs`).
+//! does what needs waiting (`driver.rs`): firing timeouts and deferred
+//! releases at `poll_timeout`, reading the backend when the state has room
+//! for records read back (`ChannelState::backend_room`), and handing dead
+//! letters to the channel's [`DeadLetterSink`] (`outbox.rs`). Only the
+//! driver reads the backend, a batch at a time, and never under the lock
+//! (`backend.rs`): records reach the state in the order they were read, and
+//! a FIN never waits on a disk read. No lock is held across an `.await`
+//! either. What is delivered waits in the consumer's outlet until its
+//! [`Consumer`] takes it (`outlet.rs`).
+//!
+//! This file holds the shared state, its lock, and the public operations.
 
-use std::collections::{HashMap, VecDeque};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use rsq_codec::{Message, MessageId};
-use rsq_diskqueue::{BackendQueue, QueueError};
+use rsq_diskqueue::BackendQueue;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -31,10 +33,14 @@ use crate::{
     ChannelConfig, ChannelError, ChannelStats, ClientId, Clock, DeadLetterSink, E2eLatencyWindow,
 };
 
+mod backend;
+mod driver;
 mod outbox;
+mod outlet;
 
-/// How long the driver waits before reading again after a backend read error.
-const BACKEND_RETRY_DELAY: Duration = Duration::from_millis(100);
+use driver::{Armed, drive};
+pub use outlet::Consumer;
+use outlet::Outlet;
 
 /// One named channel of a topic, shared by its consumers.
 ///
@@ -45,79 +51,7 @@ pub struct Channel {
     shared: Arc<Shared>,
 }
 
-/// A subscribed consumer's end of the channel: the messages delivered to it.
-///
-/// Each message [`Consumer::recv`] yields is already in flight for this
-/// consumer, attempts incremented; at most its RDY count are outstanding.
-/// Delivery appends to the consumer's outlet under the channel lock, which
-/// the channel holds anyway; the consumer takes everything queued there in
-/// one swap per wake-up, so a batch costs one lock and one wake, not one
-/// per message. Dropping it unsubscribes, requeueing what it holds.
-pub struct Consumer {
-    client: ClientId,
-    shared: Arc<Shared>,
-    /// Taken from the outlet in one go, handed out one by one.
-    taken: VecDeque<Message>,
-    open: Arc<AtomicBool>,
-}
-
-impl std::fmt::Debug for Consumer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Consumer")
-            .field("client", &self.client)
-            .field("channel", &self.shared.name)
-            .field("taken", &self.taken.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Consumer {
-    /// The client id it was subscribed with.
-    pub fn client_id(&self) -> ClientId {
-        self.client
-    }
-
-    /// The next message delivered to this consumer. `None` once the consumer
-    /// was removed or the channel closed, emptied of consumers or deleted.
-    ///
-    /// Cancel-safe: dropping the future loses no message.
-    pub async fn recv(&mut self) -> Option<Message> {
-        if self.taken.is_empty() {
-            let (shared, client, taken) = (&self.shared, self.client, &mut self.taken);
-            std::future::poll_fn(|cx| shared.poll_take(client, taken, Some(cx))).await?;
-        }
-        self.hand_out()
-    }
-
-    /// A message already delivered to this consumer, without waiting; lets
-    /// the connection batch every queued message into one write.
-    pub fn try_recv(&mut self) -> Option<Message> {
-        if self.taken.is_empty() {
-            let _ = self.shared.poll_take(self.client, &mut self.taken, None);
-        }
-        self.hand_out()
-    }
-
-    fn hand_out(&mut self) -> Option<Message> {
-        // What was taken before the consumer was removed has already been
-        // requeued; handing it out would deliver it twice.
-        if !self.open.load(Ordering::Acquire) {
-            self.taken.clear();
-            return None;
-        }
-        self.taken.pop_front()
-    }
-}
-
-impl Drop for Consumer {
-    fn drop(&mut self) {
-        if self.open.load(Ordering::Acquire) {
-            let mut inner = self.shared.lock();
-            self.shared.remove_consumer(&mut inner, self.client);
-        }
-    }
-}
-
+/// What the channel handle, its consumers and its driver share.
 struct Shared {
     topic: String,
     name: String,
@@ -130,8 +64,10 @@ struct Shared {
     dead_letters: Option<Arc<dyn DeadLetterSink>>,
 }
 
+/// Everything under the channel lock.
 struct Inner {
     state: ChannelState,
+    /// One per consumer, added and removed with it.
     outlets: HashMap<ClientId, Outlet, foldhash::fast::RandomState>,
     /// What the sleeping driver waits for; `None` while it is awake (it
     /// looks at the state again before sleeping, so no wake-up is needed).
@@ -170,39 +106,6 @@ impl Drop for Locked<'_> {
     fn drop(&mut self) {
         self.0.state.debug_check();
     }
-}
-
-/// Where delivered messages wait for their consumer to take them; at most
-/// its RDY count, as each is in flight.
-struct Outlet {
-    queue: VecDeque<Message>,
-    /// The consumer waiting for the queue to fill, if it is.
-    waker: Option<Waker>,
-    open: Arc<AtomicBool>,
-}
-
-impl Outlet {
-    fn push(&mut self, msg: Message) {
-        self.queue.push_back(msg);
-        if let Some(waker) = self.waker.take() {
-            waker.wake();
-        }
-    }
-
-    fn close(self) {
-        self.open.store(false, Ordering::Release);
-        if let Some(waker) = self.waker {
-            waker.wake();
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Armed {
-    deadline: Option<Instant>,
-    /// How many records it reads once the backend has one; 0: it does not
-    /// wait on the backend.
-    backend_room: usize,
 }
 
 impl Channel {
@@ -399,20 +302,8 @@ impl Channel {
         }
         inner.state.add_consumer(client, msg_timeout)?;
         let open = Arc::new(AtomicBool::new(true));
-        inner.outlets.insert(
-            client,
-            Outlet {
-                queue: VecDeque::new(),
-                waker: None,
-                open: Arc::clone(&open),
-            },
-        );
-        Ok(Consumer {
-            client,
-            shared: Arc::clone(&self.shared),
-            taken: VecDeque::new(),
-            open,
-        })
+        inner.outlets.insert(client, Outlet::new(Arc::clone(&open)));
+        Ok(Consumer::new(client, Arc::clone(&self.shared), open))
     }
 
     /// Sets `client`'s RDY count (clamped to `max_rdy_count`): the most
@@ -553,35 +444,17 @@ impl Channel {
         Ok(())
     }
 
-    /// Stops the channel, writes memory, in-flight and deferred messages to
-    /// the backend (deferred ones lose their delay, as in nsqd) and closes it,
-    /// so a restart delivers them again.
+    /// Stops the channel, writes memory, in-flight and deferred messages
+    /// and unpublished dead letters to the backend in one `put_many` (one
+    /// fsync under `--durable`, not one per message) and closes it, so a
+    /// restart delivers them again.
     pub async fn close(&self) -> Result<(), ChannelError> {
         let Some((messages, orphans)) = self.shared.stop().await else {
             return Err(ChannelError::Exiting);
         };
-        let mut first_error = None;
-        let records = messages.iter().map(Message::to_record).chain(orphans);
-        for record in records {
-            if let Err(e) = self.shared.backend.put(record).await {
-                tracing::error!(topic = %self.shared.topic, channel = %self.shared.name, error = %e,
-                    "failed to flush a message to the backend on close");
-                first_error.get_or_insert(e);
-            }
-        }
-        // Everything read is written back as new records: the old reads may
-        // be forgotten (unless a write failed; then a restart replays them).
-        if first_error.is_none() {
-            let mut inner = self.shared.lock();
-            if inner.reads.take().is_some() {
-                self.shared.backend.commit_reads();
-            }
-        }
+        let written = self.shared.write_back(messages, orphans).await;
         self.shared.backend.close().await?;
-        match first_error {
-            Some(e) => Err(e.into()),
-            None => Ok(()),
-        }
+        Ok(written?)
     }
 
     /// A snapshot of the channel's counters, as nsqd's `/stats` reports them.
@@ -653,43 +526,6 @@ impl Shared {
         }
     }
 
-    /// Reads up to `room` records, `first` (what the driver waited for)
-    /// and then whatever the backend has ready, outside the lock; then
-    /// feeds them to the state in order and delivers. Returns whether a
-    /// read failed in a way worth retrying later.
-    fn read_batch(&self, first: Result<Bytes, QueueError>, room: usize) -> bool {
-        let mut records = Vec::new();
-        let mut end = first.map(|record| records.push(record)).err();
-        while end.is_none() && records.len() < room {
-            match self.backend.try_read() {
-                Ok(Some(record)) => records.push(record),
-                Ok(None) => break,
-                Err(e) => end = Some(e),
-            }
-        }
-        let mut inner = self.lock();
-        inner.armed = None;
-        if inner.exiting {
-            inner.orphans.extend(records);
-        } else {
-            for record in records {
-                self.accept_record(&mut inner, record);
-            }
-            self.pump(&mut inner);
-        }
-        match end {
-            None => false,
-            Some(QueueError::Closed) => {
-                inner.backend_closed = true;
-                false
-            }
-            Some(e) => {
-                tracing::warn!(channel = %self.name, error = %e, "backend read failed");
-                true
-            }
-        }
-    }
-
     /// Unsubscribes `client`, requeueing what it holds (its outlet's queue
     /// included: those messages are in flight for it).
     fn remove_consumer(&self, inner: &mut Inner, client: ClientId) {
@@ -700,207 +536,6 @@ impl Shared {
         if !inner.exiting {
             self.pump(inner);
             self.nudge(inner);
-        }
-    }
-
-    /// Moves everything queued for `client` into `taken` (empty on entry).
-    /// `Pending` (with `cx`'s waker kept) when nothing is queued; `None`
-    /// once the consumer is gone.
-    fn poll_take(
-        &self,
-        client: ClientId,
-        taken: &mut VecDeque<Message>,
-        cx: Option<&mut Context<'_>>,
-    ) -> Poll<Option<()>> {
-        debug_assert!(
-            taken.is_empty(),
-            "taken before the last batch was handed out"
-        );
-        let mut inner = self.lock();
-        let Some(outlet) = inner.outlets.get_mut(&client) else {
-            return Poll::Ready(None);
-        };
-        if outlet.queue.is_empty() {
-            if let Some(cx) = cx
-                && !outlet
-                    .waker
-                    .as_ref()
-                    .is_some_and(|w| w.will_wake(cx.waker()))
-            {
-                outlet.waker = Some(cx.waker().clone());
-            }
-            return Poll::Pending;
-        }
-        std::mem::swap(&mut outlet.queue, taken);
-        Poll::Ready(Some(()))
-    }
-
-    /// Tells a committing backend how many of its oldest reads are finished
-    /// (`id` just finished; `None` only re-checks).
-    fn finished_reads(&self, inner: &mut Inner, id: Option<&MessageId>) {
-        if let Some(reads) = inner.reads.as_mut() {
-            if let Some(id) = id {
-                reads.finished(id);
-            }
-            let n = reads.take_committable();
-            if n > 0 {
-                self.backend.commit_oldest_reads(n);
-            }
-        }
-    }
-
-    /// Every backend read is settled (the channel was emptied, or its
-    /// messages were written back at close): commit them all.
-    fn settle_reads(&self, inner: &mut Inner) {
-        if let Some(reads) = inner.reads.as_mut() {
-            let n = reads.settle_all();
-            if n > 0 {
-                self.backend.commit_oldest_reads(n);
-            }
-        }
-    }
-
-    fn accept_record(&self, inner: &mut Inner, record: Bytes) {
-        let decoded = Message::from_record(record);
-        if let Some(reads) = inner.reads.as_mut() {
-            reads.read(decoded.as_ref().ok().map(|m| m.id));
-        }
-        self.finished_reads(inner, None);
-        match decoded {
-            // Deferred when the channel was closed: held again for what was
-            // left of its delay (a restart never delivers it early).
-            Ok(msg) => match msg.deferred {
-                Some(delay) => inner
-                    .state
-                    .handle_backend_deferred(msg, delay, self.clock.now()),
-                None => inner.state.handle_backend_message(msg),
-            },
-            Err(e) => tracing::error!(topic = %self.topic, channel = %self.name, error = %e,
-                "skipping undecodable backend record"),
-        }
-    }
-
-    /// Wakes the driver if a change gave it something sooner to do than what
-    /// it sleeps on.
-    fn nudge(&self, inner: &mut Inner) {
-        let Some(armed) = inner.armed else {
-            return;
-        };
-        let earlier = match (inner.state.poll_timeout(), armed.deadline) {
-            (Some(next), Some(armed)) => next < armed,
-            (Some(_), None) => true,
-            (None, _) => false,
-        };
-        let backend = armed.backend_room == 0 && self.backend_room(inner) > 0;
-        if earlier || backend || self.has_dead_letters(inner) {
-            inner.armed = None;
-            self.wake.notify_one();
-        }
-    }
-
-    /// How many records the driver may read from the backend now.
-    fn backend_room(&self, inner: &Inner) -> usize {
-        match inner.backend_closed {
-            true => 0,
-            false => inner.state.backend_room(),
-        }
-    }
-
-    /// Marks the channel exiting, closes consumers, waits for the driver and
-    /// takes every message out. `None` if it was already stopped.
-    async fn stop(&self) -> Option<(Vec<Message>, Vec<Bytes>)> {
-        let (messages, driver) = {
-            let mut inner = self.lock();
-            if inner.exiting && inner.driver.is_none() {
-                return None;
-            }
-            inner.exiting = true;
-            for (_, outlet) in inner.outlets.drain() {
-                outlet.close();
-            }
-            (inner.state.drain(self.clock.now()), inner.driver.take())
-        };
-        self.wake.notify_one();
-        if let Some(driver) = driver
-            && let Err(e) = driver.await
-        {
-            tracing::error!(channel = %self.name, error = %e, "channel driver failed");
-        }
-        let orphans = std::mem::take(&mut self.lock().orphans);
-        Some((messages, orphans))
-    }
-}
-
-/// The driver: fires deadlines and reads the backend, sleeping in between.
-async fn drive(shared: Arc<Shared>) {
-    // One timer, made at the first deadline and reset after: a channel
-    // that never has one (no consumer, nothing deferred) carries none.
-    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
-    loop {
-        let step = {
-            let mut inner = shared.lock();
-            if inner.exiting {
-                return;
-            }
-            inner.state.handle_timeout(shared.clock.now());
-            shared.pump(&mut inner);
-            match shared.take_dead_letter(&mut inner) {
-                Some(msg) => Err(msg),
-                None => {
-                    let armed = Armed {
-                        deadline: inner.state.poll_timeout(),
-                        backend_room: shared.backend_room(&inner),
-                    };
-                    inner.armed = Some(armed);
-                    Ok(armed)
-                }
-            }
-        };
-        let armed = match step {
-            Ok(armed) => armed,
-            Err(msg) => {
-                // Awake, not armed: nothing needs to wake it meanwhile.
-                shared.send_dead_letter(msg).await;
-                continue;
-            }
-        };
-        let sleep = async {
-            match armed.deadline {
-                Some(deadline) => {
-                    let at = tokio::time::Instant::from_std(deadline);
-                    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-                    timer.as_mut().reset(at);
-                    timer.as_mut().await
-                }
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = shared.wake.notified() => {}
-            _ = sleep => {}
-            read = shared.backend.read(), if armed.backend_room > 0 => {
-                if shared.read_batch(read, armed.backend_room) {
-                    // Boxed: rare, and not worth a timer in every idle task.
-                    Box::pin(tokio::time::sleep(BACKEND_RETRY_DELAY)).await;
-                }
-            }
-        }
-        shared.lock().armed = None;
-    }
-}
-
-impl Channel {
-    /// The error for a backend put that failed: when the disk is full the
-    /// messages were not stored and go back to the caller, to put again
-    /// later (uncounted, so the put that stores them counts them once).
-    fn refused(&self, error: rsq_diskqueue::QueueError, msgs: Vec<Message>) -> ChannelError {
-        if !error.is_disk_full() {
-            return ChannelError::Backend(error);
-        }
-        self.shared.lock().state.uncount_puts(msgs.len() as u64);
-        ChannelError::DiskFull {
-            unstored: msgs,
-            source: error,
         }
     }
 }

@@ -40,6 +40,10 @@ pub struct ChannelConfig {
     /// or the channel's own `max_attempts`); `0`, the default, never does,
     /// as nsqd.
     pub max_attempts: u16,
+    /// Most consumers subscribed at once (`--max-channel-consumers`); `0`,
+    /// the default, is no limit. A subscription past it fails with
+    /// [`ChannelError::TooManyConsumers`](crate::ChannelError::TooManyConsumers).
+    pub max_consumers: usize,
 }
 
 impl Default for ChannelConfig {
@@ -55,6 +59,7 @@ impl Default for ChannelConfig {
             e2e_percentiles: Vec::new(),
             e2e_window: Duration::from_secs(10 * 60),
             max_attempts: 0,
+            max_consumers: 0,
         }
     }
 }

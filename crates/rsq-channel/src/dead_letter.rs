@@ -5,9 +5,11 @@
 //! `max_attempts` limit gives it a [`DeadLetterSink`]: the daemon's
 //! publishes to the topic's dead-letter topic. The channel's driver task
 //! takes each dead letter from [`crate::ChannelState::poll_dead_letter`]
-//! and awaits the sink; the message counts as finished (and, under
-//! explicit commit, its backend read as committable) only once the sink
-//! returned `Ok`, so a sink that stores durably makes the move durable.
+//! and awaits the sink, one at a time, beside its timeouts and backend
+//! reads (which a slow sink does not hold up); the message counts as
+//! finished (and, under explicit commit, its backend read as committable)
+//! only once the sink returned `Ok`, so a sink that stores durably makes
+//! the move durable.
 
 use async_trait::async_trait;
 use rsq_codec::Message;

@@ -19,6 +19,13 @@ pub enum ChannelError {
     /// A consumer subscribed twice with the same client id.
     #[error("client {0} already subscribed")]
     ConsumerExists(u64),
+    /// A consumer tried to subscribe while `ChannelConfig::max_consumers`
+    /// were subscribed already (`--max-channel-consumers`).
+    #[error("consumers exceed the limit of {max}")]
+    TooManyConsumers {
+        /// The limit in force.
+        max: usize,
+    },
     /// The channel is closed or deleted.
     #[error("exiting")]
     Exiting,

@@ -192,7 +192,10 @@ impl ChannelState {
     }
 
     /// Subscribes a consumer with its in-flight timeout. It receives nothing
-    /// until it sends RDY.
+    /// until it sends RDY. Refused with [`ChannelError::TooManyConsumers`]
+    /// when `max_consumers` (non-zero) are subscribed already: the check and
+    /// the insert are one step, so callers holding the state under one lock
+    /// can never exceed the bound.
     pub fn add_consumer(
         &mut self,
         client: ClientId,
@@ -200,6 +203,10 @@ impl ChannelState {
     ) -> Result<(), ChannelError> {
         if self.consumers.contains_key(&client) {
             return Err(ChannelError::ConsumerExists(client));
+        }
+        let max = self.config.max_consumers;
+        if max > 0 && self.consumers.len() >= max {
+            return Err(ChannelError::TooManyConsumers { max });
         }
         self.consumers
             .insert(client, ConsumerState::new(msg_timeout));
@@ -591,7 +598,7 @@ impl ChannelState {
     }
 
     /// Panics unless the structural invariants hold: the read-back queue
-    /// within its bound, each in-flight row indexed once and owned by a
+    /// and the consumer count within their bounds, each in-flight row indexed once and owned by a
     /// subscribed consumer, consumer in-flight and RDY counts agree with
     /// the table, the timers agree, and every ready consumer is queued.
     /// Linear in what is held.
@@ -605,6 +612,11 @@ impl ChannelState {
         assert!(
             self.read_back.len() <= READ_AHEAD,
             "read back past the bound"
+        );
+        let max = self.config.max_consumers;
+        assert!(
+            max == 0 || self.consumers.len() <= max,
+            "more consumers than max_consumers"
         );
         for msg in &self.dead_letters {
             assert!(msg.attempts >= 1, "{} dead-lettered undelivered", msg.id);

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use rsq_codec::{Message, MessageId};
 use rsq_diskqueue::MemoryQueue;
-use rsq_topic::{ChannelError, Topic, TopicChannel, TopicConfig, TopicError};
+use rsq_topic::{SinkError, Topic, TopicConfig, TopicError, TopicSink};
 use tokio::sync::Notify;
 
 /// Counts puts across all channels and wakes the bench when it hits `target`.
@@ -24,7 +24,7 @@ struct Tally {
 struct CountingChannel(Arc<Tally>);
 
 impl CountingChannel {
-    fn count(&self) -> Result<(), ChannelError> {
+    fn count(&self) -> Result<(), SinkError> {
         let tally = &self.0;
         let n = tally.delivered.fetch_add(1, Ordering::Relaxed) + 1;
         if n == tally.target.load(Ordering::Relaxed) {
@@ -35,17 +35,17 @@ impl CountingChannel {
 }
 
 #[async_trait]
-impl TopicChannel for CountingChannel {
-    async fn put(&self, _msg: Message) -> Result<(), ChannelError> {
+impl TopicSink for CountingChannel {
+    async fn put(&self, _msg: Message) -> Result<(), SinkError> {
         self.count()
     }
-    async fn put_deferred(&self, _msg: Message, _delay: Duration) -> Result<(), ChannelError> {
+    async fn put_deferred(&self, _msg: Message, _delay: Duration) -> Result<(), SinkError> {
         self.count()
     }
-    async fn close(&self) -> Result<(), ChannelError> {
+    async fn close(&self) -> Result<(), SinkError> {
         Ok(())
     }
-    async fn delete(&self) -> Result<(), ChannelError> {
+    async fn delete(&self) -> Result<(), SinkError> {
         Ok(())
     }
 }

@@ -1,39 +1,40 @@
-//! The one error type of rsq-topic, and the error a channel hands back to it.
+//! The one error type of rsq-topic ([`TopicError`]), and the error a sink
+//! (one of its channels) hands back to it ([`SinkError`]).
 
 use std::fmt;
 
 use rsq_codec::Message;
 use rsq_diskqueue::QueueError;
 
-/// Why a channel refused a put, close or delete.
+/// Why a sink (one of the topic's channels) refused a put, close or delete.
 ///
 /// The topic does not know what a channel is made of, so this wraps whatever
-/// the implementor's own error is: build it with [`ChannelError::new`] from
+/// the implementor's own error is: build it with [`SinkError::new`] from
 /// any `std::error::Error + Send + Sync` value, a `String` or a `&str`. It
 /// displays as the wrapped error and forwards its `source`.
 ///
 /// ```
-/// use rsq_topic::ChannelError;
+/// use rsq_topic::SinkError;
 ///
 /// let io = std::io::Error::new(std::io::ErrorKind::StorageFull, "disk full");
-/// let err = ChannelError::new(io);
+/// let err = SinkError::new(io);
 /// assert_eq!(err.to_string(), "disk full");
 /// // The implementor gets its own error back.
 /// let back = err.into_inner().downcast::<std::io::Error>().unwrap();
 /// assert_eq!(back.kind(), std::io::ErrorKind::StorageFull);
-/// assert_eq!(ChannelError::new("closed").to_string(), "closed");
+/// assert_eq!(SinkError::new("closed").to_string(), "closed");
 /// ```
-pub struct ChannelError(
+pub struct SinkError(
     Box<dyn std::error::Error + Send + Sync + 'static>,
-    /// With [`ChannelError::disk_full`]: the messages the channel did not
+    /// With [`SinkError::disk_full`]: the messages the channel did not
     /// store, which the pump keeps and puts again.
     Option<Vec<Message>>,
 );
 
-impl ChannelError {
+impl SinkError {
     /// Wraps an implementor's error (or a message string).
     pub fn new(error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
-        ChannelError(error.into(), None)
+        SinkError(error.into(), None)
     }
 
     /// The channel's disk is full: it stored none of `unstored` (of a
@@ -43,10 +44,10 @@ impl ChannelError {
         error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
         unstored: Vec<Message>,
     ) -> Self {
-        ChannelError(error.into(), Some(unstored))
+        SinkError(error.into(), Some(unstored))
     }
 
-    /// Whether this is a full disk ([`ChannelError::disk_full`]).
+    /// Whether this is a full disk ([`SinkError::disk_full`]).
     pub fn is_disk_full(&self) -> bool {
         self.1.is_some()
     }
@@ -73,22 +74,22 @@ impl ChannelError {
     }
 }
 
-impl fmt::Debug for ChannelError {
+impl fmt::Debug for SinkError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("ChannelError")
+        f.debug_tuple("SinkError")
             .field(&self.0)
             .field(&self.1.as_ref().map(Vec::len))
             .finish()
     }
 }
 
-impl fmt::Display for ChannelError {
+impl fmt::Display for SinkError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.0, f)
     }
 }
 
-impl std::error::Error for ChannelError {
+impl std::error::Error for SinkError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.0.source()
     }
@@ -114,7 +115,7 @@ pub enum TopicError {
         channel: String,
         /// What the factory reported.
         #[source]
-        source: ChannelError,
+        source: SinkError,
     },
     /// A channel failed to close or delete while the topic was closing or
     /// being deleted.
@@ -124,6 +125,6 @@ pub enum TopicError {
         channel: String,
         /// What it reported.
         #[source]
-        source: ChannelError,
+        source: SinkError,
     },
 }

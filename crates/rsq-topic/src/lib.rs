@@ -6,9 +6,9 @@
 //! ## What is in it
 //!
 //! Depends on rsq-codec for messages and rsq-diskqueue for the backend it
-//! overflows into; it reaches channels only through the [`TopicChannel`]
-//! trait, so it does not depend on rsq-channel. The daemon implements that
-//! trait (and [`ChannelFactory`]) for the real channel.
+//! overflows into; it reaches channels only as sinks, through the
+//! [`TopicSink`] trait, so it does not depend on rsq-channel. The daemon
+//! implements that trait (and [`SinkFactory`]) for the real channel.
 //!
 //! A [`Topic`] holds a bounded memory queue (`mem-queue-size`) that
 //! overflows into its [`BackendQueue`](rsq_diskqueue::BackendQueue), and one
@@ -18,14 +18,14 @@
 //! its body bytes. It reads nothing while the topic is paused or has no
 //! channels, so messages wait at the topic.
 
-mod channel;
 mod error;
 mod mem_queue;
 mod pump;
-mod signal;
+mod sink;
 mod topic;
+mod watch_cell;
 
-pub use channel::{ChannelFactory, TopicChannel};
-pub use error::{ChannelError, TopicError};
+pub use error::{SinkError, TopicError};
 pub use rsq_codec::EPHEMERAL_SUFFIX;
+pub use sink::{SinkFactory, TopicSink};
 pub use topic::{DEFAULT_MEM_QUEUE_SIZE, Topic, TopicConfig, TopicStats};

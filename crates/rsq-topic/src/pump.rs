@@ -3,7 +3,7 @@
 //!
 //! The pump owns no state of its own beyond what it reads from [`Shared`]
 //! and the [`Control`] signal; the [`Topic`](crate::Topic) handle changes
-//! those and wakes it. Signals go through a [`signal`](crate::signal), so
+//! those and wakes it. Signals go through a [`watch_cell`](crate::watch_cell), so
 //! sending one never waits for the pump, whether it is waiting to start,
 //! delivering, or gone.
 
@@ -13,9 +13,9 @@ use std::time::Duration;
 use rsq_codec::Message;
 use rsq_diskqueue::{BackendQueue, QueueError};
 
-use crate::TopicChannel;
+use crate::TopicSink;
 use crate::mem_queue::MemQueue;
-use crate::signal;
+use crate::watch_cell;
 
 /// How long the pump stops reading the backend after a read error other
 /// than `Closed`, so a failing disk does not spin it.
@@ -44,8 +44,8 @@ struct Refused<C> {
 /// The pump's signals, lent to the retry of refused puts so it can follow
 /// channel changes and exit while it waits.
 struct Signals<'a> {
-    control: &'a mut signal::Receiver<Control>,
-    applied: &'a signal::Sender<u64>,
+    control: &'a mut watch_cell::Receiver<Control>,
+    applied: &'a watch_cell::Sender<u64>,
 }
 
 /// The switches the topic flips and the pump obeys. Channel changes are
@@ -160,10 +160,10 @@ impl<C> Shared<C> {
 
 /// The pump task. `applied` reports the newest channel-set version the pump
 /// no longer delivers to anything older than (`u64::MAX` once it is gone).
-pub(crate) async fn run<C: TopicChannel>(
+pub(crate) async fn run<C: TopicSink>(
     shared: Arc<Shared<C>>,
-    mut control: signal::Receiver<Control>,
-    applied: signal::Sender<u64>,
+    mut control: watch_cell::Receiver<Control>,
+    applied: watch_cell::Sender<u64>,
 ) {
     if wait_for_start(&shared, &mut control, &applied).await {
         pump(&shared, &mut control, &applied).await;
@@ -176,8 +176,8 @@ pub(crate) async fn run<C: TopicChannel>(
 /// every other signal without acting on it.
 async fn wait_for_start<C>(
     shared: &Shared<C>,
-    control: &mut signal::Receiver<Control>,
-    applied: &signal::Sender<u64>,
+    control: &mut watch_cell::Receiver<Control>,
+    applied: &watch_cell::Sender<u64>,
 ) -> bool {
     loop {
         let state = control.borrow_and_update();
@@ -198,10 +198,10 @@ async fn wait_for_start<C>(
 
 /// The started pump: selects on the signals, the memory queue and the
 /// backend until told to exit.
-async fn pump<C: TopicChannel>(
+async fn pump<C: TopicSink>(
     shared: &Shared<C>,
-    control: &mut signal::Receiver<Control>,
-    applied: &signal::Sender<u64>,
+    control: &mut watch_cell::Receiver<Control>,
+    applied: &watch_cell::Sender<u64>,
 ) {
     let mut channels: Snapshot<C> = Arc::new(Vec::new());
     let mut paused = false;
@@ -273,7 +273,7 @@ async fn pump<C: TopicChannel>(
 
 /// Handles one backend read; returns whether the backend is still open,
 /// and whether refused puts were retried (the retry takes signals).
-async fn on_record<C: TopicChannel>(
+async fn on_record<C: TopicSink>(
     shared: &Shared<C>,
     channels: &[(Arc<str>, Arc<C>)],
     record: Result<bytes::Bytes, QueueError>,
@@ -327,7 +327,7 @@ async fn on_record<C: TopicChannel>(
 /// dropped: a channel deleted meanwhile no longer needs its share, and when
 /// the topic exits (close lifts the daemon's disk bound first) a last try
 /// is made and what is still refused goes back to the topic's backend.
-async fn retry_refused<C: TopicChannel>(
+async fn retry_refused<C: TopicSink>(
     shared: &Shared<C>,
     signals: &mut Signals<'_>,
     mut refused: Vec<Refused<C>>,
@@ -397,7 +397,7 @@ async fn retry_refused<C: TopicChannel>(
 
 /// Puts refused messages to `channel` again (deferred ones with their
 /// delay); returns those a full disk refused again.
-async fn put_again<C: TopicChannel>(
+async fn put_again<C: TopicSink>(
     topic: &str,
     name: &str,
     channel: &Arc<C>,
@@ -433,7 +433,7 @@ async fn put_again<C: TopicChannel>(
 
 /// Puts `msg` into every channel: the first gets the message itself, the
 /// others clones sharing its body bytes. Returns what full disks refused.
-async fn deliver<C: TopicChannel>(
+async fn deliver<C: TopicSink>(
     topic: &str,
     channels: &[(Arc<str>, Arc<C>)],
     msg: Message,
@@ -455,7 +455,7 @@ async fn deliver<C: TopicChannel>(
 /// one `put_many` each, as [`deliver`] does for one message; deferred
 /// messages (DPUBs, and backend records written when no memory was free) go
 /// one by one to `put_deferred`, ahead of the rest.
-async fn deliver_batch<C: TopicChannel>(
+async fn deliver_batch<C: TopicSink>(
     topic: &str,
     channels: &[(Arc<str>, Arc<C>)],
     mut batch: Vec<Message>,
@@ -491,7 +491,7 @@ async fn deliver_batch<C: TopicChannel>(
     refused
 }
 
-async fn put_one<C: TopicChannel>(
+async fn put_one<C: TopicSink>(
     topic: &str,
     name: &Arc<str>,
     channel: &Arc<C>,
@@ -510,7 +510,7 @@ fn refusal<C>(
     topic: &str,
     name: &Arc<str>,
     channel: &Arc<C>,
-    result: Result<(), crate::ChannelError>,
+    result: Result<(), crate::SinkError>,
 ) -> Option<Refused<C>> {
     match result {
         Ok(()) => None,

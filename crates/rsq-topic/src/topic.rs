@@ -10,8 +10,8 @@ use tokio::sync::RwLock;
 use tokio::task::JoinHandle;
 
 use crate::pump::{self, Control, Shared};
-use crate::signal;
-use crate::{ChannelFactory, TopicChannel, TopicError};
+use crate::watch_cell;
+use crate::{SinkFactory, TopicError, TopicSink};
 
 /// nsqd's default `--mem-queue-size`.
 pub const DEFAULT_MEM_QUEUE_SIZE: usize = 10_000;
@@ -70,14 +70,14 @@ pub struct TopicStats {
 /// lets the pump deliver. All methods take `&self`; the topic is shared
 /// behind an `Arc`. Dropping the last handle without [`Topic::close`] stops
 /// the pump and loses what is in the memory queue.
-pub struct Topic<C: TopicChannel> {
+pub struct Topic<C: TopicSink> {
     shared: Arc<Shared<C>>,
     ephemeral: bool,
     /// `TopicConfig::backend_only`.
     backend_only: bool,
-    factory: Arc<dyn ChannelFactory<C>>,
-    control: signal::Sender<Control>,
-    applied: signal::Receiver<u64>,
+    factory: Arc<dyn SinkFactory<C>>,
+    control: watch_cell::Sender<Control>,
+    applied: watch_cell::Receiver<u64>,
     /// Puts hold it shared; close and delete take it exclusively to set
     /// `exiting`, so no put is half done when the memory queue is flushed.
     gate: RwLock<()>,
@@ -91,7 +91,7 @@ pub struct Topic<C: TopicChannel> {
     pump: Mutex<Option<JoinHandle<()>>>,
 }
 
-impl<C: TopicChannel> Topic<C> {
+impl<C: TopicSink> Topic<C> {
     /// A stopped topic overflowing into `backend`, whose channels come from
     /// `factory`. Spawns the pump task, so it must be called inside a tokio
     /// runtime.
@@ -103,11 +103,11 @@ impl<C: TopicChannel> Topic<C> {
         name: &str,
         config: TopicConfig,
         backend: Arc<dyn BackendQueue>,
-        factory: Arc<dyn ChannelFactory<C>>,
+        factory: Arc<dyn SinkFactory<C>>,
     ) -> Arc<Self> {
         let shared = Arc::new(Shared::new(name, config.mem_queue_size, backend));
-        let (control, control_rx) = signal::channel(Control::default());
-        let (applied_tx, applied) = signal::channel(0);
+        let (control, control_rx) = watch_cell::new(Control::default());
+        let (applied_tx, applied) = watch_cell::new(0);
         let pump = tokio::spawn(pump::run(shared.clone(), control_rx, applied_tx));
         Arc::new(Topic {
             shared,
@@ -402,7 +402,7 @@ impl<C: TopicChannel> Topic<C> {
     }
 }
 
-impl<C: TopicChannel> Drop for Topic<C> {
+impl<C: TopicSink> Drop for Topic<C> {
     fn drop(&mut self) {
         // Without this the pump, which holds only the shared state, would
         // wait forever for a signal nobody can send.
@@ -410,7 +410,7 @@ impl<C: TopicChannel> Drop for Topic<C> {
     }
 }
 
-impl<C: TopicChannel> std::fmt::Debug for Topic<C> {
+impl<C: TopicSink> std::fmt::Debug for Topic<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Topic")
             .field("name", &self.shared.name)

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use rsq_channel::Channel;
 use rsq_codec::Message;
-use rsq_topic::{ChannelError as SinkError, Topic, TopicChannel};
+use rsq_topic::{SinkError, Topic, TopicSink};
 
 use crate::dead_letter::ChannelLimit;
 
@@ -28,7 +28,7 @@ impl std::ops::Deref for ChannelHandle {
 }
 
 #[async_trait]
-impl TopicChannel for ChannelHandle {
+impl TopicSink for ChannelHandle {
     async fn put(&self, msg: Message) -> Result<(), SinkError> {
         self.0.put(msg).await.map_err(sink_error)
     }

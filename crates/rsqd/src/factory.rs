@@ -14,7 +14,7 @@ use rsq_diskqueue::{
     BackendQueue, CommitSnapshot, CommitStats, DiskBudget, DiskQueueConfig, FsStorage,
     LazyDiskQueue, MemoryQueue,
 };
-use rsq_topic::{ChannelError as SinkError, ChannelFactory, TopicError};
+use rsq_topic::{SinkError, SinkFactory, TopicError};
 
 use crate::channel_handle::ChannelHandle;
 use crate::dead_letter::{self, ChannelLimit};
@@ -134,7 +134,7 @@ impl Factory {
 }
 
 #[async_trait::async_trait]
-impl ChannelFactory<ChannelHandle> for Factory {
+impl SinkFactory<ChannelHandle> for Factory {
     async fn create(&self, topic: &str, channel: &str) -> Result<Arc<ChannelHandle>, TopicError> {
         let ephemeral = is_ephemeral(channel);
         let backend = self
@@ -155,6 +155,7 @@ impl ChannelFactory<ChannelHandle> for Factory {
             e2e_percentiles: self.opts.e2e_processing_latency_percentile.clone(),
             e2e_window: self.opts.e2e_processing_latency_window_time,
             max_attempts: self.opts.max_attempts,
+            max_consumers: self.opts.max_channel_consumers,
         };
         // A dead-letter topic's channels have no sink, hence no limit.
         let sink = (!dead_letter::is_dead_letter_topic(topic)).then(|| {

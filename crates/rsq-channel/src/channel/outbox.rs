@@ -1,9 +1,12 @@
 //! The driver's part in dead letters: taking each one from the state
-//! machine's outbox and awaiting the channel's [`DeadLetterSink`].
+//! machine's outbox and publishing it to the channel's [`DeadLetterSink`].
 //!
+//! The driver polls one publish at a time beside its other waits
+//! (`driver.rs`), so timeouts and backend reads go on while a sink is slow.
 //! A dead letter is out of the state machine from the moment it is taken
-//! until the sink answers, held only by the driver's future; `stop` waits
-//! for the driver, so it is never in two places nor in none: published, or
+//! until the sink answers, held only by that publish future; on exit the
+//! driver finishes it before returning, and `stop` waits for the driver, so
+//! it is never in two places nor in none: published, or
 //! given back to the outbox (a failure while running), or kept as an
 //! orphan record that `close` writes back to the backend (a failure once
 //! the channel is exiting). Its backend read counts as finished only after
@@ -30,7 +33,9 @@ impl Shared {
         inner.state.poll_dead_letter()
     }
 
-    /// Sends one dead letter and settles it (see the module docs).
+    /// Sends one dead letter and settles it (see the module docs); after a
+    /// failure it waits [`DEAD_LETTER_RETRY_DELAY`] before returning, so the
+    /// driver takes the next one no sooner.
     pub(super) async fn send_dead_letter(&self, msg: Message) {
         let Some(sink) = self.dead_letters.clone() else {
             return;

@@ -883,6 +883,10 @@ struct Sim {
 
 impl Sim {
     fn new(max_attempts: u16) -> Self {
+        Sim::with_limits(max_attempts, 0)
+    }
+
+    fn with_limits(max_attempts: u16, max_consumers: usize) -> Self {
         let config = ChannelConfig {
             mem_queue_size: 3,
             msg_timeout: 60 * SEC,
@@ -895,6 +899,7 @@ impl Sim {
             e2e_percentiles: vec![1.0, 0.5],
             e2e_window: 60 * SEC,
             max_attempts,
+            max_consumers,
         };
         Sim {
             h: Harness::new(config.clone()),
@@ -960,19 +965,7 @@ impl Sim {
                 self.m.deferred.insert(m.id, now + delay);
                 self.h.state.handle_put_deferred(m, delay, now);
             }
-            Op::AddConsumer(t) => {
-                let client = self.m.next_client;
-                self.m.next_client += 1;
-                let timeout = TIMEOUTS[t as usize];
-                self.h.state.add_consumer(client, timeout).unwrap();
-                self.m.clients.insert(
-                    client,
-                    ModelClient {
-                        timeout,
-                        ..ModelClient::default()
-                    },
-                );
-            }
+            Op::AddConsumer(t) => self.add_consumer(t),
             Op::Rdy(c, n) => {
                 let Some(client) = self.m.client(c) else {
                     return;
@@ -985,86 +978,11 @@ impl Sim {
                     self.deliver_one();
                 }
             }
-            Op::Fin(c, sel) => {
-                let (Some(client), Some(id)) = (self.m.client(c), self.m.msg(sel)) else {
-                    return;
-                };
-                let expected = self.m.owner_check(client, &id);
-                let got =
-                    self.h
-                        .state
-                        .handle_fin(client, &id, self.h.now(), self.h.clock.unix_nanos());
-                assert_eq!(
-                    got.as_ref().map(|_| ()).map_err(|e| e.to_string()),
-                    expected.map_err(String::from)
-                );
-                if expected.is_ok() {
-                    self.m.release(id);
-                    self.m.clients.get_mut(&client).unwrap().finish_count += 1;
-                    *self.m.finished.entry(id).or_default() += 1;
-                }
-            }
-            Op::Req(c, sel, ms) => {
-                let (Some(client), Some(id)) = (self.m.client(c), self.m.msg(sel)) else {
-                    return;
-                };
-                let expected = self.m.owner_check(client, &id);
-                let delay = Duration::from_millis(ms);
-                let got = self.h.state.handle_req(client, &id, delay, now);
-                assert_eq!(
-                    got.map_err(|e| e.to_string()),
-                    expected.map_err(String::from)
-                );
-                if expected.is_ok() {
-                    self.m.release(id);
-                    self.m.clients.get_mut(&client).unwrap().requeue_count += 1;
-                    self.m.requeue_count += 1;
-                    let delay = delay.min(self.config.max_req_timeout);
-                    if self.m.at_limit(&id) {
-                        self.m.dead_letter(id);
-                    } else if delay.is_zero() {
-                        self.m.available.insert(id);
-                    } else {
-                        self.m.deferred.insert(id, now + delay);
-                    }
-                }
-            }
-            Op::Touch(c, sel) => {
-                let (Some(client), Some(id)) = (self.m.client(c), self.m.msg(sel)) else {
-                    return;
-                };
-                let expected = self.m.owner_check(client, &id);
-                let got = self.h.state.handle_touch(client, &id, now);
-                assert_eq!(
-                    got.map_err(|e| e.to_string()),
-                    expected.map_err(String::from)
-                );
-                if expected.is_ok() {
-                    let timeout = self.m.clients[&client].timeout;
-                    let entry = self.m.held.get_mut(&id).unwrap();
-                    entry.1 = (now + timeout).min(entry.2 + self.config.max_msg_timeout);
-                }
-            }
+            Op::Fin(c, sel) => self.fin(c, sel),
+            Op::Req(c, sel, ms) => self.req(c, sel, ms, now),
+            Op::Touch(c, sel) => self.touch(c, sel, now),
             Op::Advance(ms) => self.advance(Duration::from_millis(ms)),
-            Op::Disconnect(c) => {
-                let Some(client) = self.m.client(c) else {
-                    return;
-                };
-                assert!(self.h.state.remove_consumer(client));
-                self.m.clients.remove(&client);
-                let ids: Vec<MessageId> = self
-                    .m
-                    .held
-                    .iter()
-                    .filter(|(_, (owner, _, _))| *owner == client)
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in ids {
-                    self.m.held.remove(&id);
-                    self.m.available.insert(id);
-                    self.m.requeue_count += 1;
-                }
-            }
+            Op::Disconnect(c) => self.disconnect(c),
             Op::Pause => {
                 self.h.state.pause();
                 self.m.paused = true;
@@ -1087,6 +1005,118 @@ impl Sim {
         }
         self.h.state.check_unique_ids();
         self.compare();
+    }
+
+    /// A new consumer subscribes; refused past `max_consumers`.
+    fn add_consumer(&mut self, t: u8) {
+        let client = self.m.next_client;
+        self.m.next_client += 1;
+        let timeout = TIMEOUTS[t as usize];
+        let got = self.h.state.add_consumer(client, timeout);
+        let max = self.config.max_consumers;
+        if max > 0 && self.m.clients.len() >= max {
+            assert!(
+                matches!(got, Err(ChannelError::TooManyConsumers { max: m }) if m == max),
+                "subscription {} past the limit of {max}: {got:?}",
+                self.m.clients.len() + 1
+            );
+            return;
+        }
+        got.unwrap();
+        self.m.clients.insert(
+            client,
+            ModelClient {
+                timeout,
+                ..ModelClient::default()
+            },
+        );
+    }
+
+    /// FIN by the consumer `c` selects, of the message `sel` selects.
+    fn fin(&mut self, c: u8, sel: u16) {
+        let (Some(client), Some(id)) = (self.m.client(c), self.m.msg(sel)) else {
+            return;
+        };
+        let expected = self.m.owner_check(client, &id);
+        let got = self
+            .h
+            .state
+            .handle_fin(client, &id, self.h.now(), self.h.clock.unix_nanos());
+        assert_eq!(
+            got.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+            expected.map_err(String::from)
+        );
+        if expected.is_ok() {
+            self.m.release(id);
+            self.m.clients.get_mut(&client).unwrap().finish_count += 1;
+            *self.m.finished.entry(id).or_default() += 1;
+        }
+    }
+
+    /// REQ by the consumer `c` selects, of the message `sel` selects.
+    fn req(&mut self, c: u8, sel: u16, ms: u64, now: Instant) {
+        let (Some(client), Some(id)) = (self.m.client(c), self.m.msg(sel)) else {
+            return;
+        };
+        let expected = self.m.owner_check(client, &id);
+        let delay = Duration::from_millis(ms);
+        let got = self.h.state.handle_req(client, &id, delay, now);
+        assert_eq!(
+            got.map_err(|e| e.to_string()),
+            expected.map_err(String::from)
+        );
+        if expected.is_ok() {
+            self.m.release(id);
+            self.m.clients.get_mut(&client).unwrap().requeue_count += 1;
+            self.m.requeue_count += 1;
+            let delay = delay.min(self.config.max_req_timeout);
+            if self.m.at_limit(&id) {
+                self.m.dead_letter(id);
+            } else if delay.is_zero() {
+                self.m.available.insert(id);
+            } else {
+                self.m.deferred.insert(id, now + delay);
+            }
+        }
+    }
+
+    /// TOUCH by the consumer `c` selects, of the message `sel` selects.
+    fn touch(&mut self, c: u8, sel: u16, now: Instant) {
+        let (Some(client), Some(id)) = (self.m.client(c), self.m.msg(sel)) else {
+            return;
+        };
+        let expected = self.m.owner_check(client, &id);
+        let got = self.h.state.handle_touch(client, &id, now);
+        assert_eq!(
+            got.map_err(|e| e.to_string()),
+            expected.map_err(String::from)
+        );
+        if expected.is_ok() {
+            let timeout = self.m.clients[&client].timeout;
+            let entry = self.m.held.get_mut(&id).unwrap();
+            entry.1 = (now + timeout).min(entry.2 + self.config.max_msg_timeout);
+        }
+    }
+
+    /// The consumer `c` selects leaves; what it held is requeued.
+    fn disconnect(&mut self, c: u8) {
+        let Some(client) = self.m.client(c) else {
+            return;
+        };
+        assert!(self.h.state.remove_consumer(client));
+        self.m.clients.remove(&client);
+        let ids: Vec<MessageId> = self
+            .m
+            .held
+            .iter()
+            .filter(|(_, (owner, _, _))| *owner == client)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.m.held.remove(&id);
+            self.m.available.insert(id);
+            self.m.requeue_count += 1;
+        }
     }
 
     fn advance(&mut self, by: Duration) {
@@ -1256,6 +1286,21 @@ proptest! {
         max_attempts in prop_oneof![Just(0u16), 1u16..4],
     ) {
         let mut sim = Sim::new(max_attempts);
+        sim.apply(Op::AddConsumer(0));
+        for op in ops {
+            sim.apply(op);
+        }
+        sim.finish_everything();
+    }
+
+    #[test]
+    fn consumers_never_exceed_max_consumers(
+        ops in proptest::collection::vec(op(), 1..200),
+        max_consumers in 1usize..4,
+    ) {
+        // Every step checks the invariants, the bound among them, and the
+        // model expects a refusal exactly when the bound is reached.
+        let mut sim = Sim::with_limits(0, max_consumers);
         sim.apply(Op::AddConsumer(0));
         for op in ops {
             sim.apply(op);

@@ -249,3 +249,92 @@ async fn a_durable_dead_letter_is_committed_only_after_its_publish_returned() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A sink whose publish never returns.
+struct Stuck;
+
+#[async_trait]
+impl DeadLetterSink for Stuck {
+    async fn publish(&self, _msg: Message) -> Result<(), ChannelError> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_publish_that_never_returns_stops_neither_timeouts_nor_backend_reads() {
+    // Memory holds nothing: each fresh message must be read back from the
+    // backend by the driver, while its publish of the first dead letter
+    // hangs.
+    let ch = Channel::with_dead_letters(
+        "t",
+        "c",
+        ChannelConfig {
+            max_attempts: 2,
+            mem_queue_size: 0,
+            ..ChannelConfig::default()
+        },
+        Arc::new(MemoryQueue::unbounded()),
+        Arc::new(SystemClock),
+        Some(Arc::new(Stuck)),
+    );
+    let mut c = ch.add_consumer(1, 2 * SEC).unwrap();
+    ch.set_ready(1, 1);
+    ch.put(msg(1)).await.unwrap();
+    for attempt in 1..=2 {
+        let m = next(&mut c, SEC).await.expect("delivered");
+        assert_eq!((num(&m.id), m.attempts), (1, attempt));
+        ch.requeue(1, &m.id, Duration::ZERO).unwrap();
+    }
+    tokio::time::sleep(SEC).await;
+    assert_eq!(ch.stats().dead_letter_count, 1, "its publish is in flight");
+
+    ch.put(msg(2)).await.unwrap();
+    let m = next(&mut c, SEC).await.expect("read from the backend");
+    assert_eq!((num(&m.id), m.attempts), (2, 1));
+    // Not finished: its timeout fires on time and it comes back.
+    let m = next(&mut c, 3 * SEC)
+        .await
+        .expect("timed out and redelivered");
+    assert_eq!((num(&m.id), m.attempts), (2, 2));
+    // Its last attempt times out too: it waits behind the stuck publish.
+    tokio::time::sleep(3 * SEC).await;
+    let s = ch.stats();
+    assert_eq!((s.timeout_count, s.dead_letter_count), (2, 2));
+    assert_eq!(s.depth + s.in_flight_count + s.deferred_count, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dead_letters_behind_a_slow_publish_leave_after_it_in_order() {
+    // The gate starts shut: the first publish waits, the second stays in
+    // the outbox meanwhile, and deliveries go on.
+    let (sink, mut rx) = letters(0, 0);
+    let ch = limited(
+        1,
+        Arc::new(MemoryQueue::unbounded()),
+        Arc::clone(&sink),
+        ChannelConfig::default(),
+    );
+    let mut c = ch.add_consumer(1, 60 * SEC).unwrap();
+    ch.set_ready(1, 1);
+    for n in 1..=3 {
+        ch.put(msg(n)).await.unwrap();
+    }
+    for n in 1..=2 {
+        let m = next(&mut c, SEC).await.expect("delivered");
+        assert_eq!(num(&m.id), n);
+        ch.requeue(1, &m.id, Duration::ZERO).unwrap();
+    }
+    let third = next(&mut c, SEC)
+        .await
+        .expect("delivered while a publish waits");
+    assert_eq!(num(&third.id), 3);
+    assert!(tokio::time::timeout(SEC, rx.recv()).await.is_err());
+
+    sink.gate.add_permits(2);
+    for n in 1..=2 {
+        let dead = tokio::time::timeout(SEC, rx.recv()).await.unwrap().unwrap();
+        assert_eq!(num(&dead.id), n);
+    }
+    ch.finish(1, &third.id).unwrap();
+    ch.close().await.unwrap();
+}

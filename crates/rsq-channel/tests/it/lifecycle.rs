@@ -2,10 +2,14 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-use rsq_channel::{Channel, ChannelConfig, ChannelError, SystemClock};
+use async_trait::async_trait;
+use bytes::Bytes;
+use rsq_channel::{Channel, ChannelConfig, ChannelError, DeadLetterSink, SystemClock};
 use rsq_codec::Message;
-use rsq_diskqueue::{BackendQueue, MemoryQueue};
+use rsq_diskqueue::{BackendQueue, BackendStats, MemoryQueue, QueueError};
 
 use crate::{SEC, channel, drain, msg, next, num};
 
@@ -256,4 +260,212 @@ async fn stats_report_consumers_and_depths() {
         (7, 1, 1, 3, 1, 1)
     );
     assert_eq!(s.depth, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn subscriptions_past_max_consumers_are_refused_until_one_leaves() {
+    let (ch, _) = channel(ChannelConfig {
+        max_consumers: 2,
+        ..ChannelConfig::default()
+    });
+    let first = ch.add_consumer(1, 60 * SEC).unwrap();
+    let _second = ch.add_consumer(2, 60 * SEC).unwrap();
+    assert!(matches!(
+        ch.add_consumer(3, 60 * SEC),
+        Err(ChannelError::TooManyConsumers { max: 2 })
+    ));
+    assert!(
+        matches!(
+            ch.add_consumer(2, 60 * SEC),
+            Err(ChannelError::ConsumerExists(2))
+        ),
+        "a second subscription of the same client is a duplicate, whatever the count"
+    );
+    assert_eq!(ch.stats().client_count, 2);
+    drop(first);
+    let _third = ch.add_consumer(3, 60 * SEC).unwrap();
+    assert_eq!(ch.stats().client_count, 2);
+}
+
+/// Threads race to subscribe and leave: the check and the add are one step
+/// under the channel lock, so no more than the limit ever hold a
+/// subscription at once, and every refusal names the limit.
+#[test]
+fn racing_subscriptions_never_exceed_max_consumers() {
+    const MAX: usize = 3;
+    const THREADS: u64 = 8;
+    const ROUNDS: u64 = 300;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _entered = runtime.enter();
+    let (ch, _) = channel(ChannelConfig {
+        max_consumers: MAX,
+        ..ChannelConfig::default()
+    });
+    let holding = AtomicUsize::new(0);
+    let (admitted, refused) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let (ch, holding, admitted, refused) = (&ch, &holding, &admitted, &refused);
+            s.spawn(move || {
+                for round in 0..ROUNDS {
+                    match ch.add_consumer(t * ROUNDS + round, 60 * SEC) {
+                        Ok(consumer) => {
+                            // Counted after the add and uncounted before the
+                            // removal, so this never exceeds the subscribed.
+                            let now = holding.fetch_add(1, Ordering::SeqCst) + 1;
+                            assert!(now <= MAX, "{now} consumers past the limit of {MAX}");
+                            admitted.fetch_add(1, Ordering::SeqCst);
+                            std::thread::yield_now();
+                            holding.fetch_sub(1, Ordering::SeqCst);
+                            drop(consumer);
+                        }
+                        Err(ChannelError::TooManyConsumers { max }) => {
+                            assert_eq!(max, MAX);
+                            refused.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Err(e) => panic!("unexpected {e}"),
+                    }
+                }
+            });
+        }
+    });
+    let (admitted, refused) = (admitted.into_inner(), refused.into_inner());
+    assert_eq!((admitted + refused) as u64, THREADS * ROUNDS);
+    assert!(admitted > 0);
+    assert_eq!(ch.stats().client_count, 0);
+}
+
+/// A real in-memory backend that counts the calls that write to it.
+struct CountingQueue {
+    queue: MemoryQueue,
+    puts: AtomicUsize,
+    put_manys: AtomicUsize,
+}
+
+impl CountingQueue {
+    fn new() -> Arc<CountingQueue> {
+        Arc::new(CountingQueue {
+            queue: MemoryQueue::unbounded(),
+            puts: AtomicUsize::new(0),
+            put_manys: AtomicUsize::new(0),
+        })
+    }
+}
+
+#[async_trait]
+impl BackendQueue for CountingQueue {
+    async fn put(&self, record: Bytes) -> Result<(), QueueError> {
+        self.puts.fetch_add(1, Ordering::SeqCst);
+        self.queue.put(record).await
+    }
+
+    async fn put_many(&self, records: Vec<Bytes>) -> Result<(), QueueError> {
+        self.put_manys.fetch_add(1, Ordering::SeqCst);
+        self.queue.put_many(records).await
+    }
+
+    fn try_read(&self) -> Result<Option<Bytes>, QueueError> {
+        self.queue.try_read()
+    }
+
+    async fn read(&self) -> Result<Bytes, QueueError> {
+        self.queue.read().await
+    }
+
+    fn depth(&self) -> u64 {
+        self.queue.depth()
+    }
+
+    fn stats(&self) -> BackendStats {
+        self.queue.stats()
+    }
+
+    async fn empty(&self) -> Result<(), QueueError> {
+        self.queue.empty().await
+    }
+
+    async fn delete(&self) -> Result<(), QueueError> {
+        self.queue.delete().await
+    }
+
+    async fn close(&self) -> Result<(), QueueError> {
+        self.queue.close().await
+    }
+}
+
+/// A dead-letter sink that refuses everything, so dead letters stay in the
+/// channel's outbox.
+struct Refusing;
+
+#[async_trait]
+impl DeadLetterSink for Refusing {
+    async fn publish(&self, _msg: Message) -> Result<(), ChannelError> {
+        Err(ChannelError::DeadLetter("refusing on purpose".into()))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_writes_everything_held_with_one_put_many() {
+    let backend = CountingQueue::new();
+    let ch = Channel::with_dead_letters(
+        "t",
+        "c",
+        ChannelConfig {
+            max_attempts: 1,
+            ..ChannelConfig::default()
+        },
+        Arc::clone(&backend) as Arc<dyn BackendQueue>,
+        Arc::new(SystemClock),
+        Some(Arc::new(Refusing)),
+    );
+    let mut c = ch.add_consumer(1, 60 * SEC).unwrap();
+    for n in 1..=5 {
+        ch.put(msg(n)).await.unwrap();
+    }
+    ch.put_deferred(msg(6), 60 * SEC).await.unwrap();
+    ch.set_ready(1, 2);
+    let first = next(&mut c, SEC).await.unwrap();
+    // Its last attempt: a dead letter the sink refuses, so it stays held.
+    ch.requeue(1, &first.id, Duration::ZERO).unwrap();
+    tokio::time::sleep(SEC).await;
+    let s = ch.stats();
+    assert_eq!(s.dead_letter_count, 1);
+    assert_eq!((s.in_flight_count, s.depth, s.deferred_count), (2, 2, 1));
+    assert_eq!(backend.puts.load(Ordering::SeqCst), 0);
+
+    ch.close().await.unwrap();
+    assert_eq!(
+        (
+            backend.puts.load(Ordering::SeqCst),
+            backend.put_manys.load(Ordering::SeqCst)
+        ),
+        (0, 1),
+        "memory, in flight, deferred and the dead letter in one batch"
+    );
+    assert_eq!(backend.depth(), 6);
+    let mut stored = BTreeSet::new();
+    for _ in 0..6 {
+        let record = backend.try_read().unwrap().expect("written back");
+        stored.insert(num(&Message::from_record(record).unwrap().id));
+    }
+    assert_eq!(stored, (1..=6).collect());
+}
+
+#[tokio::test(start_paused = true)]
+async fn closing_an_empty_channel_writes_nothing() {
+    let backend = CountingQueue::new();
+    let ch = Channel::new(
+        "t",
+        "c",
+        ChannelConfig::default(),
+        Arc::clone(&backend) as Arc<dyn BackendQueue>,
+        Arc::new(SystemClock),
+    );
+    ch.close().await.unwrap();
+    assert_eq!(backend.put_manys.load(Ordering::SeqCst), 0);
+    assert_eq!(backend.puts.load(Ordering::SeqCst), 0);
 }

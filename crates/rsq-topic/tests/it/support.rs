@@ -1,4 +1,4 @@
-//! Test support: a recording channel (a real `TopicChannel` that keeps what
+//! Test support: a recording channel (a real `TopicSink` that keeps what
 //! it is given), its factory, message builders and a log capture.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use rsq_codec::{Message, MessageId};
 use rsq_diskqueue::{BackendQueue, MemoryQueue};
-use rsq_topic::{ChannelError, ChannelFactory, Topic, TopicChannel, TopicConfig, TopicError};
+use rsq_topic::{SinkError, SinkFactory, Topic, TopicConfig, TopicError, TopicSink};
 
 /// One put the channel received.
 #[derive(Debug, Clone)]
@@ -43,15 +43,15 @@ impl RecordingChannel {
         self.deliveries().into_iter().map(|d| d.msg.id).collect()
     }
 
-    fn record(&self, msg: Message, deferred: Option<Duration>) -> Result<(), ChannelError> {
+    fn record(&self, msg: Message, deferred: Option<Duration>) -> Result<(), SinkError> {
         if self.deleted.load(Ordering::SeqCst) {
             self.puts_after_delete.fetch_add(1, Ordering::SeqCst);
         }
         if self.failing.load(Ordering::SeqCst) {
-            return Err(ChannelError::new("refusing on purpose"));
+            return Err(SinkError::new("refusing on purpose"));
         }
         if self.full.load(Ordering::SeqCst) {
-            return Err(ChannelError::disk_full("disk full on purpose", vec![msg]));
+            return Err(SinkError::disk_full("disk full on purpose", vec![msg]));
         }
         self.deliveries
             .lock()
@@ -62,21 +62,21 @@ impl RecordingChannel {
 }
 
 #[async_trait]
-impl TopicChannel for RecordingChannel {
-    async fn put(&self, msg: Message) -> Result<(), ChannelError> {
+impl TopicSink for RecordingChannel {
+    async fn put(&self, msg: Message) -> Result<(), SinkError> {
         self.record(msg, None)
     }
 
-    async fn put_deferred(&self, msg: Message, delay: Duration) -> Result<(), ChannelError> {
+    async fn put_deferred(&self, msg: Message, delay: Duration) -> Result<(), SinkError> {
         self.record(msg, Some(delay))
     }
 
-    async fn close(&self) -> Result<(), ChannelError> {
+    async fn close(&self) -> Result<(), SinkError> {
         self.closed.store(true, Ordering::SeqCst);
         Ok(())
     }
 
-    async fn delete(&self) -> Result<(), ChannelError> {
+    async fn delete(&self) -> Result<(), SinkError> {
         self.deleted.store(true, Ordering::SeqCst);
         Ok(())
     }
@@ -93,7 +93,7 @@ pub struct Recorder {
 }
 
 #[async_trait::async_trait]
-impl ChannelFactory<RecordingChannel> for Recorder {
+impl SinkFactory<RecordingChannel> for Recorder {
     async fn create(
         &self,
         _topic: &str,
@@ -106,7 +106,7 @@ impl ChannelFactory<RecordingChannel> for Recorder {
         if self.refuse.lock().unwrap().iter().any(|n| n == channel) {
             return Err(TopicError::ChannelCreate {
                 channel: channel.to_owned(),
-                source: ChannelError::new("refused by test"),
+                source: SinkError::new("refused by test"),
             });
         }
         let mut created = self.created.lock().unwrap();

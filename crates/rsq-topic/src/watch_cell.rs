@@ -1,11 +1,12 @@
-//! A watch for one small `Copy` value: the latest value and a version in a
-//! mutex, and a `Notify`. The topic and its pump signal each other through
-//! two of these; tokio's `watch` would do the same with an eight-way
-//! notifier, a few hundred bytes per topic that thousands of idle topics
-//! pay for nothing.
+//! A watch cell: one small `Copy` value shared by a sender and receivers,
+//! the latest value and a version in a mutex, plus a `Notify` (no OS
+//! signals here). The topic and its pump signal each other through two of
+//! these; tokio's `watch` would do the same with an eight-way notifier, a
+//! few hundred bytes per topic that thousands of idle topics pay for
+//! nothing.
 //!
 //! Sending never waits. A receiver sees every value's latest state, not
-//! every value, as with `watch`. Dropping the sender closes the signal.
+//! every value, as with `watch`. Dropping the sender closes the cell.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -15,7 +16,8 @@ use tokio::sync::Notify;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Closed;
 
-struct Shared<T> {
+/// The cell both halves point at.
+struct WatchCell<T> {
     state: Mutex<State<T>>,
     changed: Notify,
 }
@@ -27,7 +29,7 @@ struct State<T> {
     closed: bool,
 }
 
-impl<T> Shared<T> {
+impl<T> WatchCell<T> {
     fn state(&self) -> MutexGuard<'_, State<T>> {
         // Every critical section is a plain assignment: never half done.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -36,19 +38,19 @@ impl<T> Shared<T> {
 
 /// The sending half.
 pub(crate) struct Sender<T> {
-    shared: Arc<Shared<T>>,
+    cell: Arc<WatchCell<T>>,
 }
 
 /// A receiving half: remembers the version it last saw.
 #[derive(Clone)]
 pub(crate) struct Receiver<T> {
-    shared: Arc<Shared<T>>,
+    cell: Arc<WatchCell<T>>,
     seen: u64,
 }
 
-/// A signal holding `value`, seen by its receiver.
-pub(crate) fn channel<T: Copy>(value: T) -> (Sender<T>, Receiver<T>) {
-    let shared = Arc::new(Shared {
+/// A cell holding `value`, with its sender and a receiver that has seen it.
+pub(crate) fn new<T: Copy>(value: T) -> (Sender<T>, Receiver<T>) {
+    let cell = Arc::new(WatchCell {
         state: Mutex::new(State {
             value,
             version: 0,
@@ -57,10 +59,10 @@ pub(crate) fn channel<T: Copy>(value: T) -> (Sender<T>, Receiver<T>) {
         changed: Notify::new(),
     });
     let receiver = Receiver {
-        shared: shared.clone(),
+        cell: cell.clone(),
         seen: 0,
     };
-    (Sender { shared }, receiver)
+    (Sender { cell }, receiver)
 }
 
 impl<T: Copy> Sender<T> {
@@ -68,7 +70,7 @@ impl<T: Copy> Sender<T> {
     /// returns whether it did.
     pub(crate) fn send_if_modified(&self, modify: impl FnOnce(&mut T) -> bool) -> bool {
         let modified = {
-            let mut state = self.shared.state();
+            let mut state = self.cell.state();
             let modified = modify(&mut state.value);
             if modified {
                 state.version += 1;
@@ -76,7 +78,7 @@ impl<T: Copy> Sender<T> {
             modified
         };
         if modified {
-            self.shared.changed.notify_waiters();
+            self.cell.changed.notify_waiters();
         }
         modified
     }
@@ -96,21 +98,21 @@ impl<T: Copy> Sender<T> {
 
     /// The current value.
     pub(crate) fn borrow(&self) -> T {
-        self.shared.state().value
+        self.cell.state().value
     }
 }
 
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
-        self.shared.state().closed = true;
-        self.shared.changed.notify_waiters();
+        self.cell.state().closed = true;
+        self.cell.changed.notify_waiters();
     }
 }
 
 impl<T: Copy> Receiver<T> {
     /// The current value, marked seen.
     pub(crate) fn borrow_and_update(&mut self) -> T {
-        let state = self.shared.state();
+        let state = self.cell.state();
         self.seen = state.version;
         state.value
     }
@@ -118,7 +120,7 @@ impl<T: Copy> Receiver<T> {
     /// Whether a value was sent since this receiver last looked, or the
     /// sender is gone.
     pub(crate) fn has_changed(&self) -> bool {
-        let state = self.shared.state();
+        let state = self.cell.state();
         state.version != self.seen || state.closed
     }
 
@@ -126,12 +128,12 @@ impl<T: Copy> Receiver<T> {
     /// Cancel safe: nothing is marked until it returns.
     pub(crate) async fn changed(&mut self) -> Result<(), Closed> {
         loop {
-            let notified = self.shared.changed.notified();
+            let notified = self.cell.changed.notified();
             tokio::pin!(notified);
             // Registered before the check, so a send in between wakes us.
             notified.as_mut().enable();
             {
-                let state = self.shared.state();
+                let state = self.cell.state();
                 if state.version != self.seen {
                     self.seen = state.version;
                     return Ok(());
@@ -147,11 +149,11 @@ impl<T: Copy> Receiver<T> {
     /// Waits until the value satisfies `ready`, and returns it.
     pub(crate) async fn wait_for(&mut self, ready: impl Fn(&T) -> bool) -> Result<T, Closed> {
         loop {
-            let notified = self.shared.changed.notified();
+            let notified = self.cell.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
-                let state = self.shared.state();
+                let state = self.cell.state();
                 self.seen = state.version;
                 if ready(&state.value) {
                     return Ok(state.value);
@@ -172,7 +174,7 @@ mod tests {
 
     #[tokio::test]
     async fn receivers_see_the_latest_value_and_the_close() {
-        let (tx, mut rx) = channel(0u64);
+        let (tx, mut rx) = new(0u64);
         assert!(!rx.has_changed());
         tx.send_replace(1);
         tx.send_replace(2);
