@@ -64,18 +64,115 @@ fn no_grab_bag_modules() {
     assert!(bad.is_empty(), "name modules by concept: {bad:#?}");
 }
 
-/// rsq-codec does no IO: it must not depend on tokio or any networking crate.
-#[test]
-fn codec_does_no_io() {
-    let manifest = read(&project_root().join("crates/rsq-codec/Cargo.toml"));
-    for forbidden in ["tokio", "async-trait", "mio", "hyper", "axum"] {
+/// The workspace's dependency graph as cargo resolved it (`cargo
+/// metadata`), so a crate that gains a forbidden dependency through
+/// another is caught as surely as one that names it.
+struct Graph {
+    /// Package id to name.
+    names: std::collections::HashMap<String, String>,
+    /// Package id to the ids of its normal and build dependencies (not
+    /// dev: tests may use anything).
+    deps: std::collections::HashMap<String, Vec<String>>,
+}
+
+impl Graph {
+    fn load() -> Graph {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        let out = std::process::Command::new(cargo)
+            .current_dir(project_root())
+            .args(["metadata", "--format-version", "1", "--locked"])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run cargo metadata: {e}"));
+        assert!(out.status.success(), "cargo metadata failed");
+        let meta: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("cargo metadata: {e}"));
+        let mut names = std::collections::HashMap::new();
+        for p in meta["packages"].as_array().into_iter().flatten() {
+            let (Some(id), Some(name)) = (p["id"].as_str(), p["name"].as_str()) else {
+                continue;
+            };
+            names.insert(id.to_string(), name.to_string());
+        }
+        let mut deps = std::collections::HashMap::new();
+        for node in meta["resolve"]["nodes"].as_array().into_iter().flatten() {
+            let Some(id) = node["id"].as_str() else {
+                continue;
+            };
+            let used: Vec<String> = node["deps"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|d| {
+                    d["dep_kinds"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|k| k["kind"].as_str() != Some("dev"))
+                })
+                .filter_map(|d| d["pkg"].as_str().map(str::to_string))
+                .collect();
+            deps.insert(id.to_string(), used);
+        }
+        Graph { names, deps }
+    }
+
+    /// Every crate `name` depends on, directly or not, by name.
+    fn closure(&self, name: &str) -> std::collections::BTreeSet<String> {
+        let mut todo: Vec<&String> = self
+            .names
+            .iter()
+            .filter(|(_, n)| n.as_str() == name)
+            .map(|(id, _)| id)
+            .collect();
+        assert!(!todo.is_empty(), "no crate {name} in the workspace");
+        let mut seen = std::collections::HashSet::new();
+        let mut out = std::collections::BTreeSet::new();
+        while let Some(id) = todo.pop() {
+            for dep in self.deps.get(id).into_iter().flatten() {
+                if seen.insert(dep) {
+                    out.insert(self.names[dep].clone());
+                    todo.push(dep);
+                }
+            }
+        }
+        out
+    }
+
+    /// Fails if crate `name` reaches any of `forbidden`, saying why it
+    /// must not.
+    fn assert_avoids(&self, name: &str, forbidden: &[&str], why: &str) {
+        let reached = self.closure(name);
+        let bad: Vec<_> = forbidden.iter().filter(|f| reached.contains(**f)).collect();
         assert!(
-            !manifest
-                .lines()
-                .any(|l| l.trim_start().starts_with(forbidden)),
-            "rsq-codec must not depend on {forbidden}"
+            bad.is_empty(),
+            "{name} depends (maybe through another crate) on {bad:?}: {why}"
         );
     }
+}
+
+fn graph() -> &'static Graph {
+    static GRAPH: std::sync::OnceLock<Graph> = std::sync::OnceLock::new();
+    GRAPH.get_or_init(Graph::load)
+}
+
+/// Crates that do IO or run a runtime: no sans-IO crate reaches one.
+const DOES_IO: &[&str] = &[
+    "tokio",
+    "mio",
+    "socket2",
+    "hyper",
+    "axum",
+    "rustls",
+    "tokio-rustls",
+    "async-trait",
+];
+
+/// rsq-codec does no IO: nothing it depends on, however far down, is a
+/// runtime or a networking crate; and its own code touches no file,
+/// socket or clock.
+#[test]
+fn codec_does_no_io() {
+    graph().assert_avoids("rsq-codec", DOES_IO, "rsq-codec does no IO");
     for file in all_rust_files()
         .into_iter()
         .filter(|p| p.starts_with(project_root().join("crates/rsq-codec/src")))
@@ -129,43 +226,80 @@ fn state_machines_do_no_io() {
     }
 }
 
-/// The V2 connection machine's crate cannot do IO: it depends on no
-/// runtime, network, TLS or HTTP crate and on no crate of the daemon, so
-/// the compiler, not this text search, keeps it sans-IO.
+/// The V2 connection machine's crate cannot do IO: nothing it depends
+/// on, however far down, is a runtime, network, TLS or HTTP crate or a
+/// crate of the daemon, so the compiler, not a text search, keeps it
+/// sans-IO.
 #[test]
 fn protocol_depends_on_nothing_that_does_io() {
-    let manifest = read(&project_root().join("crates/rsq-protocol/Cargo.toml"));
-    let deps = manifest
-        .split("[dependencies]")
-        .nth(1)
-        .and_then(|rest| rest.split("\n[").next())
-        .unwrap_or("");
-    for forbidden in [
-        "tokio",
-        "mio",
-        "hyper",
-        "axum",
-        "rustls",
+    let mut forbidden = DOES_IO.to_vec();
+    forbidden.extend([
         "rsqd",
         "rsq-service",
         "rsq-diskqueue",
         "rsq-channel",
         "rsq-topic",
-    ] {
-        assert!(
-            !deps.lines().any(|l| l.trim_start().starts_with(forbidden)),
-            "rsq-protocol depends on {forbidden}: it must stay free of IO"
-        );
-    }
+    ]);
+    graph().assert_avoids("rsq-protocol", &forbidden, "it must stay free of IO");
 }
 
-/// rsq-topic reaches channels only through its trait: no dependency on rsq-channel.
+/// rsq-topic reaches channels only through its sink trait: no path in
+/// the graph leads from it to rsq-channel.
 #[test]
 fn topic_does_not_know_channel() {
-    let manifest = read(&project_root().join("crates/rsq-topic/Cargo.toml"));
+    graph().assert_avoids(
+        "rsq-topic",
+        &["rsq-channel"],
+        "the topic knows channels only as sinks",
+    );
+}
+
+/// Every `[workspace.dependencies]` entry is used by a member: a
+/// declaration nobody uses (bincode, once) says the workspace depends on
+/// something it does not.
+#[test]
+fn every_workspace_dependency_is_used() {
+    let root = project_root();
+    let manifest = read(&root.join("Cargo.toml"));
+    let declared: Vec<&str> = manifest
+        .split("[workspace.dependencies]")
+        .nth(1)
+        .and_then(|rest| rest.split("\n[").next())
+        .unwrap_or("")
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim()))
+        .filter(|k| !k.is_empty())
+        .collect();
+    assert!(!declared.is_empty(), "no [workspace.dependencies] found");
+    let mut members = Vec::new();
+    for dir in ["crates", "xtask"] {
+        let path = root.join(dir);
+        if path.join("Cargo.toml").exists() {
+            members.push(read(&path.join("Cargo.toml")));
+        }
+        for entry in fs::read_dir(&path).into_iter().flatten().flatten() {
+            let m = entry.path().join("Cargo.toml");
+            if m.exists() {
+                members.push(read(&m));
+            }
+        }
+    }
+    let unused: Vec<_> = declared
+        .iter()
+        .filter(|dep| {
+            !members.iter().any(|m| {
+                m.lines().any(|l| {
+                    let l = l.trim_start();
+                    l.starts_with(&format!("{dep}.workspace"))
+                        || (l.starts_with(&format!("{dep} ")) && l.contains("workspace = true"))
+                })
+            })
+        })
+        .collect();
     assert!(
-        !manifest.contains("rsq-channel"),
-        "rsq-topic must not depend on rsq-channel"
+        unused.is_empty(),
+        "workspace dependencies no crate uses: {unused:?}"
     );
 }
 
