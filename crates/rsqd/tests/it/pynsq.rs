@@ -18,8 +18,9 @@ fn pyenv() -> PathBuf {
 
 /// The venv's python, creating the venv once (and installing again when
 /// `PACKAGES` changed: `.ready` holds the list installed). Tests run in
-/// parallel processes, so creation is guarded by a lock directory (mkdir
-/// is atomic).
+/// parallel processes, so creation is guarded by an exclusive `flock` on a
+/// lock file: the kernel releases it when its holder exits, however it
+/// exits, so a run killed mid-install never leaves the next one waiting.
 pub fn python() -> PathBuf {
     let env = pyenv();
     let python = env.join("bin/python");
@@ -29,18 +30,15 @@ pub fn python() -> PathBuf {
     if is_ready() {
         return python;
     }
-    let lock = env.with_extension("lock");
+    std::fs::create_dir_all(env.parent().expect("target/pyenv has a parent")).unwrap();
+    let lock = std::fs::File::create(env.with_extension("flock")).unwrap();
+    // Another test process may be installing: wait for it, bounded (a
+    // live holder is a pip still working; a dead one holds nothing).
     let deadline = Instant::now() + Duration::from_secs(300);
-    while std::fs::create_dir_all(env.parent().unwrap()).is_ok()
-        && std::fs::create_dir(&lock).is_err()
-    {
-        if is_ready() {
-            return python;
-        }
+    while lock.try_lock().is_err() {
         assert!(
             Instant::now() < deadline,
-            "waited too long for {}",
-            lock.display()
+            "waited 300 s for another test's pip install"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -60,7 +58,7 @@ pub fn python() -> PathBuf {
             std::fs::write(&ready, &wanted).unwrap();
         }
     }
-    let _ = std::fs::remove_dir(&lock);
+    drop(lock);
     assert!(
         is_ready(),
         "could not install {PACKAGES:?} into {}",
