@@ -37,6 +37,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use clap::Parser;
 use rsq_codec::{Message, is_ephemeral, is_valid_name};
+use rsq_diskqueue::FsStorage;
 use rsq_service::{LogFormat, parse_log_format, parse_log_level};
 
 use crate::dirlock::{DirLock, DirLockError};
@@ -286,15 +287,19 @@ pub fn run(opts: &DowngradeOptions) -> Result<Summary, DowngradeError> {
             failed,
         });
     }
+    let storage = FsStorage::new(data_path).map_err(|source| DowngradeError::Io {
+        path: data_path.to_path_buf(),
+        source,
+    })?;
     metadata::save(
-        data_path,
+        &storage,
         &Metadata {
             topics: without_attempt_limits(kept.topics),
             version: NSQD_VERSION.to_string(),
         },
     )?;
     // Go reads nsqd.dat alone; the (empty) journal would only confuse.
-    metadata::journal::remove(data_path)?;
+    metadata::journal::remove(&storage)?;
     tracing::info!(path = %metadata::path_in(data_path).display(), "DOWNGRADE: nsqd.dat rewritten for Go nsqd v{NSQD_VERSION}");
     drop(lock);
     Ok(Summary {

@@ -11,8 +11,8 @@ use std::sync::{Arc, Weak};
 use rsq_channel::{Channel, ChannelConfig, Clock};
 use rsq_codec::is_ephemeral;
 use rsq_diskqueue::{
-    BackendQueue, CommitSnapshot, CommitStats, DiskBudget, DiskQueueConfig, FsStorage,
-    LazyDiskQueue, MemoryQueue,
+    BackendQueue, CommitSnapshot, CommitStats, DiskBudget, DiskQueueConfig, LazyDiskQueue,
+    MemoryQueue, Storage,
 };
 use rsq_topic::{SinkError, SinkFactory, TopicError};
 
@@ -49,7 +49,7 @@ pub(crate) struct Factory {
     /// The data dir, shared by every queue: its index of file names means
     /// opening a queue does not list the directory, and one storage (with
     /// one cache of open files) costs less than one per queue.
-    storage: Arc<FsStorage>,
+    storage: Arc<dyn Storage>,
     /// Every `--durable` queue's group commits, counted together.
     commit_stats: Arc<CommitStats>,
     /// The bytes of every queue's segment files (`--max-disk-bytes`).
@@ -63,7 +63,7 @@ impl Factory {
     pub(crate) fn new(
         opts: Arc<Options>,
         clock: Arc<dyn Clock>,
-        storage: Arc<FsStorage>,
+        storage: Arc<dyn Storage>,
         nsqd: Weak<Nsqd>,
     ) -> Self {
         Factory {

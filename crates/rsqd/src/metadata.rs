@@ -14,9 +14,9 @@
 //! Between whole writes, changes go to its [`journal`].
 
 use std::fmt;
-use std::fs;
 use std::path::{Path, PathBuf};
 
+use rsq_diskqueue::{FsStorage, Storage};
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 pub mod journal;
@@ -107,6 +107,43 @@ pub(crate) fn path_in(data_path: &Path) -> PathBuf {
     data_path.join(METADATA_FILE)
 }
 
+/// Maps an IO failure on file `name` of `storage` to [`MetadataError::Io`].
+pub(crate) fn io_error(
+    storage: &dyn Storage,
+    what: &'static str,
+    name: &str,
+) -> impl FnOnce(std::io::Error) -> MetadataError {
+    let path = storage.dir().join(name);
+    move |source| MetadataError::Io { what, path, source }
+}
+
+/// The whole content of file `name`, or `None` if it does not exist.
+pub(crate) fn read_file(
+    storage: &dyn Storage,
+    name: &str,
+) -> Result<Option<Vec<u8>>, MetadataError> {
+    let Some(len) = storage
+        .len(name)
+        .map_err(io_error(storage, "cannot read", name))?
+    else {
+        return Ok(None);
+    };
+    let len = usize::try_from(len).map_err(|_| MetadataError::Io {
+        what: "too large to read",
+        path: storage.dir().join(name),
+        source: std::io::Error::from(std::io::ErrorKind::FileTooLarge),
+    })?;
+    let mut bytes = vec![0; len];
+    let n = match storage.read_at(name, 0, &mut bytes) {
+        Ok(n) => n,
+        // Removed between the two calls.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error(storage, "cannot read", name)(e)),
+    };
+    bytes.truncate(n);
+    Ok(Some(bytes))
+}
+
 /// Parses the bytes of an `nsqd.dat` as nsqd reads them (see the module
 /// docs): `Err` only for a file nsqd would refuse too.
 pub(crate) fn parse(bytes: &[u8]) -> Result<Metadata, serde_json::Error> {
@@ -140,10 +177,21 @@ pub(crate) fn to_json(meta: &Metadata) -> Result<Vec<u8>, MetadataError> {
 /// std::fs::remove_dir_all(&dir).unwrap();
 /// ```
 pub fn read(data_path: &Path) -> Result<Option<Metadata>, MetadataError> {
-    let Some((bytes, mut meta)) = read_whole(data_path)? else {
+    let storage = FsStorage::new(data_path).map_err(|source| MetadataError::Io {
+        what: "cannot open",
+        path: data_path.to_path_buf(),
+        source,
+    })?;
+    read_from(&storage)
+}
+
+/// [`read`] from any [`Storage`]: the daemon's data dir, or a directory
+/// in memory (a crash test's, a simulated host's).
+pub fn read_from(storage: &dyn Storage) -> Result<Option<Metadata>, MetadataError> {
+    let Some((bytes, mut meta)) = read_whole(storage)? else {
         return Ok(None);
     };
-    match journal::read(data_path, &bytes)? {
+    match journal::read(storage, &bytes)? {
         Replay::None => {}
         Replay::Changes(changes) => {
             for change in &changes {
@@ -152,7 +200,7 @@ pub fn read(data_path: &Path) -> Result<Option<Metadata>, MetadataError> {
         }
         Replay::Corrupt(why) => {
             return Err(MetadataError::CorruptJournal {
-                path: journal::path_in(data_path),
+                path: storage.dir().join(journal::JOURNAL_FILE),
                 why,
             });
         }
@@ -161,22 +209,16 @@ pub fn read(data_path: &Path) -> Result<Option<Metadata>, MetadataError> {
 }
 
 /// `nsqd.dat` alone: its bytes and what they say.
-fn read_whole(data_path: &Path) -> Result<Option<(Vec<u8>, Metadata)>, MetadataError> {
-    let path = path_in(data_path);
-    let bytes = match fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(MetadataError::Io {
-                what: "cannot read",
-                path,
-                source,
-            });
-        }
+fn read_whole(storage: &dyn Storage) -> Result<Option<(Vec<u8>, Metadata)>, MetadataError> {
+    let Some(bytes) = read_file(storage, METADATA_FILE)? else {
+        return Ok(None);
     };
     match parse(&bytes) {
         Ok(meta) => Ok(Some((bytes, meta))),
-        Err(source) => Err(MetadataError::Corrupt { path, source }),
+        Err(source) => Err(MetadataError::Corrupt {
+            path: storage.dir().join(METADATA_FILE),
+            source,
+        }),
     }
 }
 
@@ -186,23 +228,25 @@ fn read_whole(data_path: &Path) -> Result<Option<(Vec<u8>, Metadata)>, MetadataE
 /// and serves what its queues hold. A file that cannot be read, or a
 /// corrupt one that cannot be moved aside, is an error: starting without it
 /// would write a new `nsqd.dat` over the only list of the topics.
-pub(crate) fn load(data_path: &Path) -> Result<Metadata, MetadataError> {
-    match read(data_path) {
+pub(crate) fn load(storage: &dyn Storage) -> Result<Metadata, MetadataError> {
+    match read_from(storage) {
         Ok(meta) => Ok(meta.unwrap_or_default()),
         Err(e @ MetadataError::CorruptJournal { .. }) => {
             quarantine(
-                &journal::path_in(data_path),
-                "journal.bad",
+                storage,
+                journal::JOURNAL_FILE,
+                "nsqd.dat.journal.bad",
                 "cannot move the damaged journal aside",
                 &e,
                 "metadata journal is damaged; moved aside, starting from nsqd.dat alone (changes since its last whole write are forgotten)",
             )?;
-            load(data_path)
+            load(storage)
         }
         Err(e @ MetadataError::Corrupt { .. }) => {
             quarantine(
-                &path_in(data_path),
-                "dat.bad",
+                storage,
+                METADATA_FILE,
+                "nsqd.dat.bad",
                 "cannot move corrupt metadata aside",
                 &e,
                 "metadata is corrupt; moved aside, starting without it",
@@ -213,42 +257,31 @@ pub(crate) fn load(data_path: &Path) -> Result<Metadata, MetadataError> {
     }
 }
 
-/// Moves the unreadable file `path` aside under the extension `bad`,
-/// logging `why` at error level; `what` names a failed move.
+/// Moves the unreadable file `name` aside as `bad`, logging `why` at
+/// error level; `what` names a failed move.
 fn quarantine(
-    path: &Path,
+    storage: &dyn Storage,
+    name: &str,
     bad: &str,
     what: &'static str,
     error: &MetadataError,
     why: &'static str,
 ) -> Result<(), MetadataError> {
-    let bad = path.with_extension(bad);
-    tracing::error!(path = %path.display(), quarantined = %bad.display(), %error, "{why}");
-    fs::rename(path, &bad).map_err(|source| MetadataError::Io {
-        what,
-        path: path.to_path_buf(),
-        source,
-    })
+    let dir = storage.dir();
+    tracing::error!(path = %dir.join(name).display(), quarantined = %dir.join(bad).display(), %error, "{why}");
+    storage
+        .rename(name, bad)
+        .map_err(io_error(storage, what, name))
 }
 
 /// Writes `nsqd.dat` atomically, in nsqd's shape, then starts an empty
 /// journal for it.
-pub(crate) fn save(data_path: &Path, meta: &Metadata) -> Result<(), MetadataError> {
-    let json = save_whole(data_path, meta)?;
-    journal::start(data_path, &json)
-}
-
-/// Writes `nsqd.dat` atomically; returns the bytes written.
-fn save_whole(data_path: &Path, meta: &Metadata) -> Result<Vec<u8>, MetadataError> {
+pub(crate) fn save(storage: &dyn Storage, meta: &Metadata) -> Result<(), MetadataError> {
     let json = to_json(meta)?;
-    rsq_diskqueue::write_atomically(data_path, METADATA_FILE, &json).map_err(|source| {
-        MetadataError::Io {
-            what: "cannot write",
-            path: path_in(data_path),
-            source,
-        }
-    })?;
-    Ok(json)
+    storage
+        .write_atomic(METADATA_FILE, &json)
+        .map_err(io_error(storage, "cannot write", METADATA_FILE))?;
+    journal::start(storage, &json)
 }
 
 /// Go writes a nil slice as `null`, and nsqd's lists are nil when empty.
@@ -418,6 +451,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for IgnoredOr<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     /// What Go nsqd v1.3.0 wrote for the fixture data dir, byte for byte.
     const GO_LINE: &str = r#"{"topics":[{"name":"payments","paused":false,"channels":[{"name":"ledger","paused":false},{"name":"archive","paused":true}]},{"name":"signups","paused":true,"channels":[{"name":"welcome","paused":false}]},{"name":"lonely","paused":false,"channels":null}],"version":"1.3.0"}"#;
@@ -562,9 +596,9 @@ mod tests {
     fn round_trips_through_the_file() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         fs::write(dir.path().join(METADATA_FILE), GO_LINE)?;
-        let meta = load(dir.path())?;
+        let meta = load(&FsStorage::new(dir.path())?)?;
         assert_eq!(meta, go_metadata());
-        save(dir.path(), &meta)?;
+        save(&FsStorage::new(dir.path())?, &meta)?;
         assert_eq!(fs::read_to_string(dir.path().join(METADATA_FILE))?, GO_LINE);
         assert_eq!(read(dir.path())?, Some(meta));
         assert!(!dir.path().join("nsqd.dat.bad").exists());
@@ -581,7 +615,7 @@ mod tests {
         ));
         // `read` changes nothing; `load` moves it aside.
         assert!(dir.path().join(METADATA_FILE).exists());
-        assert_eq!(load(dir.path())?, Metadata::default());
+        assert_eq!(load(&FsStorage::new(dir.path())?)?, Metadata::default());
         assert!(dir.path().join("nsqd.dat.bad").exists());
         Ok(())
     }
@@ -590,7 +624,7 @@ mod tests {
     fn a_missing_file_is_none() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         assert_eq!(read(dir.path())?, None);
-        assert_eq!(load(dir.path())?, Metadata::default());
+        assert_eq!(load(&FsStorage::new(dir.path())?)?, Metadata::default());
         Ok(())
     }
 
@@ -600,7 +634,10 @@ mod tests {
         // A directory where the file should be: reading it fails, and
         // starting empty would write a new file over the only topic list.
         fs::create_dir(dir.path().join(METADATA_FILE))?;
-        assert!(matches!(load(dir.path()), Err(MetadataError::Io { .. })));
+        assert!(matches!(
+            load(&FsStorage::new(dir.path())?),
+            Err(MetadataError::Io { .. })
+        ));
         Ok(())
     }
 }

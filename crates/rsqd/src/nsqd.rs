@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use rsq_channel::Clock;
 use rsq_codec::IdGenerator;
-use rsq_diskqueue::{CommitSnapshot, DirIndex, DiskBudget, FsStorage};
+use rsq_diskqueue::{CommitSnapshot, DirIndex, DiskBudget, FsStorage, Storage};
 
 use crate::auth::AuthClient;
 use crate::channel_handle::DaemonTopic;
@@ -64,6 +64,8 @@ pub struct Nsqd {
     /// Woken when drain mode is turned on or off.
     drain_changed: tokio::sync::Notify,
     factory: Arc<Factory>,
+    /// The data dir: every queue's files and `nsqd.dat`.
+    storage: Arc<dyn Storage>,
     /// `nsqd.dat` writes, one at a time and group-committed.
     metadata: MetadataWriter,
     /// The lookupd connections, set by [`Nsqd::start_lookup`].
@@ -82,11 +84,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Nsqd {
-    /// Creates the daemon state; [`Nsqd::load_metadata`] then recreates topics.
+    /// Creates the daemon state on `opts.data_path`; [`Nsqd::load_metadata`]
+    /// then recreates topics.
     pub fn new(opts: Options, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Nsqd>> {
         let files = DirIndex::load(&opts.data_path).map_err(|e| {
             anyhow::anyhow!("cannot read data path {}: {e}", opts.data_path.display())
         })?;
+        Nsqd::with_storage(opts, clock, Arc::new(FsStorage::with_index(files)))
+    }
+
+    /// Creates the daemon state with its data dir in `storage`: every queue
+    /// file and `nsqd.dat` go through it, so a test (or a simulated host)
+    /// can give the real daemon a directory in memory and see what a crash
+    /// leaves (`MemStorage::crashed_copy`). `opts.data_path` then only names
+    /// it in logs.
+    pub fn with_storage(
+        opts: Options,
+        clock: Arc<dyn Clock>,
+        storage: Arc<dyn Storage>,
+    ) -> anyhow::Result<Arc<Nsqd>> {
         let auth = AuthClient::new(&opts)?;
         let opts = Arc::new(opts);
         let node_id = opts.effective_node_id();
@@ -94,12 +110,13 @@ impl Nsqd {
             factory: Arc::new(Factory::new(
                 opts.clone(),
                 clock.clone(),
-                Arc::new(FsStorage::with_index(files)),
+                storage.clone(),
                 this.clone(),
             )),
             start_time: clock.unix_nanos() / 1_000_000_000,
             ids: IdGenerator::new(node_id),
-            metadata: MetadataWriter::new(opts.data_path.clone()),
+            metadata: MetadataWriter::new(storage.clone()),
+            storage,
             opts,
             clock,
             topics: Mutex::new(HashMap::new()),

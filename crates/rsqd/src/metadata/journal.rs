@@ -19,13 +19,11 @@
 //! unusable: it is moved aside whole as `nsqd.dat.journal.bad`, logged,
 //! and `nsqd.dat` is used alone.
 
-use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use rsq_diskqueue::Storage;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ChannelMetadata, Metadata, MetadataError, TopicMetadata};
+use super::{ChannelMetadata, Metadata, MetadataError, TopicMetadata, io_error, read_file};
 
 /// The journal's file name inside the data path.
 pub(crate) const JOURNAL_FILE: &str = "nsqd.dat.journal";
@@ -61,11 +59,6 @@ struct Header {
     base_crc32: u32,
 }
 
-/// The journal's path in `data_path`.
-pub(crate) fn path_in(data_path: &Path) -> PathBuf {
-    data_path.join(JOURNAL_FILE)
-}
-
 /// Applies `change` to `meta`, whose topics are sorted by name (as rsqd
 /// writes them), keeping them sorted.
 pub(crate) fn apply(meta: &mut Metadata, change: &Change) {
@@ -94,47 +87,41 @@ pub(crate) fn apply(meta: &mut Metadata, change: &Change) {
     }
 }
 
-fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> MetadataError {
-    let path = path.to_path_buf();
-    move |source| MetadataError::Io { what, path, source }
-}
-
 /// Starts an empty journal for the `nsqd.dat` whose bytes are `base`,
 /// replacing any older one atomically.
-pub(crate) fn start(data_path: &Path, base: &[u8]) -> Result<(), MetadataError> {
+pub(crate) fn start(storage: &dyn Storage, base: &[u8]) -> Result<(), MetadataError> {
     let mut header = serde_json::to_vec(&Header {
         base_crc32: crc32fast::hash(base),
     })
     .map_err(MetadataError::Encode)?;
     header.push(b'\n');
-    rsq_diskqueue::write_atomically(data_path, JOURNAL_FILE, &header)
-        .map_err(io("cannot write", &path_in(data_path)))
+    storage
+        .write_atomic(JOURNAL_FILE, &header)
+        .map_err(io_error(storage, "cannot write", JOURNAL_FILE))
 }
 
 /// Appends `changes` and fdatasyncs them: durable when it returns.
-pub(crate) fn append(data_path: &Path, changes: &[Change]) -> Result<(), MetadataError> {
-    let path = path_in(data_path);
+pub(crate) fn append(storage: &dyn Storage, changes: &[Change]) -> Result<(), MetadataError> {
     let mut lines = Vec::new();
     for change in changes {
         serde_json::to_writer(&mut lines, change).map_err(MetadataError::Encode)?;
         lines.push(b'\n');
     }
-    let mut file = fs::OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .map_err(io("cannot open", &path))?;
-    file.write_all(&lines)
-        .map_err(io("cannot append to", &path))?;
-    file.sync_data().map_err(io("cannot sync", &path))
+    storage.append(JOURNAL_FILE, &lines).map_err(io_error(
+        storage,
+        "cannot append to",
+        JOURNAL_FILE,
+    ))?;
+    storage
+        .sync(JOURNAL_FILE)
+        .map_err(io_error(storage, "cannot sync", JOURNAL_FILE))
 }
 
 /// Removes the journal (after `rsqd downgrade` wrote `nsqd.dat` for Go).
-pub(crate) fn remove(data_path: &Path) -> Result<(), MetadataError> {
-    let path = path_in(data_path);
-    match fs::remove_file(&path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("cannot remove", &path)(e)),
-        _ => Ok(()),
-    }
+pub(crate) fn remove(storage: &dyn Storage) -> Result<(), MetadataError> {
+    storage
+        .remove(JOURNAL_FILE)
+        .map_err(io_error(storage, "cannot remove", JOURNAL_FILE))
 }
 
 /// What reading the journal found.
@@ -150,12 +137,10 @@ pub(crate) enum Replay {
 
 /// Reads the journal for the `nsqd.dat` whose bytes are `base`. Changes
 /// nothing on disk.
-pub(crate) fn read(data_path: &Path, base: &[u8]) -> Result<Replay, MetadataError> {
-    let path = path_in(data_path);
-    match fs::read(&path) {
-        Ok(bytes) => Ok(parse(&bytes, crc32fast::hash(base))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Replay::None),
-        Err(e) => Err(io("cannot read", &path)(e)),
+pub(crate) fn read(storage: &dyn Storage, base: &[u8]) -> Result<Replay, MetadataError> {
+    match read_file(storage, JOURNAL_FILE)? {
+        Some(bytes) => Ok(parse(&bytes, crc32fast::hash(base))),
+        None => Ok(Replay::None),
     }
 }
 
