@@ -233,3 +233,6 @@ impl Nsqd {
         tracing::info!("all topics closed");
     }
 }
+
+#[cfg(test)]
+mod tests;
