@@ -157,6 +157,10 @@ fn drain(disk: &Arc<MemStorage>, seen_before: &Seen) {
                 acked.contains(&body),
                 "{body} delivered, never acknowledged"
             );
+            assert!(
+                !finished_this_life.contains(&body),
+                "{body} was finished before a clean shutdown, yet delivered again"
+            );
             channel.finish(1, &msg.id).expect("fin");
             seen.insert(body);
         }
