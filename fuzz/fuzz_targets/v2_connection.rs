@@ -4,14 +4,15 @@
 //! IO, driven with arbitrary client bytes and a scripted daemon.
 //!
 //! Input layout: byte 0 picks the daemon's options (defaults, AUTH
-//! enabled, small limits, TLS available), byte 1 scripts the daemon's
+//! enabled, small limits; bit 2: TLS available; bit 3: failed publishes
+//! are refusals, as when draining), byte 1 scripts the daemon's
 //! answers (bit i says whether the i-th request, cycling, succeeds), byte 2
 //! seeds the split points, the rest is what a client sends after the
 //! `"  V2"` magic.
 //!
 //! Checked: no panic; every frame the machine sends leaves the output at
 //! once and is one whole response or error frame; only `E_FIN_FAILED`, `E_REQ_FAILED` and `E_TOUCH_FAILED`
-//! leave the connection open, every other error is followed by `Close` and
+//! (and a refused publish's error) leave the connection open, every other error is followed by `Close` and
 //! nothing after it; while a request is unanswered nothing more comes out
 //! (FINs are not requests: a run of them is one batch);
 //! RDY never exceeds the limit and REQ never exceeds the largest timeout;
@@ -24,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use rsq_codec::{Frame, FrameDecoder, MAGIC_V2, ProtocolError};
-use rsq_protocol::{Action, Connection, Output, ProtocolConfig};
+use rsq_codec::{ErrorCode, Frame, FrameDecoder, MAGIC_V2, ProtocolError};
+use rsq_protocol::{Action, Connection, Failure, Output, ProtocolConfig, SettleError};
 
 fn presets() -> &'static [ProtocolConfig; 4] {
     static PRESETS: OnceLock<[ProtocolConfig; 4]> = OnceLock::new();
@@ -54,7 +55,12 @@ fn presets() -> &'static [ProtocolConfig; 4] {
 }
 
 /// Runs the machine over `chunks` and returns what it did, as text.
-fn drive(opts: &ProtocolConfig, tls: bool, answers: u8, chunks: &[&[u8]]) -> Vec<String> {
+fn drive(
+    opts: &ProtocolConfig,
+    (tls, refuse): (bool, bool),
+    answers: u8,
+    chunks: &[&[u8]],
+) -> Vec<String> {
     let mut conn = Connection::new(Arc::new(ProtocolConfig {
         tls_available: tls,
         ..opts.clone()
@@ -89,7 +95,14 @@ fn drive(opts: &ProtocolConfig, tls: bool, answers: u8, chunks: &[&[u8]]) -> Vec
                                 ProtocolError::from_frame_body(&body).expect("well-formed error");
                             // Fatal closes at once; a FIN batch's errors
                             // may still follow a fatal command's decision.
-                            assert!(!e.is_fatal() || conn.is_closed(), "{e}");
+                            let refused = refuse
+                                && matches!(
+                                    e.code,
+                                    ErrorCode::PubFailed
+                                        | ErrorCode::MpubFailed
+                                        | ErrorCode::DpubFailed
+                                );
+                            assert!(!e.is_fatal() || conn.is_closed() || refused, "{e}");
                         }
                         Ok(Some(Frame::Response(_))) => {}
                         other => panic!("bad frame {other:?}"),
@@ -102,7 +115,7 @@ fn drive(opts: &ProtocolConfig, tls: bool, answers: u8, chunks: &[&[u8]]) -> Vec
                     for id in ids {
                         seen.push(format!("Finish({id})"));
                         if answers >> (request % 8) & 1 == 0 {
-                            failures.push((*id, "no".to_string()));
+                            failures.push((*id, settle_error(request)));
                         }
                         request += 1;
                     }
@@ -132,11 +145,7 @@ fn drive(opts: &ProtocolConfig, tls: bool, answers: u8, chunks: &[&[u8]]) -> Vec
                 assert!(conn.poll_action(now).is_none(), "decoded past a request");
                 let ok = answers >> (request % 8) & 1 == 1;
                 request += 1;
-                match action {
-                    Action::Authenticate { .. } => conn.handle_auth(Err("refused".into()), now),
-                    _ if ok => conn.handle_done(Ok(())),
-                    _ => conn.handle_done(Err("no".into())),
-                }
+                answer(&mut conn, &action, ok.then_some(()).ok_or(request), refuse, now);
             }
         }
         if closed {
@@ -147,6 +156,43 @@ fn drive(opts: &ProtocolConfig, tls: bool, answers: u8, chunks: &[&[u8]]) -> Vec
         seen.push(format!("transport bytes {bytes:?}"));
     }
     fins_before_their_errors(seen)
+}
+
+/// A settle failure of some kind, picked by the request's number.
+fn settle_error(request: u32) -> SettleError {
+    match request % 4 {
+        0 => SettleError::NotInFlight,
+        1 => SettleError::NotOwner,
+        2 => SettleError::Exiting,
+        _ => SettleError::NotSubscribed,
+    }
+}
+
+/// Answers the request `action`: `Ok`, or the `n`-th failure, a refusal
+/// for publishes when `refuse` (AUTH always fails: no auth server here).
+fn answer(
+    conn: &mut Connection,
+    action: &Action,
+    result: Result<(), u32>,
+    refuse: bool,
+    now: Instant,
+) {
+    let failure = |_| match refuse {
+        true => Failure::Refused("DRAINING".to_string()),
+        false => Failure::Failed("no".to_string()),
+    };
+    match action {
+        Action::Authenticate { .. } => conn.handle_auth(Err("refused".into()), now),
+        Action::Publish { .. } => conn.handle_published(result.map_err(failure)),
+        Action::Subscribe { .. } => conn.handle_subscribed(result.map_err(failure)),
+        Action::Requeue(..) | Action::Touch(_) => {
+            conn.handle_settled(result.map_err(settle_error))
+        }
+        Action::StartTls { .. } | Action::Compress { .. } => {
+            conn.handle_upgraded(result.map_err(|_| Failure::Failed("no".to_string())))
+        }
+        other => panic!("{other:?} is not a request"),
+    }
 }
 
 /// FINs in a row are settled as one batch whose `E_FIN_FAILED` frames
@@ -174,8 +220,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let opts = &presets()[usize::from(preset & 3)];
-    let tls = preset & 4 != 0;
-    let whole = drive(opts, tls, *answers, &[stream]);
+    let modes = (preset & 4 != 0, preset & 8 != 0);
+    let whole = drive(opts, modes, *answers, &[stream]);
     if *seed != 0 {
         let mut chunks = Vec::new();
         let mut rest = stream;
@@ -188,7 +234,7 @@ fuzz_target!(|data: &[u8]| {
         }
         assert_eq!(
             whole,
-            drive(opts, tls, *answers, &chunks),
+            drive(opts, modes, *answers, &chunks),
             "splitting changed the actions"
         );
     }
