@@ -328,4 +328,23 @@ mod tests {
         assert_eq!(n.output_buffer_timeout, None);
         assert_eq!(n.msg_timeout, Duration::from_secs(5));
     }
+
+    #[test]
+    fn empty_identity_fields_keep_the_defaults_and_compression_follows_the_grant() {
+        let (req, _, resp) = negotiate(
+            br#"{"client_id":"","hostname":"h","feature_negotiation":true,"deflate":true,"deflate_level":3}"#,
+            &opts(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(req.client_id(), None, "an empty client id keeps the default");
+        assert_eq!(req.hostname(), Some("h"));
+        assert_eq!(req.user_agent(), "");
+        let resp = resp.unwrap_or_else(|| panic!("no negotiation response"));
+        assert_eq!(resp.compression(), Some(Compression::Deflate(3)));
+
+        let (_, _, resp) = negotiate(br#"{"feature_negotiation":true,"snappy":true}"#, &opts())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let resp = resp.unwrap_or_else(|| panic!("no negotiation response"));
+        assert_eq!(resp.compression(), Some(Compression::Snappy));
+    }
 }
