@@ -8,10 +8,11 @@
 //! and a need for more bytes consumes nothing it has not decoded; how the
 //! stream is split changes neither the requests nor the error; every
 //! request decoded encodes (as rsqd's lookupd client encodes it) to bytes
-//! that decode to the same request.
+//! that decode to the same request, unless the lossy reading of a line
+//! that was not UTF-8 made its encoding longer than the line limit.
 
 use bytes::BytesMut;
-use rsq_codec::lookup::{Request, RequestDecoder};
+use rsq_codec::lookup::{MAX_LINE_LEN, Request, RequestDecoder};
 
 use crate::split;
 
@@ -40,9 +41,17 @@ fn decode(pieces: &[&[u8]]) -> Decoded {
     (requests, None)
 }
 
+/// Decodes `request`'s encoding back. A line that was not UTF-8 is read
+/// lossily (each bad byte becomes U+FFFD, three bytes), so its encoding
+/// can outgrow [`MAX_LINE_LEN`]; such a request is refused again, as too
+/// long, and there is nothing to compare.
 fn round_trip(request: &Request) {
     let mut wire = BytesMut::new();
     request.encode(&mut wire);
+    let line = !matches!(request, Request::Identify { .. });
+    if line && wire.len() > MAX_LINE_LEN {
+        return;
+    }
     let mut decoder = RequestDecoder::new();
     match decoder.decode(&mut wire) {
         Ok(Some(again)) => assert_eq!(&again, request, "re-encoded request changed"),
