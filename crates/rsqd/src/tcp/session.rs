@@ -10,6 +10,13 @@
 //! leaving the channel when the connection ends. Whatever one client sends,
 //! other clients are unaffected: a session owns nothing shared but its own
 //! subscription.
+//!
+//! The machine's requests are answered with its typed answers: the
+//! daemon's `ContextError` becomes a `Failure` (refused when
+//! `is_refusal`), the channel's `ChannelError` a `SettleError`; the
+//! machine writes nsqd's texts. Every `now` comes from the daemon's
+//! `Clock` (`ctx.clock`), so under tokio's paused time, or a simulated
+//! clock, the read deadline follows it.
 
 use std::sync::Arc;
 use std::time::Duration;

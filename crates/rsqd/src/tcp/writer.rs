@@ -5,7 +5,9 @@
 //! next timeout (heartbeat or held batch). When bytes leave, and which
 //! messages sampling keeps, is the machine's (see its module doc); what
 //! lives here is the socket, the channel subscription, and finishing
-//! sampled-out messages on the client's behalf.
+//! sampled-out messages on the client's behalf. Its instants come from
+//! the daemon's `Clock`, as the session's do, so heartbeats follow paused
+//! or simulated time.
 //!
 //! Bytes leave through a [`Sink`], which compresses and encrypts once the
 //! connection is upgraded; [`Outbound::Handoff`] lends the transport to the
