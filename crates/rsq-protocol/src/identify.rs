@@ -336,7 +336,11 @@ mod tests {
             &opts(),
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(req.client_id(), None, "an empty client id keeps the default");
+        assert_eq!(
+            req.client_id(),
+            None,
+            "an empty client id keeps the default"
+        );
         assert_eq!(req.hostname(), Some("h"));
         assert_eq!(req.user_agent(), "");
         let resp = resp.unwrap_or_else(|| panic!("no negotiation response"));
