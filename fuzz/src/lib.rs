@@ -17,9 +17,12 @@ pub mod lookup_requests;
 pub mod v2_commands;
 pub mod v2_connection;
 
+/// A target's `run`: one input in, a panic on a finding.
+pub type Run = fn(&[u8]);
+
 /// Every target by name (the name of its binary, its module and its
 /// corpus directories), with the function that runs one input.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Run)] = &[
     ("compress", compress::run),
     ("diskqueue_recovery", diskqueue_recovery::run),
     ("frames", frames::run),
