@@ -2,8 +2,8 @@
 //!
 //! Each step prints its name and how long it took; the first failure stops
 //! the run with a non-zero exit. The steps: fmt, the MSRV check
-//! (`msrv.rs`), clippy, docs, a compile check of the fuzz targets,
-//! doctests, then every other test.
+//! (`msrv.rs`), clippy, docs, the replay of every fuzz target's committed
+//! inputs (`fuzz/tests/replay.rs`), doctests, then every other test.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -40,17 +40,21 @@ pub fn run(long: bool) -> Result<(), String> {
         )
     })?;
     // The fuzz targets are their own workspace, so clippy above never sees
-    // them; compiling them here keeps a change to a daemon's API from
-    // breaking them unnoticed until a `--long` run.
-    step("fuzz targets compile", || {
+    // them. Their bodies are the fuzz crate's library; replaying every
+    // committed input (corpus/ and regressions/) through them, without
+    // libFuzzer, keeps a change to a daemon's API or a fixed finding from
+    // breaking unnoticed until a `--long` run, in seconds.
+    step("fuzz corpus replay", || {
         cargo(
             &root,
             &[
-                "check",
+                "test",
                 "--manifest-path",
                 "fuzz/Cargo.toml",
-                "--bins",
+                "--no-default-features",
                 "--locked",
+                "--test",
+                "replay",
             ],
             &[],
         )

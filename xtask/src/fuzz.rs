@@ -6,7 +6,9 @@
 //! itself is installed on first use, at a pinned version with `--locked`,
 //! into `<target dir>/tools`, so nothing outside the project changes. The
 //! targets are the files in `fuzz/fuzz_targets/`; each run reads the seeds in
-//! `fuzz/corpus/<target>/` and writes what it finds to
+//! `fuzz/corpus/<target>/` and past findings in `fuzz/regressions/<target>/`
+//! (the same inputs `cargo xtask ci` replays without libFuzzer, through
+//! `fuzz/tests/replay.rs`) and writes what it finds to
 //! `fuzz/corpus-generated/<target>/` (not committed), crashes to
 //! `fuzz/artifacts/<target>/`.
 
@@ -165,9 +167,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
             .env("RUSTC_BOOTSTRAP", "1")
             .args(["fuzz", "run", target])
             .arg(&generated);
-        let seeds = fuzz_dir.join("corpus").join(target);
-        if seeds.is_dir() {
-            command.arg(&seeds);
+        // The seeds and the inputs of past findings start every run.
+        for inputs in ["corpus", "regressions"] {
+            let dir = fuzz_dir.join(inputs).join(target);
+            if dir.is_dir() {
+                command.arg(&dir);
+            }
         }
         let status = command
             .arg("--")

@@ -206,13 +206,14 @@ impl Decompressor {
                     let at = out.len();
                     out.resize(at + room, 0);
                     let (before_in, before_out) = (inner.total_in(), inner.total_out());
-                    let status = inner
-                        .decompress(input, &mut out[at..], FlushDecompress::None)
-                        .map_err(|e| corrupt(&format!("deflate: {e}")))?;
+                    let result = inner.decompress(input, &mut out[at..], FlushDecompress::None);
                     let used = usize::try_from(inner.total_in() - before_in).unwrap_or(0);
                     let made = usize::try_from(inner.total_out() - before_out).unwrap_or(0);
                     input.advance(used.min(input.len()));
+                    // Cut the room not filled, on an error too: `out` holds
+                    // only decoded bytes, never the zeros made room with.
                     out.truncate(at + made.min(room));
+                    let status = result.map_err(|e| corrupt(&format!("deflate: {e}")))?;
                     // A full output chunk may leave more output inside.
                     *pending = made == room;
                     if status == Status::StreamEnd {
@@ -319,6 +320,16 @@ mod tests {
             // Flushed: everything sent so far is decodable now.
             assert_eq!(&plain[..], &expected[..]);
         }
+    }
+
+    #[test]
+    fn corrupt_deflate_leaves_only_decoded_bytes() {
+        let mut d = Decompressor::new(Compression::Deflate(6));
+        // A stored block header claiming 4 bytes whose length check fails.
+        let mut wire = BytesMut::from(&b"\x00\x04\x00\x00\x00abcd"[..]);
+        let mut plain = BytesMut::from(&b"before"[..]);
+        assert!(d.decompress(&mut wire, &mut plain).is_err());
+        assert_eq!(&plain[..], b"before", "no room left behind");
     }
 
     #[test]

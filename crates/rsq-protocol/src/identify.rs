@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use rsq_codec::{ErrorCode, ProtocolError};
+use rsq_compress::Compression;
 use serde::{Deserialize, Serialize};
 
 use crate::ProtocolConfig;
@@ -107,6 +108,41 @@ pub struct IdentifyResponse {
     pub output_buffer_size: usize,
     /// Effective output buffer timeout, ms.
     pub output_buffer_timeout: u64,
+}
+
+impl IdentifyResponse {
+    /// The compression granted: snappy, deflate at the negotiated level, or
+    /// none. Both at once is refused by [`negotiate`].
+    pub fn compression(&self) -> Option<Compression> {
+        if self.snappy {
+            Some(Compression::Snappy)
+        } else if self.deflate {
+            Some(Compression::Deflate(
+                u32::try_from(self.deflate_level).unwrap_or(6),
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+impl IdentifyRequest {
+    /// The client id to record: the one sent, unless it is absent or empty
+    /// (then the connection keeps its default, the peer's IP).
+    pub fn client_id(&self) -> Option<&str> {
+        self.client_id.as_deref().filter(|s| !s.is_empty())
+    }
+
+    /// The hostname to record, under the same rule as
+    /// [`IdentifyRequest::client_id`].
+    pub fn hostname(&self) -> Option<&str> {
+        self.hostname.as_deref().filter(|s| !s.is_empty())
+    }
+
+    /// The user agent to record: the one sent, empty when absent.
+    pub fn user_agent(&self) -> &str {
+        self.user_agent.as_deref().unwrap_or_default()
+    }
 }
 
 fn bad_body(desc: String) -> ProtocolError {
@@ -291,5 +327,28 @@ mod tests {
         assert_eq!(n.output_buffer_size, 1);
         assert_eq!(n.output_buffer_timeout, None);
         assert_eq!(n.msg_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn empty_identity_fields_keep_the_defaults_and_compression_follows_the_grant() {
+        let (req, _, resp) = negotiate(
+            br#"{"client_id":"","hostname":"h","feature_negotiation":true,"deflate":true,"deflate_level":3}"#,
+            &opts(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            req.client_id(),
+            None,
+            "an empty client id keeps the default"
+        );
+        assert_eq!(req.hostname(), Some("h"));
+        assert_eq!(req.user_agent(), "");
+        let resp = resp.unwrap_or_else(|| panic!("no negotiation response"));
+        assert_eq!(resp.compression(), Some(Compression::Deflate(3)));
+
+        let (_, _, resp) = negotiate(br#"{"feature_negotiation":true,"snappy":true}"#, &opts())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let resp = resp.unwrap_or_else(|| panic!("no negotiation response"));
+        assert_eq!(resp.compression(), Some(Compression::Snappy));
     }
 }

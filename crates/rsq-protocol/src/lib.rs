@@ -5,7 +5,9 @@
 //! ## What is in it
 //!
 //! - [`Connection`]: the inbound state machine (commands in); [`Action`]
-//!   is what it asks of its driver.
+//!   is what it asks of its driver, answered with typed values
+//!   ([`Failure`] for a publish, subscribe or upgrade that did not
+//!   happen, [`SettleError`] for a FIN, REQ or TOUCH).
 //! - [`Output`]: the outbound one: when responses, message frames and
 //!   heartbeats leave, written into the driver's buffer, and which
 //!   messages sampling keeps ([`Delivery`]).
@@ -31,7 +33,7 @@ mod sampling;
 pub use auth::{AuthState, Authorization, BadAuthResponse};
 pub use client_state::ClientState;
 pub use config::{ProtocolConfig, TlsRequired};
-pub use connection::{Action, Connection};
+pub use connection::{Action, Connection, Failure, SettleError};
 pub use identify::{
     DEFAULT_HEARTBEAT, DEFAULT_OUTPUT_BUFFER_SIZE, IdentifyRequest, IdentifyResponse, Negotiated,
     negotiate,

@@ -24,7 +24,7 @@ use rsq_service::{ApiError, ApiResult};
 use crate::options::VERSION;
 use crate::stats::{self, StatsFilter};
 use crate::tcp::tls::{TlsListener, TlsRequired, tls_required};
-use crate::{ContextError, Nsqd};
+use crate::{Nsqd, NsqdError};
 
 type Ctx = State<Arc<Nsqd>>;
 
@@ -218,11 +218,11 @@ fn topic_param(params: &[(String, String)]) -> Result<&str, ApiError> {
     Ok(topic)
 }
 
-fn context_error(e: ContextError) -> ApiError {
+fn nsqd_error(e: NsqdError) -> ApiError {
     match e {
-        ContextError::Exiting => ApiError(StatusCode::SERVICE_UNAVAILABLE, "EXITING"),
-        ContextError::TopicNotFound => ApiError(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"),
-        ContextError::ChannelNotFound => ApiError(StatusCode::NOT_FOUND, "CHANNEL_NOT_FOUND"),
+        NsqdError::Exiting => ApiError(StatusCode::SERVICE_UNAVAILABLE, "EXITING"),
+        NsqdError::TopicNotFound => ApiError(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"),
+        NsqdError::ChannelNotFound => ApiError(StatusCode::NOT_FOUND, "CHANNEL_NOT_FOUND"),
         other => {
             tracing::error!(error = %other, "HTTP request failed");
             ApiError(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
@@ -236,14 +236,12 @@ async fn put_messages(ctx: &Nsqd, topic_name: &str, msgs: Vec<rsq_codec::Message
     }
     match ctx.publish(topic_name, msgs).await {
         Ok(()) => ok_text("OK"),
-        Err(ContextError::Topic(rsq_topic::TopicError::Exiting)) => {
+        Err(NsqdError::Topic(rsq_topic::TopicError::Exiting)) => {
             Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "EXITING"))
         }
-        Err(ContextError::Draining) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "DRAINING")),
-        Err(ContextError::DiskFull(_)) => {
-            Err(ApiError(StatusCode::INSUFFICIENT_STORAGE, "DISK_FULL"))
-        }
-        Err(e) => Err(context_error(e)),
+        Err(NsqdError::Draining) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "DRAINING")),
+        Err(NsqdError::DiskFull(_)) => Err(ApiError(StatusCode::INSUFFICIENT_STORAGE, "DISK_FULL")),
+        Err(e) => Err(nsqd_error(e)),
     }
 }
 
@@ -370,9 +368,7 @@ fn parse_binary_mpub(body: &Bytes, max_msg_size: u64) -> Result<Vec<Bytes>, ApiE
 
 async fn topic_create(State(ctx): Ctx, Query(params): Params) -> ApiResult {
     let topic = topic_param(&params)?;
-    ctx.get_or_create_topic(topic)
-        .await
-        .map_err(context_error)?;
+    ctx.get_or_create_topic(topic).await.map_err(nsqd_error)?;
     ok_empty()
 }
 
@@ -387,9 +383,7 @@ fn existing_topic(
 
 async fn topic_delete(State(ctx): Ctx, Query(params): Params) -> ApiResult {
     let topic = existing_topic(&ctx, &params)?;
-    ctx.delete_topic(topic.name())
-        .await
-        .map_err(context_error)?;
+    ctx.delete_topic(topic.name()).await.map_err(nsqd_error)?;
     ok_empty()
 }
 
@@ -398,7 +392,7 @@ async fn topic_empty(State(ctx): Ctx, Query(params): Params) -> ApiResult {
     topic
         .empty()
         .await
-        .map_err(|e| context_error(ContextError::Topic(e)))?;
+        .map_err(|e| nsqd_error(NsqdError::Topic(e)))?;
     ok_empty()
 }
 
@@ -433,7 +427,7 @@ async fn channel_create(State(ctx): Ctx, Query(params): Params) -> ApiResult {
     let (topic, channel) = ctx
         .get_or_create_channel(topic, channel)
         .await
-        .map_err(context_error)?;
+        .map_err(nsqd_error)?;
     if let Some(max_attempts) = max_attempts {
         ctx.set_max_attempts(&topic, &channel, max_attempts).await;
     }
@@ -471,7 +465,7 @@ async fn channel_delete(State(ctx): Ctx, Query(params): Params) -> ApiResult {
     let (topic, channel) = topic_and_channel(&params)?;
     ctx.delete_channel(topic, channel)
         .await
-        .map_err(context_error)?;
+        .map_err(nsqd_error)?;
     ok_empty()
 }
 

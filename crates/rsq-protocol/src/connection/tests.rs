@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use rsq_codec::{Command, ErrorCode, Frame, FrameDecoder, MessageId, ProtocolError};
 
-use super::{Action, Connection};
+use super::{Action, Connection, Failure, SettleError};
 use crate::{ClientState, ProtocolConfig};
 
 /// The daemon's settings as the tests vary them.
@@ -227,7 +227,7 @@ fn drive(opts: &Arc<ProtocolConfig>, chunks: &[Vec<u8>], answers: &[bool]) -> Ve
                 for id in ids {
                     seen.push(Seen::Finish(id_of(id)));
                     if !answers.next().unwrap_or(true) {
-                        failures.push((*id, "no".to_string()));
+                        failures.push((*id, SettleError::NotInFlight));
                     }
                 }
                 conn.handle_finished(failures);
@@ -265,13 +265,7 @@ fn drive(opts: &Arc<ProtocolConfig>, chunks: &[Vec<u8>], answers: &[bool]) -> Ve
             if request {
                 assert!(conn.poll_action(now).is_none(), "decoded past a request");
                 let ok = answers.next().unwrap_or(true);
-                match action {
-                    Action::Authenticate { .. } => {
-                        conn.handle_auth(Err("refused".to_string()), now)
-                    }
-                    _ if ok => conn.handle_done(Ok(())),
-                    _ => conn.handle_done(Err("no".to_string())),
-                }
+                answer(&mut conn, &action, ok, now);
             }
         }
     }
@@ -280,6 +274,28 @@ fn drive(opts: &Arc<ProtocolConfig>, chunks: &[Vec<u8>], answers: &[bool]) -> Ve
         assert!(matches!(seen[i - 1], Seen::Error(c) if c.is_fatal()));
     }
     fins_before_their_errors(seen)
+}
+
+/// Answers the request `action` with success or a failure of its kind
+/// (AUTH always fails: the auth server is out of these tests).
+fn answer(conn: &mut Connection, action: &Action, ok: bool, now: Instant) {
+    let failure = || Failure::Failed("no".to_string());
+    match action {
+        Action::Authenticate { .. } => conn.handle_auth(Err("refused".to_string()), now),
+        Action::Publish { .. } => conn.handle_published(if ok { Ok(()) } else { Err(failure()) }),
+        Action::Subscribe { .. } => {
+            conn.handle_subscribed(if ok { Ok(()) } else { Err(failure()) })
+        }
+        Action::Requeue(..) | Action::Touch(_) => conn.handle_settled(if ok {
+            Ok(())
+        } else {
+            Err(SettleError::NotInFlight)
+        }),
+        Action::StartTls { .. } | Action::Compress { .. } => {
+            conn.handle_upgraded(if ok { Ok(()) } else { Err(failure()) })
+        }
+        other => panic!("{other:?} is not a request"),
+    }
 }
 
 /// FINs in a row are settled as one batch, whose `E_FIN_FAILED` frames
@@ -512,7 +528,7 @@ fn auth_gates_publishing_and_refreshes_when_expired() {
         conn.poll_action(later),
         Some(Action::Publish { .. })
     ));
-    conn.handle_done(Ok(()));
+    conn.handle_published(Ok(()));
     assert_eq!(sent(conn.poll_action(later)), Seen::Ok);
 
     // Not allowed on another topic.
@@ -555,7 +571,7 @@ fn identify_upgrades_hand_over_the_unread_bytes() {
         other => panic!("expected StartTls, got {other:?}"),
     }
     assert!(conn.poll_action(now).is_none());
-    conn.handle_done(Ok(()));
+    conn.handle_upgraded(Ok(()));
     assert!(matches!(conn.poll_action(now), Some(Action::Send(b)) if frame(&b) == Seen::Ok));
     assert!(matches!(
         conn.poll_action(now),
@@ -564,7 +580,7 @@ fn identify_upgrades_hand_over_the_unread_bytes() {
             ..
         })
     ));
-    conn.handle_done(Ok(()));
+    conn.handle_upgraded(Ok(()));
     assert!(matches!(conn.poll_action(now), Some(Action::Send(b)) if frame(&b) == Seen::Ok));
     // A second upgrade is refused.
     conn.input().extend_from_slice(&identify.to_bytes());
@@ -580,7 +596,7 @@ fn fins_in_one_read_are_one_batch_whose_errors_come_first() {
     let now = Instant::now();
     while let Some(action) = conn.poll_action(now) {
         if let Action::Subscribe { .. } = action {
-            conn.handle_done(Ok(()));
+            conn.handle_subscribed(Ok(()));
         }
     }
     let ops = [Op::Fin(1), Op::Fin(2), Op::Fin(3), Op::Pub(1), Op::Fin(4)];
@@ -596,7 +612,7 @@ fn fins_in_one_read_are_one_batch_whose_errors_come_first() {
         Some(Action::Finish(got)) => assert_eq!(got, ids(&[1, 2, 3])),
         other => panic!("expected one FIN batch, got {other:?}"),
     }
-    conn.handle_finished(vec![(MessageId::from_u64(2), "gone".into())]);
+    conn.handle_finished(vec![(MessageId::from_u64(2), SettleError::NotInFlight)]);
     let next = conn.poll_action(now);
     let Some(Action::Send(error)) = next else {
         panic!("expected the FIN error first, got {next:?}");
@@ -607,7 +623,7 @@ fn fins_in_one_read_are_one_batch_whose_errors_come_first() {
         Some(Action::Publish { .. })
     ));
     assert!(conn.poll_action(now).is_none(), "PUB is a request");
-    conn.handle_done(Ok(()));
+    conn.handle_published(Ok(()));
     assert!(matches!(conn.poll_action(now), Some(Action::Send(_))));
     match conn.poll_action(now) {
         Some(Action::Finish(got)) => assert_eq!(got, ids(&[4])),
@@ -649,4 +665,65 @@ fn the_read_deadline_is_two_heartbeats_after_the_last_read() {
     );
     while conn.poll_action(t0).is_some() {}
     assert_eq!(conn.poll_timeout(), None);
+}
+
+#[test]
+fn a_refused_publish_leaves_the_connection_open_and_a_failed_one_closes_it() {
+    let mut conn = Connection::new(config(Preset::Defaults));
+    let now = Instant::now();
+    let body = |conn: &mut Connection| {
+        let Some(Action::Send(bytes)) = conn.poll_action(now) else {
+            panic!("expected an error frame");
+        };
+        let mut buf = BytesMut::from(&bytes[..]);
+        match FrameDecoder::new(u32::MAX).decode(&mut buf) {
+            Ok(Some(Frame::Error(data))) => String::from_utf8_lossy(&data).into_owned(),
+            other => panic!("expected an error frame, got {other:?}"),
+        }
+    };
+    conn.input()
+        .extend_from_slice(&stream(&[Op::Pub(1), Op::Mpub(2)]));
+    assert!(matches!(
+        conn.poll_action(now),
+        Some(Action::Publish { .. })
+    ));
+    conn.handle_published(Err(Failure::Refused("DRAINING: no".to_string())));
+    assert_eq!(body(&mut conn), "E_PUB_FAILED PUB failed DRAINING: no");
+    assert!(!conn.is_closed());
+    assert!(matches!(
+        conn.poll_action(now),
+        Some(Action::Publish { .. })
+    ));
+    conn.handle_published(Err(Failure::Failed("exiting".to_string())));
+    assert_eq!(body(&mut conn), "E_MPUB_FAILED MPUB failed exiting");
+    assert!(conn.is_closed());
+    assert!(matches!(conn.poll_action(now), Some(Action::Close)));
+}
+
+#[test]
+fn settle_errors_get_nsqds_texts_and_keep_the_connection() {
+    let mut conn = Connection::new(config(Preset::Defaults));
+    let now = Instant::now();
+    conn.input()
+        .extend_from_slice(&stream(&[Op::Sub, Op::Req(7, 0), Op::Touch(7)]));
+    while let Some(action) = conn.poll_action(now) {
+        match action {
+            Action::Subscribe { .. } => conn.handle_subscribed(Ok(())),
+            Action::Requeue(..) => conn.handle_settled(Err(SettleError::NotOwner)),
+            Action::Touch(_) => conn.handle_settled(Err(SettleError::Exiting)),
+            Action::Send(bytes) => {
+                let mut buf = BytesMut::from(&bytes[..]);
+                if let Ok(Some(Frame::Error(data))) = FrameDecoder::new(u32::MAX).decode(&mut buf) {
+                    let text = String::from_utf8_lossy(&data).into_owned();
+                    assert!(
+                        text == "E_REQ_FAILED REQ 0000000000000007 failed client does not own message"
+                            || text == "E_TOUCH_FAILED TOUCH 0000000000000007 failed exiting",
+                        "{text}"
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(!conn.is_closed());
 }

@@ -199,6 +199,25 @@ fn ms(n: u16) -> Option<Duration> {
     (n > 0).then(|| Duration::from_millis(u64::from(n)))
 }
 
+/// Delivers up to `n` messages as the writer does (while there is room),
+/// then reports them delivered: how many were sent (not sampled out), and
+/// whether the buffer must leave now rather than wait for the batch.
+fn deliver(o: &mut Output, out: &mut BytesMut, n: u8, busy: bool, now: Instant) -> (usize, bool) {
+    let mut sent = 0;
+    for i in 0..n {
+        if !o.has_room(out) {
+            break;
+        }
+        if o.handle_message(&message(i), out) == Delivery::Sent {
+            sent += 1;
+        }
+    }
+    o.handle_delivered(now, busy, out);
+    let must_leave = (!busy || o.settings().output_buffer_timeout.is_none() || !o.has_room(out))
+        && !out.is_empty();
+    (sent, must_leave)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -224,18 +243,9 @@ proptest! {
                     urgent = true;
                 }
                 Event::Messages(n, busy) => {
-                    for i in 0..n {
-                        if !o.has_room(&out) {
-                            break;
-                        }
-                        if o.handle_message(&message(i), &mut out) == Delivery::Sent {
-                            queued += 1;
-                        }
-                    }
-                    o.handle_delivered(now, busy, &out);
-                    if !busy || o.settings().output_buffer_timeout.is_none() || !o.has_room(&out) {
-                        urgent = !out.is_empty();
-                    }
+                    let (sent, must_leave) = deliver(&mut o, &mut out, n, busy, now);
+                    queued += sent;
+                    urgent = must_leave;
                 }
                 Event::InputIdle => {
                     urgent = !out.is_empty();

@@ -120,4 +120,59 @@ mod tests {
         assert_eq!(from_options, defaults);
         Ok(())
     }
+
+    /// Both halves take their instants from the daemon's clock: under
+    /// tokio's paused time a silent client gets its heartbeat one
+    /// interval in and is closed two intervals in, at once in real time.
+    /// (With the OS clock the machines found nothing due when their timers
+    /// fired, and the heartbeat waited 30 real seconds.)
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_and_the_read_deadline_follow_the_daemons_clock() -> anyhow::Result<()> {
+        use std::time::Duration;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let dir = tempfile::tempdir()?;
+        let data = format!("--data-path={}", dir.path().display());
+        let ctx = Nsqd::new(
+            Options::load_from(["rsqd", data.as_str()])?,
+            Arc::new(rsq_channel::SystemClock),
+        )?;
+        let addr = rsq_service::ListenAddr::from(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        let listener = rsq_service::bind("TCP", addr).await?;
+        let rsq_service::ListenAddr::Tcp(bound) = listener.local_addr()? else {
+            anyhow::bail!("a TCP listener without a TCP address");
+        };
+        let (stop, stopped) = watch::channel(false);
+        let server = tokio::spawn(serve(listener, ctx, None, stopped));
+
+        // The OS's clock, to tell a wait in paused time from a real one.
+        let real = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
+        let mut client = tokio::net::TcpStream::connect(bound).await?;
+        client.write_all(rsq_codec::MAGIC_V2).await?;
+        let mut frame = [0u8; 19];
+        client.read_exact(&mut frame).await?;
+        assert!(frame.ends_with(b"_heartbeat_"), "{frame:?}");
+        let at = started.elapsed();
+        assert!(
+            (Duration::from_secs(30)..Duration::from_secs(31)).contains(&at),
+            "first heartbeat after {at:?}"
+        );
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await?;
+        let at = started.elapsed();
+        assert!(
+            (Duration::from_secs(60)..Duration::from_secs(61)).contains(&at),
+            "closed after {at:?}"
+        );
+        assert!(
+            real.elapsed() < Duration::from_secs(10),
+            "the connection waited {:?} of real time",
+            real.elapsed()
+        );
+
+        stop.send(true)?;
+        server.await?;
+        Ok(())
+    }
 }

@@ -10,9 +10,16 @@
 //! leaving the channel when the connection ends. Whatever one client sends,
 //! other clients are unaffected: a session owns nothing shared but its own
 //! subscription.
+//!
+//! The machine's requests are answered with its typed answers: the
+//! daemon's `NsqdError` becomes a `Failure` (refused when
+//! `is_refusal`), the channel's `ChannelError` a `SettleError`; the
+//! machine writes nsqd's texts. Every `now` comes from the daemon's
+//! `Clock` (`ctx.clock`), so under tokio's paused time, or a simulated
+//! clock, the read deadline follows it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use rsq_channel::{Channel, ChannelError, Consumer};
@@ -24,10 +31,11 @@ use tokio::sync::{oneshot, watch};
 use super::stream::{self, Source};
 use super::writer::{self, Outbound, OutboundTx, ReadBatch};
 use super::{LazyTimer, Negotiated, TlsConfig};
-use crate::Nsqd;
+use crate::NsqdError;
 use crate::auth::AuthRequest;
 use crate::client::{AuthIdentity, ClientInfo, ClientState};
-use rsq_protocol::{Action, Connection, ProtocolConfig};
+use crate::nsqd::Nsqd;
+use rsq_protocol::{Action, AuthState, Connection, Failure, ProtocolConfig, SettleError};
 
 /// How long a closing connection's writer may take to write what is
 /// queued before it is dropped.
@@ -73,14 +81,15 @@ pub async fn run(
 
     let (mut reader, write_half) = stream::split(stream);
     let mut conn = Connection::new(protocol);
-    conn.handle_read(Instant::now());
+    conn.handle_read(ctx.clock.now());
     let (out_tx, out_rx) = writer::outbound();
     let (done_tx, mut done_rx) = watch::channel(false);
     let batch = Arc::new(ReadBatch::default());
-    let mut writer_task = tokio::spawn(writer::run(
+    let writer_task = tokio::spawn(writer::run(
         write_half,
         out_rx,
         conn.settings().clone(),
+        ctx.clock.clone(),
         batch.clone(),
         done_tx,
     ));
@@ -106,7 +115,7 @@ pub async fn run(
     tokio::pin!(stop);
     'conn: loop {
         batch.begin();
-        while let Some(action) = conn.poll_action(Instant::now()) {
+        while let Some(action) = conn.poll_action(ctx.clock.now()) {
             if let Flow::Close = session.perform(action, &mut conn, &mut reader).await {
                 break 'conn;
             }
@@ -127,34 +136,18 @@ pub async fn run(
         tokio::select! {
             r = reader.read_buf(conn.input()) => match r {
                 Ok(0) => break,
-                Ok(_) => conn.handle_read(Instant::now()),
+                Ok(_) => conn.handle_read(ctx.clock.now()),
                 Err(e) => {
                     tracing::debug!(client = id, error = %e, "TCP: read failed");
                     break;
                 }
             },
-            () = deadline.fired() => conn.handle_timeout(Instant::now()),
+            () = deadline.fired() => conn.handle_timeout(ctx.clock.now()),
             () = &mut stop => break,
         }
     }
 
-    let _ = session.out.send(Outbound::Close);
-    // A client that reads nothing leaves the writer blocked on its socket:
-    // it gets a bounded time to take what is queued, then the writer is
-    // dropped mid-write. What it held is still in flight, and leaving the
-    // channel requeues it.
-    match tokio::time::timeout(CLOSE_LIMIT, &mut writer_task).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(client = id, error = %e, "writer task failed"),
-        Err(_) => {
-            tracing::info!(
-                client = id,
-                "TCP: client reads nothing; closing without flushing"
-            );
-            writer_task.abort();
-        }
-    }
-    session.leave_channel().await;
+    session.close(writer_task).await;
     info.set_state(ClientState::Disconnected);
     ctx.unregister_client(id);
     tracing::debug!(client = id, "TCP: client gone");
@@ -171,124 +164,166 @@ impl Session {
         match action {
             Action::Send(frame) => self.send(Outbound::Frame(frame)),
             Action::State(state) => self.info.set_state(state),
-            Action::Identified { request, settings } => self.identified(request, settings),
+            Action::Identified { request, settings } => self.identified(&request, settings),
             Action::StartTls { unread } => {
                 let result = self.start_tls(reader, unread).await;
-                conn.handle_done(result.map_err(|e| e.to_string()));
+                conn.handle_upgraded(result.map_err(|e| Failure::Failed(e.to_string())));
             }
             Action::Compress { kind, unread } => {
-                reader.compress(kind, unread);
-                self.send(Outbound::Compress(kind));
-                let mut transport = self
-                    .info
-                    .transport
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                match kind {
-                    Compression::Snappy => transport.snappy = true,
-                    Compression::Deflate(_) => transport.deflate = true,
-                }
-                drop(transport);
-                conn.handle_done(Ok(()));
+                self.compress(reader, kind, unread);
+                conn.handle_upgraded(Ok(()));
             }
             Action::Authenticate { secret, tls } => {
-                let common_name = self
-                    .info
-                    .transport()
-                    .tls
-                    .map(|t| t.common_name)
-                    .unwrap_or_default();
-                let req = AuthRequest {
-                    // As nsqd: no IP for a unix socket client.
-                    remote_ip: self
-                        .info
-                        .remote_address
-                        .ip()
-                        .map(|ip| ip.to_string())
-                        .unwrap_or_default(),
-                    tls,
-                    secret: &secret,
-                    common_name: &common_name,
-                };
-                let result = self.ctx.auth.query(&req).await;
-                conn.handle_auth(result.map_err(|e| e.to_string()), Instant::now());
+                let result = self.authenticate(&secret, tls).await;
+                conn.handle_auth(result, self.ctx.clock.now());
             }
             Action::Authorized {
                 identity,
                 identity_url,
-            } => {
-                *self.info.auth.lock().unwrap_or_else(|e| e.into_inner()) = Some(AuthIdentity {
-                    identity,
-                    identity_url,
-                });
-            }
+            } => self.authorized(identity, identity_url),
             Action::Publish {
                 topic,
                 bodies,
                 defer,
-            } => {
-                let n = bodies.len() as u64;
-                let mut msgs = self.ctx.new_messages(bodies);
-                if defer.is_some() {
-                    msgs.iter_mut().for_each(|m| m.deferred = defer);
-                }
-                match self.ctx.publish(&topic, msgs).await {
-                    Ok(()) => {
-                        self.info.count_published(&topic, n);
-                        conn.handle_done(Ok(()));
-                    }
-                    Err(e) if e.is_refusal() => conn.handle_refused(&e.to_string()),
-                    Err(e) => conn.handle_done(Err(e.to_string())),
-                }
-            }
+            } => conn.handle_published(self.publish(&topic, bodies, defer).await),
             Action::Subscribe {
                 topic,
                 channel,
                 msg_timeout,
-            } => {
-                let result = self.subscribe(&topic, &channel, msg_timeout).await;
-                conn.handle_done(result);
-            }
-            Action::StartDelivery => {
-                if let (Some((_, channel)), Some(consumer)) = (&self.channel, self.consumer.take())
-                {
-                    self.send(Outbound::Subscribe {
-                        channel: channel.clone(),
-                        client: self.info.id,
-                        consumer,
-                    });
-                }
-            }
-            Action::Ready(count) => {
-                if let Some((_, channel)) = &self.channel {
-                    channel.set_ready(self.info.id, count);
-                }
-            }
-            Action::Finish(ids) => {
-                let failures = match &self.channel {
-                    Some((_, channel)) => channel
-                        .finish_many(self.info.id, &ids)
-                        .into_iter()
-                        .map(|(id, e)| (id, e.to_string()))
-                        .collect(),
-                    None => ids
-                        .into_iter()
-                        .map(|id| (id, "not subscribed".to_string()))
-                        .collect(),
-                };
-                conn.handle_finished(failures);
-            }
+            } => conn.handle_subscribed(self.subscribe(&topic, &channel, msg_timeout).await),
+            Action::StartDelivery => self.start_delivery(),
+            Action::Ready(count) => self.ready(count),
+            Action::Finish(ids) => conn.handle_finished(self.finish(ids)),
             Action::Requeue(id, delay) => {
-                let result = self.settle(&id, |c, client, id| c.requeue(client, id, delay));
-                conn.handle_done(result);
+                conn.handle_settled(self.settle(&id, |c, client, id| c.requeue(client, id, delay)));
             }
             Action::Touch(id) => {
-                let result = self.settle(&id, |c, client, id| c.touch(client, id));
-                conn.handle_done(result);
+                conn.handle_settled(self.settle(&id, |c, client, id| c.touch(client, id)));
             }
             Action::Close => return Flow::Close,
         }
         Flow::Continue
+    }
+
+    /// Compression from here on: the reader switches at once (with the
+    /// bytes it already read), the writer after what is queued.
+    fn compress(&self, reader: &mut Source, kind: Compression, unread: Bytes) {
+        reader.compress(kind, unread);
+        self.send(Outbound::Compress(kind));
+        let mut transport = self
+            .info
+            .transport
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match kind {
+            Compression::Snappy => transport.snappy = true,
+            Compression::Deflate(_) => transport.deflate = true,
+        }
+    }
+
+    /// Asks the auth server about `secret` for this client.
+    async fn authenticate(&self, secret: &str, tls: bool) -> Result<AuthState, String> {
+        let common_name = self
+            .info
+            .transport()
+            .tls
+            .map(|t| t.common_name)
+            .unwrap_or_default();
+        let req = AuthRequest {
+            // As nsqd: no IP for a unix socket client.
+            remote_ip: self
+                .info
+                .remote_address
+                .ip()
+                .map(|ip| ip.to_string())
+                .unwrap_or_default(),
+            tls,
+            secret,
+            common_name: &common_name,
+        };
+        self.ctx.auth.query(&req).await.map_err(|e| e.to_string())
+    }
+
+    fn authorized(&self, identity: String, identity_url: String) {
+        *self.info.auth.lock().unwrap_or_else(|e| e.into_inner()) = Some(AuthIdentity {
+            identity,
+            identity_url,
+        });
+    }
+
+    /// PUB, MPUB or DPUB: stamps the bodies and hands them to the topic.
+    async fn publish(
+        &self,
+        topic: &str,
+        bodies: Vec<Bytes>,
+        defer: Option<Duration>,
+    ) -> Result<(), Failure> {
+        let n = bodies.len() as u64;
+        let mut msgs = self.ctx.new_messages(bodies);
+        if defer.is_some() {
+            msgs.iter_mut().for_each(|m| m.deferred = defer);
+        }
+        self.ctx
+            .publish(topic, msgs)
+            .await
+            .map_err(|e| context_failure(&e))?;
+        self.info.count_published(topic, n);
+        Ok(())
+    }
+
+    /// After SUB's `OK`: the writer starts taking messages.
+    fn start_delivery(&mut self) {
+        if let (Some((_, channel)), Some(consumer)) = (&self.channel, self.consumer.take()) {
+            self.send(Outbound::Subscribe {
+                channel: channel.clone(),
+                client: self.info.id,
+                consumer,
+            });
+        }
+    }
+
+    fn ready(&self, count: u64) {
+        if let Some((_, channel)) = &self.channel {
+            channel.set_ready(self.info.id, count);
+        }
+    }
+
+    /// A batch of FINs, under one channel lock; the failures, in order.
+    fn finish(&self, ids: Vec<MessageId>) -> Vec<(MessageId, SettleError)> {
+        match &self.channel {
+            Some((_, channel)) => channel
+                .finish_many(self.info.id, &ids)
+                .into_iter()
+                .map(|(id, e)| (id, settle_error(e)))
+                .collect(),
+            None => ids
+                .into_iter()
+                .map(|id| (id, SettleError::NotSubscribed))
+                .collect(),
+        }
+    }
+
+    /// Ends the connection: the writer flushes (within [`CLOSE_LIMIT`]),
+    /// then the session leaves its channel.
+    async fn close(&mut self, mut writer_task: tokio::task::JoinHandle<()>) {
+        let id = self.info.id;
+        let _ = self.out.send(Outbound::Close);
+        // A client that reads nothing leaves the writer blocked on its socket:
+        // it gets a bounded time to take what is queued, then the writer is
+        // dropped mid-write. What it held is still in flight, and leaving the
+        // channel requeues it.
+        match tokio::time::timeout(CLOSE_LIMIT, &mut writer_task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(client = id, error = %e, "writer task failed"),
+            Err(_) => {
+                tracing::info!(
+                    client = id,
+                    "TCP: client reads nothing; closing without flushing"
+                );
+                writer_task.abort();
+            }
+        }
+        self.leave_channel().await;
     }
 
     fn send(&self, outbound: Outbound) {
@@ -297,16 +332,16 @@ impl Session {
         let _ = self.out.send(outbound);
     }
 
-    fn identified(&self, request: super::IdentifyRequest, settings: Negotiated) {
+    fn identified(&self, request: &super::IdentifyRequest, settings: Negotiated) {
         {
             let mut identity = self.info.identity.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(client_id) = request.client_id.filter(|s| !s.is_empty()) {
-                identity.client_id = client_id;
+            if let Some(client_id) = request.client_id() {
+                identity.client_id = client_id.to_string();
             }
-            if let Some(hostname) = request.hostname.filter(|s| !s.is_empty()) {
-                identity.hostname = hostname;
+            if let Some(hostname) = request.hostname() {
+                identity.hostname = hostname.to_string();
             }
-            identity.user_agent = request.user_agent.unwrap_or_default();
+            identity.user_agent = request.user_agent().to_string();
             identity.sample_rate = settings.sample_rate;
         }
         self.send(Outbound::Settings(settings));
@@ -344,22 +379,23 @@ impl Session {
         topic: &str,
         channel: &str,
         msg_timeout: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), Failure> {
         let (_, handle) = self
             .ctx
             .get_or_create_channel(topic, channel)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| context_failure(&e))?;
         let chan = handle.0.clone();
-        let max = self.ctx.opts.max_channel_consumers;
-        if max > 0 && chan.stats().client_count >= max as u64 {
-            return Err(format!(
-                "consumers for {topic}:{channel} exceeds limit of {max}"
-            ));
-        }
+        // The channel checks --max-channel-consumers and adds under its one
+        // lock; the text is nsqd's.
         let consumer = chan
             .add_consumer(self.info.id, msg_timeout)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| match e {
+                ChannelError::TooManyConsumers { max } => Failure::Failed(format!(
+                    "consumers for {topic}:{channel} exceeds limit of {max}"
+                )),
+                other => Failure::Failed(other.to_string()),
+            })?;
         *self
             .info
             .subscription
@@ -375,10 +411,10 @@ impl Session {
         &self,
         id: &MessageId,
         op: impl FnOnce(&Channel, u64, &MessageId) -> Result<(), ChannelError>,
-    ) -> Result<(), String> {
+    ) -> Result<(), SettleError> {
         match &self.channel {
-            Some((_, channel)) => op(channel, self.info.id, id).map_err(|e| e.to_string()),
-            None => Err("not subscribed".to_string()),
+            Some((_, channel)) => op(channel, self.info.id, id).map_err(settle_error),
+            None => Err(SettleError::NotSubscribed),
         }
     }
 
@@ -392,6 +428,31 @@ impl Session {
             && let Err(e) = self.ctx.delete_channel(&topic, chan.name()).await
         {
             tracing::debug!(topic, channel = chan.name(), error = %e, "ephemeral channel already gone");
+        }
+    }
+}
+
+/// The machine's answer for a publish or subscribe the daemon did not
+/// carry out: draining and a full disk are refusals, anything else fails.
+fn context_failure(e: &NsqdError) -> Failure {
+    match e.is_refusal() {
+        true => Failure::Refused(e.to_string()),
+        false => Failure::Failed(e.to_string()),
+    }
+}
+
+/// Why a channel did not settle a FIN, REQ or TOUCH, as the machine words
+/// it. Settling fails only in the first three ways; anything else would
+/// be a channel that cannot take the message back, which the client sees
+/// as one closing.
+fn settle_error(e: ChannelError) -> SettleError {
+    match e {
+        ChannelError::NotInFlight => SettleError::NotInFlight,
+        ChannelError::NotOwner => SettleError::NotOwner,
+        ChannelError::Exiting => SettleError::Exiting,
+        other => {
+            tracing::warn!(error = %other, "settling a message failed");
+            SettleError::Exiting
         }
     }
 }

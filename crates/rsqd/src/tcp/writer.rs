@@ -5,7 +5,9 @@
 //! next timeout (heartbeat or held batch). When bytes leave, and which
 //! messages sampling keeps, is the machine's (see its module doc); what
 //! lives here is the socket, the channel subscription, and finishing
-//! sampled-out messages on the client's behalf.
+//! sampled-out messages on the client's behalf. Its instants come from
+//! the daemon's `Clock`, as the session's do, so heartbeats follow paused
+//! or simulated time.
 //!
 //! Bytes leave through a [`Sink`], which compresses and encrypts once the
 //! connection is upgraded; [`Outbound::Handoff`] lends the transport to the
@@ -13,10 +15,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use rsq_channel::{Channel, Consumer};
+use rsq_channel::{Channel, Clock, Consumer};
 use rsq_codec::Message;
 use rsq_compress::Compression;
 use rsq_protocol::{Delivery, Output};
@@ -186,12 +187,13 @@ pub async fn run(
     mut socket: Sink,
     mut rx: OutboundRx,
     settings: Negotiated,
+    clock: Arc<dyn Clock>,
     batch: Arc<ReadBatch>,
     done: watch::Sender<bool>,
 ) {
     let mut out = BytesMut::with_capacity(settings.output_buffer_size.max(4096));
     // Sampling draws from a seed per connection (rsq-protocol's `Sampler`).
-    let mut output = Output::new(settings, rand::random(), Instant::now());
+    let mut output = Output::new(settings, rand::random(), clock.now());
     let mut sub: Option<Subscription> = None;
     let mut timer = LazyTimer::default();
     loop {
@@ -204,7 +206,7 @@ pub async fn run(
                     Ok(true)
                 }
                 Some(Outbound::Settings(new)) => {
-                    output.handle_settings(new, Instant::now());
+                    output.handle_settings(new, clock.now());
                     Ok(true)
                 }
                 Some(Outbound::Subscribe { channel, client, consumer }) => {
@@ -244,14 +246,14 @@ pub async fn run(
                 (Some(msg), Some(s)) => {
                     s.deliver(&msg, &mut output, &mut out);
                     s.drain(&mut output, &mut out);
-                    output.handle_delivered(Instant::now(), batch.busy(), &out);
+                    output.handle_delivered(clock.now(), batch.busy(), &out);
                     Ok(true)
                 }
                 // The channel was deleted or closed: nsqd closes such clients.
                 _ => Ok(false),
             },
             () = timer.fired() => {
-                output.handle_timeout(Instant::now());
+                output.handle_timeout(clock.now());
                 Ok(true)
             },
         };

@@ -403,3 +403,42 @@ fn cls_answers_close_wait() {
     c.send(Command::Cls);
     c.expect_response(b"CLOSE_WAIT");
 }
+
+#[test]
+fn max_channel_consumers_refuses_the_one_past_the_limit() {
+    let d = Daemon::start(&["--max-channel-consumers=2"]);
+    let mut first = d.connect();
+    first.subscribe("t", "c");
+    let mut second = d.connect();
+    second.subscribe("t", "c");
+    let mut third = d.connect();
+    third.send(Command::Sub {
+        topic: "t".into(),
+        channel: "c".into(),
+    });
+    assert_eq!(
+        third.expect_error(),
+        "E_SUB_FAILED SUB failed consumers for t:c exceeds limit of 2"
+    );
+    third.expect_closed();
+    // Another channel has its own limit; a consumer leaving makes room.
+    let mut other = d.connect();
+    other.subscribe("t", "other");
+    drop(first);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let mut again = d.connect();
+        again.send(Command::Sub {
+            topic: "t".into(),
+            channel: "c".into(),
+        });
+        match again.frame_skip_heartbeats() {
+            Some(rsq_codec::Frame::Response(r)) if &r[..] == b"OK" => break,
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "still refused after a consumer left: {other:?}"
+            ),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
