@@ -117,9 +117,10 @@ impl Inner {
     /// `seq` is neither synced nor failed, the put either waits for the
     /// round another put runs or, when none runs, takes the writer lock
     /// with `lock().await` and runs one round itself ([`Inner::commit_round`],
-    /// the blocking committer's round). The round covers every put pending
-    /// when the lock was taken, so puts waiting meanwhile still share one
-    /// fsync. The claim to run rounds is given back after each round, and by
+    /// the blocking committer's round). It yields once before taking the
+    /// lock, so the other tasks ready to put get their records in first, and
+    /// the round covers every put pending when the lock was taken: puts at
+    /// once still share one fsync. The claim to run rounds is given back after each round, and by
     /// a put cancelled while it waits for the lock, and every waiting put is
     /// woken then, so one of them goes on.
     async fn commit_inline(&self, seq: u64) -> Result<(), QueueError> {
@@ -149,6 +150,10 @@ impl Inner {
                 continue;
             }
             let _claim = Claim(self);
+            // On one thread a put never waits for the lock of an idle
+            // queue: without this turn each put would get a round of its
+            // own, while here the puts ready now join this one's.
+            tokio::task::yield_now().await;
             let ws = self.writer.lock().await;
             self.commit_round(ws);
         }
