@@ -7,6 +7,8 @@ mod api;
 mod budget;
 mod corruption;
 mod crash;
+mod determinism;
+mod durable;
 mod go_format;
 mod many_queues;
 mod model;
@@ -15,7 +17,7 @@ mod recovery;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use rsq_diskqueue::{BackendQueue, DiskQueue, DiskQueueConfig, MemStorage, Storage};
+use rsq_diskqueue::{BackendQueue, DiskQueue, DiskQueueConfig, MemStorage, Offload, Storage};
 
 /// A record that carries its id and checks itself: 8 id bytes, then `len`
 /// filler bytes derived from the id.
@@ -44,6 +46,18 @@ pub fn config(dir: &std::path::Path) -> DiskQueueConfig {
     c.min_record_size = 8;
     c.max_record_size = 4096;
     c
+}
+
+/// The runtime a test of `offload` runs on: current-thread either way, with
+/// paused time for [`Offload::Inline`], as the simulation runs a queue (no
+/// thread at all, timers fired in order as soon as every task waits).
+pub fn runtime_for(offload: Offload) -> tokio::runtime::Runtime {
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    builder.enable_all();
+    if offload == Offload::Inline {
+        builder.start_paused(true);
+    }
+    builder.build().unwrap()
 }
 
 /// Opens a queue on in-memory storage.
