@@ -4,11 +4,14 @@
 //! paused time as the simulation does.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rsq_diskqueue::{BackendQueue, CommitStats, DiskQueue, DiskQueueConfig, MemStorage, Offload};
+use rsq_diskqueue::{
+    BackendQueue, CommitStats, DiskQueue, DiskQueueConfig, MemStorage, Offload, Storage,
+};
 
-use crate::{config, drain, id_of, open_mem, record};
+use crate::{Gated, config, drain, id_of, open_mem, record};
 
 /// The test config on `dir` with every put synced and IO where `offload`
 /// says.
@@ -268,4 +271,49 @@ async fn eager_metadata(offload: Offload) {
         crashed.names()
     );
     drop(q);
+}
+
+/// A commit round that fails answers every put it covered with the error,
+/// at once: none is left waiting, in either mode.
+#[tokio::test]
+async fn a_failed_commit_answers_every_waiting_put() {
+    failed_commit(Offload::BlockingPool).await;
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn inline_a_failed_commit_answers_every_waiting_put() {
+    failed_commit(Offload::Inline).await;
+}
+
+async fn failed_commit(offload: Offload) {
+    let mem = Arc::new(MemStorage::new());
+    let failing = Arc::new(AtomicBool::new(false));
+    let gate = {
+        let failing = failing.clone();
+        move || {
+            if failing.load(Ordering::SeqCst) {
+                Err(std::io::Error::other("the disk is gone"))
+            } else {
+                Ok(())
+            }
+        }
+    };
+    let storage: Arc<dyn Storage> = Arc::new(Gated::new(mem.clone(), gate));
+    let c = durable(std::path::Path::new("/mem"), offload);
+    let q = Arc::new(DiskQueue::open_with_storage(c.clone(), storage).unwrap());
+    q.put(record(0, 20)).await.unwrap();
+    failing.store(true, Ordering::SeqCst);
+    let puts: Vec<_> = (1..5)
+        .map(|id| {
+            let q = q.clone();
+            tokio::spawn(async move { q.put(record(id, 20)).await })
+        })
+        .collect();
+    for put in puts {
+        let answer = tokio::time::timeout(Duration::from_secs(10), put).await;
+        assert!(matches!(answer, Ok(Ok(Err(_)))), "{answer:?}");
+    }
+    // What was acknowledged survives.
+    let crashed = Arc::new(mem.crashed_copy(|_, synced, _| synced));
+    assert_eq!(drain(&open_mem(c, &crashed)).first(), Some(&0));
 }
