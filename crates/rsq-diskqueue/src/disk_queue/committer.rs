@@ -115,14 +115,14 @@ impl Inner {
 
     /// [`Offload::Inline`]'s group commit, in the put's own task: while put
     /// `seq` is neither synced nor failed, the put either waits for the
-    /// round another put runs or, when none runs, takes the writer lock
-    /// with `lock().await` and runs one round itself ([`Inner::commit_round`],
-    /// the blocking committer's round). It yields once before taking the
-    /// lock, so the other tasks ready to put get their records in first, and
-    /// the round covers every put pending when the lock was taken: puts at
-    /// once still share one fsync. The claim to run rounds is given back after each round, and by
-    /// a put cancelled while it waits for the lock, and every waiting put is
-    /// woken then, so one of them goes on.
+    /// round another put runs or, when none runs, claims the turn, takes
+    /// the writer lock with `lock().await` and runs one round itself
+    /// ([`Inner::commit_round`], the blocking committer's round). It yields
+    /// once before taking the lock, so the other tasks ready to put get
+    /// their records in first, and the round covers every put pending when
+    /// the lock was taken: puts at once still share one fsync. The turn is
+    /// given back after each round, or by a put cancelled before its round,
+    /// and every waiting put is woken then, so one of them goes on.
     async fn commit_inline(&self, seq: u64) -> Result<(), QueueError> {
         /// The claim to run a round; dropping it lets another put run one.
         struct Claim<'a>(&'a Inner);
