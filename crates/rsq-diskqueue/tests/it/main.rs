@@ -1,6 +1,7 @@
 //! Integration tests for rsq-diskqueue: the public API on real directories,
-//! a model-based property test with simulated crashes, corruption handling,
-//! and a crash test that SIGKILLs a writer process.
+//! a model-based property test with simulated crashes, the `sync_every = 1`
+//! tests, each in both `Offload` modes, a determinism check of inline runs,
+//! corruption handling, and a crash test that SIGKILLs a writer process.
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
 mod api;
