@@ -5,7 +5,8 @@
 //! - the ledger (`std::sync::Mutex<Ledger>`) holds positions and counters and
 //!   is only held for bookkeeping, never across IO;
 //! - the writer (`tokio::sync::Mutex<WriteSide>`) serialises writing records
-//!   to files, fsync and metadata writes; its IO runs on the blocking pool;
+//!   to files, fsync and metadata writes; its IO runs on the blocking pool
+//!   (or inline, see below);
 //! - the reader (`std::sync::Mutex<ReadSide>`) serialises reading segments.
 //!
 //! A put only appends its encoded record to the ledger's pending list and
@@ -25,16 +26,27 @@
 //! (the eager metadata writer) soon after each commit, so a crash replays
 //! little.
 //!
-//! One module per part: `config` (what a queue is told), `put` (the put
-//! path), `committer` (group commit), `writer` (the writer lock's IO:
-//! records, zeros ahead, fsync, cleanup), `meta_writer` (versioned metadata
-//! writes and the eager writer), `read_side` (reading) and `sync_task` (the
-//! background sync and the ledger guard that starts it). This file holds
-//! the shared state, opening, and the [`BackendQueue`] implementation.
+//! Where that blocking IO runs is [`DiskQueueConfig::offload`], chosen once
+//! at open: [`Offload::BlockingPool`] (the default) as above, or
+//! [`Offload::Inline`], where a sync, an empty or a delete runs in the
+//! caller's task, a `sync_every = 1` put runs the committer's round itself
+//! and the eager metadata writer is a tokio task, so a current-thread
+//! runtime with paused time runs a queue deterministically (the seam of the
+//! simulation, issue 31). Opening and reading do their IO in the caller in
+//! both modes.
+//!
+//! One module per part: `config` (what a queue is told), `offload` (where
+//! the blocking IO runs), `put` (the put path), `committer` (group commit),
+//! `writer` (the writer lock's IO: records, zeros ahead, fsync, cleanup),
+//! `meta_writer` (versioned metadata writes and the eager writer),
+//! `read_side` (reading) and `sync_task` (the background sync and the ledger
+//! guard that starts it). This file holds the shared state, opening, and the
+//! [`BackendQueue`] implementation.
 
 mod committer;
 mod config;
 mod meta_writer;
+mod offload;
 mod put;
 mod read_side;
 mod sync_task;
@@ -50,6 +62,7 @@ use tokio::sync::Notify;
 use tracing::debug;
 
 pub use config::DiskQueueConfig;
+pub use offload::Offload;
 
 use crate::ledger::Ledger;
 use crate::recovery::{Names, RecordLimits, recover};
@@ -311,12 +324,11 @@ impl BackendQueue for DiskQueue {
         }
         guard.forget_file();
         let worker = inner.clone();
-        tokio::task::spawn_blocking(move || worker.sync_blocking(&mut guard, SyncKind::Full))
+        inner
+            .offload("empty", move || {
+                worker.sync_blocking(&mut guard, SyncKind::Full)
+            })
             .await
-            .map_err(|e| QueueError::Io {
-                path: inner.storage.dir().to_path_buf(),
-                source: io::Error::other(format!("empty task failed: {e}")),
-            })?
     }
 
     async fn delete(&self) -> Result<(), QueueError> {
@@ -326,37 +338,34 @@ impl BackendQueue for DiskQueue {
         inner.sync_wanted.notify_one();
         let guard = inner.writer.clone().lock_owned().await;
         let worker = inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let _guard = guard;
-            // The eager metadata writer may hold a snapshot taken before the
-            // delete: no metadata is written from now on.
-            let mut written = worker
-                .meta_written
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            *written = u64::MAX;
-            let names = worker
-                .storage
-                .list_prefix(&worker.names.prefix)
-                .map_err(|e| worker.io_error("", e))?;
-            let meta = worker.names.meta();
-            for name in names {
-                if worker.names.parse_segment(&name).is_some() || name == meta {
-                    worker
-                        .storage
-                        .remove(&name)
-                        .map_err(|e| worker.io_error(&name, e))?;
+        inner
+            .offload("delete", move || {
+                let _guard = guard;
+                // The eager metadata writer may hold a snapshot taken before the
+                // delete: no metadata is written from now on.
+                let mut written = worker
+                    .meta_written
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                *written = u64::MAX;
+                let names = worker
+                    .storage
+                    .list_prefix(&worker.names.prefix)
+                    .map_err(|e| worker.io_error("", e))?;
+                let meta = worker.names.meta();
+                for name in names {
+                    if worker.names.parse_segment(&name).is_some() || name == meta {
+                        worker
+                            .storage
+                            .remove(&name)
+                            .map_err(|e| worker.io_error(&name, e))?;
+                    }
                 }
-            }
-            let freed = worker.ledger().forget_all_files();
-            worker.give_back(freed);
-            Ok(())
-        })
-        .await
-        .map_err(|e| QueueError::Io {
-            path: inner.storage.dir().to_path_buf(),
-            source: io::Error::other(format!("delete task failed: {e}")),
-        })?
+                let freed = worker.ledger().forget_all_files();
+                worker.give_back(freed);
+                Ok(())
+            })
+            .await
     }
 
     async fn close(&self) -> Result<(), QueueError> {

@@ -40,7 +40,7 @@ pub use budget::{DiskBudget, LOW_WATER_PERCENT};
 pub use commit_stats::{
     COMMIT_LATENCY_BOUNDS_MICROS, COMMIT_RECORDS_BOUNDS, CommitSnapshot, CommitStats,
 };
-pub use disk_queue::{DiskQueue, DiskQueueConfig};
+pub use disk_queue::{DiskQueue, DiskQueueConfig, Offload};
 pub use error::QueueError;
 pub use go_format::{downgrade, downgrade_with_storage};
 pub use lazy::LazyDiskQueue;

@@ -10,7 +10,7 @@
 //! (synced bytes) and what it may lose (everything after the first
 //! unsynced change).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -291,6 +291,10 @@ impl Storage for FsStorage {
 /// Renames, removals, truncations and atomic writes are durable at once; only
 /// appended bytes wait for [`Storage::sync`].
 ///
+/// Files are kept in name order, so [`Storage::list`] and `crashed_copy`'s
+/// calls of its `cut` follow the names, not a hash: the same run on it gives
+/// the same contents, which a seeded simulation relies on.
+///
 /// A put into a queue that syncs every put survives a power loss that
 /// keeps nothing unsynced:
 ///
@@ -314,7 +318,7 @@ impl Storage for FsStorage {
 /// ```
 #[derive(Debug, Default)]
 pub struct MemStorage {
-    files: Mutex<HashMap<String, MemFile>>,
+    files: Mutex<BTreeMap<String, MemFile>>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -329,15 +333,16 @@ impl MemStorage {
         Self::default()
     }
 
-    fn files(&self) -> MutexGuard<'_, HashMap<String, MemFile>> {
+    fn files(&self) -> MutexGuard<'_, BTreeMap<String, MemFile>> {
         self.files.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Simulates a crash: returns what the directory could hold after a
     /// power loss now. Every file keeps its synced bytes and a prefix of its
     /// unsynced ones whose length `cut(name, synced, len)` picks (clamped to
-    /// `synced..=len`). The original is left as it is, so a queue still
-    /// running on it cannot touch the copy, as a dead process could not.
+    /// `synced..=len`), called once per file in name order. The original is
+    /// left as it is, so a queue still running on it cannot touch the copy,
+    /// as a dead process could not.
     pub fn crashed_copy(&self, mut cut: impl FnMut(&str, usize, usize) -> usize) -> MemStorage {
         let mut files = self.files().clone();
         for (name, file) in files.iter_mut() {
@@ -352,9 +357,7 @@ impl MemStorage {
 
     /// Names of the files, sorted.
     pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.files().keys().cloned().collect();
-        names.sort();
-        names
+        self.files().keys().cloned().collect()
     }
 
     /// A copy of a file's bytes, for tests that inspect or damage files.

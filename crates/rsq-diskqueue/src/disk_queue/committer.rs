@@ -2,6 +2,11 @@
 //! needs and waits; one blocking-pool thread, running only while puts wait,
 //! writes and fdatasyncs everything pending and publishes how far it got,
 //! so concurrent puts share one fsync with no hand-off between them.
+//!
+//! With [`Offload::Inline`] there is no thread: the waiting puts take turns
+//! running the same round in their own tasks, one round at a time, taking
+//! the writer lock with `lock().await` (a `blocking_lock` would panic in a
+//! runtime, and on one thread deadlock).
 
 use std::io;
 use std::path::PathBuf;
@@ -9,8 +14,8 @@ use std::sync::{Arc, MutexGuard};
 
 use tracing::error;
 
-use super::Inner;
-use super::writer::SyncKind;
+use super::writer::{SyncKind, WriteSide};
+use super::{Inner, Offload};
 use crate::QueueError;
 
 /// What the committer has done, read by waiting puts.
@@ -79,8 +84,13 @@ impl Inner {
     }
 
     /// Makes put `seq` durable: asks the committer for it (starting one if
-    /// none runs) and waits until it is synced or failed.
+    /// none runs) and waits until it is synced or failed. With
+    /// [`Offload::Inline`] the waiting put is the committer: it runs one
+    /// round at a time itself (see [`Inner::commit_inline`]).
     pub(super) async fn commit(self: &Arc<Self>, seq: u64) -> Result<(), QueueError> {
+        if self.config.offload == Offload::Inline {
+            return self.commit_inline(seq).await;
+        }
         let start = {
             let mut request = self.commit_request();
             request.wanted = request.wanted.max(seq);
@@ -100,6 +110,52 @@ impl Inner {
                 return outcome;
             }
             changed.await;
+        }
+    }
+
+    /// [`Offload::Inline`]'s group commit, in the put's own task: while put
+    /// `seq` is neither synced nor failed, the put either waits for the
+    /// round another put runs or, when none runs, claims the turn, takes
+    /// the writer lock with `lock().await` and runs one round itself
+    /// ([`Inner::commit_round`], the blocking committer's round). It yields
+    /// once before taking the lock, so the other tasks ready to put get
+    /// their records in first, and the round covers every put pending when
+    /// the lock was taken: puts at once still share one fsync. The turn is
+    /// given back after each round, or by a put cancelled before its round,
+    /// and every waiting put is woken then, so one of them goes on.
+    async fn commit_inline(&self, seq: u64) -> Result<(), QueueError> {
+        /// The claim to run a round; dropping it lets another put run one.
+        struct Claim<'a>(&'a Inner);
+        impl Drop for Claim<'_> {
+            fn drop(&mut self) {
+                self.0.commit_request().running = false;
+                self.0.committed_changed.notify_waiters();
+            }
+        }
+        loop {
+            // Registered before the check, as in `commit`.
+            let changed = self.committed_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(outcome) = self.committed().outcome(seq) {
+                return outcome;
+            }
+            let claimed = {
+                let mut request = self.commit_request();
+                request.wanted = request.wanted.max(seq);
+                !std::mem::replace(&mut request.running, true)
+            };
+            if !claimed {
+                changed.await;
+                continue;
+            }
+            let _claim = Claim(self);
+            // On one thread a put never waits for the lock of an idle
+            // queue: without this turn each put would get a round of its
+            // own, while here the puts ready now join this one's.
+            tokio::task::yield_now().await;
+            let ws = self.writer.lock().await;
+            self.commit_round(ws);
         }
     }
 
@@ -129,37 +185,44 @@ impl Inner {
                     return;
                 }
             }
-            let mut ws = self.writer.blocking_lock();
-            let (target, synced) = {
-                let ledger = self.ledger();
-                (ledger.last_put_seq(), ledger.synced_seq)
-            };
-            let started = std::time::Instant::now();
-            let result = self.sync_blocking(&mut ws, SyncKind::Data);
-            drop(ws);
-            if let (Ok(()), Some(stats)) = (&result, &self.config.commit_stats)
-                && target > synced
-            {
-                stats.record(started.elapsed(), target - synced);
-            }
-            if result.is_ok() {
-                self.publish_synced();
-            }
-            if let Err(e) = result {
-                error!(queue = %self.config.name, error = %e, "disk queue commit failed");
-                let error = match &e {
-                    QueueError::Io { path, source } => {
-                        (path.clone(), source.kind(), source.to_string())
-                    }
-                    other => (PathBuf::new(), io::ErrorKind::Other, other.to_string()),
-                };
-                {
-                    let mut c = self.committed();
-                    c.failed_upto = c.failed_upto.max(target);
-                    c.error = Some(error);
+            self.commit_round(self.writer.blocking_lock());
+        }
+    }
+
+    /// One group-commit round, the writer lock just taken (both modes run
+    /// this): writes and fdatasyncs every pending put, lets the lock go,
+    /// counts the commit and tells the waiting puts how it went.
+    fn commit_round(&self, mut ws: tokio::sync::MutexGuard<'_, WriteSide>) {
+        let (target, synced) = {
+            let ledger = self.ledger();
+            (ledger.last_put_seq(), ledger.synced_seq)
+        };
+        // Read for the commit figures only, never for behaviour.
+        let started = std::time::Instant::now();
+        let result = self.sync_blocking(&mut ws, SyncKind::Data);
+        drop(ws);
+        if let (Ok(()), Some(stats)) = (&result, &self.config.commit_stats)
+            && target > synced
+        {
+            stats.record(started.elapsed(), target - synced);
+        }
+        if result.is_ok() {
+            self.publish_synced();
+        }
+        if let Err(e) = result {
+            error!(queue = %self.config.name, error = %e, "disk queue commit failed");
+            let error = match &e {
+                QueueError::Io { path, source } => {
+                    (path.clone(), source.kind(), source.to_string())
                 }
-                self.committed_changed.notify_waiters();
+                other => (PathBuf::new(), io::ErrorKind::Other, other.to_string()),
+            };
+            {
+                let mut c = self.committed();
+                c.failed_upto = c.failed_upto.max(target);
+                c.error = Some(error);
             }
+            self.committed_changed.notify_waiters();
         }
     }
 }

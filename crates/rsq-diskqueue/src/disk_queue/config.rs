@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::Offload;
 use crate::QueueError;
 use crate::budget::DiskBudget;
 use crate::commit_stats::CommitStats;
@@ -52,6 +53,10 @@ pub struct DiskQueueConfig {
     /// [`QueueError::Full`], and removed segments give their bytes back.
     /// `None` counts nothing.
     pub disk_budget: Option<Arc<DiskBudget>>,
+    /// Where the blocking file IO runs: tokio's blocking pool (the
+    /// default), or inline in the task that asks for it, so a simulation on
+    /// a current-thread runtime with paused time is deterministic.
+    pub offload: Offload,
 }
 
 /// nsqd's default `--max-bytes-per-file`: 100 MiB segments.
@@ -70,7 +75,7 @@ const _: () =
 impl DiskQueueConfig {
     /// nsqd's defaults: 100 MiB segments, records of 0 to 1 MiB + 26 bytes
     /// (nsqd's `max-msg-size` plus the message header), sync every 2500 puts
-    /// or 2 s.
+    /// or 2 s, blocking IO on tokio's blocking pool.
     pub fn new(name: impl Into<String>, data_path: impl Into<PathBuf>) -> Self {
         DiskQueueConfig {
             name: name.into(),
@@ -83,6 +88,7 @@ impl DiskQueueConfig {
             explicit_commit: false,
             commit_stats: None,
             disk_budget: None,
+            offload: Offload::BlockingPool,
         }
     }
 

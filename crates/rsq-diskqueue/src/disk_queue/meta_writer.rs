@@ -2,7 +2,8 @@
 //! never written over a newer, and under `--durable` the eager metadata
 //! writer (a blocking-pool thread that runs only while commits arrive)
 //! writes the committed read position soon after each commit, so a crash
-//! replays little.
+//! replays little. With [`Offload::Inline`] that writer is a tokio task
+//! running the same rounds, with no thread.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard};
@@ -10,7 +11,8 @@ use std::time::Duration;
 
 use tracing::error;
 
-use super::Inner;
+use super::writer::WriteSide;
+use super::{Inner, Offload};
 use crate::QueueError;
 use crate::metadata::QueueMeta;
 
@@ -60,7 +62,11 @@ impl Inner {
     /// crash replays only what was committed during the last write and the
     /// pause after it ([`EAGER_META_GAP`]). One blocking-pool thread writes,
     /// off the put path, and goes round again while commits arrive, so
-    /// writes coalesce and never queue up.
+    /// writes coalesce and never queue up. With [`Offload::Inline`] the
+    /// writer is a tokio task instead (this is called from a plain function,
+    /// which cannot wait for the writer lock), doing the same rounds with
+    /// `lock().await` and pausing with `tokio::time::sleep`, so paused time
+    /// drives it.
     pub(super) fn request_meta_write(self: &Arc<Self>) {
         if !(self.config.explicit_commit && self.config.sync_every == 1) {
             return;
@@ -73,38 +79,71 @@ impl Inner {
             eager.wanted = true;
             !std::mem::replace(&mut eager.running, true)
         };
-        if start {
-            let inner = self.clone();
-            tokio::task::spawn_blocking(move || inner.run_meta_writer());
+        if !start {
+            return;
+        }
+        let inner = self.clone();
+        match self.config.offload {
+            Offload::BlockingPool => {
+                tokio::task::spawn_blocking(move || inner.run_meta_writer());
+            }
+            Offload::Inline => {
+                tokio::spawn(async move { inner.run_meta_writer_task().await });
+            }
         }
     }
 
+    /// The eager metadata writer on a blocking-pool thread.
     fn run_meta_writer(&self) {
-        loop {
-            {
-                let mut eager = self.eager_meta();
-                if !std::mem::take(&mut eager.wanted) {
-                    eager.running = false;
-                    return;
-                }
-            }
-            // Every put is synced in the same writer-lock hold that flushed
-            // it, so with the lock held nothing is flushed and unsynced: the
-            // snapshot never points past fsynced data.
-            let snapshot = {
-                let _ws = self.writer.blocking_lock();
-                let ledger = self.ledger();
-                (!ledger.closed).then(|| (self.meta_version(), ledger.meta_snapshot()))
-            };
-            let Some((version, meta)) = snapshot else {
-                self.eager_meta().running = false;
+        while self.meta_wanted_again() {
+            if !self.meta_round(self.writer.blocking_lock()) {
                 return;
-            };
-            if let Err(e) = self.store_meta(version, &meta) {
-                error!(queue = %self.config.name, error = %e, "writing the committed read position failed; the periodic sync retries");
             }
             // Commits arriving meanwhile are covered by the next write.
             std::thread::sleep(EAGER_META_GAP);
         }
+    }
+
+    /// The eager metadata writer as a task ([`Offload::Inline`]).
+    async fn run_meta_writer_task(&self) {
+        while self.meta_wanted_again() {
+            if !self.meta_round(self.writer.lock().await) {
+                return;
+            }
+            tokio::time::sleep(EAGER_META_GAP).await;
+        }
+    }
+
+    /// Whether a commit asked for a write since the last round took the
+    /// request; if not, the writer stops (a later commit starts a new one).
+    fn meta_wanted_again(&self) -> bool {
+        let mut eager = self.eager_meta();
+        let wanted = std::mem::take(&mut eager.wanted);
+        if !wanted {
+            eager.running = false;
+        }
+        wanted
+    }
+
+    /// One round of the eager metadata writer, the writer lock just taken
+    /// (both modes run this): takes the snapshot, lets the lock go and
+    /// writes it. `false` (and the writer stops) once the queue is closed.
+    fn meta_round(&self, ws: tokio::sync::MutexGuard<'_, WriteSide>) -> bool {
+        // Every put is synced in the same writer-lock hold that flushed
+        // it, so with the lock held nothing is flushed and unsynced: the
+        // snapshot never points past fsynced data.
+        let snapshot = {
+            let ledger = self.ledger();
+            (!ledger.closed).then(|| (self.meta_version(), ledger.meta_snapshot()))
+        };
+        drop(ws);
+        let Some((version, meta)) = snapshot else {
+            self.eager_meta().running = false;
+            return false;
+        };
+        if let Err(e) = self.store_meta(version, &meta) {
+            error!(queue = %self.config.name, error = %e, "writing the committed read position failed; the periodic sync retries");
+        }
+        true
     }
 }

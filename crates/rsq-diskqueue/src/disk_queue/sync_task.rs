@@ -21,8 +21,12 @@ use crate::ledger::Ledger;
 async fn sync_task(weak: std::sync::Weak<Inner>, wanted: Arc<Notify>, timeout: Duration) {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(timeout) => {}
+            // In a fixed order, not tokio's random one, so a simulation
+            // replays the same way; a request first, so one that came with
+            // the timer is consumed rather than left to wake a second look.
+            biased;
             _ = wanted.notified() => {}
+            _ = tokio::time::sleep(timeout) => {}
         }
         let Some(inner) = weak.upgrade() else { return };
         {

@@ -81,6 +81,10 @@ impl WriteSide {
 }
 
 impl Inner {
+    /// Syncs as `kind` says with the writer lock held (taken with
+    /// `lock().await`), unless `covering` names a put that is already
+    /// flushed or synced that far. The IO runs where
+    /// [`Offload`](super::Offload) says.
     pub(super) async fn sync(
         self: Arc<Self>,
         kind: SyncKind,
@@ -98,12 +102,8 @@ impl Inner {
             }
         }
         let inner = self.clone();
-        tokio::task::spawn_blocking(move || inner.sync_blocking(&mut guard, kind))
+        self.offload("sync", move || inner.sync_blocking(&mut guard, kind))
             .await
-            .map_err(|e| QueueError::Io {
-                path: self.storage.dir().to_path_buf(),
-                source: io::Error::other(format!("sync task failed: {e}")),
-            })?
     }
 
     /// Syncs a segment, ignoring one that is gone (quarantined or removed).
@@ -115,6 +115,9 @@ impl Inner {
         }
     }
 
+    /// The sync itself, in the caller's thread: what every sync, empty,
+    /// group-commit round and open runs, whichever [`Offload`](super::Offload)
+    /// the queue has.
     pub(super) fn sync_blocking(
         &self,
         ws: &mut WriteSide,

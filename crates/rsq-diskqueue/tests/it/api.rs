@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rsq_diskqueue::{BackendQueue, DiskQueue, MemStorage, QueueError};
+use rsq_diskqueue::{BackendQueue, DiskQueue, DiskQueueConfig, MemStorage, Offload, QueueError};
 
 use crate::{config, drain, id_of, open_mem, record};
 
@@ -89,7 +89,20 @@ async fn record_size_limits_are_enforced() {
 
 #[tokio::test]
 async fn empty_and_delete_remove_files() {
+    empty_and_delete(Offload::BlockingPool).await;
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn inline_empty_and_delete_remove_files() {
+    empty_and_delete(Offload::Inline).await;
+}
+
+async fn empty_and_delete(offload: Offload) {
     let dir = tempfile::tempdir().unwrap();
+    let config = |dir: &std::path::Path| DiskQueueConfig {
+        offload,
+        ..config(dir)
+    };
     let q = DiskQueue::open(config(dir.path())).unwrap();
     for id in 0..30 {
         q.put(record(id, 100)).await.unwrap();
@@ -157,46 +170,6 @@ async fn read_waits_and_cancelling_it_loses_nothing() {
     assert!(matches!(closer.await.unwrap(), Err(QueueError::Closed)));
 }
 
-#[tokio::test]
-async fn sync_every_one_makes_each_put_durable() {
-    let storage = Arc::new(MemStorage::new());
-    let mut c = config(std::path::Path::new("/mem"));
-    c.sync_every = 1;
-    c.sync_timeout = Duration::from_secs(3600);
-    let q = open_mem(c.clone(), &storage);
-    for id in 0..40 {
-        q.put(record(id, 60)).await.unwrap();
-    }
-    // Crash losing every unsynced byte.
-    let crashed = Arc::new(storage.crashed_copy(|_, synced, _| synced));
-    let q2 = open_mem(c, &crashed);
-    assert_eq!(q2.depth(), 40);
-    assert_eq!(drain(&q2), (0..40).collect::<Vec<_>>());
-    drop(q);
-}
-
-#[tokio::test]
-async fn group_commits_are_counted_in_the_configured_stats() {
-    let storage = Arc::new(MemStorage::new());
-    let stats = Arc::new(rsq_diskqueue::CommitStats::new());
-    let mut c = config(std::path::Path::new("/mem"));
-    c.sync_every = 1;
-    c.commit_stats = Some(stats.clone());
-    let q = open_mem(c, &storage);
-    for id in 0..5 {
-        q.put(record(id, 60)).await.unwrap();
-    }
-    q.put_many((5..8).map(|id| record(id, 60)).collect())
-        .await
-        .unwrap();
-    let s = stats.snapshot();
-    // One put at a time: each commit covers what was pending, all 8 records.
-    assert!((1..=6).contains(&s.commits()), "{s:?}");
-    assert_eq!(s.records_sum, 8, "{s:?}");
-    assert_eq!(s.records_buckets.iter().sum::<u64>(), s.commits());
-    drop(q);
-}
-
 #[tokio::test(start_paused = true)]
 async fn sync_timeout_syncs_in_the_background() {
     let storage = Arc::new(MemStorage::new());
@@ -210,39 +183,6 @@ async fn sync_timeout_syncs_in_the_background() {
     let kept = Arc::new(storage.crashed_copy(|_, synced, _| synced));
     assert_eq!(drain(&open_mem(c, &kept)), vec![1]);
     drop(q);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_synced_puts_share_fsyncs() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = config(dir.path());
-    c.sync_every = 1;
-    c.max_bytes_per_file = 1 << 20;
-    let q = Arc::new(DiskQueue::open(c.clone()).unwrap());
-    let mut tasks = Vec::new();
-    for p in 0..8u64 {
-        let q = q.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in 0..50 {
-                q.put(record(p * 1000 + i, 20)).await.unwrap();
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    q.close().await.unwrap();
-    let q = DiskQueue::open(c).unwrap();
-    let ids = drain(&q);
-    assert_eq!(ids.len(), 400);
-    for p in 0..8u64 {
-        let mine: Vec<u64> = ids.iter().copied().filter(|id| id / 1000 == p).collect();
-        assert_eq!(
-            mine,
-            (0..50).map(|i| p * 1000 + i).collect::<Vec<_>>(),
-            "publisher {p} order"
-        );
-    }
 }
 
 #[tokio::test]
@@ -269,112 +209,6 @@ async fn interleaved_reads_follow_writes_across_flushes_and_rolls() {
     assert_eq!(drain(&q), (next_read..30_000).collect::<Vec<_>>());
     q.close().await.unwrap();
     assert!(segment_files(dir.path()).len() <= 1);
-}
-
-/// With explicit commit, a record handed out but not committed is read
-/// again after a reopen, while committed ones are gone; files holding
-/// uncommitted records are not deleted.
-#[tokio::test]
-async fn explicit_commit_replays_uncommitted_reads() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path());
-    cfg.explicit_commit = true;
-    cfg.sync_every = 1;
-    let q = DiskQueue::open(cfg.clone()).unwrap();
-    for id in 0..30 {
-        q.put(record(id, 100)).await.unwrap();
-    }
-    let first: Vec<u64> = (0..10)
-        .map(|_| id_of(&q.try_read().unwrap().unwrap()))
-        .collect();
-    assert_eq!(first, (0..10).collect::<Vec<_>>());
-    q.commit_reads();
-    // Read across several 1000-byte segments without committing.
-    for _ in 0..15 {
-        q.try_read().unwrap().unwrap();
-    }
-    q.close().await.unwrap();
-
-    let q = DiskQueue::open(cfg.clone()).unwrap();
-    assert_eq!(q.depth(), 20);
-    assert_eq!(drain(&q), (10..30).collect::<Vec<_>>());
-    q.commit_reads();
-    q.close().await.unwrap();
-    let q = DiskQueue::open(cfg).unwrap();
-    assert_eq!(q.depth(), 0);
-    assert!(drain(&q).is_empty());
-}
-
-/// A batch goes in whole and in order, with one sync for the batch when
-/// every put must be durable; a bad record rejects the batch before any is stored.
-#[tokio::test]
-async fn put_many_stores_a_batch_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path());
-    cfg.sync_every = 1;
-    let q = DiskQueue::open(cfg.clone()).unwrap();
-    q.put_many((0..50).map(|id| record(id, 40)).collect())
-        .await
-        .unwrap();
-    let too_big = bytes::Bytes::from(vec![0u8; 5000]);
-    assert!(q.put_many(vec![record(99, 40), too_big]).await.is_err());
-    assert_eq!(q.depth(), 50);
-    // Synced on return: visible after a crash-like drop and reopen.
-    drop(q);
-    let q = DiskQueue::open(cfg).unwrap();
-    assert_eq!(drain(&q), (0..50).collect::<Vec<_>>());
-}
-
-/// With explicit commit and `sync_every = 1` (a `--durable` queue) a
-/// commit reaches the metadata file without waiting for the timer, written
-/// by one thread off the put path: after a crash only what was read and not
-/// committed comes back, nothing is lost, and the segments already read are
-/// removed at the next open (or by the timer's sync) because durable
-/// metadata no longer points at them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-async fn committed_reads_reach_metadata_without_the_timer() {
-    let storage = Arc::new(MemStorage::new());
-    let mut c = config(std::path::Path::new("/mem"));
-    c.sync_every = 1;
-    c.explicit_commit = true;
-    // Far beyond the test: only the eager write can persist the commit.
-    c.sync_timeout = Duration::from_secs(3600);
-    let q = open_mem(c.clone(), &storage);
-    // 116-byte records in 1000-byte segments: 8 per file.
-    for id in 0..30 {
-        q.put(record(id, 100)).await.unwrap();
-    }
-    let read: Vec<u64> = (0..20)
-        .map(|_| id_of(&q.try_read().unwrap().unwrap()))
-        .collect();
-    assert_eq!(read, (0..20).collect::<Vec<_>>());
-
-    // Not committed: a crash hands every read record out again.
-    let crashed = Arc::new(storage.crashed_copy(|_, synced, _| synced));
-    assert_eq!(
-        drain(&open_mem(c.clone(), &crashed)),
-        (0..30).collect::<Vec<_>>()
-    );
-
-    q.commit_oldest_reads(15);
-    let meta = "t:c.diskqueue.meta.dat";
-    let before = storage.contents(meta);
-    // The writer thread runs on its own; wait for its write (bounded).
-    for _ in 0..500 {
-        if storage.contents(meta) != before {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let crashed = Arc::new(storage.crashed_copy(|_, synced, _| synced));
-    let replay = open_mem(c.clone(), &crashed);
-    assert_eq!(drain(&replay), (15..30).collect::<Vec<_>>());
-    assert!(
-        !crashed.names().iter().any(|n| n.ends_with("000000.dat")),
-        "a fully read segment survived the reopen: {:?}",
-        crashed.names()
-    );
-    drop(q);
 }
 
 /// With `sync_every = 1` the write segment is filled with synced zeros

@@ -1,12 +1,15 @@
 //! Integration tests for rsq-diskqueue: the public API on real directories,
-//! a model-based property test with simulated crashes, corruption handling,
-//! and a crash test that SIGKILLs a writer process.
+//! a model-based property test with simulated crashes, the `sync_every = 1`
+//! tests, each in both `Offload` modes, a determinism check of inline runs,
+//! corruption handling, and a crash test that SIGKILLs a writer process.
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
 mod api;
 mod budget;
 mod corruption;
 mod crash;
+mod determinism;
+mod durable;
 mod go_format;
 mod many_queues;
 mod model;
@@ -15,7 +18,7 @@ mod recovery;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use rsq_diskqueue::{BackendQueue, DiskQueue, DiskQueueConfig, MemStorage, Storage};
+use rsq_diskqueue::{BackendQueue, DiskQueue, DiskQueueConfig, MemStorage, Offload, Storage};
 
 /// A record that carries its id and checks itself: 8 id bytes, then `len`
 /// filler bytes derived from the id.
@@ -44,6 +47,18 @@ pub fn config(dir: &std::path::Path) -> DiskQueueConfig {
     c.min_record_size = 8;
     c.max_record_size = 4096;
     c
+}
+
+/// The runtime a test of `offload` runs on: current-thread either way, with
+/// paused time for [`Offload::Inline`], as the simulation runs a queue (no
+/// thread at all, timers fired in order as soon as every task waits).
+pub fn runtime_for(offload: Offload) -> tokio::runtime::Runtime {
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    builder.enable_all();
+    if offload == Offload::Inline {
+        builder.start_paused(true);
+    }
+    builder.build().unwrap()
 }
 
 /// Opens a queue on in-memory storage.

@@ -3,15 +3,15 @@
 //! byte and a random prefix of the unsynced ones ([`MemStorage::crashed_copy`]).
 //! Checked: nothing synced is lost, order is kept, nothing is invented, a
 //! record is only delivered again if its read was not yet synced, and depth
-//! matches.
+//! matches (after every step). Run with each [`Offload`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use rsq_diskqueue::{BackendQueue, DiskQueue, MemStorage, check_recovery_kept_records};
+use rsq_diskqueue::{BackendQueue, DiskQueue, MemStorage, Offload, check_recovery_kept_records};
 
-use crate::{Rng, config, id_of, open_mem, record};
+use crate::{Rng, config, id_of, open_mem, record, runtime_for};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -94,13 +94,15 @@ impl Model {
     }
 }
 
-fn run(ops: Vec<Op>, sync_every_put: bool, max_bytes_per_file: u64) -> Result<(), TestCaseError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async move {
+fn run(
+    ops: Vec<Op>,
+    sync_every_put: bool,
+    max_bytes_per_file: u64,
+    offload: Offload,
+) -> Result<(), TestCaseError> {
+    runtime_for(offload).block_on(async move {
         let mut c = config(std::path::Path::new("/mem"));
+        c.offload = offload;
         c.sync_every = if sync_every_put { 1 } else { u64::MAX };
         c.sync_timeout = Duration::from_secs(3600);
         c.max_bytes_per_file = max_bytes_per_file;
@@ -198,6 +200,17 @@ proptest! {
         sync_every_put in any::<bool>(),
         max_bytes_per_file in prop_oneof![Just(300u64), Just(1000), Just(1 << 20)],
     ) {
-        run(ops, sync_every_put, max_bytes_per_file)?;
+        run(ops, sync_every_put, max_bytes_per_file, Offload::BlockingPool)?;
+    }
+
+    /// The same model with the IO inline, on a current-thread runtime with
+    /// paused time: how the simulation runs a queue.
+    #[test]
+    fn inline_disk_queue_matches_model(
+        ops in proptest::collection::vec(op(), 1..80),
+        sync_every_put in any::<bool>(),
+        max_bytes_per_file in prop_oneof![Just(300u64), Just(1000), Just(1 << 20)],
+    ) {
+        run(ops, sync_every_put, max_bytes_per_file, Offload::Inline)?;
     }
 }
