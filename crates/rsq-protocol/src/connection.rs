@@ -47,7 +47,7 @@ use rsq_codec::{CommandDecoder, Limits, ProtocolError, encode_error, encode_resp
 
 use crate::identify::Negotiated;
 use crate::{AuthState, ClientState, ProtocolConfig};
-use action::Pending;
+use action::OpenRequest;
 
 /// One V2 connection's protocol state.
 pub struct Connection {
@@ -60,7 +60,7 @@ pub struct Connection {
     compressed: bool,
     /// The AUTH secret and what it was last found to allow.
     auth: Option<(String, AuthState)>,
-    pending: Option<Pending>,
+    pending: Option<OpenRequest>,
     actions: VecDeque<Action>,
     closed: bool,
     /// When the driver last read from the socket; the read deadline runs

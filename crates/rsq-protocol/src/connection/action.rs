@@ -118,7 +118,7 @@ impl Action {
 /// The request the driver is carrying out; nothing is decoded until it
 /// completes.
 #[derive(Debug)]
-pub(super) enum Pending {
+pub(super) enum OpenRequest {
     Publish(Verb),
     Subscribe,
     Settle(Verb, MessageId),

@@ -13,7 +13,7 @@ use bytes::BytesMut;
 use rsq_codec::{ErrorCode, MessageId, OK, ProtocolError, Verb, encode_error};
 
 use super::Connection;
-use super::action::{Action, AuthWait, Pending};
+use super::action::{Action, AuthWait, OpenRequest};
 use crate::{AuthState, ClientState};
 
 /// Why the daemon did not carry out a publish, a subscribe or a
@@ -92,14 +92,14 @@ enum Answered {
     Auth,
 }
 
-impl Pending {
+impl OpenRequest {
     fn answered_by(&self) -> Answered {
         match self {
-            Pending::Publish(_) => Answered::Publish,
-            Pending::Subscribe => Answered::Subscribe,
-            Pending::Settle(..) => Answered::Settle,
-            Pending::Tls { .. } | Pending::Compress => Answered::Upgrade,
-            Pending::Auth(_) => Answered::Auth,
+            OpenRequest::Publish(_) => Answered::Publish,
+            OpenRequest::Subscribe => Answered::Subscribe,
+            OpenRequest::Settle(..) => Answered::Settle,
+            OpenRequest::Tls { .. } | OpenRequest::Compress => Answered::Upgrade,
+            OpenRequest::Auth(_) => Answered::Auth,
         }
     }
 }
@@ -108,7 +108,7 @@ impl Connection {
     /// Takes the open request if `answer` is the kind that answers it. An
     /// answer to no request, or of the wrong kind, is the driver's bug: a
     /// debug assertion, and in release the request stays open.
-    fn take_pending(&mut self, answer: Answered) -> Option<Pending> {
+    fn take_pending(&mut self, answer: Answered) -> Option<OpenRequest> {
         match self.pending.take() {
             Some(pending) if pending.answered_by() == answer => Some(pending),
             other => {
@@ -124,7 +124,7 @@ impl Connection {
     /// (`E_PUB_FAILED`, `E_MPUB_FAILED`, `E_DPUB_FAILED`), fatal unless
     /// the daemon only refused it.
     pub fn handle_published(&mut self, result: Result<(), Failure>) {
-        let Some(Pending::Publish(verb)) = self.take_pending(Answered::Publish) else {
+        let Some(OpenRequest::Publish(verb)) = self.take_pending(Answered::Publish) else {
             return;
         };
         match result {
@@ -157,7 +157,7 @@ impl Connection {
     /// Answers an [`Action::Requeue`] or [`Action::Touch`]: nothing, or
     /// the non-fatal `E_REQ_FAILED` / `E_TOUCH_FAILED`.
     pub fn handle_settled(&mut self, result: Result<(), SettleError>) {
-        let Some(Pending::Settle(verb, id)) = self.take_pending(Answered::Settle) else {
+        let Some(OpenRequest::Settle(verb, id)) = self.take_pending(Answered::Settle) else {
             return;
         };
         if let Err(e) = result {
@@ -189,7 +189,7 @@ impl Connection {
             return self.fail(&failed(Verb::Identify, None, &e));
         }
         match pending {
-            Pending::Tls { then } => {
+            OpenRequest::Tls { then } => {
                 self.tls = true;
                 self.respond(OK);
                 if let Some(kind) = then {
@@ -207,7 +207,7 @@ impl Connection {
     /// (`Err` when it could not be asked or refused; its text is only
     /// logged, as nsqd sends a bare `AUTH failed`).
     pub fn handle_auth(&mut self, result: Result<AuthState, String>, now: std::time::Instant) {
-        let Some(Pending::Auth(wait)) = self.take_pending(Answered::Auth) else {
+        let Some(OpenRequest::Auth(wait)) = self.take_pending(Answered::Auth) else {
             return;
         };
         let state = match result {

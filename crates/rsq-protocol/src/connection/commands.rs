@@ -8,7 +8,7 @@ use bytes::Bytes;
 use rsq_codec::{CLOSE_WAIT, Command, ErrorCode, OK, ProtocolError, Verb};
 use rsq_compress::Compression;
 
-use super::action::{Action, AuthWait, Gate, Pending};
+use super::action::{Action, AuthWait, Gate, OpenRequest};
 use super::answers::failed;
 use super::{Connection, FIN_LINE, MAX_FIN_BATCH};
 use crate::identify::negotiate;
@@ -76,7 +76,7 @@ impl Connection {
                         channel,
                         msg_timeout: self.settings.msg_timeout,
                     },
-                    Pending::Subscribe,
+                    OpenRequest::Subscribe,
                 );
             }
             Command::Pub { topic, body } => self.publish(topic, vec![body], None, verb),
@@ -110,9 +110,9 @@ impl Connection {
                     tracing::info!(requested = ?delay, ?max, "REQ timeout clamped");
                     delay = max;
                 }
-                self.request(Action::Requeue(id, delay), Pending::Settle(verb, id));
+                self.request(Action::Requeue(id, delay), OpenRequest::Settle(verb, id));
             }
-            Command::Touch(id) => self.request(Action::Touch(id), Pending::Settle(verb, id)),
+            Command::Touch(id) => self.request(Action::Touch(id), OpenRequest::Settle(verb, id)),
             Command::Cls => {
                 self.actions.push_back(Action::Ready(0));
                 self.set_state(ClientState::Closing);
@@ -164,13 +164,13 @@ impl Connection {
                     secret,
                     tls: self.tls,
                 });
-                self.pending = Some(Pending::Auth(AuthWait::Refresh(cmd)));
+                self.pending = Some(OpenRequest::Auth(AuthWait::Refresh(cmd)));
                 Ok(None)
             }
         }
     }
 
-    fn request(&mut self, action: Action, pending: Pending) {
+    fn request(&mut self, action: Action, pending: OpenRequest) {
         self.actions.push_back(action);
         self.pending = Some(pending);
     }
@@ -182,7 +182,7 @@ impl Connection {
                 bodies,
                 defer,
             },
-            Pending::Publish(verb),
+            OpenRequest::Publish(verb),
         );
     }
 
@@ -212,7 +212,7 @@ impl Connection {
             let unread = self.input.split().freeze();
             self.request(
                 Action::StartTls { unread },
-                Pending::Tls { then: compression },
+                OpenRequest::Tls { then: compression },
             );
         } else if let Some(kind) = compression {
             self.compress(kind);
@@ -222,7 +222,7 @@ impl Connection {
 
     pub(super) fn compress(&mut self, kind: Compression) {
         let unread = self.input.split().freeze();
-        self.request(Action::Compress { kind, unread }, Pending::Compress);
+        self.request(Action::Compress { kind, unread }, OpenRequest::Compress);
     }
 
     /// AUTH, as nsqd: once per connection, only when enabled.
@@ -245,7 +245,7 @@ impl Connection {
                 secret: secret.clone(),
                 tls: self.tls,
             },
-            Pending::Auth(AuthWait::Login(secret)),
+            OpenRequest::Auth(AuthWait::Login(secret)),
         );
         Ok(())
     }
