@@ -128,19 +128,18 @@ fn build_nsq(b: &Builder) -> Scenario {
     let n = b.cfg.nsq_workers;
     let backlog = b.cfg.backlog;
     let mut writers = vec![WriterConfig::new(&t, 200, size); n];
-    let (limit, what) = if backlog == 0 {
-        (None, "that backlog".to_string())
+    let (limit, written, what) = if backlog == 0 {
+        (None, String::new(), "that backlog".to_string())
     } else {
         for (i, w) in writers.iter_mut().enumerate() {
             w.max_msgs = share(backlog, n, i);
         }
         writers.retain(|w| w.max_msgs > 0);
-        (Some(BACKLOG_TIME_MAX), format!("the {backlog} messages"))
-    };
-    let written = if backlog == 0 {
-        "".to_string()
-    } else {
-        format!(" until {backlog} messages are published")
+        (
+            Some(BACKLOG_TIME_MAX),
+            format!(" until {backlog} messages are published"),
+            format!("those {backlog}"),
+        )
     };
     Scenario {
         name: "nsq",
