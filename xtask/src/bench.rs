@@ -7,7 +7,8 @@
 //! release mode and runs the first as a subprocess, so xtask itself links
 //! no async runtime; every argument after `daemon` goes to `rsq-bench`
 //! (`--addr HOST:PORT` to measure a running daemon such as nsqd instead,
-//! `--json PATH`, `--scenario NAME`, `--duration 10s`; `--help` lists them).
+//! `--json PATH`, `--scenario NAME`, `--duration 10s`, `--backlog N` for the
+//! messages the `nsq` scenario writes then drains; `--help` lists them).
 //! `cargo xtask bench scale` runs the idle-topic scaling curve
 //! (`rsq-bench --scale 1000,10000,100000`).
 //! Figures belong in docs/benchmarks.md with the command that produced them.

@@ -44,6 +44,11 @@ pub struct Options {
     /// tools use one per core); default: this machine's cores.
     #[arg(long)]
     pub nsq_workers: Option<usize>,
+    /// Messages the `nsq` scenario publishes, then drains, so every daemon
+    /// drains the same backlog (a faster one would otherwise leave itself a
+    /// longer one); 0 publishes for --duration and drains what that left.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_BACKLOG)]
+    pub backlog: u64,
     /// Run only this scenario (repeatable); see --list.
     #[arg(long, value_name = "NAME")]
     pub scenario: Vec<String>,
@@ -62,6 +67,11 @@ pub struct Options {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub scale_idle: Duration,
 }
+
+/// The `nsq` scenario's backlog unless `--backlog` says otherwise: about
+/// two seconds of rsqd's publishing or draining here, and under 15 s of
+/// nsqd's, so one run compares both on the same messages.
+pub const DEFAULT_BACKLOG: u64 = 2_000_000;
 
 /// `10`, `2.5`, `10s` or `500ms` as a duration.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -133,6 +143,7 @@ impl Options {
             body_size: self.size,
             nsq_workers,
             run_id,
+            backlog: self.backlog,
         })
     }
 }

@@ -72,6 +72,15 @@ impl Row {
     pub fn consume_rate(&self) -> f64 {
         rate(self.consumed, self.consume_secs)
     }
+
+    /// The daemon's CPU time per message it handled (published plus
+    /// delivered), in microseconds: the figure that moves least between
+    /// runs on a shared machine.
+    pub fn daemon_us_per_msg(&self) -> Option<f64> {
+        let handled = self.published + self.consumed;
+        let daemon = self.daemon?;
+        (handled > 0).then(|| daemon.cpu_secs * 1e6 / handled as f64)
+    }
 }
 
 fn rate(count: u64, secs: f64) -> f64 {
@@ -108,7 +117,7 @@ pub fn format_ms(us: u64) -> String {
     }
 }
 
-const HEADERS: [&str; 12] = [
+const HEADERS: [&str; 13] = [
     "scenario",
     "pub msgs/s",
     "pub MiB/s",
@@ -120,6 +129,7 @@ const HEADERS: [&str; 12] = [
     "max ms",
     "peak RSS MiB",
     "CPU %",
+    "CPU µs/msg",
     "bench CPU %",
 ];
 
@@ -165,6 +175,10 @@ fn cells(row: &Row) -> Vec<String> {
         }
         None => cells.extend(["n/a".to_string(), "n/a".to_string()]),
     }
+    cells.push(
+        row.daemon_us_per_msg()
+            .map_or_else(|| "n/a".to_string(), |us| format!("{us:.2}")),
+    );
     cells.push(
         row.client_cpu_percent
             .map_or_else(|| "n/a".to_string(), |c| format!("{c:.0}")),
@@ -237,6 +251,8 @@ pub struct JsonRow<'a> {
     pub consume_msgs_per_sec: f64,
     /// The daemon's CPU use in percent of one core, when sampled.
     pub daemon_cpu_percent: Option<f64>,
+    /// The daemon's CPU time per message handled, in microseconds.
+    pub daemon_cpu_us_per_msg: Option<f64>,
 }
 
 impl<'a> From<&'a Row> for JsonRow<'a> {
@@ -246,6 +262,7 @@ impl<'a> From<&'a Row> for JsonRow<'a> {
             publish_msgs_per_sec: row.publish_rate(),
             consume_msgs_per_sec: row.consume_rate(),
             daemon_cpu_percent: row.daemon.map(|d| d.cpu_percent()),
+            daemon_cpu_us_per_msg: row.daemon_us_per_msg(),
         }
     }
 }

@@ -21,12 +21,21 @@ use crate::daemon::{ManagedDaemon, Target, http_request};
 use crate::latency::LatencyRecorder;
 use crate::process::ProcessSampler;
 use crate::progress::Progress;
-use crate::reader::{ReaderConfig, Subscriber};
+use crate::reader::{ReaderConfig, ReaderOutcome, Subscriber};
 use crate::report::Row;
-use crate::writer::{WriterConfig, run_writer};
+use crate::writer::{WriterConfig, WriterOutcome, run_writer};
+
+mod build;
+
+pub use build::{PIPELINE_WINDOW, scenario};
 
 /// Longest time readers keep consuming after the writers stop.
 pub const DRAIN_MAX: Duration = Duration::from_secs(3);
+
+/// Longest a phase with a message bound (the `nsq` scenario's with
+/// `--backlog`) may take to publish or to consume them all; a daemon that
+/// slow is reported with what it did by then.
+pub const BACKLOG_TIME_MAX: Duration = Duration::from_secs(300);
 
 /// Connections opened at once while setting up a phase.
 const CONNECT_PARALLELISM: usize = 64;
@@ -43,6 +52,10 @@ pub struct SuiteConfig {
     pub nsq_workers: usize,
     /// Prefix of every topic name, unique per run.
     pub run_id: String,
+    /// Messages the `nsq` scenario writes, then reads (so every daemon
+    /// drains the same backlog); 0 writes for `duration` and drains what
+    /// that left, as before `--backlog`.
+    pub backlog: u64,
 }
 
 /// One phase: clients running at once.
@@ -50,6 +63,9 @@ pub struct SuiteConfig {
 pub struct Phase {
     /// Row label when a scenario has several phases.
     pub label: &'static str,
+    /// How long it may run instead of the suite's duration: a phase with
+    /// a message bound ends when its clients reach it, or at this limit.
+    pub duration: Option<Duration>,
     /// Publishing connections.
     pub writers: Vec<WriterConfig>,
     /// Consuming connections whose deliveries are counted.
@@ -83,8 +99,12 @@ pub const SCENARIO_NAMES: &[&str] = &[
     "nsq",
     "pubsub",
     "latency",
+    "paced1k",
+    "paced10k",
+    "paced50k",
     "fanout",
     "topics",
+    "topics-pipelined",
     "disk",
     "conns",
     "publishers",
@@ -92,297 +112,6 @@ pub const SCENARIO_NAMES: &[&str] = &[
     "snappy",
     "deflate",
 ];
-
-fn topic(cfg: &SuiteConfig, scenario: &str) -> String {
-    format!("{}-{scenario}", cfg.run_id)
-}
-
-fn readers(topic: &str, channel: &str, count: usize, rdy: u64) -> Vec<ReaderConfig> {
-    (0..count)
-        .map(|_| ReaderConfig::new(topic, channel, rdy))
-        .collect()
-}
-
-fn pubsub_phase(topic: &str, size: usize) -> Phase {
-    Phase {
-        label: "",
-        writers: vec![WriterConfig::new(topic, 200, size)],
-        readers: readers(topic, "ch", 1, 2500),
-        idle: Vec::new(),
-        deliveries_per_message: 1,
-    }
-}
-
-/// The scenario called `name`, if there is one.
-pub fn scenario(name: &str, cfg: &SuiteConfig) -> Option<Scenario> {
-    let name = SCENARIO_NAMES.iter().copied().find(|n| *n == name)?;
-    let b = Builder {
-        name,
-        size: cfg.body_size,
-        topic: topic(cfg, name),
-        cfg,
-    };
-    Some(match name {
-        "pub" => build_pub(&b),
-        "mpub100" => build_mpub100(&b),
-        "nsq" => build_nsq(&b),
-        "pubsub" => build_pubsub(&b),
-        "latency" => build_latency(&b),
-        "fanout" => build_fanout(&b),
-        "topics" => build_topics(&b),
-        "publishers" | "durable" => build_publishers(&b),
-        "snappy" | "deflate" => build_compressed(&b),
-        "disk" => build_disk(&b),
-        "conns" => build_conns(&b),
-        _ => return None,
-    })
-}
-
-/// What every scenario is built from: its name, body size, topic and the
-/// suite's settings.
-struct Builder<'a> {
-    name: &'static str,
-    size: usize,
-    topic: String,
-    cfg: &'a SuiteConfig,
-}
-
-impl Builder<'_> {
-    /// A scenario of one phase on the builder's topic.
-    fn single(&self, description: String, phase: Phase) -> Scenario {
-        Scenario {
-            name: self.name,
-            description,
-            daemon_flags: Vec::new(),
-            topics: vec![self.topic.clone()],
-            phases: vec![phase],
-        }
-    }
-}
-
-/// A phase of publishers alone.
-fn publish_only(writers: Vec<WriterConfig>) -> Phase {
-    Phase {
-        label: "",
-        writers,
-        readers: Vec::new(),
-        idle: Vec::new(),
-        deliveries_per_message: 1,
-    }
-}
-
-/// The `pub` scenario.
-fn build_pub(b: &Builder) -> Scenario {
-    let size = b.size;
-    let t = b.topic.clone();
-    b.single(
-        format!("PUB {size} B on 4 connections, each waiting for its OK"),
-        publish_only(vec![WriterConfig::new(&t, 1, size); 4]),
-    )
-}
-
-/// The `mpub100` scenario.
-fn build_mpub100(b: &Builder) -> Scenario {
-    let size = b.size;
-    let t = b.topic.clone();
-    b.single(
-        format!("MPUB of 100 x {size} B on 1 connection, each waiting for its OK"),
-        publish_only(vec![WriterConfig::new(&t, 100, size)]),
-    )
-}
-
-/// The `nsq` scenario.
-fn build_nsq(b: &Builder) -> Scenario {
-    let size = b.size;
-    let t = b.topic.clone();
-    let cfg = b.cfg;
-    let n = cfg.nsq_workers;
-    Scenario {
-        name: "nsq",
-        description: format!(
-            "as nsq's bench_writer then bench_reader: {n} connections of MPUB 200 x {size} B, \
-             then {n} consumers with RDY 2500 reading that backlog"
-        ),
-        daemon_flags: Vec::new(),
-        topics: vec![t.clone()],
-        phases: vec![
-            Phase {
-                label: "write",
-                ..publish_only(vec![WriterConfig::new(&t, 200, size); n])
-            },
-            Phase {
-                label: "read",
-                writers: Vec::new(),
-                readers: readers(&t, "ch", n, 2500),
-                idle: Vec::new(),
-                deliveries_per_message: 1,
-            },
-        ],
-    }
-}
-
-/// The `pubsub` scenario.
-fn build_pubsub(b: &Builder) -> Scenario {
-    let size = b.size;
-    let t = b.topic.clone();
-    b.single(
-        format!("MPUB 200 x {size} B and 1 consumer (RDY 2500) at once, unthrottled"),
-        pubsub_phase(&t, size),
-    )
-}
-
-/// The `latency` scenario.
-fn build_latency(b: &Builder) -> Scenario {
-    let size = b.size;
-    let t = b.topic.clone();
-    let mut writer = WriterConfig::new(&t, 1, size);
-    writer.rate_msgs_per_sec = Some(10_000);
-    b.single(
-        format!("PUB {size} B paced at 10k msgs/s, 1 consumer (RDY 2500)"),
-        Phase {
-            writers: vec![writer],
-            ..pubsub_phase(&t, size)
-        },
-    )
-}
-
-/// The `fanout` scenario.
-fn build_fanout(b: &Builder) -> Scenario {
-    let size = b.size;
-    let t = b.topic.clone();
-    let readers = (0..10)
-        .map(|i| ReaderConfig::new(&t, format!("ch{i}"), 2500))
-        .collect();
-    b.single(
-        format!("MPUB 200 x {size} B to 1 topic with 10 channels, 1 consumer each"),
-        Phase {
-            readers,
-            deliveries_per_message: 10,
-            ..pubsub_phase(&t, size)
-        },
-    )
-}
-
-/// The `topics` scenario.
-fn build_topics(b: &Builder) -> Scenario {
-    let size = b.size;
-    let t = b.topic.clone();
-    let topics: Vec<String> = (0..1000).map(|i| format!("{t}-{i}")).collect();
-    let writers = (0..4)
-        .map(|w| WriterConfig {
-            topics: topics.iter().skip(w).step_by(4).cloned().collect(),
-            ..WriterConfig::new("", 20, size)
-        })
-        .collect();
-    let readers = topics
-        .iter()
-        .map(|topic| ReaderConfig::new(topic, "ch", 100))
-        .collect();
-    Scenario {
-        name: "topics",
-        description: format!(
-            "1000 topics, 1 channel and consumer (RDY 100) each; 4 connections \
-             MPUB 20 x {size} B to each topic in turn"
-        ),
-        daemon_flags: Vec::new(),
-        topics,
-        phases: vec![Phase {
-            label: "",
-            writers,
-            readers,
-            idle: Vec::new(),
-            deliveries_per_message: 1,
-        }],
-    }
-}
-
-/// Acknowledged publish rate by publisher count, in nsqd's mode and
-/// under --durable (every OK waits for fsync; group commit).
-fn build_publishers(b: &Builder) -> Scenario {
-    let name = b.name;
-    let size = b.size;
-    let t = b.topic.clone();
-    let phase = |label: &'static str, count: usize, batch: usize| Phase {
-        label,
-        ..publish_only(vec![WriterConfig::new(&t, batch, size); count])
-    };
-    let durable = name == "durable";
-    Scenario {
-        daemon_flags: if durable {
-            vec!["--durable".to_string()]
-        } else {
-            Vec::new()
-        },
-        phases: vec![
-            phase("pub1", 1, 1),
-            phase("pub8", 8, 1),
-            phase("pub16", 16, 1),
-            phase("mpub100x8", 8, 100),
-        ],
-        ..b.single(
-            format!(
-                "{}PUB {size} B by 1, 8 and 16 publishers, then MPUB 100 by 8, each waiting for its OK",
-                if durable { "--durable: " } else { "" }
-            ),
-            publish_only(Vec::new()),
-        )
-    }
-}
-
-/// pubsub over compressed connections (both ways), as negotiated in
-/// IDENTIFY by clients that ask for it.
-fn build_compressed(b: &Builder) -> Scenario {
-    let name = b.name;
-    let size = b.size;
-    let t = b.topic.clone();
-    let kind = if name == "snappy" {
-        rsq_compress::Compression::Snappy
-    } else {
-        rsq_compress::Compression::Deflate(6)
-    };
-    let mut phase = pubsub_phase(&t, size);
-    for w in &mut phase.writers {
-        w.compression = Some(kind);
-    }
-    for r in &mut phase.readers {
-        r.compression = Some(kind);
-    }
-    b.single(format!("pubsub over {name} connections"), phase)
-}
-
-/// The `disk` scenario.
-fn build_disk(b: &Builder) -> Scenario {
-    let size = b.size;
-    let t = b.topic.clone();
-    Scenario {
-        daemon_flags: vec!["--mem-queue-size=0".to_string()],
-        ..b.single(
-            "pubsub with --mem-queue-size=0: every message goes through disk".to_string(),
-            pubsub_phase(&t, size),
-        )
-    }
-}
-
-/// The `conns` scenario.
-fn build_conns(b: &Builder) -> Scenario {
-    let size = b.size;
-    let t = b.topic.clone();
-    let idle_topic = format!("{t}-idle");
-    let mut idle = readers(&idle_topic, "ch", 1000, 1);
-    for reader in &mut idle {
-        reader.check_interval = Duration::from_secs(1);
-    }
-    Scenario {
-        topics: vec![t.clone(), idle_topic],
-        ..b.single(
-            "pubsub while 1000 more consumers (RDY 1) sit idle on another topic".to_string(),
-            Phase {
-                idle,
-                ..pubsub_phase(&t, size)
-            },
-        )
-    }
-}
 
 /// Every scenario, or those named in `only`.
 pub fn suite(cfg: &SuiteConfig, only: &[String]) -> Result<Vec<Scenario>, BenchError> {
@@ -540,7 +269,7 @@ async fn run_phase(
         progress.set_consume_target(backlog * phase.deliveries_per_message);
     }
     let start = Instant::now();
-    let deadline = start + cfg.duration;
+    let deadline = start + phase.duration.unwrap_or(cfg.duration);
     // A backlog phase consumes for the phase's duration; readers of a
     // publishing phase may drain a little after the writers stop.
     let hard_deadline = if phase.writers.is_empty() {
@@ -570,39 +299,19 @@ async fn run_phase(
         ..Row::default()
     };
     let mut first_error = None;
-    while let Some(joined) = writer_tasks.join_next().await {
-        match joined {
-            Ok(Ok(outcome)) => {
-                row.published += outcome.published;
-                row.publish_secs = row.publish_secs.max(outcome.elapsed.as_secs_f64());
-            }
-            Ok(Err(e)) => {
-                first_error.get_or_insert(e);
-            }
-            Err(e) => {
-                first_error.get_or_insert(BenchError::Daemon(format!("writer task: {e}")));
-            }
-        }
-    }
+    join_writers(&mut writer_tasks, &mut row, &mut first_error).await;
     if !phase.writers.is_empty() {
         progress.set_consume_target(progress.published() * phase.deliveries_per_message);
-    }
-    let mut latency = LatencyRecorder::new();
-    while let Some(joined) = reader_tasks.join_next().await {
-        match joined {
-            Ok(Ok(outcome)) => {
-                row.consumed += outcome.consumed;
-                row.consume_secs = row.consume_secs.max(outcome.elapsed.as_secs_f64());
-                latency.merge(&outcome.latency);
-            }
-            Ok(Err(e)) => {
-                first_error.get_or_insert(e);
-            }
-            Err(e) => {
-                first_error.get_or_insert(BenchError::Daemon(format!("reader task: {e}")));
-            }
+        let bound: u64 = phase.writers.iter().map(|w| w.max_msgs).sum();
+        if phase.duration.is_some() && row.published < bound {
+            tracing::warn!(
+                bound,
+                published = row.published,
+                "the phase ended before its bound"
+            );
         }
     }
+    let latency = join_readers(&mut reader_tasks, &mut row, &mut first_error).await;
     idle_tasks.abort_all();
     while let Some(joined) = idle_tasks.join_next().await {
         if let Ok(Err(e)) = joined {
@@ -619,6 +328,54 @@ async fn run_phase(
         row.latency = latency.summary();
     }
     Ok(row)
+}
+
+/// Adds the writers' outcomes to `row`, keeping the first error.
+async fn join_writers(
+    tasks: &mut JoinSet<Result<WriterOutcome, BenchError>>,
+    row: &mut Row,
+    first_error: &mut Option<BenchError>,
+) {
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(outcome)) => {
+                row.published += outcome.published;
+                row.publish_secs = row.publish_secs.max(outcome.elapsed.as_secs_f64());
+            }
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                first_error.get_or_insert(BenchError::Daemon(format!("writer task: {e}")));
+            }
+        }
+    }
+}
+
+/// Adds the readers' outcomes to `row`, keeping the first error; their
+/// delays merged.
+async fn join_readers(
+    tasks: &mut JoinSet<Result<ReaderOutcome, BenchError>>,
+    row: &mut Row,
+    first_error: &mut Option<BenchError>,
+) -> LatencyRecorder {
+    let mut latency = LatencyRecorder::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(outcome)) => {
+                row.consumed += outcome.consumed;
+                row.consume_secs = row.consume_secs.max(outcome.elapsed.as_secs_f64());
+                latency.merge(&outcome.latency);
+            }
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                first_error.get_or_insert(BenchError::Daemon(format!("reader task: {e}")));
+            }
+        }
+    }
+    latency
 }
 
 #[cfg(test)]

@@ -1,11 +1,13 @@
 //! The publishing side: one connection sending PUB or MPUB commands, each
-//! body stamped with its send time, waiting for each `OK` in order.
+//! body stamped with its send time, with up to a window of commands
+//! waiting for their `OK`s in order (one, by default).
 //!
 //! Commands are encoded once per topic; before each send only the stamps
 //! are rewritten in place, so the client spends its time on the socket, not
 //! on building bodies. A writer stops at its deadline or its message bound,
 //! whichever comes first, and every answer it waits for is bounded.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,10 +93,11 @@ struct Prepared {
     stamps: Vec<usize>,
 }
 
-/// Encodes the command for `topic` with `cfg.batch` stamped bodies.
-fn prepare(topic: &str, cfg: &WriterConfig) -> Result<Prepared, BenchError> {
-    let body = Bytes::from(stamped_body(cfg.body_size, 0));
-    let command = if cfg.batch == 1 {
+/// Encodes the command for `topic` with `count` stamped bodies (PUB for
+/// one, MPUB for more).
+fn prepare(topic: &str, count: usize, body_size: usize) -> Result<Prepared, BenchError> {
+    let body = Bytes::from(stamped_body(body_size, 0));
+    let command = if count == 1 {
         Command::Pub {
             topic: topic.to_string(),
             body,
@@ -102,24 +105,67 @@ fn prepare(topic: &str, cfg: &WriterConfig) -> Result<Prepared, BenchError> {
     } else {
         Command::Mpub {
             topic: topic.to_string(),
-            bodies: vec![body; cfg.batch],
+            bodies: vec![body; count],
         }
     };
     let mut bytes = BytesMut::new();
     command.encode(&mut bytes);
     let stamps = stamp_offsets(&bytes);
-    if stamps.len() != cfg.batch {
+    if stamps.len() != count {
         return Err(BenchError::Invalid(format!(
-            "found {} stamps in a command of {} bodies",
-            stamps.len(),
-            cfg.batch
+            "found {} stamps in a command of {count} bodies",
+            stamps.len()
         )));
     }
     Ok(Prepared { bytes, stamps })
 }
 
+/// A writer's commands: one of `batch` bodies per topic, sent in turn, and
+/// the shorter last one when its bound is not a whole number of batches
+/// (so a writer bound to N messages publishes exactly N).
+struct Commands {
+    full: Vec<Prepared>,
+    short: Option<Prepared>,
+    next_topic: usize,
+}
+
+impl Commands {
+    fn new(cfg: &WriterConfig) -> Result<Commands, BenchError> {
+        let full = cfg
+            .topics
+            .iter()
+            .map(|t| prepare(t, cfg.batch, cfg.body_size))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Commands {
+            full,
+            short: None,
+            next_topic: 0,
+        })
+    }
+
+    /// The next topic's command of `count` bodies (at most `cfg.batch`),
+    /// its stamps set to now.
+    fn next(&mut self, cfg: &WriterConfig, count: usize) -> Result<&[u8], BenchError> {
+        let topic = self.next_topic;
+        self.next_topic = (topic + 1) % self.full.len();
+        let command = if count == cfg.batch {
+            &mut self.full[topic]
+        } else {
+            self.short
+                .insert(prepare(&cfg.topics[topic], count, cfg.body_size)?)
+        };
+        let now_ns = unix_now_ns();
+        for &at in &command.stamps {
+            write_stamp(&mut command.bytes[at..at + STAMP_LEN], now_ns);
+        }
+        Ok(&command.bytes)
+    }
+}
+
 /// Publishes on a new connection to `addr` until `deadline` or
-/// `cfg.max_msgs`, counting acknowledged messages into `progress`.
+/// `cfg.max_msgs`, counting acknowledged messages into `progress`. Up to
+/// `cfg.window` commands are in flight; with a rate, each is sent when the
+/// pace says it is due (counted from `start`), so a late one is caught up.
 pub async fn run_writer(
     addr: SocketAddr,
     cfg: &WriterConfig,
@@ -128,22 +174,19 @@ pub async fn run_writer(
     progress: Arc<Progress>,
 ) -> Result<WriterOutcome, BenchError> {
     cfg.validate()?;
-    let mut prepared = cfg
-        .topics
-        .iter()
-        .map(|t| prepare(t, cfg))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut commands = Commands::new(cfg)?;
     let mut conn = ClientConnection::connect(addr).await?;
     if let Some(kind) = cfg.compression {
         conn.negotiate(kind).await?;
     }
     let batch = cfg.batch as u64;
-    let mut next_topic = 0;
-    let (mut sent, mut acked, mut outstanding) = (0u64, 0u64, 0usize);
+    // Messages of each command sent and not yet acknowledged, oldest first.
+    let mut in_flight: VecDeque<u64> = VecDeque::with_capacity(cfg.window);
+    let (mut sent, mut acked) = (0u64, 0u64);
     let mut last_ack = start;
     loop {
         // Send while the window, the deadline, the bound and the pace allow.
-        while outstanding < cfg.window && sent + batch <= cfg.max_msgs {
+        while in_flight.len() < cfg.window && sent < cfg.max_msgs {
             let now = Instant::now();
             if now >= deadline {
                 break;
@@ -151,35 +194,32 @@ pub async fn run_writer(
             if let Some(rate) = cfg.rate_msgs_per_sec {
                 let due = start + Duration::from_secs_f64(sent as f64 / rate as f64);
                 if due > now {
-                    if outstanding > 0 {
+                    if !in_flight.is_empty() {
                         break;
                     }
                     tokio::time::sleep_until(due.min(deadline)).await;
                     continue;
                 }
             }
-            let command = &mut prepared[next_topic];
-            let now_ns = unix_now_ns();
-            for &at in &command.stamps {
-                write_stamp(&mut command.bytes[at..at + STAMP_LEN], now_ns);
-            }
-            conn.send(&command.bytes).await?;
-            next_topic = (next_topic + 1) % prepared.len();
-            sent += batch;
-            outstanding += 1;
+            let count = (cfg.max_msgs - sent).min(batch);
+            // `count` is at most `batch`, a usize.
+            let bytes = commands.next(cfg, count as usize)?;
+            conn.send(bytes).await?;
+            sent += count;
+            in_flight.push_back(count);
         }
-        if outstanding == 0 {
-            if Instant::now() >= deadline || sent + batch > cfg.max_msgs {
+        let Some(&count) = in_flight.front() else {
+            if Instant::now() >= deadline || sent >= cfg.max_msgs {
                 break;
             }
             continue;
-        }
+        };
         let answer_by = Instant::now() + SETUP_TIMEOUT;
         match conn.next_frame(answer_by).await? {
             Some(Frame::Response(body)) if body.as_ref() == OK => {
-                outstanding -= 1;
-                acked += batch;
-                progress.add_published(batch);
+                in_flight.pop_front();
+                acked += count;
+                progress.add_published(count);
                 last_ack = Instant::now();
             }
             Some(frame) => return Err(conn.unexpected(&frame)),
@@ -191,3 +231,6 @@ pub async fn run_writer(
         elapsed: last_ack.saturating_duration_since(start),
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -26,6 +26,8 @@ use crate::stats::{self, StatsFilter};
 use crate::tcp::tls::{TlsListener, TlsRequired, tls_required};
 use crate::{Nsqd, NsqdError};
 
+mod pprof;
+
 type Ctx = State<Arc<Nsqd>>;
 
 fn ok_text(text: &'static str) -> ApiResult {
@@ -89,6 +91,7 @@ pub fn router(ctx: Arc<Nsqd>) -> Router {
             .route("/channel/pause", post(channel_pause))
             .route("/channel/unpause", post(channel_unpause))
             .route("/config/{opt}", get(config_get).put(config_put))
+            .route("/debug/pprof/profile", get(pprof::profile))
             .layer(DefaultBodyLimit::max(body_limit)),
     )
     .with_state(ctx)

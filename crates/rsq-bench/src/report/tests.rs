@@ -70,6 +70,7 @@ fn table_has_a_row_per_phase_and_a_legend() {
         "20.0",
         "26.0",
         "75",
+        "0.75",
         "42",
     ] {
         assert!(row.contains(want), "{want:?} missing from {row}");
@@ -108,6 +109,7 @@ fn json_carries_rates_and_samples() {
     assert_eq!(row["latency"]["p99_us"], 20_000);
     assert_eq!(row["daemon"]["peak_rss_kib"], 26_624);
     assert_eq!(row["daemon_cpu_percent"], 75.0);
+    assert_eq!(row["daemon_cpu_us_per_msg"], 0.75);
     assert_eq!(value["body_size"], 200);
     assert_eq!(row["setup_secs"], 0.5);
     assert_eq!(row["client_cpu_percent"], 42.0);

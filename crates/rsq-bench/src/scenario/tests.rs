@@ -8,6 +8,7 @@ fn cfg() -> SuiteConfig {
         body_size: 200,
         nsq_workers: 2,
         run_id: "bench1-42".into(),
+        backlog: 1_000_001,
     }
 }
 
@@ -59,6 +60,95 @@ fn the_nsq_scenario_mirrors_the_bench_tools() {
             .iter()
             .all(|r| r.rdy == 2500 && r.channel == "ch")
     );
+}
+
+#[test]
+fn the_nsq_scenario_writes_then_reads_exactly_its_backlog() {
+    let s = scenario("nsq", &cfg()).expect("exists");
+    let [write, read] = &s.phases[..] else {
+        panic!("two phases");
+    };
+    let bounds: Vec<u64> = write.writers.iter().map(|w| w.max_msgs).collect();
+    assert_eq!(bounds, [500_001, 500_000]);
+    assert_eq!(write.duration, Some(BACKLOG_TIME_MAX));
+    assert_eq!(read.duration, Some(BACKLOG_TIME_MAX));
+    assert!(s.description.contains("1000001"), "{}", s.description);
+    // One message for two writers: one writer, one message.
+    let one = scenario(
+        "nsq",
+        &SuiteConfig {
+            backlog: 1,
+            ..cfg()
+        },
+    )
+    .expect("exists");
+    let bounds: Vec<u64> = one.phases[0].writers.iter().map(|w| w.max_msgs).collect();
+    assert_eq!(bounds, [1]);
+    // 0 keeps the timed phases.
+    let timed = scenario(
+        "nsq",
+        &SuiteConfig {
+            backlog: 0,
+            ..cfg()
+        },
+    )
+    .expect("exists");
+    assert!(timed.phases.iter().all(|p| p.duration.is_none()));
+    assert_eq!(timed.phases[0].writers.len(), 2);
+    assert!(
+        timed.phases[0]
+            .writers
+            .iter()
+            .all(|w| w.max_msgs == WriterConfig::new("t", 200, 200).max_msgs)
+    );
+}
+
+#[test]
+fn shares_add_up_and_differ_by_at_most_one() {
+    for (total, n) in [(0, 3), (1, 3), (10, 3), (2_000_000, 2), (7, 1), (5, 0)] {
+        let parts: Vec<u64> = (0..n.max(1)).map(|i| build::share(total, n, i)).collect();
+        assert_eq!(parts.iter().sum::<u64>(), total, "{total} over {n}");
+        let (min, max) = (parts.iter().min(), parts.iter().max());
+        assert!(max.zip(min).is_some_and(|(a, b)| a - b <= 1), "{parts:?}");
+    }
+}
+
+#[test]
+fn paced_scenarios_pace_one_pipelined_publisher_for_one_consumer() {
+    for (name, rate) in [
+        ("paced1k", 1_000),
+        ("paced10k", 10_000),
+        ("paced50k", 50_000),
+    ] {
+        let s = scenario(name, &cfg()).expect("exists");
+        let [phase] = &s.phases[..] else {
+            panic!("one phase");
+        };
+        let [writer] = &phase.writers[..] else {
+            panic!("one writer");
+        };
+        assert_eq!(writer.rate_msgs_per_sec, Some(rate), "{name}");
+        assert_eq!(writer.batch, 1, "{name}");
+        assert_eq!(writer.window, build::PIPELINE_WINDOW, "{name}");
+        let [reader] = &phase.readers[..] else {
+            panic!("one reader");
+        };
+        assert_eq!(reader.rdy, 2500, "{name}");
+    }
+}
+
+#[test]
+fn topics_pipelined_differs_from_topics_only_in_its_window() {
+    let plain = scenario("topics", &cfg()).expect("exists");
+    let piped = scenario("topics-pipelined", &cfg()).expect("exists");
+    let (a, b) = (&plain.phases[0], &piped.phases[0]);
+    assert_eq!(a.writers.len(), b.writers.len());
+    assert_eq!(a.readers.len(), b.readers.len());
+    for (x, y) in a.writers.iter().zip(&b.writers) {
+        assert_eq!(x.window, 1);
+        assert_eq!(y.window, build::PIPELINE_WINDOW);
+        assert_eq!((x.batch, x.topics.len()), (y.batch, y.topics.len()));
+    }
 }
 
 #[test]

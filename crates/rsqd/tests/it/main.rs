@@ -22,6 +22,7 @@ mod logs;
 mod lookup_peer;
 mod metrics;
 mod overload;
+mod pprof;
 mod pynsq;
 mod sampling;
 mod statsd;
