@@ -8,11 +8,11 @@
 
 use std::sync::{Arc, Weak};
 
-use rsq_channel::{Channel, ChannelConfig, Clock};
+use rsq_channel::{Channel, ChannelConfig};
 use rsq_codec::is_ephemeral;
 use rsq_diskqueue::{
     BackendQueue, CommitSnapshot, CommitStats, DiskBudget, DiskQueueConfig, LazyDiskQueue,
-    MemoryQueue, Storage,
+    MemoryQueue,
 };
 use rsq_topic::{SinkError, SinkFactory, TopicError};
 
@@ -20,6 +20,7 @@ use crate::channel_handle::ChannelHandle;
 use crate::dead_letter::{self, ChannelLimit};
 use crate::nsqd::Nsqd;
 use crate::options::Options;
+use crate::world::World;
 
 /// The disk queue configuration of the queue `queue_name` (`topic` or
 /// `topic:channel`, as nsqd names them) in `data_path`: its segment size,
@@ -45,11 +46,11 @@ pub fn disk_queue_config(
 /// Opens topic and channel queues.
 pub(crate) struct Factory {
     opts: Arc<Options>,
-    clock: Arc<dyn Clock>,
-    /// The data dir, shared by every queue: its index of file names means
-    /// opening a queue does not list the directory, and one storage (with
-    /// one cache of open files) costs less than one per queue.
-    storage: Arc<dyn Storage>,
+    /// The clock, the data dir (shared by every queue: its index of file
+    /// names means opening a queue does not list the directory, and one
+    /// storage with one cache of open files costs less than one per queue)
+    /// and where blocking IO runs.
+    world: World,
     /// Every `--durable` queue's group commits, counted together.
     commit_stats: Arc<CommitStats>,
     /// The bytes of every queue's segment files (`--max-disk-bytes`).
@@ -59,19 +60,13 @@ pub(crate) struct Factory {
 }
 
 impl Factory {
-    /// A factory for the daemon `nsqd`, opening queues on `storage`.
-    pub(crate) fn new(
-        opts: Arc<Options>,
-        clock: Arc<dyn Clock>,
-        storage: Arc<dyn Storage>,
-        nsqd: Weak<Nsqd>,
-    ) -> Self {
+    /// A factory for the daemon `nsqd`, opening queues in `world`.
+    pub(crate) fn new(opts: Arc<Options>, world: World, nsqd: Weak<Nsqd>) -> Self {
         Factory {
             commit_stats: Arc::new(CommitStats::new()),
             budget: Arc::new(DiskBudget::new(opts.max_disk_bytes)),
             opts,
-            clock,
-            storage,
+            world,
             nsqd,
         }
     }
@@ -88,8 +83,9 @@ impl Factory {
 
     /// Opens the backend for a topic or channel queue: a disk queue named
     /// as nsqd names it, or a discarding memory queue for ephemeral ones.
-    /// A disk queue that has files is recovered on tokio's blocking pool,
-    /// since that reads (and may rewrite) them; one without is only
+    /// A disk queue that has files is recovered where the world runs
+    /// blocking IO (tokio's blocking pool for the real one), since that
+    /// reads (and may rewrite) them; one without is only
     /// prepared, which costs no IO (the storage's index says it has none).
     pub(crate) async fn open_backend(
         &self,
@@ -109,6 +105,7 @@ impl Factory {
         config.sync_every = opts.sync_every;
         config.sync_timeout = opts.sync_timeout;
         config.disk_budget = Some(self.budget.clone());
+        config.offload = self.world.offload;
         if opts.durable {
             config.sync_every = 1;
             // The topic's pump commits after its channels stored a batch; a
@@ -118,12 +115,14 @@ impl Factory {
             config.commit_stats = Some(self.commit_stats.clone());
         }
         // Lazy: a queue that never overflows memory costs no open queue.
-        let (queue, has_files) = LazyDiskQueue::prepare(config, self.storage.clone())?;
+        let (queue, has_files) = LazyDiskQueue::prepare(config, self.world.storage.clone())?;
         if !has_files {
             return Ok(Arc::new(queue));
         }
         let path = opts.data_path.clone();
-        let queue = tokio::task::spawn_blocking(move || queue.open_now().map(|()| queue))
+        let queue = self
+            .world
+            .blocking(move || queue.open_now().map(|()| queue))
             .await
             .map_err(|e| rsq_diskqueue::QueueError::Io {
                 path,
@@ -165,8 +164,14 @@ impl SinkFactory<ChannelHandle> for Factory {
                 channel,
             )) as Arc<dyn rsq_channel::DeadLetterSink>
         });
-        let chan =
-            Channel::with_dead_letters(topic, channel, config, backend, self.clock.clone(), sink);
+        let chan = Channel::with_dead_letters(
+            topic,
+            channel,
+            config,
+            backend,
+            self.world.clock.clone(),
+            sink,
+        );
         Ok(Arc::new(ChannelHandle(chan, ChannelLimit::default())))
     }
 }

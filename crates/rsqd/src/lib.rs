@@ -29,6 +29,7 @@ pub(crate) mod options;
 pub(crate) mod stats;
 pub(crate) mod statsd;
 pub(crate) mod tcp;
+pub mod world;
 
 use std::sync::Arc;
 
@@ -45,6 +46,7 @@ pub use dirlock::{DirLock, DirLockError};
 pub use error::NsqdError as ContextError;
 pub use nsqd::Nsqd;
 pub use options::{Options, SigtermMode};
+pub use world::World;
 
 /// Runs the daemon on bound listeners (TCP or unix socket) until a stop
 /// signal arrives on `signals` (or, in drain mode, until drained), then

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use rsq_channel::Clock;
 use rsq_codec::IdGenerator;
-use rsq_diskqueue::{CommitSnapshot, DirIndex, DiskBudget, FsStorage, Storage};
+use rsq_diskqueue::{CommitSnapshot, DiskBudget};
 
 use crate::auth::AuthClient;
 use crate::channel_handle::DaemonTopic;
@@ -28,6 +28,7 @@ use crate::factory::Factory;
 use crate::lookup::{LookupConfig, LookupPeers, PeerIdentity, Snapshot};
 use crate::metadata::persist::MetadataWriter;
 use crate::options::{Options, VERSION};
+use crate::world::World;
 
 pub(crate) use clients::ClientRegistry;
 
@@ -64,8 +65,9 @@ pub struct Nsqd {
     /// Woken when drain mode is turned on or off.
     drain_changed: tokio::sync::Notify,
     factory: Arc<Factory>,
-    /// The data dir: every queue's files and `nsqd.dat`.
-    storage: Arc<dyn Storage>,
+    /// The clock, the data dir (every queue's files and `nsqd.dat`) and
+    /// where blocking IO runs.
+    world: World,
     /// `nsqd.dat` writes, one at a time and group-committed.
     metadata: MetadataWriter,
     /// The lookupd connections, set by [`Nsqd::start_lookup`].
@@ -87,36 +89,28 @@ impl Nsqd {
     /// Creates the daemon state on `opts.data_path`; [`Nsqd::load_metadata`]
     /// then recreates topics.
     pub fn new(opts: Options, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Nsqd>> {
-        let files = DirIndex::load(&opts.data_path).map_err(|e| {
+        let world = World::real(&opts.data_path, clock).map_err(|e| {
             anyhow::anyhow!("cannot read data path {}: {e}", opts.data_path.display())
         })?;
-        Nsqd::with_storage(opts, clock, Arc::new(FsStorage::with_index(files)))
+        Nsqd::in_world(opts, world)
     }
 
-    /// Creates the daemon state with its data dir in `storage`: every queue
-    /// file and `nsqd.dat` go through it, so a test (or a simulated host)
-    /// can give the real daemon a directory in memory and see what a crash
-    /// leaves (`MemStorage::crashed_copy`). `opts.data_path` then only names
-    /// it in logs.
-    pub fn with_storage(
-        opts: Options,
-        clock: Arc<dyn Clock>,
-        storage: Arc<dyn Storage>,
-    ) -> anyhow::Result<Arc<Nsqd>> {
+    /// Creates the daemon state in `world`: its clock, its data dir (every
+    /// queue file and `nsqd.dat`) and where blocking IO runs, so a test or
+    /// a simulated host runs the real daemon on a directory in memory and
+    /// sees what a crash leaves (`MemStorage::crashed_copy`). `opts.data_path`
+    /// then only names the data dir in logs.
+    pub fn in_world(opts: Options, world: World) -> anyhow::Result<Arc<Nsqd>> {
+        let clock = world.clock.clone();
         let auth = AuthClient::new(&opts)?;
         let opts = Arc::new(opts);
         let node_id = opts.effective_node_id();
         Ok(Arc::new_cyclic(|this| Nsqd {
-            factory: Arc::new(Factory::new(
-                opts.clone(),
-                clock.clone(),
-                storage.clone(),
-                this.clone(),
-            )),
+            factory: Arc::new(Factory::new(opts.clone(), world.clone(), this.clone())),
             start_time: clock.unix_nanos() / 1_000_000_000,
             ids: IdGenerator::new(node_id),
-            metadata: MetadataWriter::new(storage.clone()),
-            storage,
+            metadata: MetadataWriter::new(world.clone()),
+            world,
             opts,
             clock,
             topics: Mutex::new(HashMap::new()),

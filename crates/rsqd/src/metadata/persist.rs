@@ -7,19 +7,18 @@
 //! against a temporary directory, without a daemon.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-
-use rsq_diskqueue::Storage;
 
 use super::journal::{self, Change};
 use super::{Metadata, MetadataError};
+use crate::world::World;
 
 /// Where `nsqd.dat` writing stands for one data directory.
 pub(crate) struct MetadataWriter {
-    /// The data dir (or, in a test, a directory in memory).
-    storage: Arc<dyn Storage>,
+    /// The data dir (or, in a test, a directory in memory) and where its
+    /// IO runs.
+    world: World,
     /// Changes counted so far; each write covers all counted before it began.
     requested: AtomicU64,
     /// Held across a write (its IO included: this is the one lock the
@@ -56,10 +55,11 @@ pub(crate) enum Wrote {
 }
 
 impl MetadataWriter {
-    /// A writer for `nsqd.dat` in `storage`; its first write is whole.
-    pub(crate) fn new(storage: Arc<dyn Storage>) -> Self {
+    /// A writer for `nsqd.dat` in `world`'s data dir; its first write is
+    /// whole.
+    pub(crate) fn new(world: World) -> Self {
         MetadataWriter {
-            storage,
+            world,
             requested: AtomicU64::new(0),
             written: tokio::sync::Mutex::new(Written::default()),
             dirty: Mutex::new(BTreeSet::new()),
@@ -106,10 +106,10 @@ impl MetadataWriter {
         // Until this write succeeds, what the files say is unknown (an
         // append may be torn): a failure makes the next write a whole one.
         written.journal_ok = false;
-        let storage = self.storage.clone();
+        let storage = self.world.storage.clone();
         let wrote = if whole {
             let meta = snapshot();
-            blocking(move || super::save(&*storage, &meta)).await?;
+            self.blocking(move || super::save(&*storage, &meta)).await?;
             written.journaled = 0;
             Wrote::Whole
         } else if dirty.is_empty() {
@@ -117,7 +117,8 @@ impl MetadataWriter {
         } else {
             let changes: Vec<Change> = dirty.iter().map(|name| change(name)).collect();
             let n = changes.len();
-            blocking(move || journal::append(&*storage, &changes)).await?;
+            self.blocking(move || journal::append(&*storage, &changes))
+                .await?;
             written.journaled += n;
             Wrote::Journal(n)
         };
@@ -128,22 +129,28 @@ impl MetadataWriter {
     }
 }
 
-/// Runs file IO on tokio's blocking pool.
-async fn blocking(
-    io: impl FnOnce() -> Result<(), MetadataError> + Send + 'static,
-) -> Result<(), MetadataError> {
-    tokio::task::spawn_blocking(io)
-        .await
-        .map_err(|e| MetadataError::Io {
-            what: "metadata write task failed",
-            path: PathBuf::new(),
-            source: std::io::Error::other(e),
-        })?
+impl MetadataWriter {
+    /// Runs file IO where the world runs it.
+    async fn blocking(
+        &self,
+        io: impl FnOnce() -> Result<(), MetadataError> + Send + 'static,
+    ) -> Result<(), MetadataError> {
+        self.world
+            .blocking(io)
+            .await
+            .map_err(|e| MetadataError::Io {
+                what: "metadata write task failed",
+                path: self.world.storage.dir().to_path_buf(),
+                source: std::io::Error::other(e),
+            })?
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
+    use std::sync::Arc;
+
     use rsq_diskqueue::MemStorage;
 
     use super::*;
@@ -182,7 +189,7 @@ mod tests {
     #[tokio::test]
     async fn first_write_is_whole_then_changes_are_journaled() -> anyhow::Result<()> {
         let disk = Arc::new(MemStorage::new());
-        let writer = MetadataWriter::new(disk.clone());
+        let writer = MetadataWriter::new(World::in_memory(disk.clone()));
         let all = || meta(vec![topic("a", false), topic("b", false)]);
         assert_eq!(writer.write(false, all, change).await?, Wrote::Whole);
         writer.mark_changed("b");
@@ -196,7 +203,7 @@ mod tests {
     #[tokio::test]
     async fn nothing_is_written_after_the_final_write() -> anyhow::Result<()> {
         let disk = Arc::new(MemStorage::new());
-        let writer = MetadataWriter::new(disk.clone());
+        let writer = MetadataWriter::new(World::in_memory(disk.clone()));
         let a = || meta(vec![topic("a", false)]);
         assert_eq!(writer.write(true, a, change).await?, Wrote::Whole);
         writer.mark_changed("a");
@@ -209,7 +216,9 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_writers_share_writes() -> anyhow::Result<()> {
-        let writer = Arc::new(MetadataWriter::new(Arc::new(MemStorage::new())));
+        let writer = Arc::new(MetadataWriter::new(World::in_memory(Arc::new(
+            MemStorage::new(),
+        ))));
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..32 {
             let writer = writer.clone();
@@ -241,7 +250,7 @@ mod tests {
         ) {
             runtime().block_on(async {
                 let disk = Arc::new(MemStorage::new());
-                let writer = MetadataWriter::new(disk.clone());
+                let writer = MetadataWriter::new(World::in_memory(disk.clone()));
                 let mut model: std::collections::BTreeMap<String, bool> = Default::default();
                 for (t, paused, cut) in steps {
                     let name = format!("t{t}");

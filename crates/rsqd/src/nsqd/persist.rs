@@ -29,7 +29,7 @@ impl Nsqd {
     /// Recreates topics and channels from `nsqd.dat`, then starts them.
     pub async fn load_metadata(&self) -> anyhow::Result<()> {
         self.loading.store(true, Ordering::SeqCst);
-        let meta = metadata::load(&*self.storage)?;
+        let meta = metadata::load(&*self.world.storage)?;
         for t in &meta.topics {
             self.recreate_topic(t).await;
         }

@@ -1,0 +1,61 @@
+//! What the daemon takes from the world outside it, chosen once at start.
+//!
+//! A simulation (or a test) runs the real daemon in a world it controls by
+//! handing [`Nsqd::in_world`](crate::Nsqd::in_world) another [`World`]:
+//! this file is the one place that says what can be replaced. Today that
+//! is the clock, the data dir and where blocking file IO runs; sockets,
+//! the auth and lookupd clients and randomness still reach the real world
+//! (issue 31 names them).
+
+use std::sync::Arc;
+
+use rsq_channel::{Clock, SystemClock};
+use rsq_diskqueue::{DirIndex, FsStorage, MemStorage, Offload, Storage};
+
+/// The daemon's seams to the outside world.
+#[derive(Clone)]
+pub struct World {
+    /// Where all time is read: timestamps, deadlines, timeouts.
+    pub clock: Arc<dyn Clock>,
+    /// The data dir: every queue's files and `nsqd.dat`.
+    pub storage: Arc<dyn Storage>,
+    /// Where disk queues and `nsqd.dat` writes run their blocking IO.
+    pub offload: Offload,
+}
+
+impl World {
+    /// The real world: tokio's clock, the directory `data_path` (its names
+    /// read once, then kept in an index), fsyncs on tokio's blocking pool.
+    pub fn real(data_path: &std::path::Path, clock: Arc<dyn Clock>) -> std::io::Result<World> {
+        let files = DirIndex::load(data_path)?;
+        Ok(World {
+            clock,
+            storage: Arc::new(FsStorage::with_index(files)),
+            offload: Offload::BlockingPool,
+        })
+    }
+
+    /// A world in one thread: tokio's clock (pause it and time is virtual),
+    /// a data dir in memory that outlives the daemon (take its
+    /// `crashed_copy` for a power loss), and all IO inline in the task that
+    /// asks for it, so no thread but the runtime's runs daemon code.
+    pub fn in_memory(disk: Arc<MemStorage>) -> World {
+        World {
+            clock: Arc::new(SystemClock),
+            storage: disk,
+            offload: Offload::Inline,
+        }
+    }
+
+    /// Runs `io` as this world runs blocking IO: on tokio's blocking pool,
+    /// or inline in the calling task.
+    pub(crate) async fn blocking<T: Send + 'static>(
+        &self,
+        io: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, tokio::task::JoinError> {
+        match self.offload {
+            Offload::BlockingPool => tokio::task::spawn_blocking(io).await,
+            Offload::Inline => Ok(io()),
+        }
+    }
+}
