@@ -122,7 +122,7 @@ impl DeadLetterSink for Publisher {
             .get_or_create_topic(&self.dead_letter_topic)
             .await
             .map_err(boxed)?;
-        let mut letter = nsqd.new_message(msg.body.clone());
+        let mut letter = nsqd.new_message(msg.body.clone()).await.map_err(boxed)?;
         letter.timestamp_ns = msg.timestamp_ns;
         let letter_id = letter.id;
         topic.put(letter).await.map_err(boxed)?;

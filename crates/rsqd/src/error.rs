@@ -31,6 +31,10 @@ pub enum NsqdError {
     /// consumers bring usage down to the low-water mark.
     #[error("DISK_FULL: {0}")]
     DiskFull(String),
+    /// The id floor (`rsq.idfloor`) could not be written: no id is handed
+    /// out that a later run might repeat.
+    #[error(transparent)]
+    Metadata(#[from] crate::metadata::MetadataError),
 }
 
 impl NsqdError {

@@ -274,7 +274,7 @@ async fn publish(
         return Err(ApiError(StatusCode::BAD_REQUEST, "MSG_EMPTY"));
     }
     let topic = topic_param(&params)?;
-    let mut msg = ctx.new_message(body);
+    let mut msg = ctx.new_message(body).await.map_err(nsqd_error)?;
     if let Some(defer) = param(&params, "defer") {
         let ms: u64 = defer
             .parse()
@@ -333,7 +333,7 @@ async fn multi_publish(
     if bodies.is_empty() {
         return Err(ApiError(StatusCode::BAD_REQUEST, "MSG_EMPTY"));
     }
-    let msgs = ctx.new_messages(bodies);
+    let msgs = ctx.new_messages(bodies).await.map_err(nsqd_error)?;
     put_messages(&ctx, topic, msgs).await
 }
 

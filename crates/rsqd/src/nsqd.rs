@@ -10,6 +10,7 @@
 
 mod clients;
 mod drain;
+mod id_floor;
 mod persist;
 mod publish;
 mod topics;
@@ -44,6 +45,8 @@ pub struct Nsqd {
     /// Start time, seconds since the epoch.
     pub(crate) start_time: i64,
     ids: IdGenerator,
+    /// The persisted lease above every id issued (`id_floor.rs`).
+    id_floor: id_floor::IdFloor,
     /// By name; hashed, as every publish looks its topic up here. Held for
     /// one map operation, never across IO or an `.await`.
     topics: Mutex<HashMap<String, Arc<DaemonTopic>>>,
@@ -109,6 +112,7 @@ impl Nsqd {
             factory: Arc::new(Factory::new(opts.clone(), world.clone(), this.clone())),
             start_time: clock.unix_nanos() / 1_000_000_000,
             ids: IdGenerator::new(node_id),
+            id_floor: id_floor::IdFloor::default(),
             metadata: MetadataWriter::new(world.clone()),
             world,
             opts,

@@ -29,6 +29,7 @@ impl Nsqd {
     /// Recreates topics and channels from `nsqd.dat`, then starts them.
     pub async fn load_metadata(&self) -> anyhow::Result<()> {
         self.loading.store(true, Ordering::SeqCst);
+        self.resume_ids().await?;
         let meta = metadata::load(&*self.world.storage)?;
         for t in &meta.topics {
             self.recreate_topic(t).await;

@@ -11,20 +11,29 @@ use super::{Nsqd, lock};
 use crate::error::NsqdError;
 
 impl Nsqd {
-    /// A new message stamped now.
-    pub(crate) fn new_message(&self, body: bytes::Bytes) -> Message {
+    /// A new message stamped now. Its id is covered by the persisted id
+    /// floor before it is returned, so no later run repeats it.
+    pub(crate) async fn new_message(&self, body: bytes::Bytes) -> Result<Message, NsqdError> {
         let now = self.clock.unix_nanos();
-        Message::new(self.ids.next(now), now, body)
+        let msg = Message::new(self.ids.next(now), now, body);
+        self.cover_ids().await?;
+        Ok(msg)
     }
 
     /// New messages for one publish (an MPUB's bodies), stamped with one
-    /// reading of the clock; their ids are still distinct and increasing.
-    pub(crate) fn new_messages(&self, bodies: Vec<bytes::Bytes>) -> Vec<Message> {
+    /// reading of the clock; their ids are still distinct and increasing,
+    /// and covered by the persisted id floor.
+    pub(crate) async fn new_messages(
+        &self,
+        bodies: Vec<bytes::Bytes>,
+    ) -> Result<Vec<Message>, NsqdError> {
         let now = self.clock.unix_nanos();
-        bodies
+        let msgs = bodies
             .into_iter()
             .map(|body| Message::new(self.ids.next(now), now, body))
-            .collect()
+            .collect();
+        self.cover_ids().await?;
+        Ok(msgs)
     }
 
     /// `None` when healthy, else the last storage error.

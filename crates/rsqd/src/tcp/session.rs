@@ -259,7 +259,11 @@ impl Session {
         defer: Option<Duration>,
     ) -> Result<(), Failure> {
         let n = bodies.len() as u64;
-        let mut msgs = self.ctx.new_messages(bodies);
+        let mut msgs = self
+            .ctx
+            .new_messages(bodies)
+            .await
+            .map_err(|e| context_failure(&e))?;
         if defer.is_some() {
             msgs.iter_mut().for_each(|m| m.deferred = defer);
         }
