@@ -415,11 +415,14 @@ struct ItemWalk {
 }
 
 impl ItemWalk {
-    fn function(&mut self, name: &syn::Ident, span: proc_macro2::Span) {
+    /// Records a function's length, from `fn` to its body's closing brace.
+    fn function(&mut self, sig: &syn::Signature, body: &syn::Block) {
+        use syn::spanned::Spanned;
+        let span = sig.fn_token.span.join(body.span()).unwrap_or(body.span());
         let (start, end) = (span.start().line, span.end().line);
         let lines = end + 1 - start;
         if lines > FN_LINES_MAX {
-            self.long_fns.push((name.to_string(), start, lines));
+            self.long_fns.push((sig.ident.to_string(), start, lines));
         }
     }
 
@@ -445,14 +448,7 @@ impl<'ast> syn::visit::Visit<'ast> for ItemWalk {
         if is_test_attr(&f.attrs) {
             return;
         }
-        use syn::spanned::Spanned;
-        let span = f
-            .sig
-            .fn_token
-            .span
-            .join(f.block.span())
-            .unwrap_or(f.block.span());
-        self.function(&f.sig.ident, span);
+        self.function(&f.sig, &f.block);
         syn::visit::visit_item_fn(self, f);
     }
 
@@ -460,27 +456,13 @@ impl<'ast> syn::visit::Visit<'ast> for ItemWalk {
         if is_test_attr(&f.attrs) {
             return;
         }
-        use syn::spanned::Spanned;
-        let span = f
-            .sig
-            .fn_token
-            .span
-            .join(f.block.span())
-            .unwrap_or(f.block.span());
-        self.function(&f.sig.ident, span);
+        self.function(&f.sig, &f.block);
         syn::visit::visit_impl_item_fn(self, f);
     }
 
     fn visit_trait_item_fn(&mut self, f: &'ast syn::TraitItemFn) {
         if let Some(block) = &f.default {
-            use syn::spanned::Spanned;
-            let span = f
-                .sig
-                .fn_token
-                .span
-                .join(block.span())
-                .unwrap_or(block.span());
-            self.function(&f.sig.ident, span);
+            self.function(&f.sig, block);
         }
         syn::visit::visit_trait_item_fn(self, f);
     }

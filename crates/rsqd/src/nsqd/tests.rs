@@ -64,6 +64,21 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a runtime")
 }
 
+/// A daemon started on `disk`, with the test's channel and its one
+/// consumer, ready for 1,000 messages.
+async fn start(
+    disk: &Arc<MemStorage>,
+) -> (Arc<Nsqd>, Arc<crate::ChannelHandle>, rsq_channel::Consumer) {
+    let nsqd = Nsqd::in_world(options(), World::in_memory(disk.clone())).expect("daemon");
+    nsqd.load_metadata().await.expect("metadata");
+    let (_, channel) = nsqd.get_or_create_channel("t", "c").await.expect("channel");
+    let consumer = channel
+        .add_consumer(1, Duration::from_secs(60))
+        .expect("consumer");
+    channel.set_ready(1, 1_000);
+    (nsqd, channel, consumer)
+}
+
 /// What the workload saw, across lives.
 #[derive(Default)]
 struct Seen {
@@ -90,13 +105,7 @@ fn live<'a>(
         finished_this_life,
     } = seen;
     runtime().block_on(async {
-        let nsqd = Nsqd::in_world(options(), World::in_memory(disk.clone())).expect("daemon");
-        nsqd.load_metadata().await.expect("metadata");
-        let (_, channel) = nsqd.get_or_create_channel("t", "c").await.expect("channel");
-        let mut consumer = channel
-            .add_consumer(1, Duration::from_secs(60))
-            .expect("consumer");
-        channel.set_ready(1, 1_000);
+        let (nsqd, channel, mut consumer) = start(disk).await;
         for (i, step) in steps.iter().enumerate() {
             match step {
                 Step::Publish { count, batch } => {
@@ -155,13 +164,7 @@ fn drain(disk: &Arc<MemStorage>, seen_before: &Seen) {
         ..
     } = seen_before;
     runtime().block_on(async {
-        let nsqd = Nsqd::in_world(options(), World::in_memory(disk.clone())).expect("daemon");
-        nsqd.load_metadata().await.expect("metadata");
-        let (_, channel) = nsqd.get_or_create_channel("t", "c").await.expect("channel");
-        let mut consumer = channel
-            .add_consumer(1, Duration::from_secs(60))
-            .expect("consumer");
-        channel.set_ready(1, 1_000);
+        let (nsqd, channel, mut consumer) = start(disk).await;
         let mut seen = BTreeSet::new();
         while let Ok(Some(msg)) =
             tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await
