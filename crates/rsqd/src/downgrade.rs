@@ -37,7 +37,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use clap::Parser;
 use rsq_codec::{Message, is_ephemeral, is_valid_name};
-use rsq_diskqueue::FsStorage;
+use rsq_diskqueue::{FsStorage, Storage};
 use rsq_service::{LogFormat, parse_log_format, parse_log_level};
 
 use crate::dirlock::{DirLock, DirLockError};
@@ -300,6 +300,14 @@ pub fn run(opts: &DowngradeOptions) -> Result<Summary, DowngradeError> {
     )?;
     // Go reads nsqd.dat alone; the (empty) journal would only confuse.
     metadata::journal::remove(&storage)?;
+    // Nor rsq's id floor: Go issues its ids from its clock.
+    storage
+        .remove(crate::nsqd::ID_FLOOR_FILE)
+        .map_err(metadata::io_error(
+            &storage,
+            "cannot remove",
+            crate::nsqd::ID_FLOOR_FILE,
+        ))?;
     tracing::info!(path = %metadata::path_in(data_path).display(), "DOWNGRADE: nsqd.dat rewritten for Go nsqd v{NSQD_VERSION}");
     drop(lock);
     Ok(Summary {

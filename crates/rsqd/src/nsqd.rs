@@ -32,6 +32,7 @@ use crate::options::{Options, VERSION};
 use crate::world::World;
 
 pub(crate) use clients::ClientRegistry;
+pub(crate) use id_floor::ID_FLOOR_FILE;
 
 /// Topics closed at once at shutdown.
 const CLOSE_PARALLELISM: usize = 64;
