@@ -5,9 +5,10 @@
 //! IO runs inline).
 //!
 //! It found that message ids did not survive a restart: a clock behind
-//! the last run's ids (here each life's paused clock starts afresh, and a
-//! restart may come within one id tick) made new ids repeat queued ones,
-//! and the channel dropped the new message as a replayed copy. The id
+//! the last run's ids (here a new life starts within the same ~1 ms id
+//! tick as the last, as lives take microseconds) made new ids repeat
+//! queued ones, and the channel dropped the new message as a replayed
+//! copy. The id
 //! floor (`id_floor.rs`) fixed it; the seeds that found it are kept in
 //! `proptest-regressions/nsqd/tests.txt`.
 
@@ -53,9 +54,10 @@ fn options() -> Options {
 }
 
 /// One thread and virtual time: with the in-memory world's inline IO no
-/// other thread runs daemon code, so waits cost no real time. Each life's
-/// paused clock starts afresh, behind where the last one stopped: a clock
-/// stepped back across every restart, which the id floor must survive.
+/// other thread runs daemon code, so waits cost no real time, and lives
+/// follow each other within microseconds (message ids come from the wall
+/// clock, so each restart lands in the last life's id tick: what the id
+/// floor must survive).
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
