@@ -122,7 +122,8 @@ impl Factory {
         let path = opts.data_path.clone();
         let queue = self
             .world
-            .blocking(move || queue.open_now().map(|()| queue))
+            .offload
+            .run(move || queue.open_now().map(|()| queue))
             .await
             .map_err(|e| rsq_diskqueue::QueueError::Io {
                 path,

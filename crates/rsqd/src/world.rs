@@ -12,6 +12,8 @@ use std::sync::Arc;
 use rsq_channel::{Clock, SystemClock};
 use rsq_diskqueue::{DirIndex, FsStorage, MemStorage, Offload, Storage};
 
+use crate::metadata::MetadataError;
+
 /// The daemon's seams to the outside world.
 #[derive(Clone)]
 pub struct World {
@@ -47,15 +49,17 @@ impl World {
         }
     }
 
-    /// Runs `io` as this world runs blocking IO: on tokio's blocking pool,
-    /// or inline in the calling task.
-    pub(crate) async fn blocking<T: Send + 'static>(
+    /// Runs file IO on `file` of the data dir where this world runs
+    /// blocking IO, a failed pool task becoming [`MetadataError::Io`].
+    pub(crate) async fn file_io<T: Send + 'static>(
         &self,
-        io: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, tokio::task::JoinError> {
-        match self.offload {
-            Offload::BlockingPool => tokio::task::spawn_blocking(io).await,
-            Offload::Inline => Ok(io()),
-        }
+        file: &str,
+        io: impl FnOnce() -> Result<T, MetadataError> + Send + 'static,
+    ) -> Result<T, MetadataError> {
+        self.offload.run(io).await.map_err(|e| MetadataError::Io {
+            what: "file task failed",
+            path: self.storage.dir().join(file),
+            source: std::io::Error::other(e),
+        })?
     }
 }

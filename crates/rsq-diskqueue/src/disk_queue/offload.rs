@@ -34,25 +34,39 @@ pub enum Offload {
     Inline,
 }
 
+impl Offload {
+    /// Runs `work` (blocking file IO) where this mode says: on tokio's
+    /// blocking pool, waiting for it, or in the calling task. The one place
+    /// the choice is made, for the disk queues and for what the daemon
+    /// writes beside them (`nsqd.dat`, its id floor).
+    pub async fn run<T, F>(self, work: F) -> Result<T, tokio::task::JoinError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        match self {
+            Offload::BlockingPool => tokio::task::spawn_blocking(work).await,
+            Offload::Inline => Ok(work()),
+        }
+    }
+}
+
 impl Inner {
-    /// Runs `work` (blocking file IO) where [`Offload`] says: on the
-    /// blocking pool, waiting for it, or here. `what` names the operation
-    /// in the error a pool task that panicked or was cancelled turns into.
+    /// Runs `work` (blocking file IO) where [`Offload`] says. `what` names
+    /// the operation in the error a pool task that panicked or was
+    /// cancelled turns into.
     pub(super) async fn offload<T, F>(&self, what: &str, work: F) -> Result<T, QueueError>
     where
         F: FnOnce() -> Result<T, QueueError> + Send + 'static,
         T: Send + 'static,
     {
-        match self.config.offload {
-            Offload::BlockingPool => {
-                tokio::task::spawn_blocking(work)
-                    .await
-                    .map_err(|e| QueueError::Io {
-                        path: self.storage.dir().to_path_buf(),
-                        source: io::Error::other(format!("{what} task failed: {e}")),
-                    })?
-            }
-            Offload::Inline => work(),
-        }
+        self.config
+            .offload
+            .run(work)
+            .await
+            .map_err(|e| QueueError::Io {
+                path: self.storage.dir().to_path_buf(),
+                source: io::Error::other(format!("{what} task failed: {e}")),
+            })?
     }
 }

@@ -109,7 +109,9 @@ impl MetadataWriter {
         let storage = self.world.storage.clone();
         let wrote = if whole {
             let meta = snapshot();
-            self.blocking(move || super::save(&*storage, &meta)).await?;
+            self.world
+                .file_io(super::METADATA_FILE, move || super::save(&*storage, &meta))
+                .await?;
             written.journaled = 0;
             Wrote::Whole
         } else if dirty.is_empty() {
@@ -117,7 +119,10 @@ impl MetadataWriter {
         } else {
             let changes: Vec<Change> = dirty.iter().map(|name| change(name)).collect();
             let n = changes.len();
-            self.blocking(move || journal::append(&*storage, &changes))
+            self.world
+                .file_io(journal::JOURNAL_FILE, move || {
+                    journal::append(&*storage, &changes)
+                })
                 .await?;
             written.journaled += n;
             Wrote::Journal(n)
@@ -126,23 +131,6 @@ impl MetadataWriter {
         written.upto = upto;
         written.closed = last;
         Ok(wrote)
-    }
-}
-
-impl MetadataWriter {
-    /// Runs file IO where the world runs it.
-    async fn blocking(
-        &self,
-        io: impl FnOnce() -> Result<(), MetadataError> + Send + 'static,
-    ) -> Result<(), MetadataError> {
-        self.world
-            .blocking(io)
-            .await
-            .map_err(|e| MetadataError::Io {
-                what: "metadata write task failed",
-                path: self.world.storage.dir().to_path_buf(),
-                source: std::io::Error::other(e),
-            })?
     }
 }
 

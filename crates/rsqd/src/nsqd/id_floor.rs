@@ -41,7 +41,8 @@ impl Nsqd {
     pub(super) async fn resume_ids(&self) -> Result<(), MetadataError> {
         let storage = self.world.storage.clone();
         let stored = self
-            .floor_io(move || read_file(&*storage, ID_FLOOR_FILE))
+            .world
+            .file_io(ID_FLOOR_FILE, move || read_file(&*storage, ID_FLOOR_FILE))
             .await?;
         match stored.as_deref().map(parse) {
             Some(Some(floor)) => self.ids.resume_from(floor),
@@ -75,31 +76,15 @@ impl Nsqd {
         let now = IdGenerator::counter_at(self.clock.unix_nanos());
         let lease = self.ids.issued_below().max(now).saturating_add(LEASE);
         let storage = self.world.storage.clone();
-        self.floor_io(move || {
-            storage
-                .write_atomic(ID_FLOOR_FILE, format!("{lease}\n").as_bytes())
-                .map_err(io_error(&*storage, "cannot write", ID_FLOOR_FILE))
-        })
-        .await?;
+        self.world
+            .file_io(ID_FLOOR_FILE, move || {
+                storage
+                    .write_atomic(ID_FLOOR_FILE, format!("{lease}\n").as_bytes())
+                    .map_err(io_error(&*storage, "cannot write", ID_FLOOR_FILE))
+            })
+            .await?;
         self.id_floor.lease.store(lease, Ordering::Release);
         Ok(())
-    }
-}
-
-impl Nsqd {
-    /// Runs the lease file's IO where the world runs blocking IO.
-    async fn floor_io<T: Send + 'static>(
-        &self,
-        io: impl FnOnce() -> Result<T, MetadataError> + Send + 'static,
-    ) -> Result<T, MetadataError> {
-        self.world
-            .blocking(io)
-            .await
-            .map_err(|e| MetadataError::Io {
-                what: "id floor task failed",
-                path: self.world.storage.dir().join(ID_FLOOR_FILE),
-                source: std::io::Error::other(e),
-            })?
     }
 }
 
