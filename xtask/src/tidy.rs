@@ -378,28 +378,66 @@ fn is_test_attr(attrs: &[syn::Attribute]) -> bool {
         if last.as_deref() == Some("test") {
             return true;
         }
-        path.is_ident("cfg") && quote_tokens(a).contains("test")
+        match &a.meta {
+            syn::Meta::List(list) if path.is_ident("cfg") => cfg_needs_test(list.tokens.clone()),
+            _ => false,
+        }
     })
 }
 
-fn quote_tokens(a: &syn::Attribute) -> String {
-    match &a.meta {
-        syn::Meta::List(list) => list.tokens.to_string(),
-        _ => String::new(),
+/// Whether a `cfg(...)` predicate holds only under `test`: `test` itself,
+/// or an `all(..)` with `test` among its terms (not `not(test)`, nor a
+/// feature whose name holds the word).
+fn cfg_needs_test(tokens: proc_macro2::TokenStream) -> bool {
+    let mut tokens = tokens.into_iter().peekable();
+    // `test` as a term; a key's value (`feature = "test"`) is a literal.
+    while let Some(token) = tokens.next() {
+        if let proc_macro2::TokenTree::Ident(ident) = &token {
+            if ident == "test" {
+                return true;
+            }
+            if ident == "all"
+                && let Some(proc_macro2::TokenTree::Group(group)) = tokens.peek()
+                && cfg_needs_test(group.stream())
+            {
+                return true;
+            }
+        }
     }
+    false
 }
 
-/// Every non-test source file of the workspace's crates, parsed.
-fn parsed_sources() -> Vec<(PathBuf, syn::File)> {
-    all_rust_files()
-        .into_iter()
-        .filter(|p| !is_test_file(p))
-        .map(|p| {
-            let file = syn::parse_file(&read(&p))
-                .unwrap_or_else(|e| panic!("cannot parse {}: {e}", p.display()));
-            (p, file)
-        })
-        .collect()
+/// One non-test source file, walked once for every test that reads it.
+struct Walked {
+    /// Its path from the project root.
+    rel: String,
+    /// Its lines, less those of its `#[cfg(test)]` modules.
+    lines: usize,
+    walk: ItemWalk,
+}
+
+/// Every non-test source file of the workspace's crates, parsed and walked
+/// once per test run.
+fn walked_sources() -> &'static [Walked] {
+    static WALKED: std::sync::OnceLock<Vec<Walked>> = std::sync::OnceLock::new();
+    WALKED.get_or_init(|| {
+        let root = project_root();
+        all_rust_files()
+            .into_iter()
+            .filter(|p| !is_test_file(p))
+            .map(|p| {
+                let text = read(&p);
+                let file = syn::parse_file(&text)
+                    .unwrap_or_else(|e| panic!("cannot parse {}: {e}", p.display()));
+                let walk = walk(&file);
+                Walked {
+                    rel: p.strip_prefix(&root).unwrap_or(&p).display().to_string(),
+                    lines: text.lines().count() - walk.test_lines,
+                    walk,
+                }
+            })
+            .collect()
+    })
 }
 
 /// Walks one file's non-test items, recording long functions and the
@@ -489,20 +527,12 @@ fn walk(file: &syn::File) -> ItemWalk {
 
 #[test]
 fn no_file_or_function_is_too_long() {
-    let root = project_root();
     let mut long = Vec::new();
-    for (path, file) in parsed_sources() {
-        let rel = path
-            .strip_prefix(&root)
-            .unwrap_or(&path)
-            .display()
-            .to_string();
-        let walk = walk(&file);
-        let lines = read(&path).lines().count() - walk.test_lines;
-        if lines > FILE_LINES_MAX {
+    for Walked { rel, lines, walk } in walked_sources() {
+        if *lines > FILE_LINES_MAX {
             long.push(format!("{rel}: {lines} lines (at most {FILE_LINES_MAX})"));
         }
-        for (name, line, lines) in walk.long_fns {
+        for (name, line, lines) in &walk.long_fns {
             long.push(format!(
                 "{rel}:{line}: fn {name} is {lines} lines (at most {FN_LINES_MAX})"
             ));
@@ -520,21 +550,25 @@ const NAMES_PER_BINARY: &[&str] = &["Options"];
 /// a doc or a review means one thing.
 #[test]
 fn type_names_are_unique() {
-    let root = project_root();
-    let mut seen: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    for (path, file) in parsed_sources() {
-        let rel = path
-            .strip_prefix(&root)
-            .unwrap_or(&path)
-            .display()
-            .to_string();
-        for name in walk(&file).types {
-            seen.entry(name).or_default().push(rel.clone());
+    let mut seen: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for Walked { rel, walk, .. } in walked_sources() {
+        for name in &walk.types {
+            seen.entry(name).or_default().push(rel);
         }
     }
     let repeated: Vec<_> = seen
         .into_iter()
-        .filter(|(name, places)| places.len() > 1 && !NAMES_PER_BINARY.contains(&name.as_str()))
+        .filter(|(name, places)| places.len() > 1 && !NAMES_PER_BINARY.contains(name))
         .collect();
     assert!(repeated.is_empty(), "one name per concept: {repeated:#?}");
+}
+
+#[test]
+fn cfg_test_is_told_apart_from_its_look_alikes() {
+    let needs = |src: &str| cfg_needs_test(src.parse().expect("tokens"));
+    assert!(needs("test"));
+    assert!(needs("all(test, feature = \"x\")"));
+    assert!(!needs("not(test)"));
+    assert!(!needs("feature = \"latest\""));
+    assert!(!needs("any(test, unix)"));
 }

@@ -99,7 +99,11 @@ impl Nsqd {
     pub fn disk_full(&self) -> Option<String> {
         let budget = self.disk_budget();
         let full = budget.is_full();
-        if self.disk_was_full.swap(full, Ordering::Relaxed) != full {
+        // A load first: the swap, a write to a line every publisher
+        // shares, happens only when the state changed.
+        if self.disk_was_full.load(Ordering::Relaxed) != full
+            && self.disk_was_full.swap(full, Ordering::Relaxed) != full
+        {
             if full {
                 tracing::warn!(
                     used = budget.used(),
