@@ -11,6 +11,36 @@ use super::{Nsqd, lock};
 use crate::channel_handle::{ChannelHandle, DaemonTopic};
 use crate::error::NsqdError;
 
+/// A creator's place in the line for one topic name: the name's entry in
+/// `Nsqd::creating`, removed by the last creator to leave it, on every
+/// path (a creator whose future is dropped included).
+struct CreationTurn<'a> {
+    nsqd: &'a Nsqd,
+    name: &'a str,
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<'a> CreationTurn<'a> {
+    fn take(nsqd: &'a Nsqd, name: &'a str) -> Self {
+        let turn = lock(&nsqd.creating)
+            .entry(name.to_string())
+            .or_default()
+            .clone();
+        CreationTurn { nsqd, name, turn }
+    }
+}
+
+impl Drop for CreationTurn<'_> {
+    fn drop(&mut self) {
+        let mut creating = lock(&self.nsqd.creating);
+        // The map holds one reference and this turn another: no one else
+        // waits for the name.
+        if Arc::strong_count(&self.turn) == 2 {
+            creating.remove(self.name);
+        }
+    }
+}
+
 impl Nsqd {
     /// All topics, sorted by name.
     pub(crate) fn topics(&self) -> Vec<Arc<DaemonTopic>> {
@@ -46,21 +76,12 @@ impl Nsqd {
         if self.is_exiting() {
             return Err(NsqdError::Exiting);
         }
-        let turn = lock(&self.creating)
-            .entry(name.to_string())
-            .or_default()
-            .clone();
+        let turn = CreationTurn::take(self, name);
         let created = {
-            let _turn = turn.lock().await;
-            let created = self.create_topic(name).await;
-            // The last creator of this name to finish removes its entry
-            // (the map holds one reference, `turn` another).
-            let mut creating = lock(&self.creating);
-            if Arc::strong_count(&turn) == 2 {
-                creating.remove(name);
-            }
-            created
+            let _turn = turn.turn.lock().await;
+            self.create_topic(name).await
         };
+        drop(turn);
         let (topic, new) = created?;
         if new && !self.loading.load(Ordering::SeqCst) {
             topic.start();
