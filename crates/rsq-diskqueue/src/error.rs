@@ -37,6 +37,15 @@ pub enum QueueError {
         /// The budget's bound (`0`: none, the file system filled).
         limit: u64,
     },
+    /// A file holds bytes that cannot be read as records, somewhere other
+    /// than a torn tail: nothing was changed, the owner decides what to do.
+    #[error("damaged log file {file}: {why}")]
+    Damaged {
+        /// The damaged file.
+        file: std::path::PathBuf,
+        /// What was found.
+        why: String,
+    },
     /// The file system failed.
     #[error("io error on {path}: {source}")]
     Io {

@@ -14,7 +14,9 @@
 //! ([`FsStorage`]) and an in-memory one that simulates crashes exactly
 //! ([`MemStorage`]). [`write_atomically`] is the one atomic whole-file
 //! replacement (temporary file, fsync, rename, directory fsync), public so
-//! the daemon's own state files use it too. This crate knows nothing about
+//! the daemon's own state files use it too. [`RecordLog`] is the same
+//! records as an append-only, segmented log read back whole at open: where
+//! a replicated topic keeps its consensus log. This crate knows nothing about
 //! messages: records are opaque bytes.
 
 mod atomic_file;
@@ -30,6 +32,7 @@ mod ledger;
 mod memory;
 mod metadata;
 mod record;
+mod record_log;
 mod recovery;
 mod storage;
 
@@ -45,4 +48,5 @@ pub use error::QueueError;
 pub use go_format::{downgrade, downgrade_with_storage};
 pub use lazy::LazyDiskQueue;
 pub use memory::MemoryQueue;
+pub use record_log::{LogRecord, RecordLog, RecordLogConfig};
 pub use storage::{DirIndex, FsStorage, MemStorage, Storage};
