@@ -209,6 +209,9 @@ fn state_machines_do_no_io() {
         "crates/rsq-channel/src/e2e_latency.rs",
         "crates/rsq-diskqueue/src/ledger.rs",
         "crates/rsq-lookupd/src/registry.rs",
+        "crates/rsq-replica/src/replica.rs",
+        "crates/rsq-replica/src/journal.rs",
+        "crates/rsq-replica/src/wire.rs",
     ] {
         let text = read(&project_root().join(file));
         for forbidden in [
@@ -241,6 +244,17 @@ fn protocol_depends_on_nothing_that_does_io() {
         "rsq-topic",
     ]);
     graph().assert_avoids("rsq-protocol", &forbidden, "it must stay free of IO");
+}
+
+/// The replication core is driven, never drives: no runtime, no sockets,
+/// no daemon crate, so one thread can run a whole group from a seed.
+#[test]
+fn replica_core_has_no_runtime_of_its_own() {
+    graph().assert_avoids(
+        "rsq-replica",
+        &["rsqd", "rsq-service", "rsq-topic", "rsq-channel", "hyper", "axum", "tokio-util"],
+        "the replication core is sans-IO",
+    );
 }
 
 /// rsq-topic reaches channels only through its sink trait: no path in
