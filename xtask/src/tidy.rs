@@ -252,7 +252,15 @@ fn protocol_depends_on_nothing_that_does_io() {
 fn replica_core_has_no_runtime_of_its_own() {
     graph().assert_avoids(
         "rsq-replica",
-        &["rsqd", "rsq-service", "rsq-topic", "rsq-channel", "hyper", "axum", "tokio-util"],
+        &[
+            "rsqd",
+            "rsq-service",
+            "rsq-topic",
+            "rsq-channel",
+            "hyper",
+            "axum",
+            "tokio-util",
+        ],
         "the replication core is sans-IO",
     );
 }

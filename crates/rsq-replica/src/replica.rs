@@ -229,6 +229,27 @@ impl Replica {
         Ok(ticket)
     }
 
+    /// Proposes `data` wherever this replica stands: as leader, as
+    /// [`Replica::propose`] does (`Some` ticket); as a follower that knows
+    /// its leader, forwarded to it (`None`: the entry's commit shows in
+    /// [`Replica::poll_applied`], here as everywhere). Without a known
+    /// leader: [`ReplicaError::NotLeader`].
+    pub fn propose_anywhere(&mut self, data: Vec<u8>) -> Result<Option<Ticket>, ReplicaError> {
+        self.check_running()?;
+        if self.role == Role::Leader {
+            return self.propose(data).map(Some);
+        }
+        let Some(leader) = self.leader() else {
+            return Err(ReplicaError::NotLeader { leader: None });
+        };
+        self.node
+            .propose(Vec::new(), data)
+            .map_err(|_| ReplicaError::NotLeader {
+                leader: Some(leader),
+            })?;
+        Ok(None)
+    }
+
     /// Makes what raft-rs has ready durable (one fsync for all of it),
     /// then queues its messages, committed entries and outcomes. A storage
     /// failure stops the replica for good: it neither votes nor
@@ -322,6 +343,12 @@ impl Replica {
     /// The highest index this replica knows committed.
     pub fn commit_index(&self) -> u64 {
         self.node.raft.raft_log.committed
+    }
+
+    /// The highest index handed to [`Replica::poll_applied`] (or skipped
+    /// there as a leader's empty entry).
+    pub fn applied_index(&self) -> u64 {
+        self.node.raft.raft_log.applied
     }
 
     /// The last index of this replica's log.

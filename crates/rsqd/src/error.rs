@@ -31,6 +31,15 @@ pub enum NsqdError {
     /// consumers bring usage down to the low-water mark.
     #[error("DISK_FULL: {0}")]
     DiskFull(String),
+    /// A replicated topic could not take the publish: no quorum of its
+    /// replicas stored it in time, or it has no leader. Clients see
+    /// `E_PUB_FAILED` and may retry (a retry may duplicate).
+    #[error("E_REPLICATION: {0}")]
+    Replication(String),
+    /// A replicated topic is delivered only by its leader; this member is
+    /// not it (the message names the leader).
+    #[error("{0}")]
+    NotLeader(String),
     /// The id floor (`rsq.idfloor`) could not be written: no id is handed
     /// out that a later run might repeat.
     #[error(transparent)]

@@ -226,6 +226,14 @@ fn nsqd_error(e: NsqdError) -> ApiError {
         NsqdError::Exiting => ApiError(StatusCode::SERVICE_UNAVAILABLE, "EXITING"),
         NsqdError::TopicNotFound => ApiError(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"),
         NsqdError::ChannelNotFound => ApiError(StatusCode::NOT_FOUND, "CHANNEL_NOT_FOUND"),
+        NsqdError::Replication(why) => {
+            tracing::warn!(%why, "replicated topic refused an HTTP request");
+            ApiError(StatusCode::SERVICE_UNAVAILABLE, "NO_QUORUM")
+        }
+        NsqdError::NotLeader(why) => {
+            tracing::debug!(%why, "replicated topic led elsewhere");
+            ApiError(StatusCode::SERVICE_UNAVAILABLE, "NOT_LEADER")
+        }
         other => {
             tracing::error!(error = %other, "HTTP request failed");
             ApiError(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
@@ -371,6 +379,21 @@ fn parse_binary_mpub(body: &Bytes, max_msg_size: u64) -> Result<Vec<Bytes>, ApiE
 
 async fn topic_create(State(ctx): Ctx, Query(params): Params) -> ApiResult {
     let topic = topic_param(&params)?;
+    let replicas = match params.iter().find(|(k, _)| k == "replicas") {
+        Some((_, v)) => v
+            .parse::<usize>()
+            .map_err(|_| ApiError(StatusCode::BAD_REQUEST, "INVALID_REPLICAS"))?,
+        None => 1,
+    };
+    if replicas > 1 {
+        // rsq only: a replicated topic, over every cluster member.
+        let cluster = ctx
+            .cluster()
+            .filter(|c| c.size() == replicas && !rsq_codec::is_ephemeral(topic))
+            .ok_or(ApiError(StatusCode::BAD_REQUEST, "INVALID_REPLICAS"))?;
+        cluster.create(topic).map_err(nsqd_error)?;
+        return ok_empty();
+    }
     ctx.get_or_create_topic(topic).await.map_err(nsqd_error)?;
     ok_empty()
 }

@@ -15,6 +15,7 @@
 pub(crate) mod auth;
 pub(crate) mod channel_handle;
 pub(crate) mod client;
+pub(crate) mod cluster;
 pub(crate) mod dead_letter;
 pub(crate) mod dirlock;
 pub mod downgrade;
@@ -91,6 +92,8 @@ pub async fn run(
     }
     let ctx = Nsqd::new(opts, Arc::new(SystemClock))?;
     ctx.load_metadata().await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    ctx.start_cluster(stop_rx.clone()).await?;
     tracing::info!(
         tcp = %ctx.opts.tcp_address,
         http = %ctx.opts.http_address,
@@ -99,7 +102,6 @@ pub async fn run(
         options::VERSION
     );
     ctx.start_lookup();
-    let (stop_tx, stop_rx) = watch::channel(false);
     let statsd_task = (!ctx.opts.statsd_address.is_empty())
         .then(|| tokio::spawn(statsd::run(ctx.clone(), stop_rx.clone())));
     let tcp_task = tokio::spawn(tcp::serve(tcp, ctx.clone(), tls, stop_rx.clone()));

@@ -25,6 +25,7 @@ use rsq_diskqueue::{CommitSnapshot, DiskBudget};
 
 use crate::auth::AuthClient;
 use crate::channel_handle::DaemonTopic;
+use crate::cluster::Cluster;
 use crate::factory::Factory;
 use crate::lookup::{LookupConfig, LookupPeers, PeerIdentity, Snapshot};
 use crate::metadata::persist::MetadataWriter;
@@ -74,6 +75,9 @@ pub struct Nsqd {
     world: World,
     /// `nsqd.dat` writes, one at a time and group-committed.
     metadata: MetadataWriter,
+    /// The cluster, for replicated topics, set once at start when
+    /// `--cluster-address` is given.
+    cluster: OnceLock<Arc<Cluster>>,
     /// The lookupd connections, set by [`Nsqd::start_lookup`].
     lookup: OnceLock<LookupPeers>,
     /// The client of the auth servers, for AUTH.
@@ -129,9 +133,39 @@ impl Nsqd {
             draining: AtomicBool::new(false),
             drain_changed: tokio::sync::Notify::new(),
             lookup: OnceLock::new(),
+            cluster: OnceLock::new(),
             auth,
             this: this.clone(),
         }))
+    }
+
+    /// Joins the cluster `--cluster-address` names, if any, and reopens its
+    /// replicated topics. Call once, after metadata is loaded and before
+    /// [`Nsqd::start_lookup`], so a former leader's local topic is gone
+    /// before anything is registered.
+    pub async fn start_cluster(
+        self: &Arc<Self>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        if let Some(cluster) = Cluster::start(self, stop).await? {
+            let _ = self.cluster.set(cluster);
+        }
+        Ok(())
+    }
+
+    /// The cluster, if this daemon is a member of one.
+    pub(crate) fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
+    /// The group of `topic` if it is a replicated topic.
+    pub(crate) fn replicated(&self, topic: &str) -> Option<crate::cluster::GroupHandle> {
+        self.cluster()?.group(topic)
+    }
+
+    /// The world the daemon runs in.
+    pub(crate) fn world(&self) -> &World {
+        &self.world
     }
 
     /// Starts registering with the configured lookupds, announcing the

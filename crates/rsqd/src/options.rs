@@ -242,6 +242,24 @@ pub struct Options {
     /// forgets a message only after its channels have stored it.
     #[arg(long, default_value_t = false)]
     pub durable: bool,
+    // --- replicated topics (cluster/) ---
+    /// The peer listener of this node's cluster (rsq only): other members
+    /// send it consensus messages for replicated topics. Must be one of
+    /// `--cluster-peers`. Unset: no cluster, every topic is a single
+    /// node's, as nsqd.
+    #[arg(long)]
+    pub cluster_address: Option<String>,
+    /// Every member's peer address, this node's included, the same list in
+    /// the same order on every node (rsq only). A member's place in the
+    /// list is its id in every replicated topic's group.
+    #[arg(long, value_delimiter = ',')]
+    pub cluster_peers: Vec<String>,
+    /// Replicas of a topic that a publish creates (rsq only): 1, the
+    /// default, is an ordinary topic; more makes it a replicated topic
+    /// over that many members (this slice: all of `--cluster-peers`).
+    /// `/topic/create?replicas=N` chooses per topic.
+    #[arg(long, default_value_t = 1)]
+    pub default_replicas: usize,
     /// What SIGTERM does: `flush` (nsqd's: write everything to disk and
     /// exit) or `drain` (rsq only: refuse publishes and keep serving
     /// consumers until every channel is empty, then exit; a second SIGTERM
@@ -383,6 +401,7 @@ impl Options {
                 bail!("invalid E2E processing latency percentile: {q}");
             }
         }
+        self.validate_cluster()?;
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             bail!("--tls-cert and --tls-key must be given together");
         }
@@ -396,6 +415,34 @@ impl Options {
             let crc = crc32fast::hash(host.as_bytes());
             (crc % 1024) as u16
         })
+    }
+
+    fn validate_cluster(&self) -> anyhow::Result<()> {
+        let Some(me) = &self.cluster_address else {
+            if !self.cluster_peers.is_empty() || self.default_replicas > 1 {
+                bail!("--cluster-peers and --default-replicas need --cluster-address");
+            }
+            return Ok(());
+        };
+        if !self.cluster_peers.contains(me) {
+            bail!("--cluster-address={me} must be one of --cluster-peers");
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(dup) = self.cluster_peers.iter().find(|p| !seen.insert(*p)) {
+            bail!("--cluster-peers names {dup} twice");
+        }
+        if self.node_id.is_none() {
+            bail!(
+                "a cluster member needs its own --node-id: message ids must differ between members"
+            );
+        }
+        if self.default_replicas != 1 && self.default_replicas != self.cluster_peers.len() {
+            bail!(
+                "--default-replicas must be 1 or the cluster's size ({})",
+                self.cluster_peers.len()
+            );
+        }
+        Ok(())
     }
 
     /// Messages kept in memory per queue: none under `--durable`, where

@@ -1,5 +1,6 @@
 //! `/stats`: nsqd's JSON shape (read by nsqadmin and nsq_stat) and its text form.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
@@ -48,9 +49,32 @@ pub struct Stats {
     pub memory: Option<MemoryStats>,
     /// Clients that published; `null` when `include_clients=false`.
     pub producers: Option<Vec<ClientStats>>,
+    /// Replicated topics on this cluster member, by name (rsq only;
+    /// omitted outside a cluster).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicated_topics: Option<BTreeMap<String, ReplicatedTopicReport>>,
     /// Daemon-wide figures beyond nsqd's JSON, for `/metrics`.
     #[serde(skip)]
     pub daemon: DaemonStats,
+}
+
+/// One replicated topic as this member sees it (rsq only).
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicatedTopicReport {
+    /// Replicas in the topic's group.
+    pub replicas: usize,
+    /// `leader`, `follower` or `candidate`.
+    pub role: &'static str,
+    /// The leader's cluster peer address, if known.
+    pub leader: Option<String>,
+    /// The latest consensus term.
+    pub term: u64,
+    /// Highest log index known committed here.
+    pub commit_index: u64,
+    /// Whether this member delivers the topic now.
+    pub delivering: bool,
+    /// Why this member's replica stopped, if it did.
+    pub stopped: Option<String>,
 }
 
 /// Daemon-wide figures `/metrics` reports and nsqd's `/stats` JSON has not.
@@ -392,6 +416,31 @@ pub fn collect(ctx: &Nsqd, filter: &StatsFilter) -> Stats {
             ..MemoryStats::default()
         }),
         producers,
+        replicated_topics: ctx.cluster().map(|cluster| {
+            cluster
+                .statuses()
+                .into_iter()
+                .map(|(name, s)| {
+                    let report = ReplicatedTopicReport {
+                        replicas: cluster.size(),
+                        role: match s.role {
+                            rsq_replica::Role::Leader => "leader",
+                            rsq_replica::Role::Follower => "follower",
+                            rsq_replica::Role::Candidate => "candidate",
+                        },
+                        leader: s
+                            .leader
+                            .and_then(|id| cluster.member(id))
+                            .map(str::to_string),
+                        term: s.term,
+                        commit_index: s.commit,
+                        delivering: s.delivering,
+                        stopped: s.stopped,
+                    };
+                    (name, report)
+                })
+                .collect()
+        }),
         daemon: DaemonStats {
             connections: clients.len() as u64,
             topic_count: ctx.topic_count(),

@@ -66,6 +66,7 @@ fn snapshot(durable: bool) -> Stats {
         draining: false,
         disk_bytes: 4096,
         disk_full: false,
+        replicated_topics: None,
         daemon: DaemonStats {
             connections: 2,
             topic_count: 1,

@@ -9,6 +9,7 @@ use rsq_topic::TopicError;
 
 use super::{Nsqd, lock};
 use crate::error::NsqdError;
+use rsq_codec::is_ephemeral;
 
 impl Nsqd {
     /// A new message stamped now. Its id is covered by the persisted id
@@ -67,6 +68,9 @@ impl Nsqd {
         if let Some(why) = self.disk_full() {
             return Err(NsqdError::DiskFull(why));
         }
+        if let Some(group) = self.replicated_for_publish(topic_name)? {
+            return crate::cluster::publish(&group, &msgs).await;
+        }
         let topic = self.get_or_create_topic(topic_name).await?;
         let result = match msgs.len() {
             1 => match msgs.pop() {
@@ -90,6 +94,29 @@ impl Nsqd {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The group a publish to `topic_name` goes through: the topic's if it
+    /// is replicated, or a new one when `--default-replicas` makes every
+    /// new (non-ephemeral) topic replicated.
+    fn replicated_for_publish(
+        &self,
+        topic_name: &str,
+    ) -> Result<Option<crate::cluster::GroupHandle>, NsqdError> {
+        let Some(cluster) = self.cluster() else {
+            return Ok(None);
+        };
+        if let Some(group) = cluster.group(topic_name) {
+            return Ok(Some(group));
+        }
+        if self.opts.default_replicas <= 1
+            || is_ephemeral(topic_name)
+            || self.topic(topic_name).is_some()
+        {
+            return Ok(None);
+        }
+        cluster.create(topic_name)?;
+        Ok(cluster.group(topic_name))
     }
 
     /// `Some(why)` while publishes are refused for a full disk: the bound

@@ -76,6 +76,12 @@ impl Nsqd {
         if self.is_exiting() {
             return Err(NsqdError::Exiting);
         }
+        // A replicated topic has a local topic only where it is led.
+        if let (Some(cluster), Some(group)) = (self.cluster(), self.replicated(name))
+            && let Some(why) = cluster.refuse_consumers(&group)
+        {
+            return Err(NsqdError::NotLeader(why));
+        }
         let turn = CreationTurn::take(self, name);
         let created = {
             let _turn = turn.turn.lock().await;
@@ -123,6 +129,9 @@ impl Nsqd {
     ) -> Result<(Arc<DaemonTopic>, Arc<ChannelHandle>), NsqdError> {
         let topic = self.get_or_create_topic(topic_name).await?;
         let (channel, created) = topic.get_or_create_channel(channel_name).await?;
+        if let Some(group) = self.replicated(topic_name) {
+            crate::cluster::channel_created(&group, channel_name);
+        }
         if created {
             tracing::info!(
                 topic = topic_name,

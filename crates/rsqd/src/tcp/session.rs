@@ -295,11 +295,23 @@ impl Session {
     /// A batch of FINs, under one channel lock; the failures, in order.
     fn finish(&self, ids: Vec<MessageId>) -> Vec<(MessageId, SettleError)> {
         match &self.channel {
-            Some((_, channel)) => channel
-                .finish_many(self.info.id, &ids)
-                .into_iter()
-                .map(|(id, e)| (id, settle_error(e)))
-                .collect(),
+            Some((topic, channel)) => {
+                let failed = channel.finish_many(self.info.id, &ids);
+                // A replicated topic's leader commits its FINs, so the
+                // next leader does not deliver them again.
+                if let Some(group) = self.ctx.replicated(topic) {
+                    let done = ids
+                        .iter()
+                        .filter(|id| !failed.iter().any(|(f, _)| f == *id))
+                        .copied()
+                        .collect();
+                    crate::cluster::finished(&group, channel.name(), done);
+                }
+                failed
+                    .into_iter()
+                    .map(|(id, e)| (id, settle_error(e)))
+                    .collect()
+            }
             None => ids
                 .into_iter()
                 .map(|id| (id, SettleError::NotSubscribed))

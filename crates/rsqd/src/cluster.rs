@@ -1,0 +1,315 @@
+//! Replicated topics: a cluster of rsqd members, and one consensus group
+//! (an `rsq_replica::Replica` per member) per replicated topic.
+//!
+//! A member is started with `--cluster-address` (its peer listener) and
+//! `--cluster-peers` (every member's, in the same order everywhere; a
+//! member's id in every group is its place in that list, from 1). A topic
+//! created with `replicas=N` (this slice: `N` is the cluster's size) is a
+//! group over all members. Its log lives in the data dir's storage (the
+//! `World` seam) as `replica.<topic>.log.NNNNNNNN.dat`, one
+//! `rsq_diskqueue::RecordLog`; a member that meets a message for a group it
+//! does not have creates it, so creation on one member reaches the others
+//! with the first election.
+//!
+//! - `entry`: what the topic's log holds.
+//! - `group`: the task per group: drives the replica, applies entries,
+//!   delivers while leading.
+//! - `peer`: the peer protocol over TCP.
+//!
+//! A publish on any member is proposed there (a follower's proposal is
+//! forwarded to the leader by raft-rs) and answered `OK` only once its
+//! entry has been applied on that member, which it is only after a
+//! quorum fsynced it: a quorum-acknowledged publish, wherever it was
+//! sent. Only the leader has a local topic, so only it registers the topic
+//! with nsqlookupd and only it delivers; a SUB elsewhere is refused with
+//! the leader's name.
+
+pub(crate) mod entry;
+mod group;
+mod peer;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, Weak};
+
+use rsq_codec::{Message, MessageId};
+use rsq_replica::{Replica, ReplicaConfig, Role};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::error::NsqdError;
+use crate::nsqd::Nsqd;
+use crate::world::World;
+pub(crate) use group::GroupHandle;
+pub(crate) use group::GroupStatus;
+use group::{Group, GroupCommand, PUBLISH_TIMEOUT, TopicState};
+use peer::{PEER_QUEUE, PeerFrame};
+
+/// Prefix of every replica log's files in the data dir.
+const LOG_PREFIX: &str = "replica.";
+
+/// Frames from all peers waiting for dispatch to their groups.
+const DISPATCH_QUEUE: usize = 16 * 1024;
+
+/// Peer messages queued for one group before more are dropped (Raft
+/// resends what it needs).
+const GROUP_INBOUND: usize = 4096;
+
+/// The cluster this member belongs to.
+pub(crate) struct Cluster {
+    /// This member's id (its place in `members`, from 1).
+    id: u64,
+    /// Every member's peer address, by id - 1.
+    members: Vec<String>,
+    peers: Arc<BTreeMap<u64, mpsc::Sender<PeerFrame>>>,
+    groups: Mutex<HashMap<String, GroupHandle>>,
+    nsqd: Weak<Nsqd>,
+    world: World,
+    stop: watch::Receiver<bool>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Cluster {
+    /// Joins the cluster the options describe, if any: binds the peer
+    /// listener, starts a sender per peer, and reopens every replicated
+    /// topic found in the data dir (dropping the local topic a former
+    /// leader left behind: it is rebuilt from the log when this member
+    /// leads again).
+    pub(crate) async fn start(
+        nsqd: &Arc<Nsqd>,
+        stop: watch::Receiver<bool>,
+    ) -> anyhow::Result<Option<Arc<Cluster>>> {
+        let Some(address) = nsqd.opts.cluster_address.clone() else {
+            return Ok(None);
+        };
+        let members = nsqd.opts.cluster_peers.clone();
+        let id = members
+            .iter()
+            .position(|m| *m == address)
+            .map(|i| i as u64 + 1)
+            .ok_or_else(|| anyhow::anyhow!("--cluster-address is not in --cluster-peers"))?;
+        let listener = tokio::net::TcpListener::bind(&address)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen for cluster peers on {address}: {e}"))?;
+        let mut peers = BTreeMap::new();
+        for (i, addr) in members.iter().enumerate() {
+            let peer = i as u64 + 1;
+            if peer == id {
+                continue;
+            }
+            let (tx, rx) = mpsc::channel(PEER_QUEUE);
+            tokio::spawn(peer::send_to(addr.clone(), rx, stop.clone()));
+            peers.insert(peer, tx);
+        }
+        let cluster = Arc::new(Cluster {
+            id,
+            members,
+            peers: Arc::new(peers),
+            groups: Mutex::new(HashMap::new()),
+            nsqd: Arc::downgrade(nsqd),
+            world: nsqd.world().clone(),
+            stop: stop.clone(),
+        });
+        for topic in cluster.stored_groups()? {
+            if nsqd.topic(&topic).is_some() {
+                nsqd.delete_topic(&topic).await?;
+            }
+            cluster.open_group(&topic)?;
+        }
+        let (frames_tx, frames_rx) = mpsc::channel(DISPATCH_QUEUE);
+        tokio::spawn(peer::listen(listener, frames_tx, stop));
+        tokio::spawn(dispatch(Arc::downgrade(&cluster), frames_rx));
+        tracing::info!(id, %address, members = cluster.members.len(), "cluster member serving peers");
+        Ok(Some(cluster))
+    }
+
+    /// Names of the replicated topics whose logs are in the data dir.
+    fn stored_groups(&self) -> anyhow::Result<BTreeSet<String>> {
+        let names = self.world.storage.list_prefix(LOG_PREFIX)?;
+        Ok(names
+            .iter()
+            .filter_map(|n| {
+                let rest = n.strip_prefix(LOG_PREFIX)?.strip_suffix(".dat")?;
+                let (topic, segment) = rest.rsplit_once(".log.")?;
+                segment
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+                    .then(|| topic.to_string())
+            })
+            .collect())
+    }
+
+    /// The group of `topic`, if it is replicated.
+    pub(crate) fn group(&self, topic: &str) -> Option<GroupHandle> {
+        lock(&self.groups).get(topic).cloned()
+    }
+
+    /// How many replicas a new replicated topic has: the cluster's size.
+    pub(crate) fn size(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Makes `topic` replicated over every member (idempotent).
+    pub(crate) fn create(&self, topic: &str) -> Result<(), NsqdError> {
+        if self.group(topic).is_some() {
+            return Ok(());
+        }
+        self.open_group(topic)
+            .map(drop)
+            .map_err(|e| NsqdError::Replication(e.to_string()))
+    }
+
+    fn open_group(&self, topic: &str) -> Result<GroupHandle, rsq_replica::ReplicaError> {
+        let mut groups = lock(&self.groups);
+        if let Some(handle) = groups.get(topic) {
+            return Ok(handle.clone());
+        }
+        let config = ReplicaConfig {
+            group: format!("{LOG_PREFIX}{topic}"),
+            id: self.id,
+            voters: (1..=self.members.len() as u64).collect(),
+            election_ticks: None,
+        };
+        let replica = Replica::open(self.world.storage.clone(), config)?;
+        let (commands_tx, commands_rx) = mpsc::channel(group::COMMAND_QUEUE);
+        let (inbound_tx, inbound_rx) = mpsc::channel(GROUP_INBOUND);
+        let (status_tx, status_rx) = watch::channel(GroupStatus {
+            role: Role::Follower,
+            leader: None,
+            term: replica.term(),
+            commit: replica.commit_index(),
+            delivering: false,
+            stopped: None,
+        });
+        let group = Group {
+            name: topic.to_string(),
+            id: self.id,
+            replica: Some(replica),
+            nsqd: self.nsqd.clone(),
+            world: self.world.clone(),
+            peers: self.peers.clone(),
+            state: TopicState::default(),
+            status: status_tx,
+            waiters: HashMap::new(),
+            queued: Vec::new(),
+            fins: BTreeMap::new(),
+            fin_deadline: None,
+            lead_from: None,
+            applied: 0,
+        };
+        tokio::spawn(group.run(commands_rx, inbound_rx, self.stop.clone()));
+        let handle = GroupHandle {
+            commands: commands_tx,
+            inbound: inbound_tx,
+            status: status_rx,
+        };
+        groups.insert(topic.to_string(), handle.clone());
+        tracing::info!(
+            topic,
+            replicas = self.members.len(),
+            "replicated topic opened"
+        );
+        Ok(handle)
+    }
+
+    /// The peer address of member `id`, for messages naming the leader.
+    pub(crate) fn member(&self, id: u64) -> Option<&str> {
+        let i = usize::try_from(id.checked_sub(1)?).ok()?;
+        self.members.get(i).map(String::as_str)
+    }
+
+    /// Every replicated topic's status, by name.
+    pub(crate) fn statuses(&self) -> BTreeMap<String, GroupStatus> {
+        lock(&self.groups)
+            .iter()
+            .map(|(name, h)| (name.clone(), h.status.borrow().clone()))
+            .collect()
+    }
+
+    /// Why this member cannot serve consumers of `topic`, naming its
+    /// leader, or `None` if it delivers the topic now.
+    pub(crate) fn refuse_consumers(&self, group: &GroupHandle) -> Option<String> {
+        let status = group.status.borrow();
+        if status.delivering {
+            return None;
+        }
+        Some(match status.leader.and_then(|id| self.member(id)) {
+            Some(leader) if status.leader != Some(self.id) => {
+                format!("NOT_LEADER: this replicated topic is led by the member at {leader}")
+            }
+            _ => "NOT_LEADER: this replicated topic has no leader yet".to_string(),
+        })
+    }
+}
+
+/// Hands each peer frame to its group, creating a group a member
+/// announces (its first election reaches every member).
+async fn dispatch(cluster: Weak<Cluster>, mut frames: mpsc::Receiver<PeerFrame>) {
+    while let Some(frame) = frames.recv().await {
+        let Some(cluster) = cluster.upgrade() else {
+            return;
+        };
+        if cluster.member(frame.from).is_none() || frame.from == cluster.id {
+            tracing::warn!(from = frame.from, "cluster frame from a non-member ignored");
+            continue;
+        }
+        let topic = frame.group.as_str();
+        if !rsq_codec::is_valid_name(topic) || rsq_codec::is_ephemeral(topic) {
+            tracing::warn!(group = %frame.group, "cluster frame for an invalid topic name ignored");
+            continue;
+        }
+        let group = match cluster.group(topic) {
+            Some(group) => group,
+            None => match cluster.open_group(topic) {
+                Ok(group) => group,
+                Err(e) => {
+                    tracing::error!(topic, error = %e, "cannot open a replicated topic a peer announced");
+                    continue;
+                }
+            },
+        };
+        let _ = group.inbound.try_send(frame.bytes);
+    }
+}
+
+/// Publishes `msgs` to a replicated topic through its group: `Ok` once
+/// the entry is applied on this member, so fsynced on a quorum.
+pub(crate) async fn publish(group: &GroupHandle, msgs: &[Message]) -> Result<(), NsqdError> {
+    let Some(first) = msgs.first().map(|m| m.id) else {
+        return Ok(());
+    };
+    let entry = entry::TopicEntry::publish(msgs)
+        .encode()
+        .map_err(NsqdError::Replication)?;
+    let (done, answer) = oneshot::channel();
+    group
+        .commands
+        .send(GroupCommand::Publish { entry, first, done })
+        .await
+        .map_err(|_| NsqdError::Replication("the replicated topic is stopped".to_string()))?;
+    match tokio::time::timeout(PUBLISH_TIMEOUT, answer).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(why))) => Err(NsqdError::Replication(why)),
+        Ok(Err(_)) | Err(_) => Err(NsqdError::Replication(format!(
+            "no quorum of replicas stored the message within {PUBLISH_TIMEOUT:?}"
+        ))),
+    }
+}
+
+/// Tells a replicated topic's group that its leader's channel finished
+/// `ids`, to be committed with the next FIN batch.
+pub(crate) fn finished(group: &GroupHandle, channel: &str, ids: Vec<MessageId>) {
+    if !ids.is_empty() {
+        let _ = group
+            .commands
+            .try_send(GroupCommand::Finished(channel.to_string(), ids));
+    }
+}
+
+/// Tells a replicated topic's group that its leader created `channel`.
+pub(crate) fn channel_created(group: &GroupHandle, channel: &str) {
+    let _ = group
+        .commands
+        .try_send(GroupCommand::Channel(channel.to_string()));
+}

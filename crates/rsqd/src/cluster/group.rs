@@ -1,0 +1,507 @@
+//! One replicated topic on one member: the task that drives its
+//! [`Replica`], applies its committed entries, and, while this member
+//! leads, delivers its messages through an ordinary local topic.
+//!
+//! Every member applies every committed entry to a [`TopicState`]: the
+//! messages not yet finished on every channel, and per channel the ones it
+//! has not finished. Only the leader delivers: when it takes over (and has
+//! applied everything committed before its term), it fills a local topic's
+//! channels with exactly their unfinished messages and from then on puts
+//! each committed publish into the topic. FINs on the leader's channels
+//! are batched for [`FIN_BATCH`] and committed as one entry, so a new
+//! leader delivers again only what was in flight or finished within the
+//! last batch window. A member that stops leading deletes its local
+//! topic: its consumers are disconnected and find the new leader through
+//! nsqlookupd.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use rsq_codec::{Message, MessageId};
+use rsq_replica::{Replica, ReplicaError, Role};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::entry::{self, TopicEntry};
+use super::peer::PeerFrame;
+use crate::nsqd::Nsqd;
+use crate::world::World;
+
+/// The replica's logical clock: election after 10-20 ticks, heartbeats
+/// every 2 (see `rsq_replica::ELECTION_TICKS`).
+pub(crate) const TICK: Duration = Duration::from_millis(100);
+
+/// How long FINs on the leader wait to be committed together: the bound
+/// on what a new leader delivers again after a failover.
+pub(crate) const FIN_BATCH: Duration = Duration::from_millis(10);
+
+/// How long a publish waits for its entry to commit before it fails with
+/// `E_PUB_FAILED` (the client may retry; a retry may duplicate).
+pub(crate) const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Commands queued to one group's task before senders wait.
+pub(crate) const COMMAND_QUEUE: usize = 4096;
+
+/// Peer messages handled between two persists.
+const INBOUND_BATCH: usize = 256;
+
+/// What the rest of the daemon asks of a group.
+pub(crate) enum GroupCommand {
+    /// Commit `entry`, then answer `done` once a publish entry whose first
+    /// message is `first` has been applied here.
+    Publish {
+        entry: Vec<u8>,
+        first: MessageId,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// A channel was created on the leader.
+    Channel(String),
+    /// Messages finished on the leader's channel.
+    Finished(String, Vec<MessageId>),
+}
+
+/// A group as others see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GroupStatus {
+    /// This member's role.
+    pub role: Role,
+    /// The leader's member id, if known.
+    pub leader: Option<u64>,
+    /// The latest term.
+    pub term: u64,
+    /// Highest committed index known here.
+    pub commit: u64,
+    /// Whether this member delivers the topic now.
+    pub delivering: bool,
+    /// Why the replica stopped, if it did.
+    pub stopped: Option<String>,
+}
+
+/// The handle the daemon keeps for a group.
+#[derive(Clone)]
+pub(crate) struct GroupHandle {
+    pub commands: mpsc::Sender<GroupCommand>,
+    pub inbound: mpsc::Sender<Vec<u8>>,
+    pub status: watch::Receiver<GroupStatus>,
+}
+
+/// Committed, unfinished messages and who has not finished them.
+#[derive(Debug, Default)]
+pub(crate) struct TopicState {
+    /// Each message with its position in the log and how many channels
+    /// (or the channel-less backlog) still hold it.
+    messages: HashMap<MessageId, (u64, Message, usize)>,
+    /// Unfinished message ids per channel.
+    channels: BTreeMap<String, HashSet<MessageId>>,
+    /// Messages published while the topic had no channel: the first
+    /// channel takes them, as an nsqd topic's first channel does.
+    orphans: Vec<MessageId>,
+    /// Messages applied so far, for their order.
+    seq: u64,
+}
+
+impl TopicState {
+    fn publish(&mut self, msgs: &[Message]) {
+        for msg in msgs {
+            self.seq += 1;
+            let holders = if self.channels.is_empty() {
+                self.orphans.push(msg.id);
+                1
+            } else {
+                for unfinished in self.channels.values_mut() {
+                    unfinished.insert(msg.id);
+                }
+                self.channels.len()
+            };
+            self.messages
+                .insert(msg.id, (self.seq, msg.clone(), holders));
+        }
+    }
+
+    fn channel(&mut self, name: String) {
+        if self.channels.contains_key(&name) {
+            return;
+        }
+        let unfinished = if self.channels.is_empty() {
+            std::mem::take(&mut self.orphans).into_iter().collect()
+        } else {
+            HashSet::new()
+        };
+        self.channels.insert(name, unfinished);
+    }
+
+    fn finished(&mut self, channel: &str, ids: &[[u8; 16]]) {
+        let Some(unfinished) = self.channels.get_mut(channel) else {
+            return;
+        };
+        for id in ids {
+            let id = MessageId(*id);
+            if unfinished.remove(&id)
+                && let Some(entry) = self.messages.get_mut(&id)
+            {
+                entry.2 -= 1;
+                if entry.2 == 0 {
+                    self.messages.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// The messages of `ids`, in log order.
+    fn in_order<'a>(&self, ids: impl Iterator<Item = &'a MessageId>) -> Vec<Message> {
+        let mut msgs: Vec<(u64, Message)> = ids
+            .filter_map(|id| self.messages.get(id).map(|(seq, m, _)| (*seq, m.clone())))
+            .collect();
+        msgs.sort_by_key(|(seq, _)| *seq);
+        msgs.into_iter().map(|(_, m)| m).collect()
+    }
+
+    /// Messages held for the topic, for `/stats`.
+    pub(crate) fn depth(&self) -> usize {
+        self.messages.len()
+    }
+}
+
+/// The group's task and everything it owns.
+pub(crate) struct Group {
+    pub name: String,
+    pub id: u64,
+    pub replica: Option<Replica>,
+    pub nsqd: Weak<Nsqd>,
+    pub world: World,
+    /// Senders to each member by id (this member's own slot unused).
+    pub peers: Arc<BTreeMap<u64, mpsc::Sender<PeerFrame>>>,
+    pub state: TopicState,
+    pub status: watch::Sender<GroupStatus>,
+    /// Publishes waiting for their entry, by first message id.
+    pub waiters: HashMap<MessageId, (Instant, oneshot::Sender<Result<(), String>>)>,
+    /// Proposals waiting for a leader to be known.
+    pub queued: Vec<(Instant, Vec<u8>)>,
+    /// FINs not yet proposed, per channel.
+    pub fins: BTreeMap<String, Vec<[u8; 16]>>,
+    pub fin_deadline: Option<Instant>,
+    /// The index a new leader must have applied before it delivers: its
+    /// own first entry.
+    pub lead_from: Option<u64>,
+    pub applied: u64,
+}
+
+impl Group {
+    /// Runs the group until the daemon stops (`stop`) or the replica stops.
+    pub(crate) async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<GroupCommand>,
+        mut inbound: mpsc::Receiver<Vec<u8>>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let fin_deadline = self.fin_deadline;
+            tokio::select! {
+                _ = stop.changed() => break,
+                _ = tick.tick() => {
+                    self.with_replica(|r| r.handle_tick());
+                    self.retry_queued();
+                    self.expire_waiters();
+                }
+                Some(bytes) = inbound.recv() => {
+                    self.with_replica(|r| r.handle_message(&bytes));
+                    for _ in 0..INBOUND_BATCH {
+                        let Ok(bytes) = inbound.try_recv() else { break };
+                        self.with_replica(|r| r.handle_message(&bytes));
+                    }
+                }
+                Some(command) = commands.recv() => {
+                    self.command(command);
+                    for _ in 0..INBOUND_BATCH {
+                        let Ok(command) = commands.try_recv() else { break };
+                        self.command(command);
+                    }
+                }
+                () = sleep_until(fin_deadline), if fin_deadline.is_some() => self.flush_fins(),
+            }
+            if !self.persist().await {
+                break;
+            }
+            self.follow_role().await;
+        }
+        self.stop_delivering().await;
+    }
+
+    fn with_replica(&mut self, f: impl FnOnce(&mut Replica) -> Result<(), ReplicaError>) {
+        if let Some(replica) = self.replica.as_mut()
+            && let Err(e) = f(replica)
+        {
+            tracing::debug!(topic = %self.name, error = %e, "replica refused a step");
+        }
+    }
+
+    fn command(&mut self, command: GroupCommand) {
+        match command {
+            GroupCommand::Publish { entry, first, done } => {
+                let deadline = Instant::now() + PUBLISH_TIMEOUT;
+                self.waiters.insert(first, (deadline, done));
+                self.propose(deadline, entry);
+            }
+            GroupCommand::Channel(name) => {
+                if !self.state.channels.contains_key(&name) {
+                    match (TopicEntry::Channel { name }).encode() {
+                        Ok(entry) => self.propose(Instant::now() + PUBLISH_TIMEOUT, entry),
+                        Err(e) => {
+                            tracing::error!(topic = %self.name, error = %e, "cannot encode a channel entry")
+                        }
+                    }
+                }
+            }
+            GroupCommand::Finished(channel, ids) => {
+                self.fins
+                    .entry(channel)
+                    .or_default()
+                    .extend(ids.iter().map(entry::id_bytes));
+                if self.fin_deadline.is_none() {
+                    self.fin_deadline = Some(Instant::now() + FIN_BATCH);
+                }
+            }
+        }
+    }
+
+    fn propose(&mut self, deadline: Instant, entry: Vec<u8>) {
+        let Some(replica) = self.replica.as_mut() else {
+            return;
+        };
+        match replica.propose_anywhere(entry.clone()) {
+            Ok(_) => {}
+            Err(ReplicaError::NotLeader { leader: None }) => self.queued.push((deadline, entry)),
+            Err(e) => tracing::debug!(topic = %self.name, error = %e, "proposal refused"),
+        }
+    }
+
+    fn retry_queued(&mut self) {
+        let now = Instant::now();
+        for (deadline, entry) in std::mem::take(&mut self.queued) {
+            if deadline > now {
+                self.propose(deadline, entry);
+            }
+        }
+    }
+
+    fn expire_waiters(&mut self) {
+        let now = Instant::now();
+        self.waiters
+            .retain(|_, (deadline, done)| *deadline > now && !done.is_closed());
+    }
+
+    fn flush_fins(&mut self) {
+        self.fin_deadline = None;
+        for (channel, ids) in std::mem::take(&mut self.fins) {
+            match (TopicEntry::Finished { channel, ids }).encode() {
+                Ok(entry) => self.propose(Instant::now() + PUBLISH_TIMEOUT, entry),
+                Err(e) => {
+                    tracing::error!(topic = %self.name, error = %e, "cannot encode a FIN entry")
+                }
+            }
+        }
+    }
+
+    /// Persists what the replica has ready (the fsync off the runtime's
+    /// threads), sends, and applies. `false` once the replica stopped.
+    async fn persist(&mut self) -> bool {
+        let Some(mut replica) = self.replica.take() else {
+            return false;
+        };
+        let (replica, result) = match self
+            .world
+            .offload
+            .run(move || {
+                let result = replica.persist();
+                (replica, result)
+            })
+            .await
+        {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::error!(topic = %self.name, error = %e, "replica persist task failed");
+                return false;
+            }
+        };
+        let mut replica = replica;
+        while let Some(t) = replica.poll_transmit() {
+            if let Some(peer) = self.peers.get(&t.to) {
+                let _ = peer.try_send(PeerFrame {
+                    group: self.name.clone(),
+                    from: self.id,
+                    bytes: t.bytes,
+                });
+            }
+        }
+        let mut applied = Vec::new();
+        while let Some(a) = replica.poll_applied() {
+            applied.push(a);
+        }
+        while replica.poll_outcome().is_some() {}
+        self.applied = replica.applied_index();
+        let stopped = replica.stopped().map(str::to_string);
+        self.replica = Some(replica);
+        for a in applied {
+            self.apply(&a.data).await;
+        }
+        if let Err(e) = result {
+            tracing::error!(topic = %self.name, error = %e, "replicated topic stops on this member");
+        }
+        self.publish_status(stopped.clone());
+        stopped.is_none()
+    }
+
+    async fn apply(&mut self, data: &[u8]) {
+        let entry = match TopicEntry::decode(data) {
+            Ok(entry) => entry,
+            Err(e) => {
+                tracing::error!(topic = %self.name, error = %e, "undecodable entry in the topic's log skipped");
+                return;
+            }
+        };
+        match entry {
+            TopicEntry::Publish { records } => {
+                let (msgs, bad) = entry::messages(records);
+                if bad > 0 {
+                    tracing::error!(topic = %self.name, bad, "undecodable messages in the topic's log skipped");
+                }
+                self.state.publish(&msgs);
+                if let Some(first) = msgs.first()
+                    && let Some((_, done)) = self.waiters.remove(&first.id)
+                {
+                    let _ = done.send(Ok(()));
+                }
+                if self.delivering() {
+                    self.deliver(msgs).await;
+                }
+            }
+            TopicEntry::Channel { name } => self.state.channel(name),
+            TopicEntry::Finished { channel, ids } => self.state.finished(&channel, &ids),
+        }
+    }
+
+    fn delivering(&self) -> bool {
+        self.status.borrow().delivering
+    }
+
+    async fn deliver(&self, msgs: Vec<Message>) {
+        let Some(nsqd) = self.nsqd.upgrade() else {
+            return;
+        };
+        match nsqd.get_or_create_topic(&self.name).await {
+            Ok(topic) => {
+                if let Err(e) = topic.put_many(msgs).await {
+                    tracing::error!(topic = %self.name, error = %e, "leader could not deliver committed messages");
+                }
+            }
+            Err(e) => tracing::error!(topic = %self.name, error = %e, "leader has no local topic"),
+        }
+    }
+
+    fn publish_status(&self, stopped: Option<String>) {
+        let Some(replica) = self.replica.as_ref() else {
+            return;
+        };
+        let delivering = self.status.borrow().delivering;
+        let status = GroupStatus {
+            role: replica.role(),
+            leader: replica.leader(),
+            term: replica.term(),
+            commit: replica.commit_index(),
+            delivering,
+            stopped,
+        };
+        self.status.send_if_modified(|s| {
+            let changed = *s != status;
+            *s = status;
+            changed
+        });
+    }
+
+    /// Starts delivering once leading with everything before this term
+    /// applied; stops when no longer leading.
+    async fn follow_role(&mut self) {
+        let Some(replica) = self.replica.as_ref() else {
+            return;
+        };
+        let leading = replica.role() == Role::Leader;
+        let delivering = self.delivering();
+        if !leading {
+            self.lead_from = None;
+            if delivering {
+                self.stop_delivering().await;
+            }
+            return;
+        }
+        let lead_from = *self.lead_from.get_or_insert(replica.last_index());
+        if !delivering && self.applied >= lead_from {
+            self.start_delivering().await;
+        }
+    }
+
+    async fn start_delivering(&mut self) {
+        let Some(nsqd) = self.nsqd.upgrade() else {
+            return;
+        };
+        self.status.send_modify(|s| s.delivering = true);
+        tracing::info!(topic = %self.name, held = self.state.depth(), "this member leads the replicated topic and delivers it");
+        let topic = match nsqd.get_or_create_topic(&self.name).await {
+            Ok(topic) => topic,
+            Err(e) => {
+                tracing::error!(topic = %self.name, error = %e, "leader cannot create its local topic");
+                return;
+            }
+        };
+        if let Err(e) = topic.empty().await {
+            tracing::error!(topic = %self.name, error = %e, "leader cannot empty its stale local topic");
+        }
+        let channels: Vec<(String, Vec<Message>)> = self
+            .state
+            .channels
+            .iter()
+            .map(|(name, ids)| (name.clone(), self.state.in_order(ids.iter())))
+            .collect();
+        for (name, msgs) in channels {
+            match nsqd.get_or_create_channel(&self.name, &name).await {
+                Ok((_, channel)) => {
+                    let _ = channel.empty().await;
+                    if let Err(e) = channel.put_many(msgs).await {
+                        tracing::error!(topic = %self.name, channel = %name, error = %e, "leader cannot refill a channel");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(topic = %self.name, channel = %name, error = %e, "leader cannot create a channel")
+                }
+            }
+        }
+        let orphans = self.state.in_order(self.state.orphans.iter());
+        if !orphans.is_empty()
+            && let Err(e) = topic.put_many(orphans).await
+        {
+            tracing::error!(topic = %self.name, error = %e, "leader cannot refill its topic");
+        }
+    }
+
+    async fn stop_delivering(&mut self) {
+        if !self.delivering() {
+            return;
+        }
+        self.status.send_modify(|s| s.delivering = false);
+        tracing::info!(topic = %self.name, "this member no longer leads the replicated topic");
+        if let Some(nsqd) = self.nsqd.upgrade()
+            && let Err(e) = nsqd.delete_topic(&self.name).await
+        {
+            tracing::warn!(topic = %self.name, error = %e, "former leader cannot remove its local topic");
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
