@@ -229,6 +229,16 @@ impl Replica {
         Ok(ticket)
     }
 
+    /// Stands for election now instead of waiting for the timeout: the
+    /// member that creates a group calls it, so the group has a leader
+    /// (and every member has heard of it) within a round trip.
+    pub fn campaign(&mut self) -> Result<(), ReplicaError> {
+        self.check_running()?;
+        self.guarded(|r| Ok(r.node.campaign()?))?;
+        self.note_role();
+        Ok(())
+    }
+
     /// Proposes `data` wherever this replica stands: as leader, as
     /// [`Replica::propose`] does (`Some` ticket); as a follower that knows
     /// its leader, forwarded to it (`None`: the entry's commit shows in

@@ -150,14 +150,27 @@ impl Cluster {
         self.members.len()
     }
 
-    /// Makes `topic` replicated over every member (idempotent).
-    pub(crate) fn create(&self, topic: &str) -> Result<(), NsqdError> {
-        if self.group(topic).is_some() {
-            return Ok(());
+    /// Makes `topic` replicated over every member (idempotent) and waits,
+    /// bounded, until its group has a leader: by then a quorum of members
+    /// has it, and the rest learn of it from the leader's first heartbeat.
+    pub(crate) async fn create(&self, topic: &str) -> Result<(), NsqdError> {
+        let group = match self.group(topic) {
+            Some(group) => group,
+            None => {
+                let group = self
+                    .open_group(topic)
+                    .map_err(|e| NsqdError::Replication(e.to_string()))?;
+                let _ = group.commands.send(GroupCommand::Campaign).await;
+                group
+            }
+        };
+        let mut status = group.status.clone();
+        match tokio::time::timeout(PUBLISH_TIMEOUT, status.wait_for(|s| s.leader.is_some())).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(NsqdError::Replication(format!(
+                "the replicated topic elected no leader within {PUBLISH_TIMEOUT:?}"
+            ))),
         }
-        self.open_group(topic)
-            .map(drop)
-            .map_err(|e| NsqdError::Replication(e.to_string()))
     }
 
     fn open_group(&self, topic: &str) -> Result<GroupHandle, rsq_replica::ReplicaError> {
@@ -192,6 +205,8 @@ impl Cluster {
             state: TopicState::default(),
             status: status_tx,
             waiters: HashMap::new(),
+            last_leader: None,
+            recent: Default::default(),
             queued: Vec::new(),
             fins: BTreeMap::new(),
             fin_deadline: None,

@@ -50,6 +50,9 @@ impl NsqdError {
     /// Whether the daemon refused the request for now (draining, disk
     /// full) rather than failing it: the client's connection stays usable.
     pub fn is_refusal(&self) -> bool {
-        matches!(self, NsqdError::Draining | NsqdError::DiskFull(_))
+        matches!(
+            self,
+            NsqdError::Draining | NsqdError::DiskFull(_) | NsqdError::Replication(_)
+        )
     }
 }

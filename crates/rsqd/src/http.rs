@@ -391,7 +391,7 @@ async fn topic_create(State(ctx): Ctx, Query(params): Params) -> ApiResult {
             .cluster()
             .filter(|c| c.size() == replicas && !rsq_codec::is_ephemeral(topic))
             .ok_or(ApiError(StatusCode::BAD_REQUEST, "INVALID_REPLICAS"))?;
-        cluster.create(topic).map_err(nsqd_error)?;
+        cluster.create(topic).await.map_err(nsqd_error)?;
         return ok_empty();
     }
     ctx.get_or_create_topic(topic).await.map_err(nsqd_error)?;

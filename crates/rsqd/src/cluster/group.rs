@@ -59,6 +59,8 @@ pub(crate) enum GroupCommand {
     Channel(String),
     /// Messages finished on the leader's channel.
     Finished(String, Vec<MessageId>),
+    /// Stand for election now (the member that created the group).
+    Campaign,
 }
 
 /// A group as others see it.
@@ -84,6 +86,42 @@ pub(crate) struct GroupHandle {
     pub commands: mpsc::Sender<GroupCommand>,
     pub inbound: mpsc::Sender<Vec<u8>>,
     pub status: watch::Receiver<GroupStatus>,
+}
+
+/// A publish waiting for its entry to be applied here.
+pub(crate) struct Waiter {
+    deadline: Instant,
+    entry: Vec<u8>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// Message ids applied lately, at most [`RECENT_IDS`]: a publish proposed
+/// again after a leader change may commit twice, and its second copy is
+/// dropped here.
+#[derive(Debug, Default)]
+pub(crate) struct RecentIds {
+    order: std::collections::VecDeque<MessageId>,
+    ids: HashSet<MessageId>,
+}
+
+/// Message ids remembered for deduplication: far more than a failover's
+/// worth of retried publishes.
+pub(crate) const RECENT_IDS: usize = 1 << 16;
+
+impl RecentIds {
+    /// Remembers `id`; `false` if it was already there.
+    fn insert(&mut self, id: MessageId) -> bool {
+        if !self.ids.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > RECENT_IDS
+            && let Some(old) = self.order.pop_front()
+        {
+            self.ids.remove(&old);
+        }
+        true
+    }
 }
 
 /// Committed, unfinished messages and who has not finished them.
@@ -175,7 +213,13 @@ pub(crate) struct Group {
     pub state: TopicState,
     pub status: watch::Sender<GroupStatus>,
     /// Publishes waiting for their entry, by first message id.
-    pub waiters: HashMap<MessageId, (Instant, oneshot::Sender<Result<(), String>>)>,
+    pub waiters: HashMap<MessageId, Waiter>,
+    /// The leader the last persist saw: when it changes, waiting
+    /// publishes are proposed again, since the old leader may have lost
+    /// them (a repeat that commits twice is dropped at apply).
+    pub last_leader: Option<u64>,
+    /// Ids of the latest applied messages, to drop a publish applied twice.
+    pub recent: RecentIds,
     /// Proposals waiting for a leader to be known.
     pub queued: Vec<(Instant, Vec<u8>)>,
     /// FINs not yet proposed, per channel.
@@ -242,8 +286,15 @@ impl Group {
         match command {
             GroupCommand::Publish { entry, first, done } => {
                 let deadline = Instant::now() + PUBLISH_TIMEOUT;
-                self.waiters.insert(first, (deadline, done));
-                self.propose(deadline, entry);
+                self.propose(deadline, entry.clone());
+                self.waiters.insert(
+                    first,
+                    Waiter {
+                        deadline,
+                        entry,
+                        done,
+                    },
+                );
             }
             GroupCommand::Channel(name) => {
                 if !self.state.channels.contains_key(&name) {
@@ -255,6 +306,7 @@ impl Group {
                     }
                 }
             }
+            GroupCommand::Campaign => self.with_replica(Replica::campaign),
             GroupCommand::Finished(channel, ids) => {
                 self.fins
                     .entry(channel)
@@ -278,6 +330,27 @@ impl Group {
         }
     }
 
+    /// A new leader may not have what was proposed through the old one:
+    /// every waiting publish is proposed again.
+    fn repropose_after_leader_change(&mut self) {
+        let leader = self.replica.as_ref().and_then(Replica::leader);
+        if leader == self.last_leader {
+            return;
+        }
+        self.last_leader = leader;
+        if leader.is_none() {
+            return;
+        }
+        let again: Vec<(Instant, Vec<u8>)> = self
+            .waiters
+            .values()
+            .map(|w| (w.deadline, w.entry.clone()))
+            .collect();
+        for (deadline, entry) in again {
+            self.propose(deadline, entry);
+        }
+    }
+
     fn retry_queued(&mut self) {
         let now = Instant::now();
         for (deadline, entry) in std::mem::take(&mut self.queued) {
@@ -290,7 +363,7 @@ impl Group {
     fn expire_waiters(&mut self) {
         let now = Instant::now();
         self.waiters
-            .retain(|_, (deadline, done)| *deadline > now && !done.is_closed());
+            .retain(|_, w| w.deadline > now && !w.done.is_closed());
     }
 
     fn flush_fins(&mut self) {
@@ -351,6 +424,7 @@ impl Group {
             tracing::error!(topic = %self.name, error = %e, "replicated topic stops on this member");
         }
         self.publish_status(stopped.clone());
+        self.repropose_after_leader_change();
         stopped.is_none()
     }
 
@@ -368,12 +442,16 @@ impl Group {
                 if bad > 0 {
                     tracing::error!(topic = %self.name, bad, "undecodable messages in the topic's log skipped");
                 }
-                self.state.publish(&msgs);
                 if let Some(first) = msgs.first()
-                    && let Some((_, done)) = self.waiters.remove(&first.id)
+                    && let Some(waiter) = self.waiters.remove(&first.id)
                 {
-                    let _ = done.send(Ok(()));
+                    let _ = waiter.done.send(Ok(()));
                 }
+                let msgs: Vec<Message> = msgs
+                    .into_iter()
+                    .filter(|m| self.recent.insert(m.id))
+                    .collect();
+                self.state.publish(&msgs);
                 if self.delivering() {
                     self.deliver(msgs).await;
                 }

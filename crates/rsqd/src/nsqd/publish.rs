@@ -68,7 +68,7 @@ impl Nsqd {
         if let Some(why) = self.disk_full() {
             return Err(NsqdError::DiskFull(why));
         }
-        if let Some(group) = self.replicated_for_publish(topic_name)? {
+        if let Some(group) = self.replicated_for_publish(topic_name).await? {
             return crate::cluster::publish(&group, &msgs).await;
         }
         let topic = self.get_or_create_topic(topic_name).await?;
@@ -99,7 +99,7 @@ impl Nsqd {
     /// The group a publish to `topic_name` goes through: the topic's if it
     /// is replicated, or a new one when `--default-replicas` makes every
     /// new (non-ephemeral) topic replicated.
-    fn replicated_for_publish(
+    async fn replicated_for_publish(
         &self,
         topic_name: &str,
     ) -> Result<Option<crate::cluster::GroupHandle>, NsqdError> {
@@ -115,7 +115,7 @@ impl Nsqd {
         {
             return Ok(None);
         }
-        cluster.create(topic_name)?;
+        cluster.create(topic_name).await?;
         Ok(cluster.group(topic_name))
     }
 

@@ -24,6 +24,7 @@ mod metrics;
 mod overload;
 mod pprof;
 mod pynsq;
+mod replicated;
 mod sampling;
 mod statsd;
 mod takeover;
