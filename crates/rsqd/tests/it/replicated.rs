@@ -3,7 +3,9 @@
 //! on whichever member leads, and the leader SIGKILLed and restarted every
 //! few seconds. At the end every acknowledged message has been delivered,
 //! and duplicates stay within what was in flight or finished in the last
-//! FIN batch at each failover. `RSQ_LONG_TESTS` runs more rounds.
+//! FIN batch at each failover. Then a follower's data dir is wiped while it
+//! is down: it is rebuilt from its peers, and losing the leader after
+//! that still loses nothing. `RSQ_LONG_TESTS` runs more rounds.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -79,6 +81,17 @@ impl Members {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// A member's commit index for `orders` (0 until it has the topic).
+fn commit_index(node: &Daemon) -> u64 {
+    let Ok((200, body)) = http(node.http, "GET", "/stats?format=json", b"") else {
+        return 0;
+    };
+    let stats: serde_json::Value = serde_json::from_str(&body).expect("stats json");
+    stats["replicated_topics"]["orders"]["commit_index"]
+        .as_u64()
+        .unwrap_or(0)
 }
 
 /// A V2 connection to `addr`, or `None` while the member is down.
@@ -230,6 +243,33 @@ fn run(rounds: usize) {
         failovers += 1;
         members.nodes[leader].restart();
     }
+    // A follower whose data dir is wiped while it is down rejoins and is
+    // rebuilt from its peers; then losing the leader still loses nothing.
+    let leader = members.leader("orders");
+    let wiped = (leader + 1) % MEMBERS;
+    members.nodes[wiped].kill();
+    let dir = members.nodes[wiped].data_path().to_path_buf();
+    std::fs::remove_dir_all(&dir).expect("wipe");
+    std::fs::create_dir_all(&dir).expect("recreate");
+    members.nodes[wiped].restart();
+    let caught_up = Instant::now();
+    let target = commit_index(&members.nodes[leader]);
+    while commit_index(&members.nodes[wiped]) < target {
+        assert!(
+            caught_up.elapsed() < Duration::from_secs(30),
+            "wiped member did not catch up to {target}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "wiped member {wiped} caught up to index {target} in {:?}",
+        caught_up.elapsed()
+    );
+    members.nodes[leader].kill();
+    members.leader("orders");
+    failovers += 1;
+    members.nodes[leader].restart();
+
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);
     for p in publishers {
