@@ -496,3 +496,48 @@ fn replay() {
     let (hash, _) = run(seed);
     println!("trace {seed} {hash:016x}");
 }
+
+/// A leader cut off from both followers cannot commit what it is given,
+/// the majority elects another and commits; once healed, the old leader's
+/// uncommitted entries give way and every committed proposal is on all
+/// three.
+#[test]
+fn a_leader_cut_off_from_the_majority_commits_nothing() {
+    let mut sim = Sim::new(3, false);
+    let deadline = STEPS * 4;
+    let leader = (0..deadline)
+        .find_map(|_| {
+            sim.step();
+            sim.nodes
+                .iter()
+                .find(|n| n.replica.as_ref().is_some_and(|r| r.role() == Role::Leader))
+                .map(|n| n.id)
+        })
+        .expect("a leader is elected");
+    let committed_before = sim.acked.len();
+    sim.isolated.insert(leader);
+    let mut cut_off = Vec::new();
+    for i in 0..20 {
+        let payload = format!("cut-off-{i}").into_bytes();
+        if let Some(r) = sim.node(leader).replica.as_mut()
+            && let Ok(ticket) = r.propose(payload.clone())
+        {
+            sim.proposed.insert((leader, ticket), payload);
+            cut_off.push(ticket);
+        }
+    }
+    assert!(!cut_off.is_empty(), "the isolated leader took no proposal");
+    for _ in 0..STEPS {
+        sim.step();
+    }
+    assert!(
+        sim.acked.values().all(|d| !d.starts_with(b"cut-off-")),
+        "an isolated leader acknowledged a proposal"
+    );
+    assert!(
+        sim.acked.len() > committed_before,
+        "the majority committed nothing while the leader was cut off"
+    );
+    sim.settle();
+    sim.check_end();
+}
