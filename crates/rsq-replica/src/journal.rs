@@ -91,22 +91,30 @@ impl Journal {
     }
 
     /// Writes `entries` and `hard_state` (either may be absent) and syncs:
-    /// when this returns `Ok`, both survive any crash.
+    /// when this returns `Ok`, both survive any crash. A hard state whose
+    /// term and vote are what was last made durable (only its commit index
+    /// moved, which raft-rs never needs durable: `must_sync` false) costs
+    /// no write and no fsync; it is written with the next entries.
     pub(crate) fn persist(
         &mut self,
         entries: &[Entry],
         hard_state: Option<&HardState>,
+        must_sync: bool,
     ) -> Result<(), ReplicaError> {
-        if entries.is_empty() && hard_state.is_none() {
+        if entries.is_empty() && !must_sync {
+            if let Some(hs) = hard_state {
+                self.mem.wl().set_hardstate(hs.clone());
+            }
             return Ok(());
         }
         if !entries.is_empty() {
             let wire = entries.iter().map(WireEntry::from).collect();
             self.write(&JournalRecord::Entries(wire))?;
         }
-        if let Some(hs) = hard_state {
-            self.write(&JournalRecord::HardState(hs.into()))?;
-        }
+        let hs = hard_state
+            .cloned()
+            .unwrap_or_else(|| self.mem.rl().hard_state().clone());
+        self.write(&JournalRecord::HardState((&hs).into()))?;
         self.log.sync()?;
         self.append_in_memory(entries)?;
         if let Some(hs) = hard_state {

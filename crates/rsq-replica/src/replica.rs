@@ -190,8 +190,34 @@ impl Replica {
     /// from outside the group, are an error; the replica is unchanged.
     pub fn handle_message(&mut self, bytes: &[u8]) -> Result<(), ReplicaError> {
         self.check_running()?;
-        let message = wire::decode_message(bytes)?;
+        let (mut message, sender_last) = wire::decode_message(bytes)?;
+        self.notice_lost_log(message.from, sender_last);
+        // A follower that lost its log gets heartbeats whose commit index
+        // its leader computed from what it once held; raft-rs would panic
+        // on one past its last index. Entries up to its last index are a
+        // prefix of what matched, so committing up to there is safe.
+        if message.msg_type == raft::eraftpb::MessageType::MsgHeartbeat {
+            message.commit = message.commit.min(self.last_index());
+        }
         self.step(message)
+    }
+
+    /// As leader, resets what it believes `from` holds when `from` says its
+    /// log is shorter: a member whose data dir was wiped is then sent its
+    /// log again from where it ends, instead of never again.
+    fn notice_lost_log(&mut self, from: u64, sender_last: u64) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let Some(progress) = self.node.raft.mut_prs().get_mut(from) else {
+            return;
+        };
+        if sender_last < progress.matched {
+            tracing::warn!(group = %self.group, peer = from, held = progress.matched, now = sender_last, "a follower lost its log; sending it again");
+            progress.matched = sender_last;
+            progress.next_idx = sender_last + 1;
+            progress.become_probe();
+        }
     }
 
     fn step(&mut self, message: Message) -> Result<(), ReplicaError> {
@@ -297,7 +323,10 @@ impl Replica {
             ));
         }
         let committed = ready.take_committed_entries();
-        self.node.mut_store().persist(ready.entries(), ready.hs())?;
+        let must_sync = ready.must_sync();
+        self.node
+            .mut_store()
+            .persist(ready.entries(), ready.hs(), must_sync)?;
         self.apply(committed);
         // Votes and append acknowledgements leave only after the write
         // they vouch for is durable.
@@ -310,6 +339,12 @@ impl Replica {
         self.apply(light.take_committed_entries());
         self.node.advance_apply();
         Ok(())
+    }
+
+    /// Whether [`Replica::persist`] has anything to do: a driver that runs
+    /// it off its thread asks first.
+    pub fn has_ready(&self) -> bool {
+        self.stopped.is_none() && self.node.has_ready()
     }
 
     /// The next bytes to send to a peer.
@@ -415,8 +450,9 @@ impl Replica {
     }
 
     fn queue_messages(&mut self, messages: Vec<Message>) -> Result<(), ReplicaError> {
+        let last = self.last_index();
         for message in messages {
-            let bytes = wire::encode_message(&message)?;
+            let bytes = wire::encode_message(&message, last)?;
             self.transmits.push_back(Transmit {
                 to: message.to,
                 bytes,

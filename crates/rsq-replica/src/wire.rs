@@ -123,6 +123,10 @@ pub struct WireMessage {
     pub context: Vec<u8>,
     /// Election priority.
     pub priority: i64,
+    /// The last index of the sender's log (rsq's own field): lets a
+    /// leader see that a follower lost its log (a wiped data dir) and
+    /// send it everything again, which raft-rs alone never does.
+    pub sender_last_index: u64,
 }
 
 /// Journal and wire encoding of any of the types here.
@@ -247,6 +251,7 @@ impl From<&Message> for WireMessage {
             reject_hint: m.reject_hint,
             context: m.context.to_vec(),
             priority: m.priority,
+            sender_last_index: 0,
         }
     }
 }
@@ -285,15 +290,19 @@ impl TryFrom<WireMessage> for Message {
     }
 }
 
-/// Encodes a message for a peer.
-pub fn encode_message(message: &Message) -> Result<Vec<u8>, ReplicaError> {
-    encode(&WireMessage::from(message))
+/// Encodes a message for a peer whose sender's log ends at `last_index`.
+pub fn encode_message(message: &Message, last_index: u64) -> Result<Vec<u8>, ReplicaError> {
+    let mut wire = WireMessage::from(message);
+    wire.sender_last_index = last_index;
+    encode(&wire)
 }
 
-/// Decodes a peer's message; anything that is not one is an error, never
-/// a panic.
-pub fn decode_message(bytes: &[u8]) -> Result<Message, ReplicaError> {
-    Message::try_from(decode::<WireMessage>(bytes)?)
+/// Decodes a peer's message and its sender's last index; anything that
+/// is not one is an error, never a panic.
+pub fn decode_message(bytes: &[u8]) -> Result<(Message, u64), ReplicaError> {
+    let wire = decode::<WireMessage>(bytes)?;
+    let last = wire.sender_last_index;
+    Ok((Message::try_from(wire)?, last))
 }
 
 #[cfg(test)]
@@ -338,6 +347,7 @@ mod tests {
                 reject_hint: n[3],
                 context: Vec::new(),
                 priority,
+                sender_last_index: 0,
             })
     }
 
@@ -345,7 +355,8 @@ mod tests {
         #[test]
         fn a_message_round_trips(wire in message()) {
             let m = Message::try_from(wire.clone()).expect("valid");
-            let back = decode_message(&encode_message(&m).expect("encode")).expect("decode");
+            let (back, last) = decode_message(&encode_message(&m, 7).expect("encode")).expect("decode");
+            prop_assert_eq!(last, 7);
             prop_assert_eq!(WireMessage::from(&back), wire);
         }
 

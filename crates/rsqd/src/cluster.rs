@@ -46,9 +46,6 @@ use peer::{PEER_QUEUE, PeerFrame};
 /// Prefix of every replica log's files in the data dir.
 const LOG_PREFIX: &str = "replica.";
 
-/// Frames from all peers waiting for dispatch to their groups.
-const DISPATCH_QUEUE: usize = 16 * 1024;
-
 /// Peer messages queued for one group before more are dropped (Raft
 /// resends what it needs).
 const GROUP_INBOUND: usize = 4096;
@@ -117,9 +114,13 @@ impl Cluster {
             }
             cluster.open_group(&topic)?;
         }
-        let (frames_tx, frames_rx) = mpsc::channel(DISPATCH_QUEUE);
-        tokio::spawn(peer::listen(listener, frames_tx, stop));
-        tokio::spawn(dispatch(Arc::downgrade(&cluster), frames_rx));
+        let weak = Arc::downgrade(&cluster);
+        let route: peer::Route = Arc::new(move |frame| {
+            if let Some(cluster) = weak.upgrade() {
+                cluster.route(frame);
+            }
+        });
+        tokio::spawn(peer::listen(listener, route, stop));
         tracing::info!(id, %address, members = cluster.members.len(), "cluster member serving peers");
         Ok(Some(cluster))
     }
@@ -228,6 +229,31 @@ impl Cluster {
         Ok(handle)
     }
 
+    /// Hands a peer's frame to its group, creating a group a member
+    /// announces (its first election reaches every member).
+    fn route(&self, frame: PeerFrame) {
+        if self.member(frame.from).is_none() || frame.from == self.id {
+            tracing::warn!(from = frame.from, "cluster frame from a non-member ignored");
+            return;
+        }
+        let topic = frame.group.as_str();
+        if !rsq_codec::is_valid_name(topic) || rsq_codec::is_ephemeral(topic) {
+            tracing::warn!(group = %frame.group, "cluster frame for an invalid topic name ignored");
+            return;
+        }
+        let group = match self.group(topic) {
+            Some(group) => group,
+            None => match self.open_group(topic) {
+                Ok(group) => group,
+                Err(e) => {
+                    tracing::error!(topic, error = %e, "cannot open a replicated topic a peer announced");
+                    return;
+                }
+            },
+        };
+        let _ = group.inbound.try_send(frame.bytes);
+    }
+
     /// The peer address of member `id`, for messages naming the leader.
     pub(crate) fn member(&self, id: u64) -> Option<&str> {
         let i = usize::try_from(id.checked_sub(1)?).ok()?;
@@ -255,36 +281,6 @@ impl Cluster {
             }
             _ => "NOT_LEADER: this replicated topic has no leader yet".to_string(),
         })
-    }
-}
-
-/// Hands each peer frame to its group, creating a group a member
-/// announces (its first election reaches every member).
-async fn dispatch(cluster: Weak<Cluster>, mut frames: mpsc::Receiver<PeerFrame>) {
-    while let Some(frame) = frames.recv().await {
-        let Some(cluster) = cluster.upgrade() else {
-            return;
-        };
-        if cluster.member(frame.from).is_none() || frame.from == cluster.id {
-            tracing::warn!(from = frame.from, "cluster frame from a non-member ignored");
-            continue;
-        }
-        let topic = frame.group.as_str();
-        if !rsq_codec::is_valid_name(topic) || rsq_codec::is_ephemeral(topic) {
-            tracing::warn!(group = %frame.group, "cluster frame for an invalid topic name ignored");
-            continue;
-        }
-        let group = match cluster.group(topic) {
-            Some(group) => group,
-            None => match cluster.open_group(topic) {
-                Ok(group) => group,
-                Err(e) => {
-                    tracing::error!(topic, error = %e, "cannot open a replicated topic a peer announced");
-                    continue;
-                }
-            },
-        };
-        let _ = group.inbound.try_send(frame.bytes);
     }
 }
 

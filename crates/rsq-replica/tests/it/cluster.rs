@@ -236,7 +236,7 @@ impl Sim {
             self.trace.note(&format!("stopped {id}"));
         }
         while let Some(t) = replica.poll_transmit() {
-            if let Ok(m) = wire::decode_message(&t.bytes)
+            if let Ok((m, _)) = wire::decode_message(&t.bytes)
                 && m.msg_type == MessageType::MsgAppendResponse
                 && !m.reject
             {

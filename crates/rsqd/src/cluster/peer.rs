@@ -7,6 +7,7 @@
 //! connections are read frame by frame; a frame past [`MAX_FRAME`] or one
 //! that does not decode ends that connection, never the daemon.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -92,12 +93,12 @@ async fn write_frame(stream: &mut BufWriter<TcpStream>, frame: &PeerFrame) -> st
     stream.write_all(&bytes).await
 }
 
-/// Accepts peers and hands every frame they send to `deliver`.
-pub(crate) async fn listen(
-    listener: TcpListener,
-    deliver: mpsc::Sender<PeerFrame>,
-    mut stop: watch::Receiver<bool>,
-) {
+/// Where an inbound frame goes: called in the connection's reader task,
+/// so a frame reaches its group with one hand-off.
+pub(crate) type Route = Arc<dyn Fn(PeerFrame) + Send + Sync>;
+
+/// Accepts peers and hands every frame they send to `route`.
+pub(crate) async fn listen(listener: TcpListener, route: Route, mut stop: watch::Receiver<bool>) {
     loop {
         let accepted = tokio::select! {
             _ = stop.changed() => return,
@@ -106,7 +107,7 @@ pub(crate) async fn listen(
         match accepted {
             Ok((stream, _)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(read_frames(stream, deliver.clone(), stop.clone()));
+                tokio::spawn(read_frames(stream, route.clone(), stop.clone()));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cluster listener accept failed");
@@ -116,11 +117,7 @@ pub(crate) async fn listen(
     }
 }
 
-async fn read_frames(
-    mut stream: TcpStream,
-    deliver: mpsc::Sender<PeerFrame>,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn read_frames(mut stream: TcpStream, route: Route, mut stop: watch::Receiver<bool>) {
     let mut buf = Vec::new();
     loop {
         let mut len = [0u8; 4];
@@ -144,11 +141,7 @@ async fn read_frames(
             return;
         }
         match postcard::from_bytes::<PeerFrame>(&buf) {
-            Ok(frame) => {
-                if deliver.send(frame).await.is_err() {
-                    return;
-                }
-            }
+            Ok(frame) => route(frame),
             Err(e) => {
                 tracing::warn!(error = %e, "cluster peer sent an undecodable frame; closing its connection");
                 return;
