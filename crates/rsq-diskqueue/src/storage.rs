@@ -373,7 +373,8 @@ impl MemStorage {
 
     /// How many injected sync failures are still to come.
     pub fn failing_syncs_left(&self) -> usize {
-        self.failing_syncs.load(std::sync::atomic::Ordering::Relaxed)
+        self.failing_syncs
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Names of the files, sorted.
