@@ -17,11 +17,12 @@ commands:
   fuzz [TARGET] [--seconds N]
                    run the cargo-fuzz targets in fuzz/ (all, or TARGET) for N seconds
                    each (default 30); installs cargo-fuzz into target/tools if missing
-  sim [--seeds N] [--first S] [--seed S] [--faults LIST] [--tail N]
+  sim [--seeds N] [--first S] [--seed S] [--faults LIST] [--tail N] [--show]
                    the seeded simulation of the daemon (rsqd::sim): N seeds from S
                    (default 100 from 0), or seed S alone; faults crash,fsync,bitflip,
                    all (default) or none. Prints `trace <seed> <hash>` per run; a
-                   failure prints the trace's last N events and its replay command
+                   failure prints the trace's last N events (--show: every run's)
+                   and its replay command
   help             this text";
 
 /// The parsed command line.

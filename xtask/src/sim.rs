@@ -2,7 +2,7 @@
 //! through its runner, the `rsq-sim` binary (rsqd's `sim` feature).
 //!
 //! The arguments go to the runner as they are: `--seeds N`, `--first S`,
-//! `--seed S`, `--faults LIST`, `--tail N`. It prints `trace <seed> <hash>`
+//! `--seed S`, `--faults LIST`, `--tail N`, `--show`. It prints `trace <seed> <hash>`
 //! per run; a failing run prints its broken invariant, the tail of its
 //! trace and the command that replays it, `cargo xtask sim --seed S`.
 

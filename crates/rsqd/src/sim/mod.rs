@@ -5,7 +5,7 @@
 //! the id floor, `nsqd.dat`) runs on a current-thread tokio runtime with
 //! paused time, in a [`World`] whose every seam the simulation owns:
 //!
-//! - **clock**: [`clock::SimClock`], tokio's paused instant for deadlines
+//! - **clock**: `SimClock` (`clock.rs`), tokio's paused instant for deadlines
 //!   and a wall clock that starts at a fixed epoch and, across restarts,
 //!   moves by seeded steps (sometimes backwards, as a stepped clock does);
 //! - **storage**: one `MemStorage` that outlives each life; a crash keeps
