@@ -17,6 +17,12 @@ commands:
   fuzz [TARGET] [--seconds N]
                    run the cargo-fuzz targets in fuzz/ (all, or TARGET) for N seconds
                    each (default 30); installs cargo-fuzz into target/tools if missing
+  sim [--seeds N] [--first S] [--seed S] [--faults LIST] [--tail N] [--show]
+                   the seeded simulation of the daemon (rsqd::sim): N seeds from S
+                   (default 100 from 0), or seed S alone; faults crash,fsync,bitflip,
+                   all (default) or none. Prints `trace <seed> <hash>` per run; a
+                   failure prints the trace's last N events (--show: every run's)
+                   and its replay command
   help             this text";
 
 /// The parsed command line.
@@ -43,6 +49,11 @@ pub enum Task {
         /// An optional target name and `--seconds N`.
         args: Vec<String>,
     },
+    /// Run the seeded simulation.
+    Sim {
+        /// The runner's arguments (`--seeds N`, `--seed S`, ...).
+        args: Vec<String>,
+    },
     /// Print usage.
     Help,
 }
@@ -65,6 +76,9 @@ impl Flags {
                 crates: args.collect(),
             },
             Some("fuzz") => Task::Fuzz {
+                args: args.collect(),
+            },
+            Some("sim") => Task::Sim {
                 args: args.collect(),
             },
             None | Some("help" | "--help" | "-h") => Task::Help,

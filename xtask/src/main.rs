@@ -1,7 +1,7 @@
 //! xtask: the project's automation, run as `cargo xtask <command>`.
 //!
 //! Rust instead of shell scripts, so it runs the same on every machine that
-//! has the toolchain. Commands: `ci` (everything CI checks), `bench` and `fuzz`.
+//! has the toolchain. Commands: `ci` (everything CI checks), `bench`, `fuzz` and `sim`.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -10,6 +10,7 @@ mod ci;
 mod flags;
 mod fuzz;
 mod msrv;
+mod sim;
 #[cfg(test)]
 mod tidy;
 
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
         flags::Task::Ci { long } => ci::run(long),
         flags::Task::Bench { crates } => bench::run(&crates),
         flags::Task::Fuzz { args } => fuzz::run(&args),
+        flags::Task::Sim { args } => sim::run(&args),
         flags::Task::Help => {
             println!("{}", flags::USAGE);
             Ok(())

@@ -471,8 +471,11 @@ impl Ledger {
             self.write = Pos::new(file + 1, 0);
         }
         self.ends.remove(&file);
-        // Records already handed out from a damaged file cannot be replayed.
-        self.uncommitted.retain(|p| p.file != file);
+        // Records already handed out from the damaged file cannot be
+        // replayed, but they stay among the uncommitted reads: the consumer
+        // counts them, and its next `commit_oldest(n)` means them first.
+        // Dropping them here made that commit cover records read later and
+        // still in flight, which a crash then lost.
         if quarantine {
             self.quarantined_files += 1;
             self.cleanup.quarantine.push(file);

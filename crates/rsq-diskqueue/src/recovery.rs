@@ -2,7 +2,9 @@
 //!
 //! With valid metadata, only the tail written after the last metadata sync is
 //! scanned: whole records there are kept (their puts may have been synced).
-//! With missing or damaged metadata every segment is scanned. Metadata in
+//! Metadata that points past a segment's end is corrected and written back
+//! before the queue opens, so later writes never sit behind stale
+//! positions. With missing or damaged metadata every segment is scanned. Metadata in
 //! go-diskqueue's format is taken over first (`go_format`).
 //!
 //! **Recovery never destroys data it cannot read.** Bytes after the last
@@ -360,6 +362,7 @@ fn from_metadata(
         ends: BTreeMap::new(),
         corrupt: 0,
         quarantined: 0,
+        corrected: false,
     };
     // Segments before the read position were fully read; their removal was
     // owed when the process stopped.
@@ -385,9 +388,18 @@ fn from_metadata(
     for file in tail_files {
         rebuild.scan_tail(file)?;
     }
+    let corrected = rebuild.corrected;
     let mut ledger = Ledger::recovered(rebuild.read, rebuild.write, rebuild.counts, rebuild.ends);
     ledger.corrupt_records = rebuild.corrupt;
     ledger.quarantined_files = rebuild.quarantined;
+    if corrected {
+        // Metadata pointed past a segment's end. Its corrected positions
+        // are written before anything else is: new records will go where
+        // the old metadata says data already was, and once the segment
+        // grows past that again (a durable queue writes zeros ahead) the
+        // stale positions would be believed and those records skipped.
+        storage.write_atomic(&names.meta(), &ledger.meta_snapshot().encode())?;
+    }
     Ok(ledger)
 }
 
@@ -404,6 +416,9 @@ struct Rebuild<'a> {
     corrupt: u64,
     /// Segments moved aside.
     quarantined: u64,
+    /// A position metadata claimed was past a segment's end and was moved
+    /// back: the metadata file must be rewritten.
+    corrected: bool,
 }
 
 impl Rebuild<'_> {
@@ -420,6 +435,7 @@ impl Rebuild<'_> {
             // never starts past the data (nor past the write position).
             error!(queue = %self.names.prefix, file, size, offset = self.read.offset, "segment is shorter than the read position; reading from its end");
             self.read.offset = size;
+            self.corrected = true;
         }
         let start = if file == self.read.file {
             self.read.offset
@@ -460,6 +476,7 @@ impl Rebuild<'_> {
         start: u64,
         is_write_file: bool,
     ) -> io::Result<()> {
+        self.corrected = true;
         let counted = self.counts.remove(&file).unwrap_or(0);
         let (found, usable) = match size {
             None => (0, Some(start)),

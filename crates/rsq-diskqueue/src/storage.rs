@@ -319,6 +319,9 @@ impl Storage for FsStorage {
 #[derive(Debug, Default)]
 pub struct MemStorage {
     files: Mutex<BTreeMap<String, MemFile>>,
+    /// How many of the next [`Storage::sync`] calls fail (fault injection,
+    /// see [`MemStorage::fail_next_syncs`]).
+    failing_syncs: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -352,7 +355,26 @@ impl MemStorage {
         }
         MemStorage {
             files: Mutex::new(files),
+            failing_syncs: Default::default(),
         }
+    }
+
+    /// Fault injection: the next `count` calls of [`Storage::sync`] (on any
+    /// file) fail with an IO error and make nothing durable, as an
+    /// `fdatasync` that reports `EIO` does. The written bytes stay in the
+    /// file, unsynced: a later successful sync of that file makes them
+    /// durable, and a crash before one keeps a prefix of them (the kind
+    /// kernel that keeps dirty pages after a failed sync; one that drops
+    /// them is not modelled). Atomic writes and truncates are not affected.
+    pub fn fail_next_syncs(&self, count: usize) {
+        self.failing_syncs
+            .store(count, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many injected sync failures are still to come.
+    pub fn failing_syncs_left(&self) -> usize {
+        self.failing_syncs
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Names of the files, sorted.
@@ -428,6 +450,14 @@ impl Storage for MemStorage {
     fn sync(&self, name: &str) -> io::Result<()> {
         let mut files = self.files();
         let file = files.get_mut(name).ok_or_else(|| not_found(name))?;
+        let failing = self.failing_syncs.fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |left| left.checked_sub(1),
+        );
+        if failing.is_ok() {
+            return Err(io::Error::other(format!("{name}: injected fsync failure")));
+        }
         file.synced = file.data.len();
         Ok(())
     }

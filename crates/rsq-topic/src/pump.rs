@@ -7,6 +7,7 @@
 //! sending one never waits for the pump, whether it is waiting to start,
 //! delivering, or gone.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -134,6 +135,11 @@ pub(crate) struct Shared<C> {
     pub(crate) backend: Arc<dyn BackendQueue>,
     /// The topic's channels.
     pub(crate) channels: Mutex<ChannelSet<C>>,
+    /// A channel's put failed for a reason other than a full disk (an
+    /// fsync error): what it was given may not be stored, so from then on
+    /// the backend's reads are never committed in this life and a restart
+    /// replays them (at least once) rather than losing them.
+    pub(crate) put_failed: AtomicBool,
 }
 
 impl<C> Shared<C> {
@@ -143,6 +149,7 @@ impl<C> Shared<C> {
             memory: MemQueue::new(mem_queue_size),
             backend,
             channels: Mutex::new(ChannelSet::new()),
+            put_failed: AtomicBool::new(false),
         }
     }
 
@@ -252,7 +259,8 @@ async fn pump<C: TopicSink>(
         match next {
             None => {}
             Some(Ok(msgs)) => {
-                let refused = deliver_batch(&shared.name, &channels, msgs).await;
+                let refused =
+                    deliver_batch(&shared.name, &shared.put_failed, &channels, msgs).await;
                 if !refused.is_empty() {
                     Box::pin(retry_refused(shared, &mut signals, refused)).await;
                     // The retry may have taken signals: look at them again.
@@ -298,7 +306,7 @@ async fn on_record<C: TopicSink>(
                     next = shared.backend.try_read().ok().flatten();
                 }
             }
-            let refused = deliver_batch(&shared.name, channels, batch).await;
+            let refused = deliver_batch(&shared.name, &shared.put_failed, channels, batch).await;
             if !refused.is_empty() {
                 retry_refused(shared, signals, refused).await;
                 retried = true;
@@ -306,8 +314,11 @@ async fn on_record<C: TopicSink>(
             // Every channel now holds the batch (or a record was skipped):
             // only now may the backend forget it, so a crash in between
             // replays it rather than losing it (a no-op for backends that
-            // count a record consumed when read).
-            shared.backend.commit_reads();
+            // count a record consumed when read). Not after a channel failed
+            // to store a put: that batch must come back after a restart.
+            if !shared.put_failed.load(Ordering::Acquire) {
+                shared.backend.commit_reads();
+            }
         }
         Err(QueueError::Closed) => {
             tracing::debug!(topic = %shared.name, "topic backend closed; reading memory only");
@@ -364,7 +375,7 @@ async fn retry_refused<C: TopicSink>(
                 channel,
                 msgs,
             } = r;
-            let msgs = put_again(&shared.name, &name, &channel, msgs).await;
+            let msgs = put_again(&shared.name, &shared.put_failed, &name, &channel, msgs).await;
             if !msgs.is_empty() {
                 still.push(Refused {
                     name,
@@ -399,6 +410,7 @@ async fn retry_refused<C: TopicSink>(
 /// delay); returns those a full disk refused again.
 async fn put_again<C: TopicSink>(
     topic: &str,
+    failed: &AtomicBool,
     name: &str,
     channel: &Arc<C>,
     msgs: Vec<Message>,
@@ -408,7 +420,7 @@ async fn put_again<C: TopicSink>(
         match channel.put_many(msgs).await {
             Ok(()) => {}
             Err(mut error) if error.is_disk_full() => left = error.take_unstored(),
-            Err(error) => tracing::error!(topic, channel = name, %error, "channel put failed"),
+            Err(error) => put_failed(topic, name, failed, &error),
         }
         return left;
     }
@@ -425,7 +437,7 @@ async fn put_again<C: TopicSink>(
                 left.extend(msgs);
                 break;
             }
-            Err(error) => tracing::error!(topic, channel = name, %error, "channel put failed"),
+            Err(error) => put_failed(topic, name, failed, &error),
         }
     }
     left
@@ -435,6 +447,7 @@ async fn put_again<C: TopicSink>(
 /// others clones sharing its body bytes. Returns what full disks refused.
 async fn deliver<C: TopicSink>(
     topic: &str,
+    failed: &AtomicBool,
     channels: &[(Arc<str>, Arc<C>)],
     msg: Message,
 ) -> Vec<Refused<C>> {
@@ -445,9 +458,9 @@ async fn deliver<C: TopicSink>(
         return refused;
     };
     for (name, channel) in rest {
-        refused.extend(put_one(topic, name, channel, msg.clone()).await);
+        refused.extend(put_one(topic, failed, name, channel, msg.clone()).await);
     }
-    refused.extend(put_one(topic, &first.0, &first.1, msg).await);
+    refused.extend(put_one(topic, failed, &first.0, &first.1, msg).await);
     refused
 }
 
@@ -457,6 +470,7 @@ async fn deliver<C: TopicSink>(
 /// one by one to `put_deferred`, ahead of the rest.
 async fn deliver_batch<C: TopicSink>(
     topic: &str,
+    failed: &AtomicBool,
     channels: &[(Arc<str>, Arc<C>)],
     mut batch: Vec<Message>,
 ) -> Vec<Refused<C>> {
@@ -465,12 +479,12 @@ async fn deliver_batch<C: TopicSink>(
         let deferred;
         (deferred, batch) = batch.into_iter().partition(|m| m.deferred.is_some());
         for msg in deferred {
-            refused.extend(deliver(topic, channels, msg).await);
+            refused.extend(deliver(topic, failed, channels, msg).await);
         }
     }
     if batch.len() <= 1 {
         if let Some(msg) = batch.into_iter().next() {
-            refused.extend(deliver(topic, channels, msg).await);
+            refused.extend(deliver(topic, failed, channels, msg).await);
         }
         return refused;
     }
@@ -484,15 +498,16 @@ async fn deliver_batch<C: TopicSink>(
     };
     for (name, channel) in rest {
         let result = channel.put_many(batch.clone()).await;
-        refused.extend(refusal(topic, name, channel, result));
+        refused.extend(refusal(topic, failed, name, channel, result));
     }
     let result = first.1.put_many(batch).await;
-    refused.extend(refusal(topic, &first.0, &first.1, result));
+    refused.extend(refusal(topic, failed, &first.0, &first.1, result));
     refused
 }
 
 async fn put_one<C: TopicSink>(
     topic: &str,
+    failed: &AtomicBool,
     name: &Arc<str>,
     channel: &Arc<C>,
     msg: Message,
@@ -501,13 +516,14 @@ async fn put_one<C: TopicSink>(
         Some(delay) => channel.put_deferred(msg, delay).await,
         None => channel.put(msg).await,
     };
-    refusal(topic, name, channel, result)
+    refusal(topic, failed, name, channel, result)
 }
 
 /// What a put's failure leaves the pump to hold: the messages a full disk
 /// refused; any other failure is logged (the channel is closing or broken).
 fn refusal<C>(
     topic: &str,
+    failed: &AtomicBool,
     name: &Arc<str>,
     channel: &Arc<C>,
     result: Result<(), crate::SinkError>,
@@ -523,8 +539,19 @@ fn refusal<C>(
             })
         }
         Err(error) => {
-            tracing::error!(topic, channel = &**name, %error, "channel put failed");
+            put_failed(topic, name, failed, &error);
             None
         }
+    }
+}
+
+/// A channel's put failed for a reason other than a full disk: logs it and
+/// sets `failed`, which stops the pump committing the backend's reads.
+fn put_failed(topic: &str, channel: &str, failed: &AtomicBool, error: &crate::SinkError) {
+    if !failed.swap(true, Ordering::AcqRel) {
+        tracing::error!(topic, channel, %error,
+            "channel put failed; the topic's reads are no longer committed, so a restart replays them");
+    } else {
+        tracing::error!(topic, channel, %error, "channel put failed");
     }
 }

@@ -27,6 +27,11 @@ pub mod metadata;
 pub(crate) mod metrics;
 pub(crate) mod nsqd;
 pub(crate) mod options;
+/// The seeded simulation of the whole daemon (`cargo xtask sim`): built for
+/// rsqd's tests and with the `sim` feature (which the `rsq-sim` binary
+/// needs), never into the daemon.
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 pub(crate) mod stats;
 pub(crate) mod statsd;
 pub(crate) mod tcp;

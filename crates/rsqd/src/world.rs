@@ -2,10 +2,10 @@
 //!
 //! A simulation (or a test) runs the real daemon in a world it controls by
 //! handing [`Nsqd::in_world`](crate::Nsqd::in_world) another [`World`]:
-//! this file is the one place that says what can be replaced. Today that
-//! is the clock, the data dir and where blocking file IO runs; sockets,
-//! the auth and lookupd clients and randomness still reach the real world
-//! (issue 31 names them).
+//! this file is the one place that says what can be replaced: the clock,
+//! the data dir and where blocking file IO runs. Sockets, the auth and
+//! lookupd clients and randomness still reach the real world; the seeded
+//! simulation (`crate::sim`) stays clear of them (ARCHITECTURE.md, Seams).
 
 use std::sync::Arc;
 

@@ -128,15 +128,21 @@ pub(super) async fn drive(shared: Arc<Shared>) {
             }
         };
         tokio::select! {
-            _ = shared.wake.notified() => {}
+            // In a fixed order, not tokio's random one, so a simulation
+            // replays the same way. Each turn re-arms from the state, so
+            // none starves: due deadlines first, then the dead letter's
+            // publish, then a backend read; a wake-up only re-arms, and
+            // one left pending is taken on the next turn.
+            biased;
             _ = sleep => {}
+            () = settled(&mut publish) => {}
             read = shared.backend.read(), if armed.backend_room > 0 => {
                 if shared.read_batch(read, armed.backend_room) {
                     // Boxed: rare, and not worth a timer in every idle task.
                     Box::pin(tokio::time::sleep(BACKEND_RETRY_DELAY)).await;
                 }
             }
-            () = settled(&mut publish) => {}
+            _ = shared.wake.notified() => {}
         }
         shared.lock().armed = None;
     }

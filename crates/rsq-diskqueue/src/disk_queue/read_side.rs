@@ -204,6 +204,8 @@ impl DiskQueue {
                 return Ok(record);
             }
             tokio::select! {
+                // A fixed order, so a simulation replays the same way.
+                biased;
                 _ = notified => {}
                 _ = pressure => {}
             }
