@@ -130,6 +130,28 @@ impl OutboundRx {
     }
 }
 
+impl OutboundRx {
+    /// The next entry if it is a frame, without waiting: what the writer
+    /// gathers into one write.
+    pub fn try_frame(&mut self) -> Option<bytes::Bytes> {
+        let mut entries = self.queue.lock();
+        let was_full = entries.items.len() >= OUTBOUND_MAX;
+        let frame = match entries.items.pop_front() {
+            Some(Outbound::Frame(frame)) => frame,
+            Some(other) => {
+                entries.items.push_front(other);
+                return None;
+            }
+            None => return None,
+        };
+        drop(entries);
+        if was_full {
+            self.queue.drained.notify_one();
+        }
+        Some(frame)
+    }
+}
+
 impl Drop for OutboundRx {
     fn drop(&mut self) {
         self.queue.lock().receiver_gone = true;
@@ -149,6 +171,24 @@ mod tests {
         assert!(matches!(rx.recv().await, Some(Outbound::Flush)));
         assert!(matches!(rx.recv().await, Some(Outbound::Close)));
         assert!(rx.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn frames_are_taken_up_to_the_first_other_entry() {
+        let (tx, mut rx) = outbound();
+        for entry in [
+            Outbound::Frame(bytes::Bytes::from_static(b"a")),
+            Outbound::Frame(bytes::Bytes::from_static(b"b")),
+            Outbound::Flush,
+            Outbound::Frame(bytes::Bytes::from_static(b"c")),
+        ] {
+            assert!(tx.send(entry).is_ok());
+        }
+        assert_eq!(rx.try_frame().as_deref(), Some(&b"a"[..]));
+        assert_eq!(rx.try_frame().as_deref(), Some(&b"b"[..]));
+        assert!(rx.try_frame().is_none(), "a flush is not a frame");
+        assert!(matches!(rx.recv().await, Some(Outbound::Flush)));
+        assert_eq!(rx.try_frame().as_deref(), Some(&b"c"[..]));
     }
 
     #[tokio::test]

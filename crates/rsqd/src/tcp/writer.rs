@@ -130,6 +130,11 @@ pub async fn run(
             cmd = rx.recv() => match cmd {
                 Some(Outbound::Frame(frame)) => {
                     output.handle_frame(&frame, &mut out);
+                    // The answers to one read's commands leave in one
+                    // write, not one each.
+                    while let Some(frame) = rx.try_frame() {
+                        output.handle_frame(&frame, &mut out);
+                    }
                     Ok(true)
                 }
                 Some(Outbound::Settings(new)) => {
