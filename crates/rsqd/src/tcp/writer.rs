@@ -129,12 +129,7 @@ pub async fn run(
             biased;
             cmd = rx.recv() => match cmd {
                 Some(Outbound::Frame(frame)) => {
-                    output.handle_frame(&frame, &mut out);
-                    // The answers to one read's commands leave in one
-                    // write, not one each.
-                    while let Some(frame) = rx.try_frame() {
-                        output.handle_frame(&frame, &mut out);
-                    }
+                    gather_frames(&frame, &mut rx, &mut output, &mut out);
                     Ok(true)
                 }
                 Some(Outbound::Settings(new)) => {
@@ -212,6 +207,15 @@ pub async fn run(
     let _ = transmit(&mut output, &mut socket, &mut out).await;
     let _ = socket.shutdown().await;
     let _ = done.send(true);
+}
+
+/// Encodes `first` and every frame queued behind it, so the answers to
+/// one read's commands leave in one write, not one each.
+fn gather_frames(first: &[u8], rx: &mut OutboundRx, output: &mut Output, out: &mut BytesMut) {
+    output.handle_frame(first, out);
+    while let Some(frame) = rx.try_frame() {
+        output.handle_frame(&frame, out);
+    }
 }
 
 async fn recv(sub: &mut Option<Subscription>) -> Option<Message> {
