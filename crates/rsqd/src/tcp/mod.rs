@@ -1,18 +1,22 @@
 //! The TCP server: protocol V2 for producers and consumers, on a TCP port
 //! or a unix socket (`--tcp-address` takes either; the name is nsqd's).
 //!
-//! `serve` accepts connections until shutdown; each connection is a reader
-//! task (`session.rs`) driving the V2 protocol's state machine, which does
-//! no IO (the rsq-protocol crate, configured by [`protocol_config`]), and a writer task
-//! that owns the socket's write half and drives the outbound machine
-//! (`rsq_protocol::Output`: gathered message frames, heartbeats) in
-//! `writer.rs`; each sleeps on one `LazyTimer` (`timer.rs`). The bytes between them and the socket pass
+//! `serve` accepts connections until shutdown; each connection is one
+//! task of two halves (`duplex.rs`): a reader (`session.rs`) driving the V2
+//! protocol's state machine, which does no IO (the rsq-protocol crate,
+//! configured by [`protocol_config`]), and a writer that owns the socket's
+//! write half and drives the outbound machine (`rsq_protocol::Output`:
+//! gathered message frames, heartbeats) in `writer.rs`, fed by the
+//! reader through `outbound.rs`; each half sleeps on one `LazyTimer`
+//! (`timer.rs`). The bytes between them and the socket pass
 //! through the layers of `stream.rs`: TLS (`tls.rs`) and snappy or deflate
 //! (the `rsq-compress` crate), negotiated in IDENTIFY, over either kind of
 //! socket. A unix client has no IP: `/stats` shows it at `@` (Go's name
 //! for an unnamed unix peer), its default client id and hostname are empty
 //! and the auth server gets an empty `remote_ip`, as with nsqd.
 
+mod duplex;
+mod outbound;
 mod session;
 mod stream;
 mod timer;

@@ -28,8 +28,10 @@ use rsq_compress::Compression;
 use rsq_service::{PeerAddr, Stream};
 use tokio::sync::{oneshot, watch};
 
+use super::duplex;
+use super::outbound::{self, OutboundTx};
 use super::stream::{self, Source};
-use super::writer::{self, Outbound, OutboundTx, ReadBatch};
+use super::writer::{self, Outbound, ReadBatch};
 use super::{LazyTimer, Negotiated, TlsConfig};
 use crate::NsqdError;
 use crate::auth::AuthRequest;
@@ -68,7 +70,7 @@ pub async fn run(
     ctx: Arc<Nsqd>,
     protocol: Arc<ProtocolConfig>,
     tls_config: TlsConfig,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let id = ctx.next_client_id();
     let info = Arc::new(ClientInfo::new(
@@ -79,21 +81,21 @@ pub async fn run(
     ctx.register_client(info.clone());
     tracing::debug!(client = id, %addr, "TCP: new client");
 
-    let (mut reader, write_half) = stream::split(stream);
+    let (reader, write_half) = stream::split(stream);
     let mut conn = Connection::new(protocol);
     conn.handle_read(ctx.clock.now());
-    let (out_tx, out_rx) = writer::outbound();
-    let (done_tx, mut done_rx) = watch::channel(false);
+    let (out_tx, out_rx) = outbound::outbound();
+    let (done_tx, done_rx) = watch::channel(false);
     let batch = Arc::new(ReadBatch::default());
-    let writer_task = tokio::spawn(writer::run(
+    let writer = writer::run(
         write_half,
         out_rx,
         conn.settings().clone(),
         ctx.clock.clone(),
         batch.clone(),
         done_tx,
-    ));
-    let mut session = Session {
+    );
+    let session = Session {
         ctx: ctx.clone(),
         info: info.clone(),
         out: out_tx,
@@ -101,59 +103,90 @@ pub async fn run(
         channel: None,
         consumer: None,
     };
-
-    let mut deadline = LazyTimer::default();
-    // Made once: a watch's `changed` registers with the watch on its first
-    // poll, and the shutdown watch is shared by every connection, so one
-    // made per read would take that shared lock twice per read.
-    let stop = async {
-        tokio::select! {
-            _ = done_rx.changed() => {}
-            _ = shutdown.changed() => {}
-        }
-    };
-    tokio::pin!(stop);
-    'conn: loop {
-        batch.begin();
-        while let Some(action) = conn.poll_action(ctx.clock.now()) {
-            if let Flow::Close = session.perform(action, &mut conn, &mut reader).await {
-                break 'conn;
-            }
-        }
-        if batch.end() {
-            session.send(Outbound::Flush);
-        }
-        // A client that reads none of its answers: read no more of its
-        // commands until the writer has caught up.
-        if session.out.is_full() {
-            tokio::select! {
-                () = session.out.drained() => {}
-                () = &mut stop => break,
-            }
-        }
-        // The machine owns nsqd's read deadline; this only sleeps until it.
-        deadline.arm(conn.poll_timeout());
-        tokio::select! {
-            r = reader.read_buf(conn.input()) => match r {
-                Ok(0) => break,
-                Ok(_) => conn.handle_read(ctx.clock.now()),
-                Err(e) => {
-                    tracing::debug!(client = id, error = %e, "TCP: read failed");
-                    break;
-                }
-            },
-            () = deadline.fired() => conn.handle_timeout(ctx.clock.now()),
-            () = &mut stop => break,
-        }
+    let reader = session.serve(conn, reader, batch, done_rx, shutdown);
+    // One task for both halves: an answer is written in the turn that
+    // produced it, with no hand-off to another task (`duplex.rs`).
+    let ended = duplex::run(reader, writer, CLOSE_LIMIT).await;
+    if !ended.writer_finished {
+        // A client that reads nothing left the writer blocked on its
+        // socket: it was dropped mid-write. What it held is still in
+        // flight, and leaving the channel requeues it.
+        tracing::info!(
+            client = id,
+            "TCP: client reads nothing; closing without flushing"
+        );
     }
-
-    session.close(writer_task).await;
+    let mut session = ended.reader;
+    session.leave_channel().await;
     info.set_state(ClientState::Disconnected);
     ctx.unregister_client(id);
     tracing::debug!(client = id, "TCP: client gone");
 }
 
 impl Session {
+    /// The reading half: reads commands into the machine and carries out
+    /// its actions until the client leaves, breaks the protocol, the
+    /// writer ends or the daemon shuts down; then tells the writer to
+    /// flush and stop, and returns itself for leaving the channel.
+    async fn serve(
+        mut self,
+        mut conn: Connection,
+        mut reader: Source,
+        batch: Arc<ReadBatch>,
+        mut done_rx: watch::Receiver<bool>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Session {
+        let id = self.info.id;
+        let clock = self.ctx.clock.clone();
+        let mut deadline = LazyTimer::default();
+        // Made once: a watch's `changed` registers with the watch on its
+        // first poll, and the shutdown watch is shared by every
+        // connection, so one made per read would take that shared lock
+        // twice per read.
+        let stop = async {
+            tokio::select! {
+                _ = done_rx.changed() => {}
+                _ = shutdown.changed() => {}
+            }
+        };
+        tokio::pin!(stop);
+        'conn: loop {
+            batch.begin();
+            while let Some(action) = conn.poll_action(clock.now()) {
+                if let Flow::Close = self.perform(action, &mut conn, &mut reader).await {
+                    break 'conn;
+                }
+            }
+            if batch.end() {
+                self.send(Outbound::Flush);
+            }
+            // A client that reads none of its answers: read no more of its
+            // commands until the writer has caught up.
+            if self.out.is_full() {
+                tokio::select! {
+                    () = self.out.drained() => {}
+                    () = &mut stop => break,
+                }
+            }
+            // The machine owns nsqd's read deadline; this only sleeps until it.
+            deadline.arm(conn.poll_timeout());
+            tokio::select! {
+                r = reader.read_buf(conn.input()) => match r {
+                    Ok(0) => break,
+                    Ok(_) => conn.handle_read(clock.now()),
+                    Err(e) => {
+                        tracing::debug!(client = id, error = %e, "TCP: read failed");
+                        break;
+                    }
+                },
+                () = deadline.fired() => conn.handle_timeout(clock.now()),
+                () = &mut stop => break,
+            }
+        }
+        self.send(Outbound::Close);
+        self
+    }
+
     /// Carries out one action of the machine, answering it if it asks.
     async fn perform(
         &mut self,
@@ -317,29 +350,6 @@ impl Session {
                 .map(|id| (id, SettleError::NotSubscribed))
                 .collect(),
         }
-    }
-
-    /// Ends the connection: the writer flushes (within [`CLOSE_LIMIT`]),
-    /// then the session leaves its channel.
-    async fn close(&mut self, mut writer_task: tokio::task::JoinHandle<()>) {
-        let id = self.info.id;
-        let _ = self.out.send(Outbound::Close);
-        // A client that reads nothing leaves the writer blocked on its socket:
-        // it gets a bounded time to take what is queued, then the writer is
-        // dropped mid-write. What it held is still in flight, and leaving the
-        // channel requeues it.
-        match tokio::time::timeout(CLOSE_LIMIT, &mut writer_task).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(client = id, error = %e, "writer task failed"),
-            Err(_) => {
-                tracing::info!(
-                    client = id,
-                    "TCP: client reads nothing; closing without flushing"
-                );
-                writer_task.abort();
-            }
-        }
-        self.leave_channel().await;
     }
 
     fn send(&self, outbound: Outbound) {

@@ -14,15 +14,16 @@
 //! reader for the TLS handshake (see `stream.rs`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
 use bytes::{Bytes, BytesMut};
 use rsq_channel::{Channel, Clock, Consumer};
 use rsq_codec::Message;
 use rsq_compress::Compression;
 use rsq_protocol::{Delivery, Output};
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
+use super::outbound::OutboundRx;
 use super::stream::{Sink, WriteHalf};
 use super::{LazyTimer, Negotiated};
 
@@ -56,80 +57,6 @@ pub enum Outbound {
     Compress(Compression),
     /// Flush and stop.
     Close,
-}
-
-/// Entries the session may queue for the writer before it stops reading
-/// the client's commands: a client that sends and never reads its
-/// answers is held back, as nsqd's blocking write holds it, instead of
-/// growing the queue without end. A batch already read finishes first, so
-/// the queue holds at most this plus one read's answers.
-pub const OUTBOUND_MAX: usize = 1024;
-
-/// The queue from the session to the writer task, counted against
-/// [`OUTBOUND_MAX`].
-pub fn outbound() -> (OutboundTx, OutboundRx) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let backlog = Arc::new(Backlog::default());
-    (
-        OutboundTx {
-            tx,
-            backlog: backlog.clone(),
-        },
-        OutboundRx { rx, backlog },
-    )
-}
-
-#[derive(Debug, Default)]
-struct Backlog {
-    queued: AtomicUsize,
-    /// Signalled when the writer takes an entry from a full queue.
-    drained: Notify,
-}
-
-/// The session's end of [`outbound`].
-pub struct OutboundTx {
-    tx: mpsc::UnboundedSender<Outbound>,
-    backlog: Arc<Backlog>,
-}
-
-impl OutboundTx {
-    /// Queues `outbound`; an error means the writer is gone, which the
-    /// session learns through `done`.
-    pub fn send(&self, outbound: Outbound) -> Result<(), ()> {
-        self.backlog.queued.fetch_add(1, SeqCst);
-        self.tx.send(outbound).map_err(|_| ())
-    }
-
-    /// Whether the queue holds [`OUTBOUND_MAX`] entries or more.
-    pub fn is_full(&self) -> bool {
-        self.backlog.queued.load(SeqCst) >= OUTBOUND_MAX
-    }
-
-    /// Waits until the queue is below [`OUTBOUND_MAX`]. Cancel-safe.
-    pub async fn drained(&self) {
-        while self.is_full() {
-            // `notify_one` keeps a permit when nobody waits, so a take
-            // between the check and this await still wakes us.
-            self.backlog.drained.notified().await;
-        }
-    }
-}
-
-/// The writer's end of [`outbound`].
-pub struct OutboundRx {
-    rx: mpsc::UnboundedReceiver<Outbound>,
-    backlog: Arc<Backlog>,
-}
-
-impl OutboundRx {
-    /// The next entry, `None` once the session is gone. Cancel-safe.
-    async fn recv(&mut self) -> Option<Outbound> {
-        let next = self.rx.recv().await?;
-        if self.backlog.queued.fetch_sub(1, SeqCst) >= OUTBOUND_MAX {
-            self.backlog.drained.notify_one();
-        }
-        Some(next)
-    }
 }
 
 /// The handshake between the halves about the reader's batches of
@@ -202,7 +129,7 @@ pub async fn run(
             biased;
             cmd = rx.recv() => match cmd {
                 Some(Outbound::Frame(frame)) => {
-                    output.handle_frame(&frame, &mut out);
+                    gather_frames(&frame, &mut rx, &mut output, &mut out);
                     Ok(true)
                 }
                 Some(Outbound::Settings(new)) => {
@@ -280,6 +207,15 @@ pub async fn run(
     let _ = transmit(&mut output, &mut socket, &mut out).await;
     let _ = socket.shutdown().await;
     let _ = done.send(true);
+}
+
+/// Encodes `first` and every frame queued behind it, so the answers to
+/// one read's commands leave in one write, not one each.
+fn gather_frames(first: &[u8], rx: &mut OutboundRx, output: &mut Output, out: &mut BytesMut) {
+    output.handle_frame(first, out);
+    while let Some(frame) = rx.try_frame() {
+        output.handle_frame(&frame, out);
+    }
 }
 
 async fn recv(sub: &mut Option<Subscription>) -> Option<Message> {
