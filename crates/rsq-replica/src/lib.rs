@@ -12,7 +12,7 @@
 //!
 //! ## What is in it
 //!
-//! - `replica`: [`Replica`] and its vocabulary ([`Ticket`], [`Outcome`],
+//! - `replica`: [`Replica`] and its vocabulary ([`Ticket`], [`ProposalOutcome`],
 //!   [`Applied`], [`Transmit`], [`Role`]).
 //! - `journal`: the durable log: raft-rs's entries and hard state as
 //!   records of an rsq-diskqueue [`rsq_diskqueue::RecordLog`] (CRC32
@@ -23,7 +23,7 @@
 //!
 //! ## Invariants
 //!
-//! - An [`Outcome::Committed`] is reported only for an entry a quorum has
+//! - An [`ProposalOutcome::Committed`] is reported only for an entry a quorum has
 //!   fsynced: a follower's acknowledgement leaves only after its persist
 //!   returned, and the leader counts itself only after its own.
 //! - After a storage failure a replica sends nothing and takes nothing:
@@ -37,6 +37,6 @@ pub mod wire;
 
 pub use error::ReplicaError;
 pub use replica::{
-    Applied, ELECTION_TICKS, HEARTBEAT_TICKS, MAX_APPEND_BYTES, MAX_INFLIGHT_APPENDS, Outcome,
-    Replica, ReplicaConfig, Role, Ticket, Transmit,
+    Applied, ELECTION_TICKS, HEARTBEAT_TICKS, MAX_APPEND_BYTES, MAX_INFLIGHT_APPENDS,
+    ProposalOutcome, Replica, ReplicaConfig, Role, Ticket, Transmit,
 };

@@ -64,7 +64,7 @@ pub struct Ticket {
 
 /// What became of a proposal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum ProposalOutcome {
     /// Committed: in the logs of a quorum, each fsynced, and it will never
     /// change. The only outcome on which a publish may be acknowledged.
     Committed,
@@ -115,7 +115,7 @@ pub struct Replica {
     /// Proposals this replica made as leader and has not resolved, by
     /// index, with the term they were proposed in.
     pending: BTreeMap<u64, u64>,
-    outcomes: VecDeque<(Ticket, Outcome)>,
+    outcomes: VecDeque<(Ticket, ProposalOutcome)>,
     applied: VecDeque<Applied>,
     transmits: VecDeque<Transmit>,
     role: Role,
@@ -233,7 +233,7 @@ impl Replica {
     }
 
     /// Proposes `data` for the log; only the leader takes proposals. Its
-    /// [`Outcome`] comes out of [`Replica::poll_outcome`] with the ticket
+    /// [`ProposalOutcome`] comes out of [`Replica::poll_outcome`] with the ticket
     /// returned here.
     pub fn propose(&mut self, data: Vec<u8>) -> Result<Ticket, ReplicaError> {
         self.check_running()?;
@@ -358,7 +358,7 @@ impl Replica {
     }
 
     /// The next resolved proposal.
-    pub fn poll_outcome(&mut self) -> Option<(Ticket, Outcome)> {
+    pub fn poll_outcome(&mut self) -> Option<(Ticket, ProposalOutcome)> {
         self.outcomes.pop_front()
     }
 
@@ -437,7 +437,7 @@ impl Replica {
     fn stop(&mut self, reason: String) {
         self.stopped = Some(reason);
         self.transmits.clear();
-        self.resolve_all(Outcome::Unknown);
+        self.resolve_all(ProposalOutcome::Unknown);
     }
 
     fn check_running(&self) -> Result<(), ReplicaError> {
@@ -469,9 +469,9 @@ impl Replica {
                     index: entry.index,
                 };
                 let outcome = if term == entry.term {
-                    Outcome::Committed
+                    ProposalOutcome::Committed
                 } else {
-                    Outcome::Lost
+                    ProposalOutcome::Lost
                 };
                 self.outcomes.push_back((ticket, outcome));
             }
@@ -500,12 +500,12 @@ impl Replica {
         }
         info!(group = %self.group, node = self.id(), term = self.term(), ?role, "replica changes role");
         if self.role == Role::Leader {
-            self.resolve_all(Outcome::Unknown);
+            self.resolve_all(ProposalOutcome::Unknown);
         }
         self.role = role;
     }
 
-    fn resolve_all(&mut self, outcome: Outcome) {
+    fn resolve_all(&mut self, outcome: ProposalOutcome) {
         for (index, term) in std::mem::take(&mut self.pending) {
             self.outcomes.push_back((Ticket { term, index }, outcome));
         }

@@ -10,7 +10,7 @@
 //!   after any crash (it fsynced before it said so);
 //! - an index, once committed anywhere, holds the same entry everywhere,
 //!   for ever;
-//! - every proposal reported [`Outcome::Committed`] is, at the end, in
+//! - every proposal reported [`ProposalOutcome::Committed`] is, at the end, in
 //!   every replica's committed log, at its ticket's index.
 //!
 //! A failure prints the seed and the command that replays it; every run's
@@ -26,7 +26,7 @@ use raft::eraftpb::MessageType;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rsq_diskqueue::{MemStorage, Storage};
-use rsq_replica::{ELECTION_TICKS, Outcome, Replica, ReplicaConfig, Role, Ticket, wire};
+use rsq_replica::{ELECTION_TICKS, ProposalOutcome, Replica, ReplicaConfig, Role, Ticket, wire};
 
 /// Nodes in the simulated group.
 const NODES: u64 = 3;
@@ -251,7 +251,7 @@ impl Sim {
             let data = self.proposed.remove(&(id, ticket));
             self.trace
                 .note(&format!("outcome {id} {ticket:?} {outcome:?}"));
-            if outcome == Outcome::Committed {
+            if outcome == ProposalOutcome::Committed {
                 let Some(data) = data else {
                     self.fail(&format!("node {id} reports an unknown ticket {ticket:?}"));
                 };
