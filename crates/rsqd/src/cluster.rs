@@ -58,6 +58,9 @@ pub(crate) struct Cluster {
     members: Vec<String>,
     peers: Arc<BTreeMap<u64, mpsc::Sender<PeerFrame>>>,
     groups: Mutex<HashMap<String, GroupHandle>>,
+    /// Topics whose log could not be opened here: not retried for every
+    /// frame a peer sends (the error was logged once).
+    unopenable: Mutex<BTreeSet<String>>,
     nsqd: Weak<Nsqd>,
     world: World,
     stop: watch::Receiver<bool>,
@@ -104,6 +107,7 @@ impl Cluster {
             members,
             peers: Arc::new(peers),
             groups: Mutex::new(HashMap::new()),
+            unopenable: Mutex::new(BTreeSet::new()),
             nsqd: Arc::downgrade(nsqd),
             world: nsqd.world().clone(),
             stop: stop.clone(),
@@ -112,7 +116,13 @@ impl Cluster {
             if nsqd.topic(&topic).is_some() {
                 nsqd.delete_topic(&topic).await?;
             }
-            cluster.open_group(&topic)?;
+            // A log that cannot be opened (damaged, see
+            // `QueueError::Damaged`) keeps that topic down on this member
+            // only; the files stay as they are for an operator.
+            if let Err(e) = cluster.open_group(&topic) {
+                tracing::error!(topic, error = %e, "replicated topic not served by this member: its log cannot be opened");
+                lock(&cluster.unopenable).insert(topic);
+            }
         }
         let weak = Arc::downgrade(&cluster);
         let route: peer::Route = Arc::new(move |frame| {
@@ -243,10 +253,12 @@ impl Cluster {
         }
         let group = match self.group(topic) {
             Some(group) => group,
+            None if lock(&self.unopenable).contains(topic) => return,
             None => match self.open_group(topic) {
                 Ok(group) => group,
                 Err(e) => {
                     tracing::error!(topic, error = %e, "cannot open a replicated topic a peer announced");
+                    lock(&self.unopenable).insert(topic.to_string());
                     return;
                 }
             },
