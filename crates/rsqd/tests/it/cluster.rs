@@ -14,7 +14,8 @@ use crate::harness::{Daemon, http};
 pub struct Lookupd {
     /// Its TCP (producer protocol) address.
     pub tcp: SocketAddr,
-    http: SocketAddr,
+    /// Its HTTP address.
+    pub http: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     rt: tokio::runtime::Runtime,

@@ -42,6 +42,11 @@ fn free_ports(n: usize) -> Vec<u16> {
 
 impl Members {
     fn start() -> Members {
+        Members::start_with(&[])
+    }
+
+    /// Three members, each also given `extra` flags.
+    fn start_with(extra: &[String]) -> Members {
         let ports = free_ports(MEMBERS);
         let peers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let list = format!("--cluster-peers={}", peers.join(","));
@@ -49,11 +54,12 @@ impl Members {
             .iter()
             .enumerate()
             .map(|(i, me)| {
-                let flags = [
+                let mut flags = vec![
                     format!("--node-id={}", i + 1),
                     format!("--cluster-address={me}"),
                     list.clone(),
                 ];
+                flags.extend(extra.iter().cloned());
                 let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
                 Daemon::start(&flags)
             })
@@ -327,4 +333,125 @@ fn replicated_topic_loses_nothing_acknowledged_across_leader_sigkills() {
         3
     };
     run(rounds);
+}
+
+const PYNSQ_PUBLISH: &str = r#"
+import sys, tornado.ioloop, nsq
+tcp, topic, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+acked = [0]
+loop = tornado.ioloop.IOLoop.current()
+writer = nsq.Writer([tcp])
+def on_pub(conn, data):
+    if isinstance(data, nsq.Error):
+        print("publish error", data, file=sys.stderr); sys.exit(2)
+    acked[0] += 1
+    if acked[0] == n:
+        loop.stop()
+def publish():
+    for i in range(n):
+        writer.pub(topic, ("py-%d" % i).encode(), callback=on_pub)
+loop.call_later(1.0, publish)
+loop.call_later(30.0, lambda: (print("timeout", acked[0], file=sys.stderr), sys.exit(3)))
+loop.start()
+"#;
+
+/// tokio-nsq publishes `prefix-0..n` to `addr`, each waiting for its OK.
+async fn tokio_nsq_publish(addr: SocketAddr, prefix: &str, n: usize) {
+    let limit = Duration::from_secs(20);
+    let mut p = tokio_nsq::NSQProducerConfig::new(addr.to_string()).build();
+    match tokio::time::timeout(limit, p.consume()).await {
+        Ok(Some(tokio_nsq::NSQEvent::Healthy())) => {}
+        other => panic!("tokio-nsq producer did not connect: {other:?}"),
+    }
+    let topic = tokio_nsq::NSQTopic::new("orders").expect("topic");
+    for i in 0..n {
+        p.publish(&topic, format!("{prefix}-{i}").into_bytes())
+            .await
+            .expect("publish");
+        match tokio::time::timeout(limit, p.consume()).await {
+            Ok(Some(tokio_nsq::NSQEvent::Ok())) => {}
+            other => panic!("expected OK from a follower, got {other:?}"),
+        }
+    }
+}
+
+/// pynsq and tokio-nsq publish to a follower; a tokio-nsq consumer that
+/// finds the topic through rsq-lookupd receives everything, through a
+/// SIGKILL of the leader, with no client change.
+#[test]
+fn real_clients_publish_to_a_follower_and_consume_through_a_failover() {
+    let python = crate::pynsq::python();
+    let lookupd = crate::cluster::Lookupd::start("127.0.0.1:0", "127.0.0.1:0");
+    let mut members = Members::start_with(&[
+        format!("--lookupd-tcp-address={}", lookupd.tcp),
+        "--broadcast-address=127.0.0.1".to_string(),
+    ]);
+    let leader = create_orders(&mut members);
+    let follower = (leader + 1) % MEMBERS;
+
+    let out = std::process::Command::new(python)
+        .arg("-c")
+        .arg(PYNSQ_PUBLISH)
+        .arg(members.nodes[follower].tcp.to_string())
+        .arg("orders")
+        .arg("50")
+        .output()
+        .expect("run pynsq");
+    assert!(
+        out.status.success(),
+        "pynsq publish to a follower failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(tokio_nsq_publish(members.nodes[follower].tcp, "tn", 50));
+
+    let seen = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
+    let lookup = format!("http://{}", lookupd.http);
+    let consumer = {
+        let seen = seen.clone();
+        rt.spawn(async move {
+            let mut c = tokio_nsq::NSQConsumerConfig::new(
+                tokio_nsq::NSQTopic::new("orders").expect("topic"),
+                tokio_nsq::NSQChannel::new("work").expect("channel"),
+            )
+            .set_max_in_flight(20)
+            .set_sources(tokio_nsq::NSQConsumerConfigSources::Lookup(
+                tokio_nsq::NSQConsumerLookupConfig::new()
+                    .set_poll_interval(Duration::from_millis(500))
+                    .set_addresses([lookup].into_iter().collect()),
+            ))
+            .build();
+            while let Some(msg) = c.consume_filtered().await {
+                let body = String::from_utf8_lossy(&msg.body).to_string();
+                *seen.lock().expect("seen").entry(body).or_default() += 1;
+                msg.finish().await;
+            }
+        })
+    };
+    let wait_for = |what: &str, want: &dyn Fn(&HashMap<String, usize>) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !want(&seen.lock().expect("seen")) {
+            assert!(Instant::now() < deadline, "consumer never received {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let all = |prefix: &'static str, n: usize| {
+        move |s: &HashMap<String, usize>| (0..n).all(|i| s.contains_key(&format!("{prefix}-{i}")))
+    };
+    wait_for("pynsq's and tokio-nsq's messages", &|s| all("py", 50)(s) && all("tn", 50)(s));
+
+    members.nodes[leader].kill();
+    let new_leader = members.leader("orders");
+    let survivor = (0..MEMBERS)
+        .find(|&i| i != leader && i != new_leader)
+        .expect("a follower survives");
+    rt.block_on(tokio_nsq_publish(members.nodes[survivor].tcp, "after", 50));
+    wait_for("the messages published after the failover", &all("after", 50));
+    consumer.abort();
+    members.nodes[leader].restart();
 }
