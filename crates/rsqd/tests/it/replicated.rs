@@ -196,8 +196,9 @@ fn subscribe(addr: SocketAddr) -> Option<V2> {
     Some(c)
 }
 
-fn run(rounds: usize) {
-    let mut members = Members::start();
+/// Creates `orders` with `replicas=3` and its channel `work`; returns
+/// the leader.
+fn create_orders(members: &mut Members) -> usize {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (status, body) =
@@ -212,6 +213,12 @@ fn run(rounds: usize) {
     let (status, _) =
         members.nodes[leader].http("POST", "/channel/create?topic=orders&channel=work", b"");
     assert_eq!(status, 200);
+    leader
+}
+
+fn run(rounds: usize) {
+    let mut members = Members::start();
+    create_orders(&mut members);
 
     let addrs: Vec<SocketAddr> = members.nodes.iter().map(|d| d.tcp).collect();
     let acked = Arc::new(Mutex::new(Vec::new()));
@@ -443,7 +450,9 @@ fn real_clients_publish_to_a_follower_and_consume_through_a_failover() {
     let all = |prefix: &'static str, n: usize| {
         move |s: &HashMap<String, usize>| (0..n).all(|i| s.contains_key(&format!("{prefix}-{i}")))
     };
-    wait_for("pynsq's and tokio-nsq's messages", &|s| all("py", 50)(s) && all("tn", 50)(s));
+    wait_for("pynsq's and tokio-nsq's messages", &|s| {
+        all("py", 50)(s) && all("tn", 50)(s)
+    });
 
     members.nodes[leader].kill();
     let new_leader = members.leader("orders");
@@ -451,7 +460,10 @@ fn real_clients_publish_to_a_follower_and_consume_through_a_failover() {
         .find(|&i| i != leader && i != new_leader)
         .expect("a follower survives");
     rt.block_on(tokio_nsq_publish(members.nodes[survivor].tcp, "after", 50));
-    wait_for("the messages published after the failover", &all("after", 50));
+    wait_for(
+        "the messages published after the failover",
+        &all("after", 50),
+    );
     consumer.abort();
     members.nodes[leader].restart();
 }
