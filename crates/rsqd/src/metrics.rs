@@ -216,8 +216,51 @@ impl Collector for Snapshot {
         encode_topic_rsq(&mut e, topics)?;
         encode_channel_exporter(&mut e, topics)?;
         encode_channel_rsq(&mut e, topics)?;
+        if let Some(replicated) = &self.stats.replicated_topics {
+            encode_replicated(&mut e, replicated)?;
+        }
         self.encode_commits(&mut e)
     }
+}
+
+/// Replicated topics as this cluster member sees them (rsq only).
+fn encode_replicated(
+    e: &mut DescriptorEncoder,
+    topics: &std::collections::BTreeMap<String, stats::ReplicatedTopicReport>,
+) -> std::fmt::Result {
+    let label = |name: &String| [("topic", name.clone())];
+    family(
+        e,
+        "rsq_replicated_topic_leader",
+        "1 while this member leads the replicated topic and delivers it.",
+        None,
+        MetricType::Gauge,
+        topics.iter().map(|(n, r)| (label(n), flag(r.delivering))),
+    )?;
+    family(
+        e,
+        "rsq_replicated_topic_term",
+        "The replicated topic's latest consensus term seen here.",
+        None,
+        MetricType::Gauge,
+        topics.iter().map(|(n, r)| (label(n), int(r.term))),
+    )?;
+    family(
+        e,
+        "rsq_replicated_topic_commit_index",
+        "The highest log index this member knows committed.",
+        None,
+        MetricType::Gauge,
+        topics.iter().map(|(n, r)| (label(n), int(r.commit_index))),
+    )?;
+    family(
+        e,
+        "rsq_replicated_topic_stopped",
+        "1 once this member's replica stopped after a storage failure.",
+        None,
+        MetricType::Gauge,
+        topics.iter().map(|(n, r)| (label(n), flag(r.stopped.is_some()))),
+    )
 }
 
 /// Every channel with its topic.

@@ -166,3 +166,36 @@ fn openmetrics_is_the_same_figures_with_an_eof() {
     assert_eq!(Format::from_param(None), Some(Format::Prometheus));
     assert_eq!(Format::from_param(Some("json")), None);
 }
+
+#[test]
+fn replicated_topics_are_gauges_by_topic() {
+    let mut stats = snapshot(false);
+    stats.replicated_topics = Some(
+        [(
+            "orders".to_string(),
+            crate::stats::ReplicatedTopicReport {
+                replicas: 3,
+                role: "leader",
+                leader: Some("127.0.0.1:4160".into()),
+                term: 4,
+                commit_index: 99,
+                delivering: true,
+                stopped: None,
+            },
+        )]
+        .into_iter()
+        .collect(),
+    );
+    let text = render(stats, 1060, Format::Prometheus).unwrap();
+    let l = lines(&text);
+    for expected in [
+        "rsq_replicated_topic_leader{topic=\"orders\"} 1",
+        "rsq_replicated_topic_term{topic=\"orders\"} 4",
+        "rsq_replicated_topic_commit_index{topic=\"orders\"} 99",
+        "rsq_replicated_topic_stopped{topic=\"orders\"} 0",
+    ] {
+        assert!(l.contains(&expected), "missing {expected:?} in\n{text}");
+    }
+    let plain = render(snapshot(false), 1060, Format::Prometheus).unwrap();
+    assert!(!plain.contains("rsq_replicated"), "no cluster, no family");
+}
