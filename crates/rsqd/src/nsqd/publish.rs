@@ -69,7 +69,17 @@ impl Nsqd {
             return Err(NsqdError::DiskFull(why));
         }
         if let Some(group) = self.replicated_for_publish(topic_name).await? {
-            return crate::cluster::publish(&group, &msgs).await;
+            // No quorum makes the node unhealthy until a replicated
+            // publish succeeds again, so `/ping` says why publishes fail.
+            let result = crate::cluster::publish(&group, &msgs).await;
+            match &result {
+                Ok(()) => self.set_health(None),
+                Err(e @ NsqdError::Replication(_)) => {
+                    self.set_health(Some(format!("topic {topic_name}: {e}")));
+                }
+                Err(_) => {}
+            }
+            return result;
         }
         let topic = self.get_or_create_topic(topic_name).await?;
         let result = match msgs.len() {
