@@ -49,6 +49,18 @@ const MESSAGE_TYPES: [MessageType; 19] = {
     ]
 };
 
+/// The variant of `all` whose protobuf number is `n`.
+fn by_number<T: Copy, const N: usize>(
+    all: [T; N],
+    n: i32,
+    number: impl Fn(T) -> i32,
+    what: &str,
+) -> Result<T, ReplicaError> {
+    all.into_iter()
+        .find(|t| number(*t) == n)
+        .ok_or_else(|| ReplicaError::Decode(format!("unknown {what} type {n}")))
+}
+
 /// A log entry as written and sent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireEntry {
@@ -162,10 +174,7 @@ impl TryFrom<WireEntry> for Entry {
     type Error = ReplicaError;
 
     fn try_from(w: WireEntry) -> Result<Self, ReplicaError> {
-        let entry_type = ENTRY_TYPES
-            .into_iter()
-            .find(|t| *t as i32 == w.entry_type)
-            .ok_or_else(|| ReplicaError::Decode(format!("unknown entry type {}", w.entry_type)))?;
+        let entry_type = by_number(ENTRY_TYPES, w.entry_type, |t| t as i32, "entry")?;
         Ok(Entry {
             entry_type,
             term: w.term,
@@ -260,10 +269,7 @@ impl TryFrom<WireMessage> for Message {
     type Error = ReplicaError;
 
     fn try_from(w: WireMessage) -> Result<Self, ReplicaError> {
-        let msg_type = MESSAGE_TYPES
-            .into_iter()
-            .find(|t| *t as i32 == w.msg_type)
-            .ok_or_else(|| ReplicaError::Decode(format!("unknown message type {}", w.msg_type)))?;
+        let msg_type = by_number(MESSAGE_TYPES, w.msg_type, |t| t as i32, "message")?;
         let entries = w
             .entries
             .into_iter()

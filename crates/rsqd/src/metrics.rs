@@ -259,7 +259,9 @@ fn encode_replicated(
         "1 once this member's replica stopped after a storage failure.",
         None,
         MetricType::Gauge,
-        topics.iter().map(|(n, r)| (label(n), flag(r.stopped.is_some()))),
+        topics
+            .iter()
+            .map(|(n, r)| (label(n), flag(r.stopped.is_some()))),
     )
 }
 

@@ -232,7 +232,8 @@ pub(crate) struct Group {
 }
 
 impl Group {
-    /// Runs the group until the daemon stops (`stop`) or the replica stops.
+    /// Runs the group until the daemon stops (`stop`) or the replica stops
+    /// (then it stops delivering too).
     pub(crate) async fn run(
         mut self,
         mut commands: mpsc::Receiver<GroupCommand>,
@@ -244,7 +245,9 @@ impl Group {
         loop {
             let fin_deadline = self.fin_deadline;
             tokio::select! {
-                _ = stop.changed() => break,
+                // The daemon stops: its shutdown closes the local topic,
+                // and the next start drops it (the log rebuilds it).
+                _ = stop.changed() => return,
                 _ = tick.tick() => {
                     self.with_replica(|r| r.handle_tick());
                     self.retry_queued();

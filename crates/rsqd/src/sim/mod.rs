@@ -492,14 +492,20 @@ impl Sim {
     /// arrival against the model.
     fn receive(&mut self, life: &mut Life) -> Result<(), String> {
         while let Some(msg) = life.consumer.try_recv() {
-            let n = self.model.delivered(&msg.body)?;
-            self.event(format!(
-                "deliver {n} id={} attempts={}",
-                String::from_utf8_lossy(msg.id.as_bytes()),
-                msg.attempts
-            ));
-            self.inbox.push_back(msg);
+            self.arrive(msg)?;
         }
+        Ok(())
+    }
+
+    /// One delivery: checked against the model, traced, kept for settling.
+    fn arrive(&mut self, msg: rsq_codec::Message) -> Result<(), String> {
+        let n = self.model.delivered(&msg.body)?;
+        self.event(format!(
+            "deliver {n} id={} attempts={}",
+            String::from_utf8_lossy(msg.id.as_bytes()),
+            msg.attempts
+        ));
+        self.inbox.push_back(msg);
         Ok(())
     }
 
@@ -515,13 +521,7 @@ impl Sim {
             if self.inbox.is_empty() {
                 match tokio::time::timeout(RECV_WAIT, life.consumer.recv()).await {
                     Ok(Some(msg)) => {
-                        let n = self.model.delivered(&msg.body)?;
-                        self.event(format!(
-                            "deliver {n} id={} attempts={}",
-                            String::from_utf8_lossy(msg.id.as_bytes()),
-                            msg.attempts
-                        ));
-                        self.inbox.push_back(msg);
+                        self.arrive(msg)?;
                         continue;
                     }
                     _ => break,
