@@ -291,6 +291,21 @@ impl Replica {
     /// failure stops the replica for good: it neither votes nor
     /// acknowledges again until it is reopened from its log.
     pub fn persist(&mut self) -> Result<(), ReplicaError> {
+        let mut early = Vec::new();
+        let result = self.persist_sending(|t| early.push(t));
+        for t in early.into_iter().rev() {
+            self.transmits.push_front(t);
+        }
+        result
+    }
+
+    /// As [`Replica::persist`], handing `send` the messages that may leave
+    /// before the fsync (a leader's appends and heartbeats: it counts
+    /// itself only once its own write is durable) as soon as raft-rs has
+    /// them, so the followers' writes overlap the leader's. Votes and
+    /// append acknowledgements still wait for the fsync they vouch for, in
+    /// [`Replica::poll_transmit`].
+    pub fn persist_sending(&mut self, mut send: impl FnMut(Transmit)) -> Result<(), ReplicaError> {
         self.check_running()?;
         // A Ready's persist can commit entries that produce another Ready
         // (a single-node group commits its own appends); a few rounds
@@ -299,7 +314,7 @@ impl Replica {
             if !self.node.has_ready() {
                 break;
             }
-            if let Err(e) = self.guarded(Replica::persist_ready) {
+            if let Err(e) = self.guarded(|r| r.persist_ready(&mut send)) {
                 if self.stopped.is_none() {
                     let reason = e.to_string();
                     error!(group = %self.group, %reason, "replica stops: its log could not be made durable");
@@ -312,11 +327,14 @@ impl Replica {
         Ok(())
     }
 
-    fn persist_ready(&mut self) -> Result<(), ReplicaError> {
+    fn persist_ready(&mut self, send: &mut dyn FnMut(Transmit)) -> Result<(), ReplicaError> {
         let mut ready = self.node.ready();
         // A leader's appends and heartbeats may leave before its own
         // write: the leader counts itself only once persisted.
         self.queue_messages(ready.take_messages())?;
+        while let Some(t) = self.transmits.pop_front() {
+            send(t);
+        }
         if !ready.snapshot().is_empty() {
             return Err(ReplicaError::Config(
                 "a snapshot arrived, and this replica cannot install one yet".to_string(),

@@ -232,8 +232,14 @@ impl Sim {
         let Some(mut replica) = self.node(id).replica.take() else {
             return;
         };
-        if replica.persist().is_err() {
+        // A leader's appends leave before its fsync, as the daemon sends
+        // them: a failed fsync then stops a leader whose appends are out.
+        let mut early = Vec::new();
+        if replica.persist_sending(|t| early.push(t)).is_err() {
             self.trace.note(&format!("stopped {id}"));
+        }
+        for t in early {
+            self.wire.push((id, t.to, t.bytes));
         }
         while let Some(t) = replica.poll_transmit() {
             if let Ok((m, _)) = wire::decode_message(&t.bytes)

@@ -19,7 +19,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use rsq_codec::{Message, MessageId};
-use rsq_replica::{Replica, ReplicaError, Role};
+use rsq_replica::{Replica, ReplicaError, Role, Transmit};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -391,15 +391,10 @@ impl Group {
             self.replica = Some(replica);
             return true;
         }
-        let result = persist_here(&self.world, &mut replica);
+        let (peers, name, id) = (&self.peers, &self.name, self.id);
+        let result = persist_here(&self.world, &mut replica, |t| send(peers, name, id, t));
         while let Some(t) = replica.poll_transmit() {
-            if let Some(peer) = self.peers.get(&t.to) {
-                let _ = peer.try_send(PeerFrame {
-                    group: self.name.clone(),
-                    from: self.id,
-                    bytes: t.bytes,
-                });
-            }
+            send(&self.peers, &self.name, self.id, t);
         }
         let mut applied = Vec::new();
         while let Some(a) = replica.poll_applied() {
@@ -574,13 +569,30 @@ impl Group {
 /// than the fsync itself on a fast disk. On a multi-thread runtime the
 /// worker first hands its other tasks to another thread
 /// (`block_in_place`), so no connection waits behind the fsync.
-fn persist_here(world: &World, replica: &mut Replica) -> Result<(), ReplicaError> {
+/// A leader's appends leave through `send` before its own fsync.
+fn persist_here(
+    world: &World,
+    replica: &mut Replica,
+    send: impl FnMut(Transmit),
+) -> Result<(), ReplicaError> {
     let multi_thread = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
     if world.offload == rsq_diskqueue::Offload::BlockingPool && multi_thread {
-        tokio::task::block_in_place(|| replica.persist())
+        tokio::task::block_in_place(|| replica.persist_sending(send))
     } else {
-        replica.persist()
+        replica.persist_sending(send)
+    }
+}
+
+/// Queues `t` for its peer; dropped when that peer's queue is full, which
+/// Raft tolerates.
+fn send(peers: &BTreeMap<u64, mpsc::Sender<PeerFrame>>, group: &str, from: u64, t: Transmit) {
+    if let Some(peer) = peers.get(&t.to) {
+        let _ = peer.try_send(PeerFrame {
+            group: group.to_string(),
+            from,
+            bytes: t.bytes,
+        });
     }
 }
 
