@@ -83,8 +83,11 @@ pub(crate) struct GroupStatus {
 /// The handle the daemon keeps for a group.
 #[derive(Clone)]
 pub(crate) struct GroupHandle {
+    /// Proposals, FINs and channel creations for the group's task.
     pub commands: mpsc::Sender<GroupCommand>,
+    /// Peers' consensus messages for the group's replica.
     pub inbound: mpsc::Sender<Vec<u8>>,
+    /// The group's role, leader and progress, for `/stats` and refusals.
     pub status: watch::Receiver<GroupStatus>,
 }
 
@@ -203,14 +206,21 @@ impl TopicState {
 
 /// The group's task and everything it owns.
 pub(crate) struct Group {
+    /// The replicated topic's name.
     pub name: String,
+    /// This member's id in the group.
     pub id: u64,
+    /// The replica; `None` only while it is being persisted.
     pub replica: Option<Replica>,
+    /// The daemon, for the leader's local topic.
     pub nsqd: Weak<Nsqd>,
+    /// Where blocking IO runs (inline in a simulation).
     pub world: World,
     /// Senders to each member by id (this member's own slot unused).
     pub peers: Arc<BTreeMap<u64, mpsc::Sender<PeerFrame>>>,
+    /// Committed, unfinished messages: what a new leader delivers.
     pub state: TopicState,
+    /// Published for `GroupHandle::status`.
     pub status: watch::Sender<GroupStatus>,
     /// Publishes waiting for their entry, by first message id.
     pub waiters: HashMap<MessageId, Waiter>,
@@ -224,10 +234,12 @@ pub(crate) struct Group {
     pub queued: Vec<(Instant, Vec<u8>)>,
     /// FINs not yet proposed, per channel.
     pub fins: BTreeMap<String, Vec<[u8; 16]>>,
+    /// When the pending FINs are proposed (`FIN_BATCH` after the first).
     pub fin_deadline: Option<Instant>,
     /// The index a new leader must have applied before it delivers: its
     /// own first entry.
     pub lead_from: Option<u64>,
+    /// The highest index applied here.
     pub applied: u64,
 }
 
