@@ -64,6 +64,26 @@ pub(crate) struct Cluster {
     nsqd: Weak<Nsqd>,
     world: World,
     stop: watch::Receiver<bool>,
+    /// When the cluster started, for `heard`.
+    started: std::time::Instant,
+    /// Per member (by id - 1): milliseconds after `started` of its last
+    /// frame (0: never), for `GET /cluster`.
+    heard: Vec<std::sync::atomic::AtomicU64>,
+}
+
+/// One member as `GET /cluster` shows it.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct MemberReport {
+    /// Its id in every group (its place in `--cluster-peers`, from 1).
+    pub id: u64,
+    /// Its peer address.
+    pub address: String,
+    /// Whether it is this member.
+    pub this_member: bool,
+    /// Milliseconds since a frame from it arrived; `None` if none has
+    /// (or for this member). Members exchange frames only while they share
+    /// a replicated topic.
+    pub heard_ms_ago: Option<u64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -104,13 +124,15 @@ impl Cluster {
         }
         let cluster = Arc::new(Cluster {
             id,
-            members,
+            members: members.clone(),
             peers: Arc::new(peers),
             groups: Mutex::new(HashMap::new()),
             unopenable: Mutex::new(BTreeSet::new()),
             nsqd: Arc::downgrade(nsqd),
             world: nsqd.world().clone(),
             stop: stop.clone(),
+            started: std::time::Instant::now(),
+            heard: members.iter().map(|_| Default::default()).collect(),
         });
         for topic in cluster.stored_groups()? {
             if nsqd.topic(&topic).is_some() {
@@ -246,6 +268,13 @@ impl Cluster {
             tracing::warn!(from = frame.from, "cluster frame from a non-member ignored");
             return;
         }
+        if let Some(heard) = usize::try_from(frame.from - 1)
+            .ok()
+            .and_then(|i| self.heard.get(i))
+        {
+            let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            heard.store(ms.max(1), std::sync::atomic::Ordering::Relaxed);
+        }
         let topic = frame.group.as_str();
         if !rsq_codec::is_valid_name(topic) || rsq_codec::is_ephemeral(topic) {
             tracing::warn!(group = %frame.group, "cluster frame for an invalid topic name ignored");
@@ -270,6 +299,25 @@ impl Cluster {
     pub(crate) fn member(&self, id: u64) -> Option<&str> {
         let i = usize::try_from(id.checked_sub(1)?).ok()?;
         self.members.get(i).map(String::as_str)
+    }
+
+    /// Every member, for `GET /cluster`.
+    pub(crate) fn members(&self) -> Vec<MemberReport> {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.members
+            .iter()
+            .enumerate()
+            .map(|(i, address)| {
+                let id = i as u64 + 1;
+                let heard = self.heard[i].load(std::sync::atomic::Ordering::Relaxed);
+                MemberReport {
+                    id,
+                    address: address.clone(),
+                    this_member: id == self.id,
+                    heard_ms_ago: (heard > 0 && id != self.id).then(|| now.saturating_sub(heard)),
+                }
+            })
+            .collect()
     }
 
     /// Every replicated topic's status, by name.

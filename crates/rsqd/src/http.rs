@@ -45,10 +45,11 @@ fn parse_bool(value: Option<&str>, default: bool) -> Result<bool, ApiError> {
 
 /// Every path the API serves (`/config/{opt}` by three of its options), for
 /// tests, fuzzers and tools that want to visit them all.
-pub const ROUTES: [&str; 19] = [
+pub const ROUTES: [&str; 20] = [
     "/ping",
     "/info",
     "/stats",
+    "/cluster",
     "/metrics",
     "/pub",
     "/mpub",
@@ -77,6 +78,7 @@ pub fn router(ctx: Arc<Nsqd>) -> Router {
             .route("/ping", get(ping))
             .route("/info", get(info))
             .route("/stats", get(stats_handler))
+            .route("/cluster", get(cluster_handler))
             .route("/metrics", get(metrics_handler))
             .route("/pub", post(publish))
             .route("/mpub", post(multi_publish))
@@ -178,6 +180,18 @@ async fn info(State(ctx): Ctx) -> ApiResult {
         "max_output_buffer_size": opts.max_output_buffer_size,
         "max_output_buffer_timeout": opts.max_output_buffer_timeout.as_nanos() as u64,
         "max_deflate_level": opts.max_deflate_level,
+    }))
+}
+
+/// rsq only: this member's cluster, its members and replicated topics;
+/// 400 `NOT_A_CLUSTER_MEMBER` without `--cluster-address`.
+async fn cluster_handler(State(ctx): Ctx) -> ApiResult {
+    let cluster = ctx
+        .cluster()
+        .ok_or(ApiError(StatusCode::BAD_REQUEST, "NOT_A_CLUSTER_MEMBER"))?;
+    json(&serde_json::json!({
+        "members": cluster.members(),
+        "replicated_topics": stats::replicated_topics(&ctx),
     }))
 }
 

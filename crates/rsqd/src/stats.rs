@@ -58,6 +58,36 @@ pub struct Stats {
     pub daemon: DaemonStats,
 }
 
+/// Every replicated topic as this cluster member sees it, by name;
+/// `None` outside a cluster.
+pub(crate) fn replicated_topics(ctx: &Nsqd) -> Option<BTreeMap<String, ReplicatedTopicReport>> {
+    ctx.cluster().map(|cluster| {
+        cluster
+            .statuses()
+            .into_iter()
+            .map(|(name, s)| {
+                let report = ReplicatedTopicReport {
+                    replicas: cluster.size(),
+                    role: match s.role {
+                        rsq_replica::Role::Leader => "leader",
+                        rsq_replica::Role::Follower => "follower",
+                        rsq_replica::Role::Candidate => "candidate",
+                    },
+                    leader: s
+                        .leader
+                        .and_then(|id| cluster.member(id))
+                        .map(str::to_string),
+                    term: s.term,
+                    commit_index: s.commit,
+                    delivering: s.delivering,
+                    stopped: s.stopped,
+                };
+                (name, report)
+            })
+            .collect()
+    })
+}
+
 /// One replicated topic as this member sees it (rsq only).
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplicatedTopicReport {
@@ -416,31 +446,7 @@ pub fn collect(ctx: &Nsqd, filter: &StatsFilter) -> Stats {
             ..MemoryStats::default()
         }),
         producers,
-        replicated_topics: ctx.cluster().map(|cluster| {
-            cluster
-                .statuses()
-                .into_iter()
-                .map(|(name, s)| {
-                    let report = ReplicatedTopicReport {
-                        replicas: cluster.size(),
-                        role: match s.role {
-                            rsq_replica::Role::Leader => "leader",
-                            rsq_replica::Role::Follower => "follower",
-                            rsq_replica::Role::Candidate => "candidate",
-                        },
-                        leader: s
-                            .leader
-                            .and_then(|id| cluster.member(id))
-                            .map(str::to_string),
-                        term: s.term,
-                        commit_index: s.commit,
-                        delivering: s.delivering,
-                        stopped: s.stopped,
-                    };
-                    (name, report)
-                })
-                .collect()
-        }),
+        replicated_topics: replicated_topics(ctx),
         daemon: DaemonStats {
             connections: clients.len() as u64,
             topic_count: ctx.topic_count(),

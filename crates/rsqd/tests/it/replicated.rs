@@ -395,6 +395,12 @@ fn real_clients_publish_to_a_follower_and_consume_through_a_failover() {
     ]);
     let leader = create_orders(&mut members);
     let follower = (leader + 1) % MEMBERS;
+    let (status, body) = members.nodes[follower].http("GET", "/cluster", b"");
+    assert_eq!(status, 200, "{body}");
+    let cluster: serde_json::Value = serde_json::from_str(&body).expect("cluster json");
+    assert_eq!(cluster["members"].as_array().map(Vec::len), Some(MEMBERS));
+    assert_eq!(cluster["members"][follower]["this_member"], true);
+    assert_eq!(cluster["replicated_topics"]["orders"]["role"], "follower");
 
     let out = std::process::Command::new(python)
         .arg("-c")
