@@ -16,6 +16,7 @@
 //! they are, and the owner decides (a replica refuses to run on a log with a
 //! hole, since it may have acknowledged what is in the hole).
 
+use std::collections::BTreeSet;
 use std::io;
 use std::sync::Arc;
 
@@ -71,10 +72,7 @@ impl RecordLog {
         storage: Arc<dyn Storage>,
         config: RecordLogConfig,
     ) -> Result<(RecordLog, Vec<LogRecord>), QueueError> {
-        let io_err = |name: &str, source| QueueError::Io {
-            path: storage.dir().join(name),
-            source,
-        };
+        let io_err = |name: &str, source| io_error(storage.as_ref(), name, source);
         let prefix = segment_prefix(&config.name);
         let mut segments: Vec<u64> = storage
             .list_prefix(&prefix)
@@ -181,7 +179,7 @@ impl RecordLog {
         bytes.extend_from_slice(payload);
         self.storage
             .append(&name, &bytes)
-            .map_err(|e| self.io_err(&name, e))?;
+            .map_err(|e| io_error(self.storage.as_ref(), &name, e))?;
         self.current_len += bytes.len() as u64;
         if self.unsynced.last() != Some(&self.current) {
             self.unsynced.push(self.current);
@@ -196,7 +194,7 @@ impl RecordLog {
             let name = segment_name(&self.config.name, segment);
             self.storage
                 .sync(&name)
-                .map_err(|e| self.io_err(&name, e))?;
+                .map_err(|e| io_error(self.storage.as_ref(), &name, e))?;
         }
         self.unsynced.clear();
         Ok(())
@@ -210,7 +208,7 @@ impl RecordLog {
             let name = segment_name(&self.config.name, self.first);
             self.storage
                 .remove(&name)
-                .map_err(|e| self.io_err(&name, e))?;
+                .map_err(|e| io_error(self.storage.as_ref(), &name, e))?;
             self.first += 1;
         }
         Ok(())
@@ -236,17 +234,33 @@ impl RecordLog {
         // with its name.
         self.storage
             .write_atomic(&name, &[])
-            .map_err(|e| self.io_err(&name, e))?;
+            .map_err(|e| io_error(self.storage.as_ref(), &name, e))?;
         self.current = next;
         self.current_len = 0;
         Ok(())
     }
 
-    fn io_err(&self, name: &str, source: io::Error) -> QueueError {
-        QueueError::Io {
-            path: self.storage.dir().join(name),
-            source,
-        }
+    /// The names of the logs in `storage` whose names start with
+    /// `prefix`: what a caller that keeps one log per key finds at start.
+    pub fn names(storage: &dyn Storage, prefix: &str) -> Result<BTreeSet<String>, QueueError> {
+        let files = storage
+            .list_prefix(prefix)
+            .map_err(|e| io_error(storage, prefix, e))?;
+        Ok(files
+            .iter()
+            .filter_map(|file| {
+                let (name, rest) = file.rsplit_once(".log.")?;
+                parse_segment("", rest)?;
+                Some(name.to_string())
+            })
+            .collect())
+    }
+}
+
+fn io_error(storage: &dyn Storage, name: &str, source: io::Error) -> QueueError {
+    QueueError::Io {
+        path: storage.dir().join(name),
+        source,
     }
 }
 
@@ -316,6 +330,25 @@ mod tests {
         assert!(matches!(err, QueueError::Damaged { .. }), "{err}");
         assert_eq!(storage.names(), before);
         assert_eq!(storage.contents(&name), Some(bytes));
+    }
+
+    #[test]
+    fn names_are_the_logs_with_a_prefix() {
+        let storage = Arc::new(MemStorage::new());
+        for name in ["a.x", "a.y", "b.z"] {
+            let config = RecordLogConfig {
+                name: name.to_string(),
+                ..config()
+            };
+            let (mut log, _) = RecordLog::open(storage.clone(), config).expect("open");
+            for i in 0u8..10 {
+                log.append(&[i; 20]).expect("append");
+            }
+            log.sync().expect("sync");
+        }
+        storage.set_contents("a.not-a-log.dat", Vec::new());
+        let names = RecordLog::names(storage.as_ref(), "a.").expect("names");
+        assert_eq!(names.into_iter().collect::<Vec<_>>(), ["a.x", "a.y"]);
     }
 
     #[test]

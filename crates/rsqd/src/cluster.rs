@@ -36,7 +36,7 @@ use rsq_replica::{Replica, ReplicaConfig, Role};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::NsqdError;
-use crate::nsqd::Nsqd;
+use crate::nsqd::{Nsqd, lock};
 use crate::world::World;
 pub(crate) use group::GroupHandle;
 pub(crate) use group::GroupStatus;
@@ -84,10 +84,6 @@ pub(crate) struct MemberReport {
     /// (or for this member). Members exchange frames only while they share
     /// a replicated topic.
     pub heard_ms_ago: Option<u64>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Cluster {
@@ -159,17 +155,10 @@ impl Cluster {
 
     /// Names of the replicated topics whose logs are in the data dir.
     fn stored_groups(&self) -> anyhow::Result<BTreeSet<String>> {
-        let names = self.world.storage.list_prefix(LOG_PREFIX)?;
-        Ok(names
+        let logs = rsq_diskqueue::RecordLog::names(self.world.storage.as_ref(), LOG_PREFIX)?;
+        Ok(logs
             .iter()
-            .filter_map(|n| {
-                let rest = n.strip_prefix(LOG_PREFIX)?.strip_suffix(".dat")?;
-                let (topic, segment) = rest.rsplit_once(".log.")?;
-                segment
-                    .bytes()
-                    .all(|b| b.is_ascii_digit())
-                    .then(|| topic.to_string())
-            })
+            .filter_map(|log| log.strip_prefix(LOG_PREFIX).map(str::to_string))
             .collect())
     }
 

@@ -89,7 +89,7 @@ pub struct Nsqd {
 /// Locks one of `Nsqd`'s std mutexes. Every critical section behind them
 /// is a single map or value operation that cannot leave it half-updated,
 /// so a poisoned lock is still consistent.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 

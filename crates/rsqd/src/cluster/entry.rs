@@ -1,7 +1,7 @@
 //! What a replicated topic's log holds: the entries its state machine
 //! applies, in postcard.
 
-use rsq_codec::{Message, MessageId};
+use rsq_codec::Message;
 use serde::{Deserialize, Serialize};
 
 /// One entry of a replicated topic's log.
@@ -61,9 +61,4 @@ pub(crate) fn messages(records: Vec<Vec<u8>>) -> (Vec<Message>, usize) {
         })
         .collect();
     (msgs, bad)
-}
-
-/// A message id's bytes, as entries carry them.
-pub(crate) fn id_bytes(id: &MessageId) -> [u8; 16] {
-    id.0
 }

@@ -301,7 +301,7 @@ impl Group {
         match command {
             GroupCommand::Publish { entry, first, done } => {
                 let deadline = Instant::now() + PUBLISH_TIMEOUT;
-                self.propose(deadline, entry.clone());
+                self.propose(deadline, &entry);
                 self.waiters.insert(
                     first,
                     Waiter {
@@ -314,7 +314,7 @@ impl Group {
             GroupCommand::Channel(name) => {
                 if !self.state.channels.contains_key(&name) {
                     match (TopicEntry::Channel { name }).encode() {
-                        Ok(entry) => self.propose(Instant::now() + PUBLISH_TIMEOUT, entry),
+                        Ok(entry) => self.propose(Instant::now() + PUBLISH_TIMEOUT, &entry),
                         Err(e) => {
                             tracing::error!(topic = %self.name, error = %e, "cannot encode a channel entry")
                         }
@@ -326,7 +326,7 @@ impl Group {
                 self.fins
                     .entry(channel)
                     .or_default()
-                    .extend(ids.iter().map(entry::id_bytes));
+                    .extend(ids.iter().map(|id| id.0));
                 if self.fin_deadline.is_none() {
                     self.fin_deadline = Some(Instant::now() + FIN_BATCH);
                 }
@@ -334,13 +334,15 @@ impl Group {
         }
     }
 
-    fn propose(&mut self, deadline: Instant, entry: Vec<u8>) {
+    fn propose(&mut self, deadline: Instant, entry: &[u8]) {
         let Some(replica) = self.replica.as_mut() else {
             return;
         };
-        match replica.propose_anywhere(entry.clone()) {
+        match replica.propose_anywhere(entry.to_vec()) {
             Ok(_) => {}
-            Err(ReplicaError::NotLeader { leader: None }) => self.queued.push((deadline, entry)),
+            Err(ReplicaError::NotLeader { leader: None }) => {
+                self.queued.push((deadline, entry.to_vec()));
+            }
             Err(e) => tracing::debug!(topic = %self.name, error = %e, "proposal refused"),
         }
     }
@@ -356,21 +358,19 @@ impl Group {
         if leader.is_none() {
             return;
         }
-        let again: Vec<(Instant, Vec<u8>)> = self
-            .waiters
-            .values()
-            .map(|w| (w.deadline, w.entry.clone()))
-            .collect();
-        for (deadline, entry) in again {
-            self.propose(deadline, entry);
+        // Taken out while proposing, which never touches the waiters.
+        let waiters = std::mem::take(&mut self.waiters);
+        for w in waiters.values() {
+            self.propose(w.deadline, &w.entry);
         }
+        self.waiters = waiters;
     }
 
     fn retry_queued(&mut self) {
         let now = Instant::now();
         for (deadline, entry) in std::mem::take(&mut self.queued) {
             if deadline > now {
-                self.propose(deadline, entry);
+                self.propose(deadline, &entry);
             }
         }
     }
@@ -385,7 +385,7 @@ impl Group {
         self.fin_deadline = None;
         for (channel, ids) in std::mem::take(&mut self.fins) {
             match (TopicEntry::Finished { channel, ids }).encode() {
-                Ok(entry) => self.propose(Instant::now() + PUBLISH_TIMEOUT, entry),
+                Ok(entry) => self.propose(Instant::now() + PUBLISH_TIMEOUT, &entry),
                 Err(e) => {
                     tracing::error!(topic = %self.name, error = %e, "cannot encode a FIN entry")
                 }
